@@ -1,0 +1,72 @@
+# One variable pins PyFlink and the Flink Kafka SQL connector: the connector line 5.0.0 publishes
+# flink-sql-connector-kafka-5.0.0-<flink minor>, and 5.0.0-2.2 is the artifact built and tested
+# against Flink 2.2 (Maven Central has no 5.0.0-2.1 SQL uber jar).
+FLINK_VERSION ?= 2.2.1
+KAFKA_CONNECTOR_VERSION := 5.0.0-$(basename $(FLINK_VERSION))
+# Apache Kafka broker (KRaft) run from Maven Central jars.
+KAFKA_VERSION ?= 4.1.1
+KAFKA_PORT ?= 9092
+export KAFKA_PORT
+
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+BUILD := build
+SETUP_STAMP := $(BUILD)/.setup-$(FLINK_VERSION)-$(KAFKA_CONNECTOR_VERSION)-$(KAFKA_VERSION)
+
+.PHONY: setup kafka-up kafka-down topics demo test test-unit test-pipeline test-integration \
+	lint typecheck schemas clean help
+
+help:
+	@echo "make setup | kafka-up | kafka-down | topics | demo | test | lint | typecheck | schemas"
+
+setup: $(SETUP_STAMP)
+
+$(SETUP_STAMP): pyproject.toml deploy/pom.xml
+	@mkdir -p $(BUILD)
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q "apache-flink==$(FLINK_VERSION)" -e ".[dev]"
+	mvn -q -B -f deploy/pom.xml \
+		-Dflink.version=$(FLINK_VERSION) \
+		-Dkafka.connector.version=$(KAFKA_CONNECTOR_VERSION) \
+		-Dkafka.version=$(KAFKA_VERSION) \
+		-Djars.dir=$(CURDIR)/$(BUILD)/jars process-resources
+	@touch $@
+
+kafka-up: setup
+	scripts/kafka.sh up
+
+kafka-down:
+	scripts/kafka.sh down
+
+topics: kafka-up
+	$(PY) -m tools.topics --bootstrap-servers 127.0.0.1:$(KAFKA_PORT)
+
+demo: setup kafka-up
+	$(PY) -m tools.demo --bootstrap-servers 127.0.0.1:$(KAFKA_PORT)
+
+lint: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+typecheck: setup
+	$(VENV)/bin/mypy
+
+schemas: setup
+	$(PY) -m schemas.export
+
+test: setup lint typecheck
+	$(PY) -m pytest tests
+
+test-unit: setup
+	$(PY) -m pytest tests/unit
+
+test-pipeline: setup
+	$(PY) -m pytest tests/pipeline
+
+test-integration: setup
+	$(PY) -m pytest tests/integration
+
+clean:
+	rm -rf $(BUILD) .pytest_cache .mypy_cache .ruff_cache
