@@ -1,0 +1,222 @@
+"""Gateway pipeline: raw gateway access logs -> enriched events, usage counts, alerts, dead letters.
+
+    source (Kafka raw topic, value + topic/partition/offset)
+      -> parse + validate + redact + geo-enrich   (dead letters to a side output)
+      -> event-time watermarks from the payload
+      -> per-key tumbling windows -> usage counts
+      -> per-key anomaly detection -> alerts
+    sinks: enriched, usage and dead letters exactly-once (Kafka transactions committed on each
+    checkpoint); alerts at-least-once by default, with deterministic ids.
+
+Runs on the embedded MiniCluster (``python -m jobs.gateway_pipeline``) and unchanged on a cluster.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import sysconfig
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from pyflink.common import Configuration, Duration, Time, WatermarkStrategy
+from pyflink.datastream import CheckpointingMode, DataStream, StreamExecutionEnvironment
+from pyflink.datastream.window import TumblingEventTimeWindows
+from pyflink.table import StreamTableEnvironment
+from pyflink.table.expressions import col
+
+from jobs.kafka_tables import SinkSpec, SourceSpec, sink_ddl, source_ddl
+from metering.settings import HashKeyError, PipelineSettings, read_hash_key, settings_from_args
+from udfs.functions import (
+    DEAD_LETTERS,
+    ENRICHED_TYPE,
+    KEYED_JSON_TYPE,
+    CountPerKey,
+    DetectAnomalies,
+    EmitWindowCount,
+    EventTime,
+    ParseEnrich,
+    RateKey,
+)
+
+log = logging.getLogger("gateway_pipeline")
+
+
+@dataclass(frozen=True)
+class Streams:
+    enriched: DataStream
+    dead_letters: DataStream
+    usage: DataStream
+    alerts: DataStream
+
+
+def _python_path() -> list[str]:
+    paths = [sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]]
+    paths.append(str(Path(__file__).resolve().parent.parent))
+    return list(dict.fromkeys(paths))
+
+
+def create_environment(
+    cfg: PipelineSettings,
+) -> tuple[StreamExecutionEnvironment, StreamTableEnvironment]:
+    conf = Configuration()
+    conf.set_string("python.execution-mode", cfg.execution_mode)
+    # Python workers (process mode) and the embedded interpreter (thread mode) use this venv.
+    conf.set_string("python.executable", sys.executable)
+    conf.set_string("python.client.executable", sys.executable)
+    # Thread mode embeds CPython through PEMJA, which starts from the base interpreter and would
+    # not see this venv ("No module named pemja") without its site-packages on the path.
+    conf.set_string("python.pythonpath", os.pathsep.join(_python_path()))
+    conf.set_string("pipeline.jars", Path(cfg.resolved_connector_jar()).resolve().as_uri())
+    # A finished bounded source must still let the last checkpoint commit the transactions.
+    conf.set_string("execution.checkpointing.checkpoints-after-tasks-finish", "true")
+    conf.set_string(
+        "execution.checkpointing.externalized-checkpoint-retention", "RETAIN_ON_CANCELLATION"
+    )
+    if cfg.bounded:
+        # A bounded run is a batch over a fixed offset range: fail instead of retrying forever.
+        conf.set_string("restart-strategy.type", "fixed-delay")
+        conf.set_string("restart-strategy.fixed-delay.attempts", "2")
+        conf.set_string("restart-strategy.fixed-delay.delay", "2 s")
+    else:
+        conf.set_string("restart-strategy.type", "exponential-delay")
+    if cfg.checkpoint_dir:
+        conf.set_string("execution.checkpointing.dir", cfg.checkpoint_dir)
+    env = StreamExecutionEnvironment.get_execution_environment(conf)
+    env.set_parallelism(cfg.parallelism)
+    env.enable_checkpointing(cfg.checkpoint_interval_seconds * 1000, CheckpointingMode.EXACTLY_ONCE)
+    env.get_checkpoint_config().set_min_pause_between_checkpoints(500)
+    t_env = StreamTableEnvironment.create(env)
+    t_env.get_config().set("table.exec.resource.default-parallelism", str(cfg.parallelism))
+    return env, t_env
+
+
+def build_pipeline(raw: DataStream, cfg: PipelineSettings) -> Streams:
+    """The job's logic, from a stream of Row(payload, topic, partition, offset) to four outputs.
+
+    Tests call this with a bounded in-memory source; ``main()`` with the Kafka table source.
+    """
+    parsed = (
+        raw.process(
+            ParseEnrich(cfg.resolved_geoip_db(), cfg.geo_cache_size, cfg.limits()),
+            output_type=ENRICHED_TYPE,
+        )
+        .uid("parse-redact-enrich")
+        .name("parse, validate, redact, geo-enrich")
+    )
+    dead_letters = parsed.get_side_output(DEAD_LETTERS)
+
+    watermarks = (
+        WatermarkStrategy.for_bounded_out_of_orderness(
+            Duration.of_seconds(cfg.out_of_orderness_seconds)
+        )
+        .with_idleness(Duration.of_seconds(cfg.idle_timeout_seconds))
+        .with_timestamp_assigner(EventTime())
+    )
+    timed = (
+        parsed.assign_timestamps_and_watermarks(watermarks)
+        .uid("event-time")
+        .name("event-time watermarks")
+    )
+    usage = (
+        timed.key_by(RateKey())
+        .window(TumblingEventTimeWindows.of(Time.seconds(cfg.window_seconds)))
+        .aggregate(CountPerKey(), EmitWindowCount(), output_type=KEYED_JSON_TYPE)
+        .uid("per-key-window-count")
+        .name("per-key event-time window count")
+    )
+    alerts = (
+        usage.key_by(RateKey())
+        .process(DetectAnomalies(cfg.detector(), cfg.state_ttl_hours), output_type=KEYED_JSON_TYPE)
+        .uid("detect-anomalies")
+        .name("per-key anomaly detection")
+    )
+    return Streams(enriched=parsed, dead_letters=dead_letters, usage=usage, alerts=alerts)
+
+
+def attach_kafka_sinks(
+    t_env: StreamTableEnvironment, streams: Streams, cfg: PipelineSettings
+) -> None:
+    def spec(table: str, topic: str, suffix: str, exactly_once: bool, keyed: bool) -> SinkSpec:
+        return SinkSpec(
+            table=table,
+            topic=topic,
+            bootstrap_servers=cfg.bootstrap_servers,
+            delivery="exactly-once" if exactly_once else "at-least-once",
+            # Distinct per sink: two sinks sharing a prefix fence each other's producers.
+            transactional_id_prefix=f"{cfg.transactional_id_prefix}-{suffix}",
+            transaction_timeout_ms=cfg.transaction_timeout_ms,
+            keyed=keyed,
+        )
+
+    alerts_eos = cfg.alerts_delivery == "exactly-once"
+    for s in (
+        spec("enriched_sink", cfg.enriched_topic, "enriched", True, True),
+        spec("usage_sink", cfg.usage_topic, "usage", True, True),
+        spec("dlq_sink", cfg.dlq_topic, "dlq", True, False),
+        spec("alerts_sink", cfg.alerts_topic, "alerts", alerts_eos, True),
+    ):
+        t_env.execute_sql(sink_ddl(s))
+
+    statements = t_env.create_statement_set()
+    enriched = t_env.from_data_stream(streams.enriched).select(
+        col("rate_key").alias("k"), col("value").alias("v")
+    )
+    statements.add_insert("enriched_sink", enriched)
+    statements.add_insert("usage_sink", t_env.from_data_stream(streams.usage))
+    dlq = t_env.from_data_stream(streams.dead_letters)
+    statements.add_insert("dlq_sink", dlq.select(col("f0").alias("v")))
+    statements.add_insert("alerts_sink", t_env.from_data_stream(streams.alerts))
+    statements.attach_as_datastream()
+
+
+def kafka_source(t_env: StreamTableEnvironment, cfg: PipelineSettings) -> DataStream:
+    t_env.execute_sql(
+        source_ddl(
+            SourceSpec(
+                table="raw_source",
+                topic=cfg.raw_topic,
+                bootstrap_servers=cfg.bootstrap_servers,
+                group_id=cfg.group_id,
+                startup_mode=cfg.startup_mode,
+                bounded=cfg.bounded,
+            )
+        )
+    )
+    return t_env.to_data_stream(t_env.from_path("raw_source"))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    cfg = settings_from_args(
+        argv, prog="python -m jobs.gateway_pipeline", description=__doc__ or ""
+    )
+    try:
+        read_hash_key()
+    except HashKeyError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    env, t_env = create_environment(cfg)
+
+    raw = kafka_source(t_env, cfg)
+    streams = build_pipeline(raw, cfg)
+    attach_kafka_sinks(t_env, streams, cfg)
+
+    log.info(
+        "starting %s: %s -> %s, %s, %s, %s (bounded=%s)",
+        cfg.job_name,
+        cfg.raw_topic,
+        cfg.enriched_topic,
+        cfg.usage_topic,
+        cfg.alerts_topic,
+        cfg.dlq_topic,
+        cfg.bounded,
+    )
+    env.execute(cfg.job_name)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,91 @@
+"""Flink SQL DDL for the Kafka source and sinks (built as strings, so tests need no JVM).
+
+The source and sinks are Kafka SQL connector tables rather than DataStream connectors because the
+table source exposes each record's topic, partition and offset as metadata: dead letters must name
+their source coordinates, and PyFlink's DataStream KafkaSource only hands over the value.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+Delivery = Literal["exactly-once", "at-least-once"]
+
+
+def _options(opts: dict[str, str]) -> str:
+    def quote(s: str) -> str:
+        return "'" + s.replace("'", "''") + "'"
+
+    return ",\n  ".join(f"{quote(k)} = {quote(v)}" for k, v in opts.items())
+
+
+@dataclass(frozen=True)
+class SourceSpec:
+    table: str
+    topic: str
+    bootstrap_servers: str
+    group_id: str
+    startup_mode: str
+    bounded: bool
+
+
+def source_ddl(spec: SourceSpec) -> str:
+    opts = {
+        "connector": "kafka",
+        "topic": spec.topic,
+        "properties.bootstrap.servers": spec.bootstrap_servers,
+        "properties.group.id": spec.group_id,
+        "properties.auto.offset.reset": "earliest",
+        # Producers of the raw topic may be transactional too; never read their aborted data.
+        "properties.isolation.level": "read_committed",
+        "scan.startup.mode": spec.startup_mode,
+        "format": "raw",
+    }
+    if spec.bounded:
+        opts["scan.bounded.mode"] = "latest-offset"
+    return f"""CREATE TEMPORARY TABLE `{spec.table}` (
+  `payload` BYTES,
+  `topic` STRING METADATA VIRTUAL,
+  `partition` INT METADATA VIRTUAL,
+  `offset` BIGINT METADATA VIRTUAL
+) WITH (
+  {_options(opts)}
+)"""
+
+
+@dataclass(frozen=True)
+class SinkSpec:
+    table: str
+    topic: str
+    bootstrap_servers: str
+    delivery: Delivery
+    transactional_id_prefix: str | None
+    transaction_timeout_ms: int
+    keyed: bool = True
+
+
+def sink_ddl(spec: SinkSpec) -> str:
+    opts = {
+        "connector": "kafka",
+        "topic": spec.topic,
+        "properties.bootstrap.servers": spec.bootstrap_servers,
+        "sink.delivery-guarantee": spec.delivery,
+        "value.format": "raw",
+        # Losing data on a broker hiccup is not an option for billing records.
+        "properties.acks": "all",
+        "properties.enable.idempotence": "true",
+    }
+    if spec.keyed:
+        opts |= {"key.format": "raw", "key.fields": "k", "value.fields-include": "EXCEPT_KEY"}
+    if spec.delivery == "exactly-once":
+        if not spec.transactional_id_prefix:
+            raise ValueError(f"{spec.table}: exactly-once needs a transactional id prefix")
+        opts["sink.transactional-id-prefix"] = spec.transactional_id_prefix
+        opts["properties.transaction.timeout.ms"] = str(spec.transaction_timeout_ms)
+    columns = "`k` STRING,\n  `v` STRING" if spec.keyed else "`v` STRING"
+    return f"""CREATE TEMPORARY TABLE `{spec.table}` (
+  {columns}
+) WITH (
+  {_options(opts)}
+)"""

@@ -1,0 +1,213 @@
+"""Per-key window aggregation and compromised-key rules. Pure: the Flink wrappers call these.
+
+Each rate key (consumer name, else key fingerprint, else client hash) is compared with its own
+recent history, never with a global threshold: a big customer's normal is a small one's attack.
+
+Rules, evaluated when a key's event-time window closes:
+- rate_spike: the window's count is ``spike_factor`` times the key's baseline (and at least
+  ``spike_min_count``).
+- new_country: the key is used from a country it has not used before while its rate rises.
+- auth_failures: a burst of 401/403 answers for the key.
+
+A key is learned for ``min_history_windows`` windows before the baseline rules may fire, and
+anomalous windows do not enter the baseline, so an attack never becomes the new normal.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True, slots=True)
+class DetectorConfig:
+    window_ms: int = 10_000
+    baseline_windows: int = 12
+    min_history_windows: int = 3
+    spike_factor: float = 5.0
+    spike_min_count: int = 20
+    new_country_rise_factor: float = 1.5
+    new_country_min_count: int = 5
+    auth_failure_min: int = 20
+    auth_failure_ratio: float = 0.5
+    max_known_countries: int = 64
+
+
+@dataclass(slots=True)
+class WindowAgg:
+    """Accumulator of one key's events in one window (also the usage record, once closed)."""
+
+    count: int = 0
+    units: float = 0.0
+    auth_failures: int = 0
+    countries: set[str] = field(default_factory=set)
+    consumer: str | None = None
+    key_fingerprint: str | None = None
+
+    def add(
+        self,
+        consumer: str | None,
+        fingerprint: str | None,
+        country: str | None,
+        auth_failed: bool,
+        units: float,
+    ) -> WindowAgg:
+        self.count += 1
+        self.units += units
+        if auth_failed:
+            self.auth_failures += 1
+        if country:
+            self.countries.add(country)
+        # Keep the identity the gateway gave; a fingerprint stays useful when a name is known.
+        self.consumer = self.consumer or consumer
+        self.key_fingerprint = self.key_fingerprint or fingerprint
+        return self
+
+    def merge(self, other: WindowAgg) -> WindowAgg:
+        self.count += other.count
+        self.units += other.units
+        self.auth_failures += other.auth_failures
+        self.countries |= other.countries
+        self.consumer = self.consumer or other.consumer
+        self.key_fingerprint = self.key_fingerprint or other.key_fingerprint
+        return self
+
+
+def window_record(rate_key: str, start: int, end: int, agg: WindowAgg) -> dict[str, Any]:
+    return {
+        "rate_key": rate_key,
+        "consumer": agg.consumer,
+        "key_fingerprint": agg.key_fingerprint,
+        "window_start": start,
+        "window_end": end,
+        "count": agg.count,
+        "units": agg.units,
+        "auth_failures": agg.auth_failures,
+        "countries": sorted(agg.countries),
+    }
+
+
+@dataclass(slots=True)
+class KeyState:
+    """What the detector remembers about one key (kept in Flink keyed state, with a TTL)."""
+
+    first_window_start: int
+    # (window_start, count) of recent windows; windows absent here had no traffic.
+    history: list[tuple[int, int]] = field(default_factory=list)
+    known_countries: list[str] = field(default_factory=list)
+    # rule -> window_start of the first window of the ongoing run of alerts
+    open_incidents: dict[str, int] = field(default_factory=dict)
+    last_window_start: int | None = None
+
+
+def alert_id(rule: str, rate_key: str, window_start: int) -> str:
+    """Same rule, key and window give the same id, so replays after a restart are idempotent."""
+    return hashlib.sha256(f"{rule}|{rate_key}|{window_start}".encode()).hexdigest()[:32]
+
+
+def _baseline(state: KeyState, start: int, cfg: DetectorConfig) -> tuple[float, int]:
+    """Mean count per window over the key's recent windows, and how many windows that covers."""
+    lower = max(state.first_window_start, start - cfg.baseline_windows * cfg.window_ms)
+    slots = max(0, (start - lower) // cfg.window_ms)
+    if slots == 0:
+        return 0.0, 0
+    total = sum(c for s, c in state.history if lower <= s < start)
+    return total / slots, slots
+
+
+def evaluate(
+    state: KeyState | None,
+    record: dict[str, Any],
+    cfg: DetectorConfig,
+    now_ms: int,
+) -> tuple[KeyState, list[dict[str, Any]]]:
+    """Apply the rules to one closed window of one key; return the new state and any alerts."""
+    start = int(record["window_start"])
+    count = int(record["count"])
+    countries: list[str] = list(record["countries"])
+    if state is None:
+        state = KeyState(first_window_start=start)
+    if state.last_window_start is not None and start <= state.last_window_start:
+        # A late correction for a window already judged: never alert twice on the same window.
+        return state, []
+
+    baseline, slots = _baseline(state, start, cfg)
+    learned = slots >= cfg.min_history_windows
+    floor = max(baseline, 1.0)
+    ratio = count / floor
+    known = set(state.known_countries)
+    new_countries = sorted(c for c in countries if c not in known)
+
+    fired: list[tuple[str, str, str]] = []
+    spike = learned and count >= cfg.spike_min_count and count >= cfg.spike_factor * floor
+    if spike:
+        severity = "critical" if ratio >= 4 * cfg.spike_factor else "high"
+        fired.append(("rate_spike", severity, f"{count} requests vs baseline {baseline:.1f}"))
+    if (
+        learned
+        and known
+        and new_countries
+        and count >= cfg.new_country_min_count
+        and count >= cfg.new_country_rise_factor * floor
+    ):
+        severity = "critical" if spike else "high"
+        fired.append(
+            (
+                "new_country",
+                severity,
+                f"first use from {','.join(new_countries)} while rate rose to {ratio:.1f}x",
+            )
+        )
+    failures = int(record["auth_failures"])
+    if failures >= cfg.auth_failure_min and failures >= cfg.auth_failure_ratio * count:
+        severity = "high" if failures >= 5 * cfg.auth_failure_min else "warning"
+        fired.append(("auth_failures", severity, f"{failures} of {count} requests rejected"))
+
+    alerts: list[dict[str, Any]] = []
+    fired_rules = {rule for rule, _, _ in fired}
+    for rule in list(state.open_incidents):
+        if rule not in fired_rules:
+            del state.open_incidents[rule]
+    for rule, severity, summary in fired:
+        incident = state.open_incidents.setdefault(rule, start)
+        alerts.append(
+            {
+                "alert_id": alert_id(rule, record["rate_key"], start),
+                "rule": rule,
+                "severity": severity,
+                "rate_key": record["rate_key"],
+                "consumer": record.get("consumer"),
+                "key_fingerprint": record.get("key_fingerprint"),
+                "window_start": start,
+                "window_end": int(record["window_end"]),
+                "incident_start": incident,
+                "observed_count": count,
+                "baseline": round(baseline, 3),
+                "ratio": round(ratio, 3) if learned else None,
+                "countries_seen": countries,
+                "new_countries": new_countries,
+                "known_countries": sorted(known),
+                "auth_failures": failures,
+                "summary": summary,
+                "detected_at": now_ms,
+            }
+        )
+
+    # Anomalous windows enter the history at the baseline level, so a sustained attack keeps
+    # being compared with the key's normal traffic rather than with itself.
+    anomalous = bool(fired_rules & {"rate_spike", "new_country"})
+    kept = round(baseline) if anomalous and learned else count
+    horizon = start - cfg.baseline_windows * cfg.window_ms
+    state.history = [(s, c) for s, c in state.history if s >= horizon]
+    state.history.append((start, kept))
+    if not anomalous:
+        state.known_countries = _remember(state.known_countries, countries, cfg)
+    state.last_window_start = start
+    return state, alerts
+
+
+def _remember(known: list[str], seen: Iterable[str], cfg: DetectorConfig) -> list[str]:
+    merged = [c for c in known if c not in set(seen)] + sorted(set(seen))
+    return merged[-cfg.max_known_countries :]

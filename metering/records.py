@@ -1,0 +1,436 @@
+"""From one Kafka record value to enriched events and dead letters. Pure: no Flink, no Kafka.
+
+A record is an APISIX or Kong log entry, a JSON array of them (gateways batch), or a generic usage
+event. Each good entry becomes one flat enriched event; each unusable record, or unusable element
+of an otherwise good array, becomes one dead letter carrying its reason and source coordinates.
+Nothing raises: a bug in here would restart the job on every replay of the same record.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from pydantic import ValidationError
+
+from metering.geo import EMPTY_GEO, Geo
+from metering.redact import (
+    REDACTED,
+    Pseudonymizer,
+    extract_api_key,
+    ip_prefix,
+    path_of,
+    redact_headers,
+    redact_query,
+    redact_uri,
+    scrub_text,
+)
+from schemas.events import (
+    MAX_EVENT_TIME_MS,
+    MIN_EVENT_TIME_MS,
+    ApisixEntry,
+    GenericUsageEvent,
+    KongEntry,
+)
+
+_KONG_VERSION = re.compile(r"kong/([0-9][\w.\-]*)", re.IGNORECASE)
+AUTH_FAILURE_STATUSES = frozenset({401, 403})
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Bounds on what a single record may cost."""
+
+    max_record_bytes: int = 2 * 1024 * 1024
+    max_depth: int = 32
+    max_batch_entries: int = 10_000
+    dlq_payload_chars: int = 4096
+
+
+@dataclass(frozen=True, slots=True)
+class SourceRef:
+    topic: str
+    partition: int
+    offset: int
+
+
+@dataclass(slots=True)
+class Result:
+    events: list[dict[str, Any]]
+    dead_letters: list[dict[str, Any]]
+
+
+class _Unusable(Exception):
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.detail = detail
+
+
+def _reject_constant(name: str) -> float:
+    # NaN / Infinity are not JSON; accepting them would poison latencies and the output topics.
+    raise ValueError(f"non-standard JSON constant {name}")
+
+
+def _depth_exceeds(value: Any, limit: int) -> bool:
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > limit:
+            return True
+        if isinstance(node, dict):
+            stack.extend((v, depth + 1) for v in node.values() if isinstance(v, dict | list))
+        elif isinstance(node, list):
+            stack.extend((v, depth + 1) for v in node if isinstance(v, dict | list))
+    return False
+
+
+def _validation_detail(err: ValidationError) -> str:
+    # Only locations and error types: pydantic's messages would echo the (secret) input values.
+    parts = []
+    for e in err.errors(include_url=False, include_input=False, include_context=False)[:5]:
+        loc = ".".join(str(p) for p in e["loc"]) or "<root>"
+        parts.append(f"{loc}: {e['type']}")
+    return "; ".join(parts)
+
+
+def redact_structure(value: Any) -> Any:
+    """A copy of a parsed payload with credential-bearing members removed or replaced."""
+    if isinstance(value, list):
+        return [redact_structure(v) for v in value]
+    if not isinstance(value, dict):
+        return value
+    out: dict[str, Any] = {}
+    for k, v in value.items():
+        key = k.lower() if isinstance(k, str) else k
+        if key == "headers" and isinstance(v, dict):
+            out[k] = redact_headers(v)
+        elif key == "querystring" and isinstance(v, dict):
+            out[k] = redact_query(v)
+        elif key in ("uri", "url", "request_uri", "upstream_uri", "endpoint") and isinstance(
+            v, str
+        ):
+            out[k] = redact_uri(v)
+        elif key == "body":
+            out[k] = REDACTED
+        elif key == "consumer" and isinstance(v, dict):
+            out[k] = {n: v[n] for n in ("username", "id", "custom_id") if n in v}
+        elif key in ("client_ip", "remote_addr", "ip"):
+            out[k] = "[IP]"
+        else:
+            out[k] = redact_structure(v)
+    return out
+
+
+def _first_header(headers: Mapping[str, Any], name: str) -> str | None:
+    value = headers.get(name)
+    if isinstance(value, list):
+        value = value[0] if value else None
+    return value if isinstance(value, str) and value else None
+
+
+def _opt_int(value: float | None) -> int | None:
+    return None if value is None else int(value)
+
+
+def _event_ms(value: datetime | float) -> int:
+    if isinstance(value, datetime):
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=UTC)
+        ms = int(value.timestamp() * 1000)
+        if not MIN_EVENT_TIME_MS <= ms < MAX_EVENT_TIME_MS:
+            raise _Unusable("invalid_event", "timestamp: out_of_range")
+        return ms
+    return int(value)
+
+
+class RecordProcessor:
+    """Validates, redacts and geo-enriches records. One instance per Flink worker."""
+
+    def __init__(
+        self,
+        pseudonymizer: Pseudonymizer,
+        geo: Callable[[str], Geo],
+        limits: Limits | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._ps = pseudonymizer
+        self._geo = geo
+        self._limits = limits or Limits()
+        self._clock = clock
+
+    # -- entry point ---------------------------------------------------------------------------
+
+    def process(self, payload: bytes | None, src: SourceRef) -> Result:
+        result = Result([], [])
+        try:
+            entries = self._decode(payload)
+        except _Unusable as u:
+            result.dead_letters.append(self._dead_letter(u, src, payload, None, None))
+            return result
+        now = int(self._clock() * 1000)
+        batched = isinstance(entries, list)
+        items = entries if isinstance(entries, list) else [entries]
+        for idx, entry in enumerate(items):
+            index = idx if batched else None
+            try:
+                result.events.append(self._enrich(entry, src, idx, now))
+            except _Unusable as unusable:
+                result.dead_letters.append(self._dead_letter(unusable, src, None, entry, index))
+            except Exception as exc:  # a bug must dead-letter the entry, not restart the job
+                internal = _Unusable("invalid_event", f"internal: {type(exc).__name__}")
+                result.dead_letters.append(self._dead_letter(internal, src, None, entry, index))
+        return result
+
+    # -- decoding ------------------------------------------------------------------------------
+
+    def _decode(self, payload: bytes | None) -> Any:
+        lim = self._limits
+        if not payload:
+            raise _Unusable("empty_record", "record value is empty or null")
+        if len(payload) > lim.max_record_bytes:
+            raise _Unusable("too_large", f"{len(payload)} bytes > {lim.max_record_bytes}")
+        try:
+            text = payload.decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise _Unusable("not_utf8", f"invalid UTF-8 at byte {e.start}") from None
+        try:
+            value = json.loads(text, parse_constant=_reject_constant)
+        except RecursionError:
+            raise _Unusable("too_deep", f"nesting deeper than {lim.max_depth}") from None
+        except ValueError as e:
+            msg = e.msg if isinstance(e, json.JSONDecodeError) else "invalid constant"
+            pos = e.pos if isinstance(e, json.JSONDecodeError) else 0
+            raise _Unusable("not_json", f"{msg} at char {pos}") from None
+        if _depth_exceeds(value, lim.max_depth):
+            raise _Unusable("too_deep", f"nesting deeper than {lim.max_depth}")
+        if isinstance(value, list):
+            if not value:
+                raise _Unusable("empty_batch", "array without entries")
+            if len(value) > lim.max_batch_entries:
+                raise _Unusable("too_large", f"{len(value)} entries > {lim.max_batch_entries}")
+            return value
+        if isinstance(value, dict):
+            return value
+        raise _Unusable("wrong_type", f"top-level JSON {type(value).__name__}")
+
+    # -- one entry -----------------------------------------------------------------------------
+
+    def _enrich(self, entry: Any, src: SourceRef, idx: int, now: int) -> dict[str, Any]:
+        if not isinstance(entry, dict):
+            raise _Unusable("wrong_type", f"entry is JSON {type(entry).__name__}")
+        if "started_at" in entry or "latencies" in entry:
+            if "started_at" not in entry:
+                raise _Unusable("missing_event_time", "started_at: missing")
+            event = self._kong(entry)
+        elif "start_time" in entry or ("request" in entry and "response" in entry):
+            if "start_time" not in entry:
+                raise _Unusable("missing_event_time", "start_time: missing")
+            event = self._apisix(entry)
+        elif "endpoint" in entry:
+            if "timestamp" not in entry:
+                raise _Unusable("missing_event_time", "timestamp: missing")
+            event = self._generic(entry)
+        else:
+            raise _Unusable("unknown_format", "neither APISIX, Kong nor a generic usage event")
+        event["event_id"] = f"{src.topic}-{src.partition}-{src.offset}-{idx}"
+        event["processing_time"] = now
+        event["source_partition"] = src.partition
+        event["source_offset"] = src.offset
+        return event
+
+    def _identity(
+        self,
+        consumer: str | None,
+        api_key: str | None,
+        client_ip: str | None,
+    ) -> dict[str, Any]:
+        fingerprint = self._ps.key_fingerprint(api_key) if api_key else None
+        geo = self._geo(client_ip) if client_ip else EMPTY_GEO
+        prefix = ip_prefix(client_ip) if client_ip else None
+        # An unparseable "IP" could be anything, so it is hashed but never echoed.
+        client_hash = self._ps.client_hash(client_ip.strip()) if client_ip else None
+        if consumer:
+            rate_key = consumer
+        elif fingerprint:
+            rate_key = f"key:{fingerprint}"
+        elif client_hash:
+            rate_key = f"client:{client_hash}"
+        else:
+            rate_key = "anonymous"
+        return {
+            "rate_key": rate_key,
+            "consumer": consumer,
+            "key_fingerprint": fingerprint,
+            "client_hash": client_hash,
+            "client_prefix": prefix,
+            "country": geo.country_code,
+            "region": geo.region,
+            "city": geo.city,
+            "latitude": geo.latitude,
+            "longitude": geo.longitude,
+        }
+
+    def _validate(self, model: Any, entry: dict[str, Any]) -> Any:
+        try:
+            return model.model_validate(entry)
+        except ValidationError as e:
+            missing_time = any(
+                err["loc"] and err["loc"][0] in ("start_time", "started_at", "timestamp")
+                for err in e.errors(include_url=False, include_input=False)
+            )
+            reason = "invalid_event"
+            if missing_time and any(
+                err["type"] == "missing" for err in e.errors(include_url=False, include_input=False)
+            ):
+                reason = "missing_event_time"
+            raise _Unusable(reason, _validation_detail(e)) from None
+
+    def _apisix(self, entry: dict[str, Any]) -> dict[str, Any]:
+        e: ApisixEntry = self._validate(ApisixEntry, entry)
+        req, resp = e.request, e.response
+        consumer_obj = e.consumer.model_dump() if e.consumer is not None else None
+        consumer = e.consumer.username if e.consumer is not None else None
+        api_key = extract_api_key(req.headers, req.querystring, consumer_obj)
+        gateway_latency = e.apisix_latency
+        if gateway_latency is None and e.latency is not None and e.upstream_latency is not None:
+            gateway_latency = max(0.0, e.latency - e.upstream_latency)
+        service = str(e.service_id) if e.service_id not in (None, "") else None
+        out = self._identity(consumer or None, api_key, e.client_ip)
+        out.update(
+            request_id=_first_header(req.headers, "x-request-id")
+            or _first_header(req.headers, "request-id"),
+            gateway="apisix",
+            gateway_version=e.server.version,
+            gateway_host=e.server.hostname,
+            # No matched route: APISIX writes the Host into service_id, which is not a service.
+            route=str(e.route_id) if e.route_id not in (None, "") else None,
+            service=service if e.route_id not in (None, "") else None,
+            method=req.method,
+            host=_first_header(req.headers, "host"),
+            path=path_of(req.uri),
+            status=resp.status,
+            auth_failed=resp.status in AUTH_FAILURE_STATUSES,
+            latency_ms=e.latency,
+            upstream_latency_ms=e.upstream_latency,
+            gateway_latency_ms=gateway_latency,
+            request_bytes=_opt_int(req.size),
+            response_bytes=_opt_int(resp.size),
+            units=1.0,
+            user_agent=_first_header(req.headers, "user-agent"),
+            event_time=int(e.start_time),
+        )
+        return out
+
+    def _kong(self, entry: dict[str, Any]) -> dict[str, Any]:
+        e: KongEntry = self._validate(KongEntry, entry)
+        req, resp, lat = e.request, e.response, e.latencies
+        consumer = None
+        if e.consumer is not None:
+            consumer = e.consumer.username or e.consumer.custom_id or e.consumer.id
+        api_key = extract_api_key(req.headers, req.querystring)
+        version = None
+        for name in ("via", "server"):
+            header = _first_header(resp.headers, name)
+            match = _KONG_VERSION.search(header) if header else None
+            if match:
+                version = match.group(1)
+                break
+        out = self._identity(consumer, api_key, e.client_ip)
+        out.update(
+            request_id=req.id or _first_header(req.headers, "x-request-id"),
+            gateway="kong",
+            gateway_version=version,
+            gateway_host=None,
+            route=(e.route.name or e.route.id) if e.route else None,
+            service=(e.service.name or e.service.id) if e.service else None,
+            method=req.method,
+            host=_first_header(req.headers, "host"),
+            path=path_of(req.uri),
+            status=resp.status,
+            auth_failed=resp.status in AUTH_FAILURE_STATUSES,
+            latency_ms=lat.request,
+            # -1 means Kong answered itself and never proxied.
+            upstream_latency_ms=lat.proxy if lat.proxy is not None and lat.proxy >= 0 else None,
+            gateway_latency_ms=lat.kong,
+            request_bytes=_opt_int(req.size),
+            response_bytes=_opt_int(resp.size),
+            units=1.0,
+            user_agent=_first_header(req.headers, "user-agent"),
+            event_time=int(e.started_at),
+        )
+        return out
+
+    def _generic(self, entry: dict[str, Any]) -> dict[str, Any]:
+        e: GenericUsageEvent = self._validate(GenericUsageEvent, entry)
+        consumer = e.user_id or e.consumer
+        if not consumer:
+            raise _Unusable("invalid_event", "user_id: missing")
+        if not math.isfinite(e.units):
+            raise _Unusable("invalid_event", "units: not_finite")
+        out = self._identity(consumer, None, e.client_ip)
+        out.update(
+            request_id=None,
+            gateway="generic",
+            gateway_version=None,
+            gateway_host=None,
+            route=None,
+            service=None,
+            method=e.method,
+            host=None,
+            path=path_of(e.endpoint),
+            status=e.status,
+            auth_failed=e.status in AUTH_FAILURE_STATUSES,
+            latency_ms=None,
+            upstream_latency_ms=None,
+            gateway_latency_ms=None,
+            request_bytes=None,
+            response_bytes=None,
+            units=float(e.units),
+            user_agent=None,
+            event_time=_event_ms(e.timestamp),
+        )
+        return out
+
+    # -- dead letters --------------------------------------------------------------------------
+
+    def _dead_letter(
+        self,
+        u: _Unusable,
+        src: SourceRef,
+        payload: bytes | None,
+        element: Any,
+        index: int | None,
+    ) -> dict[str, Any]:
+        limit = self._limits.dlq_payload_chars
+        if element is not None:
+            text = json.dumps(redact_structure(element), ensure_ascii=False, default=str)
+            size = len(text.encode("utf-8", "replace"))
+        else:
+            size = len(payload) if payload else 0
+            # Only a bounded prefix is decoded and scrubbed: a 1 MiB record costs no more than this.
+            raw = (payload or b"")[: limit * 4]
+            text = raw.decode("utf-8", "backslashreplace")
+        scrubbed = scrub_text(text)
+        truncated = len(scrubbed) > limit or size > limit * 4
+        if len(scrubbed) > limit:
+            # Scrub again: the cut may leave the head of a secret that no longer matches as a pair.
+            scrubbed = scrub_text(scrubbed[:limit])
+        return {
+            "reason": u.reason,
+            "detail": scrub_text(u.detail),
+            "source_topic": src.topic,
+            "source_partition": src.partition,
+            "source_offset": src.offset,
+            "element_index": index,
+            "payload": scrubbed,
+            "payload_bytes": size,
+            "payload_truncated": truncated,
+            "dead_lettered_at": int(self._clock() * 1000),
+        }

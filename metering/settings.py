@@ -1,0 +1,249 @@
+"""The job's configuration: one pydantic-settings object, built once in ``main()``.
+
+Every setting has a command-line flag (``--raw-topic``) and an environment variable
+(``PIPELINE_RAW_TOPIC``); a flag wins over the environment, which wins over the default.
+
+The hash key is the one exception: it is a secret, so it is read from ``PIPELINE_HASH_KEY`` only,
+never from a flag (flags show up in process lists, shell history and Flink's job graph). The job
+refuses to start without a real one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from metering.detect import DetectorConfig
+from metering.records import Limits
+
+ENV_PREFIX = "PIPELINE_"
+HASH_KEY_ENV = "PIPELINE_HASH_KEY"
+MIN_HASH_KEY_CHARS = 32
+REPO_ROOT = Path(__file__).resolve().parent.parent
+_PLACEHOLDERS = ("changeme", "change-me", "secret", "example", "placeholder", "password", "xxxx")
+
+
+class HashKeyError(RuntimeError):
+    """PIPELINE_HASH_KEY is missing, too short, or a placeholder."""
+
+
+def read_hash_key(environ: dict[str, str] | None = None) -> bytes:
+    """The HMAC key for fingerprints, from the environment; raises ``HashKeyError`` if unusable."""
+    value = (environ if environ is not None else os.environ).get(HASH_KEY_ENV, "")
+    if not value:
+        raise HashKeyError(
+            f"{HASH_KEY_ENV} is not set. Generate one, e.g. "
+            f"`export {HASH_KEY_ENV}=$(openssl rand -hex 32)`, and keep it stable: "
+            "changing it changes every key fingerprint and client hash."
+        )
+    if len(value) < MIN_HASH_KEY_CHARS:
+        raise HashKeyError(f"{HASH_KEY_ENV} must be at least {MIN_HASH_KEY_CHARS} characters")
+    lowered = value.lower()
+    if any(p in lowered for p in _PLACEHOLDERS) or len(set(value)) < 8:
+        raise HashKeyError(f"{HASH_KEY_ENV} looks like a placeholder; use a random value")
+    return value.encode()
+
+
+def find_connector_jar() -> str | None:
+    jars = sorted(glob.glob(str(REPO_ROOT / "build/jars/flink/flink-sql-connector-kafka-*.jar")))
+    return jars[-1] if jars else None
+
+
+class PipelineSettings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, env_ignore_empty=True, extra="forbid", frozen=True
+    )
+
+    # Kafka
+    bootstrap_servers: str = Field("127.0.0.1:9092", description="Kafka bootstrap servers")
+    raw_topic: str = Field("gateway.raw", description="topic of raw gateway access-log records")
+    enriched_topic: str = Field("gateway.enriched", description="enriched events (Pinot ingests)")
+    alerts_topic: str = Field("gateway.alerts", description="compromised-key alerts")
+    dlq_topic: str = Field("gateway.dlq", description="dead letters: unusable records + reason")
+    usage_topic: str = Field("gateway.usage", description="per-key event-time window counts")
+    group_id: str = Field("gateway-pipeline", description="consumer group of the raw source")
+    startup_mode: Literal["group-offsets", "earliest-offset", "latest-offset"] = Field(
+        "group-offsets",
+        description="where a job without a checkpoint starts reading; group-offsets falls back "
+        "to earliest when the group has none",
+    )
+    bounded: bool = Field(
+        False,
+        description="read up to the offsets that are latest at start, close every window, exit",
+    )
+    transactional_id_prefix: str = Field(
+        "gateway-pipeline",
+        description="prefix of the exactly-once sinks' transactional ids (+ -enriched, -dlq, "
+        "-usage); keep it stable across restarts",
+    )
+    transaction_timeout_ms: int = Field(
+        600_000,
+        ge=60_000,
+        description="Kafka transaction timeout of the exactly-once sinks; must not exceed the "
+        "broker's transaction.max.timeout.ms and must exceed checkpoint interval + restart time",
+    )
+    alerts_delivery: Literal["at-least-once", "exactly-once"] = Field(
+        "at-least-once",
+        description="at-least-once makes alerts readable at once (ids are deterministic, so "
+        "duplicates after a restart are recognisable); exactly-once delays them to the checkpoint",
+    )
+    # Input and enrichment
+    geoip_db: str | None = Field(
+        None,
+        description="MaxMind City mmdb; default: the 2018 GeoLite2 snapshot from the "
+        "maxminddb-geolite2 package (demo only, stale)",
+    )
+    geo_cache_size: int = Field(65_536, ge=0, description="per-worker LRU cache of IP lookups")
+    max_record_bytes: int = Field(2 * 1024 * 1024, ge=1024, description="larger records are DLQ'd")
+    max_depth: int = Field(32, ge=4, le=500, description="deeper JSON nesting is dead-lettered")
+    max_batch_entries: int = Field(10_000, ge=1, description="larger arrays are dead-lettered")
+    dlq_payload_chars: int = Field(
+        4096, ge=256, description="scrubbed payload kept in a DLQ record"
+    )
+    # Time and windows
+    window_seconds: int = Field(10, ge=1, description="tumbling event-time window per rate key")
+    out_of_orderness_seconds: int = Field(
+        5, ge=0, description="bounded out-of-orderness of the event-time watermark"
+    )
+    idle_timeout_seconds: int = Field(
+        30, ge=1, description="a source subtask without events this long stops holding watermarks"
+    )
+    # Detection
+    baseline_windows: int = Field(12, ge=1, description="windows in a key's baseline")
+    min_history_windows: int = Field(3, ge=1, description="windows learned before rules fire")
+    spike_factor: float = Field(5.0, gt=1, description="count/baseline ratio that is a spike")
+    spike_min_count: int = Field(20, ge=1, description="fewer requests never count as a spike")
+    new_country_rise_factor: float = Field(
+        1.5, gt=0, description="rate rise (x baseline) that makes a new country suspicious"
+    )
+    new_country_min_count: int = Field(5, ge=1, description="min requests for a new-country alert")
+    auth_failure_min: int = Field(20, ge=1, description="401/403 answers per window to alert")
+    auth_failure_ratio: float = Field(0.5, gt=0, le=1, description="and their share of requests")
+    state_ttl_hours: int = Field(168, ge=1, description="per-key detector state expires after")
+    # Runtime
+    parallelism: int = Field(2, ge=1, description="job parallelism (match the raw partitions)")
+    execution_mode: Literal["process", "thread"] = Field(
+        "process", description="PyFlink Python execution mode"
+    )
+    checkpoint_interval_seconds: int = Field(
+        10, ge=1, description="checkpoint interval; exactly-once output is visible after each"
+    )
+    checkpoint_dir: str | None = Field(
+        None, description="durable checkpoint storage URI, e.g. file:///var/flink/checkpoints"
+    )
+    connector_jar: str | None = Field(
+        None, description="flink-sql-connector-kafka jar; default: the one make setup resolved"
+    )
+    job_name: str = Field("gateway-pipeline", description="Flink job name")
+
+    @field_validator("bootstrap_servers")
+    @classmethod
+    def _servers(cls, v: str) -> str:
+        if not all(":" in s for s in v.split(",")):
+            raise ValueError("expected host:port[,host:port...]")
+        return v
+
+    @model_validator(mode="after")
+    def _distinct_topics(self) -> PipelineSettings:
+        topics = [
+            self.raw_topic,
+            self.enriched_topic,
+            self.alerts_topic,
+            self.dlq_topic,
+            self.usage_topic,
+        ]
+        if len(set(topics)) != len(topics):
+            raise ValueError("raw, enriched, alerts, dlq and usage topics must be distinct")
+        return self
+
+    def resolved_geoip_db(self) -> str:
+        if self.geoip_db:
+            return self.geoip_db
+        from metering.geo import default_geoip_db
+
+        return default_geoip_db()
+
+    def resolved_connector_jar(self) -> str:
+        jar = self.connector_jar or find_connector_jar()
+        if not jar or not Path(jar).is_file():
+            raise FileNotFoundError(
+                "flink-sql-connector-kafka jar not found; run `make setup` or set "
+                "PIPELINE_CONNECTOR_JAR"
+            )
+        return jar
+
+    def detector(self) -> DetectorConfig:
+        return DetectorConfig(
+            window_ms=self.window_seconds * 1000,
+            baseline_windows=self.baseline_windows,
+            min_history_windows=self.min_history_windows,
+            spike_factor=self.spike_factor,
+            spike_min_count=self.spike_min_count,
+            new_country_rise_factor=self.new_country_rise_factor,
+            new_country_min_count=self.new_country_min_count,
+            auth_failure_min=self.auth_failure_min,
+            auth_failure_ratio=self.auth_failure_ratio,
+        )
+
+    def limits(self) -> Limits:
+        return Limits(
+            max_record_bytes=self.max_record_bytes,
+            max_depth=self.max_depth,
+            max_batch_entries=self.max_batch_entries,
+            dlq_payload_chars=self.dlq_payload_chars,
+        )
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def build_parser(prog: str, description: str) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=prog,
+        description=description,
+        epilog=f"Secrets: {HASH_KEY_ENV} (required, at least {MIN_HASH_KEY_CHARS} random "
+        "characters) is read from the environment only.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    for name, info in PipelineSettings.model_fields.items():
+        env = ENV_PREFIX + name.upper()
+        help_text = f"{info.description} [env {env}]"
+        if info.annotation is bool:
+            parser.add_argument(
+                _flag(name),
+                dest=name,
+                action=argparse.BooleanOptionalAction,
+                default=None,
+                help=help_text + f" (default: {info.default})",
+            )
+        else:
+            parser.add_argument(
+                _flag(name),
+                dest=name,
+                default=None,
+                metavar=name.upper(),
+                help=help_text + f" (default: {info.default})",
+            )
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    return parser
+
+
+def settings_from_args(
+    argv: Sequence[str] | None, prog: str = "gateway_pipeline", description: str = ""
+) -> PipelineSettings:
+    """Flags over environment over defaults; raises SystemExit(2) with the error on bad values."""
+    parser = build_parser(prog, description)
+    ns = parser.parse_args(argv)
+    given: dict[str, Any] = {k: v for k, v in vars(ns).items() if v is not None}
+    try:
+        return PipelineSettings(**given)
+    except ValueError as e:
+        parser.error(str(e))

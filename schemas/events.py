@@ -1,0 +1,267 @@
+"""Pydantic models: the gateway payloads we accept, and the records the job emits.
+
+Input models validate one log entry each. They use pydantic's lax mode on purpose: custom APISIX
+log formats and old Kong versions write numbers as strings ("status": "502", "size": "75"), and
+those are still good events. Anything that cannot be coerced is a dead letter.
+
+Output models document the topics' record schemas; ``python -m schemas.export`` writes them as JSON
+Schema to ``schemas/json/``. The job builds plain dicts for speed; the unit tests check every dict
+it emits against these models with ``extra="forbid"``.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+# Event times outside this range are not clock skew but garbage (seconds instead of ms, 0, ...).
+MIN_EVENT_TIME_MS = 946_684_800_000  # 2000-01-01
+MAX_EVENT_TIME_MS = 4_102_444_800_000  # 2100-01-01
+
+HeaderValue = str | list[str]
+QueryValue = str | bool | list[str | bool]
+EpochMs = Annotated[float, Field(ge=MIN_EVENT_TIME_MS, lt=MAX_EVENT_TIME_MS)]
+NonNegative = Annotated[float, Field(ge=0)]
+
+
+class _In(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+
+# --- Apache APISIX kafka-logger, default "full log" format -------------------------------------
+
+
+class ApisixRequest(_In):
+    url: str = ""
+    uri: str
+    method: str
+    headers: dict[str, HeaderValue] = Field(default_factory=dict)
+    querystring: dict[str, QueryValue] = Field(default_factory=dict)
+    size: NonNegative | None = None
+    body: str | None = None
+
+
+class ApisixResponse(_In):
+    status: Annotated[int, Field(ge=0, le=999)]
+    headers: dict[str, HeaderValue] = Field(default_factory=dict)
+    size: NonNegative | None = None
+    body: str | None = None
+
+
+class ApisixServer(_In):
+    hostname: str | None = None
+    version: str | None = None
+
+
+class ApisixConsumer(BaseModel):
+    """``{"username": ...}`` since 2.11; before, the whole consumer object with credentials."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+    username: str | None = None
+
+
+class ApisixEntry(_In):
+    request: ApisixRequest
+    response: ApisixResponse
+    server: ApisixServer = ApisixServer()
+    upstream: str | None = None
+    service_id: str | int | None = None
+    route_id: str | int | None = None
+    consumer: ApisixConsumer | None = None
+    client_ip: str
+    start_time: EpochMs
+    latency: NonNegative | None = None
+    upstream_latency: NonNegative | None = None
+    apisix_latency: NonNegative | None = None
+
+
+# --- Kong http-log (kong.log.serialize()) -------------------------------------------------------
+
+
+class KongRequest(_In):
+    id: str | None = None
+    uri: str
+    url: str = ""
+    querystring: dict[str, QueryValue] = Field(default_factory=dict)
+    method: str
+    headers: dict[str, HeaderValue] = Field(default_factory=dict)
+    size: NonNegative | None = None
+
+
+class KongResponse(_In):
+    status: Annotated[int, Field(ge=0, le=999)]
+    headers: dict[str, HeaderValue] = Field(default_factory=dict)
+    size: NonNegative | None = None
+
+
+class KongLatencies(_In):
+    kong: float | None = None
+    proxy: float | None = None
+    request: float | None = None
+    receive: float | None = None
+
+
+class KongConsumer(_In):
+    id: str | None = None
+    username: str | None = None
+    custom_id: str | None = None
+
+
+class KongEntity(_In):
+    id: str | None = None
+    name: str | None = None
+
+
+class KongEntry(_In):
+    request: KongRequest
+    response: KongResponse
+    latencies: KongLatencies = KongLatencies()
+    consumer: KongConsumer | None = None
+    route: KongEntity | None = None
+    service: KongEntity | None = None
+    client_ip: str
+    started_at: EpochMs
+
+
+# --- Generic usage event ------------------------------------------------------------------------
+
+
+class GenericUsageEvent(_In):
+    user_id: str | None = None
+    consumer: str | None = None
+    endpoint: str
+    units: Annotated[float, Field(ge=0)] = 1
+    timestamp: datetime | EpochMs
+    client_ip: str | None = None
+    method: str | None = None
+    status: Annotated[int, Field(ge=0, le=999)] | None = None
+
+    @field_validator("user_id", "consumer")
+    @classmethod
+    def _not_blank(cls, v: str | None) -> str | None:
+        return v if v is None or v.strip() else None
+
+
+# --- Records the job emits ----------------------------------------------------------------------
+
+
+class _Out(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class EnrichedEvent(_Out):
+    """One flat record per request on the enriched topic (one row of the Pinot real-time table)."""
+
+    event_id: str = Field(description="topic-partition-offset-index of the source entry; unique")
+    request_id: str | None = Field(
+        None, description="gateway request id, when the gateway sets one"
+    )
+    gateway: Literal["apisix", "kong", "generic"]
+    gateway_version: str | None = None
+    gateway_host: str | None = None
+    rate_key: str = Field(
+        description="what windows count by: consumer name, else key:<fingerprint>, else "
+        "client:<client hash>"
+    )
+    consumer: str | None = Field(None, description="consumer name the gateway identified")
+    key_fingerprint: str | None = Field(None, description="HMAC-SHA256 of the presented API key")
+    route: str | None = None
+    service: str | None = None
+    method: str | None = None
+    host: str | None = None
+    path: str = Field(description="request path without query string")
+    status: int | None = None
+    auth_failed: bool = Field(description="status 401 or 403")
+    latency_ms: float | None = None
+    upstream_latency_ms: float | None = None
+    gateway_latency_ms: float | None = None
+    request_bytes: int | None = None
+    response_bytes: int | None = None
+    units: float = Field(1.0, description="billable units (1 per request unless the event says)")
+    user_agent: str | None = None
+    client_hash: str | None = Field(None, description="HMAC-SHA256 of the client IP")
+    client_prefix: str | None = Field(None, description="client network, /24 or /48")
+    country: str | None = Field(None, description="ISO 3166-1 alpha-2")
+    region: str | None = None
+    city: str | None = None
+    latitude: float | None = None
+    longitude: float | None = None
+    event_time: int = Field(description="request start, epoch ms (from the payload)")
+    processing_time: int = Field(description="when the job enriched it, epoch ms")
+    source_partition: int
+    source_offset: int
+
+
+class DeadLetter(_Out):
+    """A record (or one element of a batch) the job could not use."""
+
+    reason: Literal[
+        "empty_record",
+        "too_large",
+        "not_utf8",
+        "not_json",
+        "too_deep",
+        "wrong_type",
+        "empty_batch",
+        "unknown_format",
+        "missing_event_time",
+        "invalid_event",
+    ]
+    detail: str = Field(description="field paths and error types; never input values")
+    source_topic: str
+    source_partition: int
+    source_offset: int
+    element_index: int | None = Field(None, description="index inside a batch array, if any")
+    payload: str = Field(description="the payload, credentials and IPs scrubbed, truncated")
+    payload_bytes: int = Field(description="size of the original payload or element")
+    payload_truncated: bool
+    dead_lettered_at: int
+
+
+class WindowCount(_Out):
+    """Requests per rate key and event-time window (the usage topic)."""
+
+    rate_key: str
+    consumer: str | None = None
+    key_fingerprint: str | None = None
+    window_start: int
+    window_end: int
+    count: int
+    units: float
+    auth_failures: int
+    countries: list[str]
+
+
+class Alert(_Out):
+    """A suspected compromised key, on the alerts topic keyed by rate key."""
+
+    alert_id: str = Field(description="deterministic: same rule, key and window give the same id")
+    rule: Literal["rate_spike", "new_country", "auth_failures"]
+    severity: Literal["warning", "high", "critical"]
+    rate_key: str
+    consumer: str | None = None
+    key_fingerprint: str | None = None
+    window_start: int
+    window_end: int
+    incident_start: int = Field(
+        description="window_start of the first window of this run of alerts"
+    )
+    observed_count: int
+    baseline: float = Field(description="mean requests per window over the key's recent history")
+    ratio: float | None = None
+    countries_seen: list[str] = Field(description="countries in this window")
+    new_countries: list[str] = Field(default_factory=list)
+    known_countries: list[str] = Field(default_factory=list)
+    auth_failures: int
+    summary: str
+    detected_at: int
+
+
+OUTPUT_MODELS: dict[str, type[BaseModel]] = {
+    "enriched_event": EnrichedEvent,
+    "dead_letter": DeadLetter,
+    "window_count": WindowCount,
+    "alert": Alert,
+}

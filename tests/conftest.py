@@ -1,0 +1,132 @@
+"""Shared pytest fixtures.
+
+Kafka broker (`kafka_bootstrap`, session scope), first match wins:
+  1. KAFKA_BOOTSTRAP_SERVERS is set: use that broker as is (nothing is started or stopped).
+  2. A Docker engine answers: a throwaway Redpanda container (testcontainers), removed at the end.
+  3. Otherwise the local Apache Kafka broker from Maven Central jars, `scripts/kafka.sh up` on
+     KAFKA_TEST_PORT (default 19092, so it never touches the dev broker on 9092); it is stopped at
+     session end only if this fixture started it. Needs `make setup` first.
+
+`unique_topics` gives each test its own freshly created pipeline topics and deletes them after.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import subprocess
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tools.topics import delete_topics, ensure_topics, pipeline_topics
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+KAFKA_SCRIPT = REPO_ROOT / "scripts" / "kafka.sh"
+TOPIC_ROLES = ("raw", "enriched", "alerts", "dlq", "usage")
+# Where testcontainers keeps RedpandaContainer: 4.15+ moved it to testcontainers.community.kafka
+# (testcontainers.kafka still re-exports it there, with a DeprecationWarning); 4.0-4.14 have it in
+# testcontainers.kafka; testcontainers.redpanda is tried last in case a release ships it alone.
+REDPANDA_MODULES = (
+    "testcontainers.community.kafka",
+    "testcontainers.kafka",
+    "testcontainers.redpanda",
+)
+
+
+def _docker_available() -> bool:
+    try:
+        import docker
+    except ImportError:
+        return False
+    try:
+        client = docker.from_env(timeout=5)
+    except Exception:  # docker.errors.DockerException: no socket, no permission, bad DOCKER_HOST
+        return False
+    try:
+        return bool(client.ping())
+    except Exception:
+        return False
+    finally:
+        client.close()
+
+
+def _redpanda_container_class() -> Any:
+    """testcontainers' RedpandaContainer, wherever this testcontainers version keeps it."""
+    for module in REDPANDA_MODULES:
+        try:
+            return importlib.import_module(module).RedpandaContainer
+        except (ImportError, AttributeError):
+            continue
+    return None
+
+
+def _kafka_sh(command: str, port: int) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ, KAFKA_PORT=str(port))
+    # A controller port chosen for another broker (e.g. the dev one) must not leak into this one;
+    # the script derives it from KAFKA_PORT.
+    env.pop("KAFKA_CONTROLLER_PORT", None)
+    return subprocess.run(
+        [str(KAFKA_SCRIPT), command],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+
+
+def _local_kafka(port: int) -> Iterator[str]:
+    already_running = _kafka_sh("status", port).returncode == 0
+    up = _kafka_sh("up", port)
+    if up.returncode != 0:
+        pytest.fail(
+            f"scripts/kafka.sh up failed on port {port} (exit {up.returncode}):\n"
+            f"{up.stdout}{up.stderr}",
+            pytrace=False,
+        )
+    try:
+        yield f"127.0.0.1:{port}"
+    finally:
+        if not already_running:
+            down = _kafka_sh("down", port)
+            if down.returncode != 0:
+                print(f"scripts/kafka.sh down failed:\n{down.stdout}{down.stderr}")
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap() -> Iterator[str]:
+    """Bootstrap servers ("host:port") of a Kafka-compatible broker for the whole session."""
+    external = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "").strip()
+    if external:
+        yield external
+        return
+    redpanda_cls = _redpanda_container_class()
+    if redpanda_cls is not None and _docker_available():
+        with redpanda_cls() as redpanda:
+            yield redpanda.get_bootstrap_server()
+        return
+    yield from _local_kafka(int(os.environ.get("KAFKA_TEST_PORT", "19092")))
+
+
+@pytest.fixture
+def unique_topics(kafka_bootstrap: str) -> Iterator[dict[str, str]]:
+    """Role -> name of freshly created topics (raw/enriched/alerts/dlq/usage, 2 partitions each)."""
+    suffix = uuid.uuid4().hex[:12]
+    names = {role: f"test.{role}.{suffix}" for role in TOPIC_ROLES}
+    specs = pipeline_topics(
+        raw=names["raw"],
+        enriched=names["enriched"],
+        alerts=names["alerts"],
+        dlq=names["dlq"],
+        usage=names["usage"],
+        partitions=2,
+    )
+    ensure_topics(kafka_bootstrap, specs)
+    try:
+        yield names
+    finally:
+        delete_topics(kafka_bootstrap, names.values())

@@ -1,0 +1,97 @@
+"""The test broker honours Kafka transactions: read_committed hides an aborted transaction."""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+import pytest
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Producer, TopicPartition
+
+pytestmark = pytest.mark.integration
+
+TIMEOUT_S = 60.0
+
+
+def _produce_transactions(bootstrap: str, topic: str) -> None:
+    producer = Producer(
+        {
+            "bootstrap.servers": bootstrap,
+            "transactional.id": f"test-broker-{uuid.uuid4().hex}",
+            "enable.idempotence": True,
+        }
+    )
+    producer.init_transactions(TIMEOUT_S)
+
+    producer.begin_transaction()
+    for i in range(3):
+        producer.produce(topic, key=f"k{i}".encode(), value=f"committed-{i}".encode())
+    producer.commit_transaction(TIMEOUT_S)
+
+    producer.begin_transaction()
+    for i in range(2):
+        producer.produce(topic, key=f"k{i}".encode(), value=f"aborted-{i}".encode())
+    # Make sure the aborted records really reach the log before the abort marker; otherwise
+    # abort_transaction() would just purge them client-side and prove nothing.
+    assert producer.flush(TIMEOUT_S) == 0
+    producer.abort_transaction(TIMEOUT_S)
+
+
+def _read_all(bootstrap: str, topic: str, isolation_level: str) -> list[str]:
+    """Read the topic from the beginning until every partition reports end-of-partition."""
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"test-broker-{uuid.uuid4().hex}",
+            "isolation.level": isolation_level,
+            "enable.auto.commit": False,
+            "enable.partition.eof": True,
+        }
+    )
+    try:
+        partitions = consumer.list_topics(topic, timeout=TIMEOUT_S).topics[topic].partitions
+        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
+        pending_eof = set(partitions)
+        values: list[str] = []
+        deadline = time.monotonic() + TIMEOUT_S
+        while pending_eof:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                pytest.fail(
+                    f"{isolation_level}: no end-of-partition for {sorted(pending_eof)} within "
+                    f"{TIMEOUT_S:.0f}s; got {values}"
+                )
+            msg = consumer.poll(min(1.0, remaining))
+            if msg is None:
+                continue
+            err = msg.error()
+            if err is not None:
+                if err.code() == KafkaError._PARTITION_EOF:
+                    pending_eof.discard(msg.partition())
+                    continue
+                pytest.fail(f"{isolation_level}: consumer error {err}")
+            value = msg.value()
+            assert value is not None
+            values.append(value.decode())
+        return values
+    finally:
+        consumer.close()
+
+
+def test_read_committed_sees_only_committed_transaction(
+    kafka_bootstrap: str, unique_topics: dict[str, str]
+) -> None:
+    topic = unique_topics["raw"]
+    _produce_transactions(kafka_bootstrap, topic)
+
+    committed = _read_all(kafka_bootstrap, topic, "read_committed")
+    assert sorted(committed) == ["committed-0", "committed-1", "committed-2"]
+
+    everything = _read_all(kafka_bootstrap, topic, "read_uncommitted")
+    assert sorted(everything) == [
+        "aborted-0",
+        "aborted-1",
+        "committed-0",
+        "committed-1",
+        "committed-2",
+    ]

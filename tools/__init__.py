@@ -1,0 +1,1 @@
+"""Operational helpers: topic administration, traffic generation, demo drivers."""
