@@ -250,6 +250,7 @@ class RecordProcessor:
         consumer: str | None,
         api_key: str | None,
         client_ip: str | None,
+        auth_failed: bool = False,
     ) -> dict[str, Any]:
         fingerprint = self._ps.key_fingerprint(api_key) if api_key else None
         geo = self._geo(client_ip) if client_ip else EMPTY_GEO
@@ -258,9 +259,11 @@ class RecordProcessor:
         client_hash = self._ps.client_hash(client_ip.strip()) if client_ip else None
         if consumer:
             rate_key = consumer
-        elif fingerprint:
+        elif fingerprint and not auth_failed:
             rate_key = f"key:{fingerprint}"
         elif client_hash:
+            # A rejected key identifies nobody; counting rejections per client makes key
+            # guessing from one address a single burst instead of one request per guessed key.
             rate_key = f"client:{client_hash}"
         else:
             rate_key = "anonymous"
@@ -302,7 +305,9 @@ class RecordProcessor:
         if gateway_latency is None and e.latency is not None and e.upstream_latency is not None:
             gateway_latency = max(0.0, e.latency - e.upstream_latency)
         service = str(e.service_id) if e.service_id not in (None, "") else None
-        out = self._identity(consumer or None, api_key, e.client_ip)
+        out = self._identity(
+            consumer or None, api_key, e.client_ip, resp.status in AUTH_FAILURE_STATUSES
+        )
         out.update(
             request_id=_first_header(req.headers, "x-request-id")
             or _first_header(req.headers, "request-id"),
@@ -342,7 +347,7 @@ class RecordProcessor:
             if match:
                 version = match.group(1)
                 break
-        out = self._identity(consumer, api_key, e.client_ip)
+        out = self._identity(consumer, api_key, e.client_ip, resp.status in AUTH_FAILURE_STATUSES)
         out.update(
             request_id=req.id or _first_header(req.headers, "x-request-id"),
             gateway="kong",

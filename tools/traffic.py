@@ -177,8 +177,9 @@ class GroundTruth:
 
     ``per_key_window`` maps ``(rate_key, window_start_ms)`` to a request count. The rate key is
     the consumer username when the gateway identified one (generic events: ``user_id`` or
-    ``consumer``), else ``"key:<raw key>"`` when the request presented a key (``apikey`` header,
-    ``apikey`` query arg or ``Bearer`` token), else ``"client:<raw client ip>"``.
+    ``consumer``), else ``"client:<raw client ip>"``: unidentified requests are all rejected
+    ones, which the job counts per client. (The job uses ``"key:<fingerprint>"`` only for
+    unidentified calls that were not rejected, which this generator does not produce.)
     """
 
     events: int
@@ -308,8 +309,8 @@ class _Request:
     def rate_key(self) -> str:
         if self.consumer is not None:
             return self.consumer.name
-        if self.key is not None:
-            return f"key:{self.key}"
+        # Every unidentified request here was rejected (401): the job counts rejected calls by
+        # client, whatever key they presented, so that key guessing shows up as one burst.
         return f"client:{self.client_ip}"
 
 
