@@ -42,6 +42,7 @@ from udfs.functions import (
 )
 
 log = logging.getLogger("gateway_pipeline")
+REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
 @dataclass(frozen=True)
@@ -54,13 +55,15 @@ class Streams:
 
 def _python_path() -> list[str]:
     paths = [sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]]
-    paths.append(str(Path(__file__).resolve().parent.parent))
+    paths.append(str(REPO_ROOT))
     return list(dict.fromkeys(paths))
 
 
 def create_environment(
     cfg: PipelineSettings,
 ) -> tuple[StreamExecutionEnvironment, StreamTableEnvironment]:
+    # Read by PyFlink when it launches the JVM, which has not happened yet in this process.
+    os.environ.setdefault("LOG4J_PROPERTIES", str(REPO_ROOT / "deploy/flink/log4j-cli.properties"))
     conf = Configuration()
     conf.set_string("python.execution-mode", cfg.execution_mode)
     # Python workers (process mode) and the embedded interpreter (thread mode) use this venv.

@@ -66,6 +66,10 @@ class Result:
     dead_letters: list[dict[str, Any]]
 
 
+# Marks a dead letter of a whole undecodable record, as opposed to a parsed entry.
+_NO_ELEMENT: Any = object()
+
+
 class _Unusable(Exception):
     def __init__(self, reason: str, detail: str) -> None:
         super().__init__(reason)
@@ -172,20 +176,22 @@ class RecordProcessor:
         try:
             entries = self._decode(payload)
         except _Unusable as u:
-            result.dead_letters.append(self._dead_letter(u, src, payload, None, None))
+            result.dead_letters.append(self._dead_letter(u, src, payload, _NO_ELEMENT, None))
             return result
         now = int(self._clock() * 1000)
         batched = isinstance(entries, list)
         items = entries if isinstance(entries, list) else [entries]
+        # A lone entry is the whole record, whose size is known; a batch element's is not.
+        whole = None if batched else payload
         for idx, entry in enumerate(items):
             index = idx if batched else None
             try:
                 result.events.append(self._enrich(entry, src, idx, now))
             except _Unusable as unusable:
-                result.dead_letters.append(self._dead_letter(unusable, src, None, entry, index))
+                result.dead_letters.append(self._dead_letter(unusable, src, whole, entry, index))
             except Exception as exc:  # a bug must dead-letter the entry, not restart the job
                 internal = _Unusable("invalid_event", f"internal: {type(exc).__name__}")
-                result.dead_letters.append(self._dead_letter(internal, src, None, entry, index))
+                result.dead_letters.append(self._dead_letter(internal, src, whole, entry, index))
         return result
 
     # -- decoding ------------------------------------------------------------------------------
@@ -414,9 +420,14 @@ class RecordProcessor:
         index: int | None,
     ) -> dict[str, Any]:
         limit = self._limits.dlq_payload_chars
-        if element is not None:
+        if element is not _NO_ELEMENT:  # a parsed entry (which may be JSON null)
             text = json.dumps(redact_structure(element), ensure_ascii=False, default=str)
-            size = len(text.encode("utf-8", "replace"))
+            if payload is not None:
+                size = len(payload)
+            else:
+                # The element's own compact JSON: its size, not that of the redacted copy.
+                compact = json.dumps(element, ensure_ascii=False, separators=(",", ":"))
+                size = len(compact.encode("utf-8", "replace"))
         else:
             size = len(payload) if payload else 0
             # Only a bounded prefix is decoded and scrubbed: a 1 MiB record costs no more than this.
