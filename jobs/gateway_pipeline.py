@@ -60,7 +60,7 @@ def _python_path() -> list[str]:
 
 
 def create_environment(
-    cfg: PipelineSettings,
+    cfg: PipelineSettings, overrides: dict[str, str] | None = None
 ) -> tuple[StreamExecutionEnvironment, StreamTableEnvironment]:
     # Read by PyFlink when it launches the JVM, which has not happened yet in this process.
     os.environ.setdefault("LOG4J_PROPERTIES", str(REPO_ROOT / "deploy/flink/log4j-cli.properties"))
@@ -87,6 +87,8 @@ def create_environment(
         conf.set_string("restart-strategy.type", "exponential-delay")
     if cfg.checkpoint_dir:
         conf.set_string("execution.checkpointing.dir", cfg.checkpoint_dir)
+    for k, v in (overrides or {}).items():
+        conf.set_string(k, v)
     env = StreamExecutionEnvironment.get_execution_environment(conf)
     env.set_parallelism(cfg.parallelism)
     env.enable_checkpointing(cfg.checkpoint_interval_seconds * 1000, CheckpointingMode.EXACTLY_ONCE)

@@ -81,7 +81,7 @@ def _watch(cfg: PipelineSettings, progress: Progress, stop: threading.Event) -> 
             for msg in consumer.consume(500, timeout=0.5):
                 if msg.error() is not None:
                     continue
-                topic = msg.topic()
+                topic = msg.topic() or ""
                 with progress.lock:
                     if topic == cfg.enriched_topic:
                         progress.enriched += 1
