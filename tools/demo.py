@@ -97,6 +97,35 @@ def _watch(cfg: PipelineSettings, progress: Progress, stop: threading.Event) -> 
         consumer.close()
 
 
+class JobInput:
+    """Raw records the job has consumed, from the offsets it commits to its group on checkpoints."""
+
+    def __init__(self, cfg: PipelineSettings) -> None:
+        self._consumer = Consumer(
+            {"bootstrap.servers": cfg.bootstrap_servers, "group.id": cfg.group_id}
+        )
+        meta = self._consumer.list_topics(cfg.raw_topic, timeout=10).topics[cfg.raw_topic]
+        self._partitions = [TopicPartition(cfg.raw_topic, p) for p in meta.partitions]
+        self._start = self._total()
+
+    def _total(self) -> int:
+        committed = self._consumer.committed(self._partitions, timeout=10)
+        total = 0
+        for tp in committed:
+            if tp.offset >= 0:
+                total += tp.offset
+            else:  # nothing committed yet: the job starts from the beginning
+                low, _ = self._consumer.get_watermark_offsets(tp, timeout=10)
+                total += low
+        return total
+
+    def consumed(self) -> int:
+        return self._total() - self._start
+
+    def close(self) -> None:
+        self._consumer.close()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tools.demo", description=__doc__)
     parser.add_argument("--bootstrap-servers", default="127.0.0.1:9092")
@@ -141,6 +170,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     stop = threading.Event()
     progress = Progress()
+    job_input = JobInput(cfg)
     watcher = threading.Thread(target=_watch, args=(cfg, progress, stop), daemon=True)
     watcher.start()
     stats: list[LiveStats] = []
@@ -169,9 +199,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(f"demo: the job exited early with code {job.returncode}", file=sys.stderr)
                 break
             time.sleep(5)
+            records_in = job_input.consumed()
             with progress.lock:
                 print(
-                    f"progress +{time.monotonic() - started:5.0f}s: enriched "
+                    f"progress +{time.monotonic() - started:5.0f}s: raw records in {records_in}, "
+                    "enriched "
                     f"{progress.enriched}, dead-lettered {progress.dead_letters}, "
                     f"window counts {progress.usage_windows}, alerts {len(progress.alerts)}",
                     flush=True,
@@ -192,6 +224,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 os.killpg(job.pid, signal.SIGKILL)
                 job.wait()
         watcher.join(timeout=5)
+        job_input.close()
 
     produced = stats[0] if stats else None
     print("demo: summary")
@@ -204,7 +237,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"  committed: enriched {progress.enriched}, dead-lettered {progress.dead_letters}, "
         f"window counts {progress.usage_windows}, alerts {len(progress.alerts)}"
     )
-    rules = sorted({(a['rule'], a.get('consumer') or a['rate_key']) for a in progress.alerts})
+    rules = sorted({(a["rule"], a.get("consumer") or a["rate_key"]) for a in progress.alerts})
     for rule, who in rules:
         print(f"  alert: {rule} for {who}")
     if not progress.alerts and not interrupted:
