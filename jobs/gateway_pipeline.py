@@ -28,6 +28,7 @@ from pyflink.table import StreamTableEnvironment
 from pyflink.table.expressions import col
 
 from jobs.kafka_tables import SinkSpec, SourceSpec, sink_ddl, source_ddl
+from metering.geo import GeoLookup
 from metering.settings import HashKeyError, PipelineSettings, read_hash_key, settings_from_args
 from udfs.functions import (
     DEAD_LETTERS,
@@ -198,9 +199,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     cfg = settings_from_args(
         argv, prog="python -m jobs.gateway_pipeline", description=__doc__ or ""
     )
+    # Fail here, with a clear message, rather than in every worker's open() in a restart loop.
     try:
         read_hash_key()
-    except HashKeyError as e:
+        GeoLookup(cfg.resolved_geoip_db(), cache_size=0).close()
+        cfg.resolved_connector_jar()
+    except (HashKeyError, OSError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     env, t_env = create_environment(cfg)

@@ -10,6 +10,7 @@ from typing import Any
 
 import geoip2.database
 import geoip2.errors
+import maxminddb
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,7 +51,14 @@ class GeoLookup:
     """
 
     def __init__(self, db_path: str, cache_size: int = 65536) -> None:
-        self._reader = geoip2.database.Reader(db_path)
+        try:
+            self._reader = geoip2.database.Reader(db_path)
+        except maxminddb.InvalidDatabaseError as e:
+            raise ValueError(f"{db_path}: not a MaxMind database ({e})") from None
+        db_type = self._reader.metadata().database_type
+        if "City" not in db_type:
+            self._reader.close()
+            raise ValueError(f"{db_path}: a City database is needed, this is {db_type}")
         self.lookup = lru_cache(maxsize=cache_size)(self._lookup_uncached)
 
     def _lookup_uncached(self, ip: str) -> Geo:

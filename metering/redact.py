@@ -73,7 +73,7 @@ _SECRET_NAMES_RE = (
     r"api[_-]?key|x-api-key|x-apikey|apikey|key|authorization|proxy-authorization|cookie|set-cookie"
     r"|token|access[_-]token|refresh[_-]token|id[_-]token|auth[_-]token|x-auth-token|jwt|password"
     r"|passwd|pwd|secret|client[_-]secret|signature|sig|x-hmac-signature|x-hmac-access-key"
-    r"|session|sessionid|body|credentials?|private[_-]key"
+    r"|session|sessionid|body|credentials?|private[_-]key|secret[_-]key"
 )
 _Q = r"(?:\\?\")"  # a JSON quote, possibly escaped once inside an embedded JSON string
 # "name": "value"  (value may be cut off at the end of a truncated payload)
@@ -94,7 +94,13 @@ _QUERY_PAIR = re.compile(
 )
 # key=value / key: value in free text (e.g. "apikey=abc garbage", "Cookie: sid=...")
 _TEXT_PAIR = re.compile(
-    rf"(\b(?:{_SECRET_NAMES_RE})\b\s*[=:]\s*)(?!\s*[\"\[{{])[^\s&,;\"'}}\]]+",
+    rf"(\b(?:{_SECRET_NAMES_RE})\b\s*(?:=>?|:)\s*)(?!\s*[\"'\[{{>])[^\s&,;\"'}}\]]+",
+    re.IGNORECASE,
+)
+# key="value" / 'key': 'value' / key => ['a', 'b'] in free text (logfmt, YAML, Python reprs)
+_TEXT_QUOTED_PAIR = re.compile(
+    rf"(\b(?:{_SECRET_NAMES_RE})['\"]?\s*(?:=>?|:)\s*)"
+    r"(?:\"(?:[^\"\\]|\\.)*(?:\"|$)|'(?:[^'\\]|\\.)*(?:'|$)|\[[^\]]*(?:\]|$))",
     re.IGNORECASE,
 )
 _AUTH_SCHEME = re.compile(
@@ -122,6 +128,7 @@ def scrub_text(text: str) -> str:
     text = _QUERY_PAIR.sub(lambda m: m.group(1) + REDACTED, text)
     text = _AUTH_SCHEME.sub(lambda m: f"{m.group(1)} {REDACTED}", text)
     text = _JWT.sub(REDACTED, text)
+    text = _TEXT_QUOTED_PAIR.sub(lambda m: f'{m.group(1)}"{REDACTED}"', text)
     text = _TEXT_PAIR.sub(lambda m: m.group(1) + REDACTED, text)
     text = _IPV4.sub("[IP]", text)
     return _IPV6.sub(lambda m: "[IP]" if m.group(0).count(":") >= 2 else m.group(0), text)
@@ -153,7 +160,8 @@ def path_of(uri: str) -> str:
         rest = uri.split("://", 1)[1]
         slash = rest.find("/")
         uri = rest[slash:] if slash >= 0 else "/"
-    return uri or "/"
+    # Matrix parameters (";jsessionid=...", ";token=...") are part of the path: redact them.
+    return redact_uri(uri) if uri else "/"
 
 
 def redact_headers(headers: Mapping[str, Any]) -> dict[str, Any]:
