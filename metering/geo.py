@@ -12,6 +12,8 @@ import geoip2.database
 import geoip2.errors
 import maxminddb
 
+from metering.redact import parse_ip
+
 
 @dataclass(frozen=True, slots=True)
 class Geo:
@@ -34,13 +36,8 @@ def default_geoip_db() -> str:
 
 
 def _is_public(ip: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
-    try:
-        addr = ipaddress.ip_address(ip.strip())
-    except ValueError:
-        return None
-    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
-        addr = addr.ipv4_mapped
-    return addr if addr.is_global else None
+    addr = parse_ip(ip)
+    return addr if addr is not None and addr.is_global else None
 
 
 class GeoLookup:

@@ -100,7 +100,7 @@ _TEXT_PAIR = re.compile(
 # key="value" / 'key': 'value' / key => ['a', 'b'] in free text (logfmt, YAML, Python reprs)
 _TEXT_QUOTED_PAIR = re.compile(
     rf"(\b(?:{_SECRET_NAMES_RE})['\"]?\s*(?:=>?|:)\s*)"
-    r"(?:\"(?:[^\"\\]|\\.)*(?:\"|$)|'(?:[^'\\]|\\.)*(?:'|$)|\[[^\]]*(?:\]|$))",
+    r"(?:\"(?:[^\"\\]|\\.)*(?:\"|$)|'(?:[^'\\]|\\.)*(?:'|$)|\[\s*['\"][^\]]*(?:\]|$))",
     re.IGNORECASE,
 )
 _AUTH_SCHEME = re.compile(
@@ -241,13 +241,21 @@ class Pseudonymizer:
         return self._mac("ip", ip)
 
 
-def ip_prefix(ip: str) -> str | None:
-    """The /24 (IPv4) or /48 (IPv6) network of an address; None if it is not an address."""
+def parse_ip(ip: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """An address, with IPv4-mapped IPv6 (::ffff:a.b.c.d) unwrapped; None if it is not one."""
     try:
         addr = ipaddress.ip_address(ip.strip())
     except ValueError:
         return None
     if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
-        addr = addr.ipv4_mapped
+        return addr.ipv4_mapped
+    return addr
+
+
+def ip_prefix(ip: str) -> str | None:
+    """The /24 (IPv4) or /48 (IPv6) network of an address; None if it is not an address."""
+    addr = parse_ip(ip)
+    if addr is None:
+        return None
     bits = 24 if addr.version == 4 else 48
     return str(ipaddress.ip_network(f"{addr}/{bits}", strict=False))
