@@ -82,6 +82,18 @@ def _reject_constant(name: str) -> float:
     raise ValueError(f"non-standard JSON constant {name}")
 
 
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+
+
+def _has_lone_surrogate(value: Any) -> bool:
+    # json.loads joins escaped surrogate pairs into one character; a lone half stays a surrogate.
+    try:
+        json.dumps(value, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
 def _depth_exceeds(value: Any, limit: int) -> bool:
     stack: list[tuple[Any, int]] = [(value, 1)]
     while stack:
@@ -216,6 +228,9 @@ class RecordProcessor:
             raise _Unusable("not_json", f"{msg} at char {pos}") from None
         if _depth_exceeds(value, lim.max_depth):
             raise _Unusable("too_deep", f"nesting deeper than {lim.max_depth}")
+        if _SURROGATE_ESCAPE.search(text) and _has_lone_surrogate(value):
+            # "\ud800" parses, but no UTF-8 encoder (Kafka, Flink) can write it back out.
+            raise _Unusable("not_utf8", "lone UTF-16 surrogate escape in a JSON string")
         if isinstance(value, list):
             if not value:
                 raise _Unusable("empty_batch", "array without entries")

@@ -104,7 +104,7 @@ _TEXT_QUOTED_PAIR = re.compile(
     re.IGNORECASE,
 )
 _AUTH_SCHEME = re.compile(
-    r"\b(Bearer|Basic|Digest|Token|Signature|HMAC-SHA256|AWS4-HMAC-SHA256)\s+[^\s\"',}]+",
+    r"\b(Bearer|Basic|Digest|Token|Signature|HMAC-SHA256|AWS4-HMAC-SHA256)\s+(?![=:])[^\s\"',}]+",
     re.IGNORECASE,
 )
 _JWT = re.compile(r"\beyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]*")

@@ -241,7 +241,16 @@ def settings_from_args(
 ) -> PipelineSettings:
     """Flags over environment over defaults; raises SystemExit(2) with the error on bad values."""
     parser = build_parser(prog, description)
-    ns = parser.parse_args(argv)
+    ns, unknown = parser.parse_known_args(argv)
+    if unknown:
+        # Name the unknown flags but never echo values: "--hash-key <key>" must not reach a log.
+        names = sorted({a.split("=", 1)[0] for a in unknown if a.startswith("-")})
+        hint = (
+            f"; {HASH_KEY_ENV} is read from the environment only"
+            if any("hash" in n for n in names)
+            else ""
+        )
+        parser.error(f"unrecognized arguments: {' '.join(names) or '(values)'}{hint}")
     given: dict[str, Any] = {k: v for k, v in vars(ns).items() if v is not None}
     try:
         return PipelineSettings(**given)

@@ -6,12 +6,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from mmdb import write_city_db
+from payloads import NOW_MS
 
 from metering.geo import GeoLookup
 from metering.records import RecordProcessor
 from metering.redact import Pseudonymizer
-from mmdb import write_city_db
-from payloads import NOW_MS
 
 HASH_KEY = bytes.fromhex("9f2c4e7a1b3d5f60718293a4b5c6d7e8f9012a3b4c5d6e7f8091a2b3c4d5e6f7")
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mmdb_writer import MMDBWriter, MmdbF64
+from mmdb_writer import MmdbF64, MMDBWriter
 from netaddr import IPSet
 
 

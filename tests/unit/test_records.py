@@ -6,6 +6,8 @@ import json
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from mmdb import AU_IP, DE_V6_IP, GB_IP, US_IP
 from payloads import (
     NOW_MS,
@@ -25,6 +27,7 @@ from payloads import (
 from metering.geo import GeoLookup
 from metering.records import Limits, RecordProcessor, Result, SourceRef
 from metering.redact import Pseudonymizer
+from schemas.events import DeadLetter, EnrichedEvent
 
 SRC = SourceRef(RAW_TOPIC, 3, 1207)
 SECRET = "pl4ntedS3cretValue0123456789xyz"
@@ -117,75 +120,108 @@ def test_apisix_array_gives_one_event_per_entry_in_array_order(
     ]
     result = run(processor, entries, SourceRef(RAW_TOPIC, 0, 99))
     assert result.dead_letters == []
-    got = [
-        (
-            e["event_id"],
-            e["event_time"],
-            e["rate_key"],
-            e["key_fingerprint"],
-            e["client_hash"],
-            e["client_prefix"],
-            e["country"],
-            e["status"],
-            e["path"],
-            e["gateway_version"],
-        )
-        for e in result.events
-    ]
     fp = pseudonymizer.key_fingerprint
     ch = pseudonymizer.client_hash
-    assert got == [
-        (
-            f"{RAW_TOPIC}-0-99-0",
-            START_MS + 900,
-            "acme-analytics",
-            fp("k3yAcmeAnalytics0123456789abcdef"),
-            ch(GB_IP),
-            "81.2.69.0/24",
-            "GB",
-            200,
-            "/v1/products/4711",
-            "3.9.0",
-        ),
-        (
-            f"{RAW_TOPIC}-0-99-1",
-            START_MS,
-            "initech-billing",
-            fp("1n1techBillingKey0123456789abcde"),
-            ch(US_IP),
-            "8.8.8.0/24",
-            "US",
-            201,
-            "/v1/payments",
-            "2.10.4",
-        ),
-        (
-            f"{RAW_TOPIC}-0-99-2",
-            START_MS + 450,
-            f"client:{ch(US_IP)}",
-            None,
-            ch(US_IP),
-            "8.8.8.0/24",
-            "US",
-            401,
-            "/v1/orders",
-            "3.9.0",
-        ),
-        (
-            f"{RAW_TOPIC}-0-99-3",
-            START_MS + 20,
-            "acme-analytics",
-            fp("an0therKey0123456789"),
-            ch(DE_V6_IP),
-            "2a02:ff0:1::/48",
-            "DE",
-            200,
-            "/v1/products/4711",
-            "3.9.0",
-        ),
+    common = {"processing_time": NOW_MS, "source_partition": 0, "source_offset": 99, "units": 1.0}
+    v39 = {
+        "gateway": "apisix",
+        "gateway_version": "3.9.0",
+        "gateway_host": "apisix-6f9d5c7b8-2xkqv",
+        "request_id": "2f0c3b9e-7a41-4c55-9d1e-6b7f1a2c3d4e",
+        "rate_key": "acme-analytics",
+        "consumer": "acme-analytics",
+        "route": "products-v1",
+        "service": "catalog",
+        "method": "GET",
+        "host": "api.example.com",
+        "path": "/v1/products/4711",
+        "status": 200,
+        "auth_failed": False,
+        "latency_ms": 18.000047683716,
+        "upstream_latency_ms": 15.0,
+        "gateway_latency_ms": 3.000047683716,
+        "request_bytes": 312,
+        "response_bytes": 181,
+        "user_agent": "okhttp/4.12.0",
+    }
+    assert result.events == [
+        {
+            **common,
+            **v39,
+            "event_id": f"{RAW_TOPIC}-0-99-0",
+            "event_time": START_MS + 900,
+            "key_fingerprint": fp("k3yAcmeAnalytics0123456789abcdef"),
+            "client_hash": ch(GB_IP),
+            "client_prefix": "81.2.69.0/24",
+            **GB_GEO,
+        },
+        {
+            **common,
+            "event_id": f"{RAW_TOPIC}-0-99-1",
+            "event_time": START_MS,
+            "gateway": "apisix",
+            "gateway_version": "2.10.4",
+            "gateway_host": "gw-edge-eu-1",
+            "request_id": None,
+            "rate_key": "initech-billing",
+            "consumer": "initech-billing",
+            "key_fingerprint": fp("1n1techBillingKey0123456789abcde"),
+            "route": "payments",
+            "service": "billing",
+            "method": "POST",
+            "host": "api.example.com",
+            "path": "/v1/payments",
+            "status": 201,
+            "auth_failed": False,
+            "latency_ms": 57.000112533569,
+            "upstream_latency_ms": None,
+            "gateway_latency_ms": None,
+            "request_bytes": 402,
+            "response_bytes": 133,
+            "user_agent": "python-requests/2.31.0",
+            "client_hash": ch(US_IP),
+            "client_prefix": "8.8.8.0/24",
+            **US_GEO,
+        },
+        {
+            **common,
+            "event_id": f"{RAW_TOPIC}-0-99-2",
+            "event_time": START_MS + 450,
+            "gateway": "apisix",
+            "gateway_version": "3.9.0",
+            "gateway_host": "apisix-6f9d5c7b8-2xkqv",
+            "request_id": None,
+            "rate_key": f"client:{ch(US_IP)}",
+            "consumer": None,
+            "key_fingerprint": None,
+            "route": "422421849201183291",
+            "service": None,
+            "method": "GET",
+            "host": "api.example.com",
+            "path": "/v1/orders",
+            "status": 401,
+            "auth_failed": True,
+            "latency_ms": 1.0001659393311,
+            "upstream_latency_ms": None,
+            "gateway_latency_ms": 1.0001659393311,
+            "request_bytes": 78,
+            "response_bytes": 190,
+            "user_agent": "curl/8.6.0",
+            "client_hash": ch(US_IP),
+            "client_prefix": "8.8.8.0/24",
+            **US_GEO,
+        },
+        {
+            **common,
+            **v39,
+            "event_id": f"{RAW_TOPIC}-0-99-3",
+            "event_time": START_MS + 20,
+            "key_fingerprint": fp("an0therKey0123456789"),
+            "client_hash": ch(DE_V6_IP),
+            "client_prefix": "2a02:ff0:1::/48",
+            **DE_GEO,
+        },
     ]
-    assert {e["source_offset"] for e in result.events} == {99}
-    assert {e["processing_time"] for e in result.events} == {NOW_MS}
 
 
 def test_apisix_before_3_2_with_escaped_slashes(
@@ -392,6 +428,13 @@ def test_ipv4_mapped_and_unparseable_client_addresses(
     assert {k: private[k] for k in NO_GEO} == NO_GEO
 
 
+def test_escaped_surrogate_pairs_are_ordinary_characters(processor: RecordProcessor) -> None:
+    raw = encode(apisix_39()).replace(b"okhttp/4.12.0", b"okhttp \\ud83d\\ude80 \\u00fc")
+    event = only_event(run(processor, raw))
+    assert event["user_agent"] == "okhttp \U0001f680 \u00fc"
+    assert "\U0001f680".encode() in json.dumps(event, ensure_ascii=False).encode("utf-8")
+
+
 # -- Kong --------------------------------------------------------------------------------------
 
 
@@ -587,6 +630,11 @@ def _kong_status_list() -> dict[str, Any]:
     return entry
 
 
+def _lone_surrogate() -> bytes:
+    # A valid JSON escape, but half a UTF-16 pair: no UTF-8 encoder can write it back out.
+    return encode(apisix_39(api_key=SECRET)).replace(b"okhttp/4.12.0", b"okhttp\\ud800")
+
+
 def _deep(levels: int) -> bytes:
     inner = encode(f"apikey={SECRET} from {GB_IP}")
     return b"[" * levels + inner + b"]" * levels
@@ -625,6 +673,12 @@ DEAD_LETTERS = [
     pytest.param(b"", "empty_record", "record value is empty or null", id="empty"),
     pytest.param(None, "empty_record", "record value is empty or null", id="tombstone"),
     pytest.param(b"[]", "empty_batch", "array without entries", id="empty-array"),
+    pytest.param(
+        _lone_surrogate(),
+        "not_utf8",
+        "lone UTF-16 surrogate escape in a JSON string",
+        id="lone-surrogate",
+    ),
     pytest.param(_deep(5000), "too_deep", "nesting deeper than 32", id="5000-deep"),
     pytest.param(_deep(40), "too_deep", "nesting deeper than 32", id="40-deep"),
     pytest.param(
@@ -789,7 +843,10 @@ def test_too_large_records_and_batches(
     )
     letter = only_dead_letter(run(small, [apisix_39()] * 4))
     assert (letter["reason"], letter["detail"]) == ("too_large", "4 entries > 3")
-    assert len(only_event(run(small, apisix_39()))) > 0
+    assert letter["payload_bytes"] == len(encode([apisix_39()] * 4))
+    assert [e["event_id"] for e in run(small, [apisix_39()] * 3).events] == [
+        f"{RAW_TOPIC}-3-1207-{i}" for i in range(3)
+    ]
 
 
 def test_long_element_payloads_are_truncated_and_still_scrubbed(
@@ -823,3 +880,80 @@ def test_process_never_raises_on_a_broken_geo_lookup(pseudonymizer: Pseudonymize
     )
     assert SECRET not in json.dumps(letter)
     assert GB_IP not in json.dumps(letter)
+
+
+# -- robustness --------------------------------------------------------------------------------
+
+_TEXT = st.text(alphabet=st.characters(categories=["L", "N", "P", "S", "Zs", "Cc", "Cs"]))
+_JSON = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**70), max_value=2**70)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | _TEXT,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(_TEXT, inner, max_size=4),
+    max_leaves=12,
+)
+_BASES = (
+    apisix_39,
+    apisix_31,
+    apisix_210,
+    apisix_401,
+    apisix_no_route,
+    kong_200,
+    kong_401,
+    generic,
+)
+
+
+def _paths(value: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    out = [prefix] if prefix else []
+    if isinstance(value, dict):
+        for k, v in value.items():
+            out += _paths(v, (*prefix, k))
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            out += _paths(v, (*prefix, i))
+    return out
+
+
+@st.composite
+def _mutated_entries(draw: st.DrawFn) -> dict[str, Any]:
+    """A real entry with a few members replaced by arbitrary JSON or removed."""
+    entry: dict[str, Any] = draw(st.sampled_from(_BASES))()
+    for _ in range(draw(st.integers(min_value=1, max_value=3))):
+        path = draw(st.sampled_from(_paths(entry)))
+        node = entry
+        for part in path[:-1]:
+            node = node[part]
+        if draw(st.booleans()) or isinstance(node, list):
+            node[path[-1]] = draw(_JSON)
+        else:
+            del node[path[-1]]
+    return entry
+
+
+def _ascii_json(value: Any) -> bytes:
+    return json.dumps(value).encode()  # escapes every non-ASCII character, surrogates included
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    raw=_mutated_entries().map(_ascii_json)
+    | st.lists(_mutated_entries(), min_size=1, max_size=3).map(_ascii_json)
+    | _JSON.map(_ascii_json)
+    | st.binary(max_size=300)
+)
+def test_process_never_raises_and_every_output_is_writable(
+    processor: RecordProcessor, raw: bytes
+) -> None:
+    result = processor.process(raw, SRC)
+    assert result.events or result.dead_letters
+    for event in result.events:
+        EnrichedEvent.model_validate(event)
+    for letter in result.dead_letters:
+        DeadLetter.model_validate(letter)
+        # "internal:" would mean an unexpected exception inside the processor.
+        assert not letter["detail"].startswith("internal:"), letter["detail"]
+    # Everything must survive the UTF-8 encoding of the Kafka sinks.
+    json.dumps(result.events + result.dead_letters, ensure_ascii=False).encode("utf-8")

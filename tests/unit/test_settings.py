@@ -1,0 +1,299 @@
+"""Settings: flags over environment over defaults, and the environment-only hash key."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from metering.detect import DetectorConfig
+from metering.records import Limits
+from metering.settings import (
+    HASH_KEY_ENV,
+    HashKeyError,
+    PipelineSettings,
+    build_parser,
+    read_hash_key,
+    settings_from_args,
+)
+
+RANDOM_KEY = "3f9a1c7e5b2d8f04a6c1e9b7d3f5a2c8e0b4d6f1a3c5e7b9d2f4a6c8e1b3d5f7"
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """No PIPELINE_* variable of the developer's shell may leak into these tests."""
+    for name in list(os.environ):
+        if name.startswith("PIPELINE_"):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("COLUMNS", "100")
+    yield
+
+
+def flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def env(name: str) -> str:
+    return "PIPELINE_" + name.upper()
+
+
+# -- precedence --------------------------------------------------------------------------------
+
+
+def test_defaults() -> None:
+    s = settings_from_args([])
+    assert s == PipelineSettings()
+    assert (s.raw_topic, s.enriched_topic, s.alerts_topic, s.dlq_topic, s.usage_topic) == (
+        "gateway.raw",
+        "gateway.enriched",
+        "gateway.alerts",
+        "gateway.dlq",
+        "gateway.usage",
+    )
+    assert s.bootstrap_servers == "127.0.0.1:9092"
+    assert s.bounded is False
+    assert s.window_seconds == 10
+    assert s.alerts_delivery == "at-least-once"
+    assert s.geoip_db is None
+
+
+def test_environment_over_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PIPELINE_RAW_TOPIC", "env.raw")
+    monkeypatch.setenv("PIPELINE_WINDOW_SECONDS", "30")
+    monkeypatch.setenv("PIPELINE_BOUNDED", "true")
+    monkeypatch.setenv("PIPELINE_SPIKE_FACTOR", "7.5")
+    monkeypatch.setenv("PIPELINE_STARTUP_MODE", "earliest-offset")
+    monkeypatch.setenv("PIPELINE_GROUP_ID", "")  # empty means unset
+    s = settings_from_args([])
+    assert (s.raw_topic, s.window_seconds, s.bounded, s.spike_factor, s.startup_mode) == (
+        "env.raw",
+        30,
+        True,
+        7.5,
+        "earliest-offset",
+    )
+    assert s.group_id == "gateway-pipeline"
+
+
+def test_flags_over_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PIPELINE_RAW_TOPIC", "env.raw")
+    monkeypatch.setenv("PIPELINE_WINDOW_SECONDS", "30")
+    monkeypatch.setenv("PIPELINE_BOUNDED", "true")
+    s = settings_from_args(
+        ["--raw-topic", "flag.raw", "--window-seconds", "5", "--no-bounded", "--parallelism=4"]
+    )
+    assert (s.raw_topic, s.window_seconds, s.bounded, s.parallelism) == ("flag.raw", 5, False, 4)
+    # A flag that is not given leaves the environment in charge.
+    monkeypatch.setenv("PIPELINE_DLQ_TOPIC", "env.dlq")
+    assert settings_from_args(["--bounded"]).dlq_topic == "env.dlq"
+    assert settings_from_args(["--bounded"]).bounded is True
+
+
+def test_every_field_has_a_flag() -> None:
+    for name, info in PipelineSettings.model_fields.items():
+        assert info.description, name
+        value = {
+            "bootstrap_servers": "broker-1:9092,broker-2:9092",
+            "startup_mode": "latest-offset",
+            "alerts_delivery": "exactly-once",
+            "execution_mode": "thread",
+        }.get(name)
+        if value is None and info.annotation is bool:
+            s = settings_from_args([flag(name)])
+            assert getattr(s, name) is True, name
+            continue
+        if value is None:
+            default = info.default
+            if isinstance(default, bool | int | float) and default is not None:
+                value = str(type(default)(default * 2 if name != "auth_failure_ratio" else 1))
+            else:
+                value = f"x-{name}"
+        s = settings_from_args([flag(name), value])
+        assert str(getattr(s, name)) == value, name
+
+
+def test_help_lists_every_flag_and_environment_variable(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with pytest.raises(SystemExit) as exc:
+        settings_from_args(["--help"], prog="gateway_pipeline", description="the job")
+    assert exc.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith("usage: gateway_pipeline")
+    for name in PipelineSettings.model_fields:
+        assert flag(name) in out, name
+        assert f"[env {env(name)}]" in " ".join(out.split()), name
+    assert "--no-bounded" in out
+    assert HASH_KEY_ENV in out  # documented as environment-only...
+    assert "--hash-key" not in out  # ...and there is no flag for it
+
+
+# -- bad values --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--window-seconds", "0"], "window_seconds"),
+        (["--window-seconds", "ten"], "window_seconds"),
+        (["--startup-mode", "from-the-start"], "startup_mode"),
+        (["--alerts-delivery", "maybe"], "alerts_delivery"),
+        (["--bootstrap-servers", "localhost"], "expected host:port"),
+        (["--max-depth", "501"], "max_depth"),
+        (["--auth-failure-ratio", "1.5"], "auth_failure_ratio"),
+        (["--spike-factor", "1"], "spike_factor"),
+        (["--transaction-timeout-ms", "1000"], "transaction_timeout_ms"),
+        (["--enriched-topic", "gateway.raw"], "must be distinct"),
+        (["--dlq-topic", "t", "--usage-topic", "t"], "must be distinct"),
+        (["--hash-key", RANDOM_KEY], "unrecognized arguments: --hash-key; PIPELINE_HASH_KEY"),
+        ([f"--hash-key={RANDOM_KEY}"], "unrecognized arguments: --hash-key; PIPELINE_HASH_KEY"),
+        (["--raw-topic", "a", RANDOM_KEY], "unrecognized arguments: (values)"),
+        (["--no-such-flag"], "unrecognized arguments"),
+    ],
+)
+def test_bad_flags_exit_2(
+    capsys: pytest.CaptureFixture[str], argv: list[str], message: str
+) -> None:
+    with pytest.raises(SystemExit) as exc:
+        settings_from_args(argv)
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert message in err
+    assert RANDOM_KEY not in err
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "message"),
+    [
+        ("PIPELINE_PARALLELISM", "0", "parallelism"),
+        ("PIPELINE_BOUNDED", "perhaps", "bounded"),
+        ("PIPELINE_ALERTS_TOPIC", "gateway.dlq", "must be distinct"),
+    ],
+)
+def test_bad_environment_values_exit_2(
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    name: str,
+    value: str,
+    message: str,
+) -> None:
+    monkeypatch.setenv(name, value)
+    with pytest.raises(SystemExit) as exc:
+        settings_from_args([])
+    assert exc.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_duplicate_topics_are_rejected_by_the_model() -> None:
+    with pytest.raises(ValidationError, match="must be distinct"):
+        PipelineSettings(usage_topic="gateway.enriched")
+    s = PipelineSettings(
+        raw_topic="a", enriched_topic="b", alerts_topic="c", dlq_topic="d", usage_topic="e"
+    )
+    assert s.usage_topic == "e"
+
+
+# -- the hash key ------------------------------------------------------------------------------
+
+
+def test_no_hash_key_setting_exists(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert "hash_key" not in PipelineSettings.model_fields
+    assert all(a.dest != "hash_key" for a in build_parser("p", "d")._actions)
+    with pytest.raises(ValidationError):
+        PipelineSettings(hash_key=RANDOM_KEY)  # type: ignore[call-arg]
+    # The secret in the environment neither breaks the settings nor ends up in them.
+    monkeypatch.setenv(HASH_KEY_ENV, RANDOM_KEY)
+    s = settings_from_args([])
+    assert RANDOM_KEY not in repr(s)
+    assert RANDOM_KEY not in s.model_dump_json()
+
+
+def test_a_random_key_is_accepted() -> None:
+    assert read_hash_key({HASH_KEY_ENV: RANDOM_KEY}) == RANDOM_KEY.encode()
+    other = "kR7#pQ2!vX9@mZ4$wL6%nB8^tH3&jF5*"
+    assert read_hash_key({HASH_KEY_ENV: other}) == other.encode()
+
+
+def test_the_key_is_read_from_the_process_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(HASH_KEY_ENV, RANDOM_KEY)
+    assert read_hash_key() == RANDOM_KEY.encode()
+    monkeypatch.delenv(HASH_KEY_ENV)
+    with pytest.raises(HashKeyError, match="is not set"):
+        read_hash_key()
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        (None, "is not set"),
+        ("", "is not set"),
+        ("3f9a1c7e5b2d8f04a6c1e9b7d3f5a2c", "at least 32 characters"),  # 31 characters
+        ("changeme" * 4, "placeholder"),
+        ("CHANGE-ME-" + RANDOM_KEY[:30], "placeholder"),
+        ("my-secret-hmac-key-for-the-pipeline", "placeholder"),
+        ("example-" + RANDOM_KEY[:30], "placeholder"),
+        ("password" + RANDOM_KEY[:30], "placeholder"),
+        ("x" * 64, "placeholder"),
+        ("ab" * 32, "placeholder"),  # too little variety
+        ("0123456" * 6, "placeholder"),
+    ],
+)
+def test_unusable_keys_are_refused(value: str | None, message: str) -> None:
+    environ = {} if value is None else {HASH_KEY_ENV: value}
+    with pytest.raises(HashKeyError, match=message) as exc:
+        read_hash_key(environ)
+    if value:
+        assert value not in str(exc.value)
+
+
+# -- derived configuration ---------------------------------------------------------------------
+
+
+def test_detector_and_limits_follow_the_settings() -> None:
+    s = settings_from_args(
+        [
+            "--window-seconds", "30",
+            "--baseline-windows", "20",
+            "--min-history-windows", "5",
+            "--spike-factor", "8",
+            "--spike-min-count", "50",
+            "--new-country-rise-factor", "2",
+            "--new-country-min-count", "9",
+            "--auth-failure-min", "30",
+            "--auth-failure-ratio", "0.8",
+            "--max-record-bytes", "4096",
+            "--max-depth", "10",
+            "--max-batch-entries", "7",
+            "--dlq-payload-chars", "512",
+        ]
+    )  # fmt: skip
+    assert s.detector() == DetectorConfig(
+        window_ms=30_000,
+        baseline_windows=20,
+        min_history_windows=5,
+        spike_factor=8.0,
+        spike_min_count=50,
+        new_country_rise_factor=2.0,
+        new_country_min_count=9,
+        auth_failure_min=30,
+        auth_failure_ratio=0.8,
+    )
+    assert s.limits() == Limits(
+        max_record_bytes=4096, max_depth=10, max_batch_entries=7, dlq_payload_chars=512
+    )
+    assert PipelineSettings().detector() == DetectorConfig()
+    assert PipelineSettings().limits() == Limits()
+
+
+def test_resolved_paths(tmp_path: Path) -> None:
+    jar = tmp_path / "flink-sql-connector-kafka-5.0.0-2.2.jar"
+    jar.write_bytes(b"PK")
+    assert PipelineSettings(connector_jar=str(jar)).resolved_connector_jar() == str(jar)
+    with pytest.raises(FileNotFoundError, match="PIPELINE_CONNECTOR_JAR"):
+        PipelineSettings(connector_jar=str(tmp_path / "missing.jar")).resolved_connector_jar()
+    db = str(tmp_path / "city.mmdb")
+    assert PipelineSettings(geoip_db=db).resolved_geoip_db() == db
