@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections import Counter
 from collections.abc import Iterable
 from typing import Any
 
@@ -58,6 +59,7 @@ ENRICHED_TYPE = Types.ROW_NAMED(
     ],
 )
 KEYED_JSON_TYPE = Types.ROW_NAMED(["k", "v"], [Types.STRING(), Types.STRING()])
+LOG_INTERVAL_S = 10.0
 DEAD_LETTERS = OutputTag("dead-letters", Types.STRING())
 
 
@@ -74,6 +76,9 @@ class ParseEnrich(ProcessFunction):
         self._limits = limits
         self._geo: GeoLookup | None = None
         self._processor: RecordProcessor | None = None
+        self._dead_reasons: Counter[str] = Counter()
+        self._last_dead: tuple[str, int, int] = ("", 0, 0)
+        self._last_log = 0.0
 
     def open(self, runtime_context: RuntimeContext) -> None:
         # The key comes from the worker's environment, so it never travels in the job graph.
@@ -86,6 +91,7 @@ class ParseEnrich(ProcessFunction):
         self._dead_out = metrics.counter("dead_letters")
 
     def close(self) -> None:
+        self._log_dead_letters(force=True)
         if self._geo is not None:
             self._geo.close()
 
@@ -110,15 +116,21 @@ class ParseEnrich(ProcessFunction):
             yield DEAD_LETTERS, dumps(dl)
         if result.dead_letters:
             self._dead_out.inc(len(result.dead_letters))
-            # Reason and coordinates only: the payload may hold credentials.
-            log.warning(
-                "dead-lettered %d from %s-%s@%s: %s",
-                len(result.dead_letters),
-                value[1],
-                value[2],
-                value[3],
-                ",".join(sorted({d["reason"] for d in result.dead_letters})),
-            )
+            self._dead_reasons.update(d["reason"] for d in result.dead_letters)
+            self._last_dead = (value[1], value[2], value[3])
+            self._log_dead_letters()
+
+    def _log_dead_letters(self, force: bool = False) -> None:
+        # Reasons, counts and coordinates only (a payload may hold credentials), and at most one
+        # line per interval: a flood of bad input must not become a flood of log lines.
+        now = time.monotonic()
+        if not self._dead_reasons or (not force and now - self._last_log < LOG_INTERVAL_S):
+            return
+        reasons = ", ".join(f"{r}={n}" for r, n in sorted(self._dead_reasons.items()))
+        topic, partition, offset = self._last_dead
+        log.warning("dead-lettered %s; latest from %s-%s@%s", reasons, topic, partition, offset)
+        self._dead_reasons.clear()
+        self._last_log = now
 
 
 class EventTime(TimestampAssigner):
