@@ -138,7 +138,8 @@ def evaluate(
     floor = max(baseline, 1.0)
     ratio = count / floor
     known = set(state.known_countries)
-    new_countries = sorted(c for c in countries if c not in known)
+    # On a key's first window every country would be "new"; that says nothing.
+    new_countries = sorted(c for c in countries if c not in known) if known else []
 
     fired: list[tuple[str, str, str]] = []
     spike = learned and count >= cfg.spike_min_count and count >= cfg.spike_factor * floor

@@ -52,7 +52,7 @@ def format_alert(a: dict[str, Any]) -> str:
         f"window {_fmt_time(a['window_start'])}-{_fmt_time(a['window_end'])} UTC: "
         f"{a['observed_count']} requests, baseline {a['baseline']:.1f}"
     )
-    if a.get("new_countries"):
+    if a["rule"] == "new_country":
         line += f", new countries {','.join(a['new_countries'])}"
     elif a.get("countries_seen"):
         line += f", countries {','.join(a['countries_seen'])}"
