@@ -54,6 +54,11 @@ class Streams:
     alerts: DataStream
 
 
+def submitted_by_flink_cli() -> bool:
+    """True when `flink run` started this program: its JVM already exists and owns the config."""
+    return "PYFLINK_GATEWAY_PORT" in os.environ
+
+
 def _python_path() -> list[str]:
     paths = [sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]]
     paths.append(str(REPO_ROOT))
@@ -63,16 +68,20 @@ def _python_path() -> list[str]:
 def create_environment(
     cfg: PipelineSettings, overrides: dict[str, str] | None = None
 ) -> tuple[StreamExecutionEnvironment, StreamTableEnvironment]:
-    # Read by PyFlink when it launches the JVM, which has not happened yet in this process.
-    os.environ.setdefault("LOG4J_PROPERTIES", str(REPO_ROOT / "deploy/flink/log4j-cli.properties"))
     conf = Configuration()
     conf.set_string("python.execution-mode", cfg.execution_mode)
-    # Python workers (process mode) and the embedded interpreter (thread mode) use this venv.
-    conf.set_string("python.executable", sys.executable)
-    conf.set_string("python.client.executable", sys.executable)
-    # Thread mode embeds CPython through PEMJA, which starts from the base interpreter and would
-    # not see this venv ("No module named pemja") without its site-packages on the path.
-    conf.set_string("python.pythonpath", os.pathsep.join(_python_path()))
+    if not submitted_by_flink_cli():
+        # Embedded MiniCluster: this process launches the JVM, which reads LOG4J_PROPERTIES.
+        os.environ.setdefault(
+            "LOG4J_PROPERTIES", str(REPO_ROOT / "deploy/flink/log4j-cli.properties")
+        )
+        # Python workers (process mode) and the embedded interpreter (thread mode) use this
+        # venv. On a cluster, `flink run -pyexec` and the cluster's configuration decide.
+        conf.set_string("python.executable", sys.executable)
+        conf.set_string("python.client.executable", sys.executable)
+        # Thread mode embeds CPython through PEMJA, which starts from the base interpreter and
+        # would not see this venv ("No module named pemja") without its site-packages.
+        conf.set_string("python.pythonpath", os.pathsep.join(_python_path()))
     conf.set_string("pipeline.jars", Path(cfg.resolved_connector_jar()).resolve().as_uri())
     # A finished bounded source must still let the last checkpoint commit the transactions.
     conf.set_string("execution.checkpointing.checkpoints-after-tasks-finish", "true")
@@ -96,6 +105,9 @@ def create_environment(
     env.get_checkpoint_config().set_min_pause_between_checkpoints(500)
     t_env = StreamTableEnvironment.create(env)
     t_env.get_config().set("table.exec.resource.default-parallelism", str(cfg.parallelism))
+    # Stable uids for the SQL source and sinks too (their state holds offsets and pending
+    # transactions), so a savepoint restores into the same operators after a resubmission.
+    t_env.get_config().set("table.exec.uid.generation", "ALWAYS")
     return env, t_env
 
 
@@ -200,9 +212,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         argv, prog="python -m jobs.gateway_pipeline", description=__doc__ or ""
     )
     # Fail here, with a clear message, rather than in every worker's open() in a restart loop.
+    # Submitted to a cluster, the key and the database are the TaskManagers' (their environment
+    # and volumes), not this client's; the workers check them in open().
     try:
-        read_hash_key()
-        GeoLookup(cfg.resolved_geoip_db(), cache_size=0).close()
+        if not submitted_by_flink_cli():
+            read_hash_key()
+            GeoLookup(cfg.resolved_geoip_db(), cache_size=0).close()
         cfg.resolved_connector_jar()
     except (HashKeyError, OSError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
