@@ -14,6 +14,10 @@ PY := $(VENV)/bin/python
 BUILD := build
 SETUP_STAMP := $(BUILD)/.setup-$(FLINK_VERSION)-$(KAFKA_CONNECTOR_VERSION)-$(KAFKA_VERSION)
 
+FLINK_REST ?= 127.0.0.1:8081
+export FLINK_REST
+
+.PHONY: cluster-up cluster-down submit savepoint-stop
 .PHONY: setup kafka-up kafka-down topics demo test test-unit test-pipeline test-integration \
 	lint typecheck schemas clean help
 
@@ -42,6 +46,21 @@ kafka-down:
 
 topics: kafka-up
 	$(PY) -m tools.topics --bootstrap-servers 127.0.0.1:$(KAFKA_PORT)
+
+cluster-up: setup
+	scripts/flink-cluster.sh up
+
+cluster-down:
+	scripts/flink-cluster.sh down
+
+# make submit ARGS="--bounded --wait"  (flags of jobs.gateway_pipeline plus --wait/--from-savepoint)
+submit: setup
+	$(PY) -m jobs.submit --bootstrap-servers 127.0.0.1:$(KAFKA_PORT) $(ARGS)
+
+# make savepoint-stop JOB_ID=<id>
+savepoint-stop: setup
+	@test -n "$(JOB_ID)" || { echo "usage: make savepoint-stop JOB_ID=<job id>"; exit 2; }
+	$(PY) -m jobs.submit --stop-with-savepoint $(JOB_ID)
 
 demo: setup kafka-up
 	$(PY) -m tools.demo --bootstrap-servers 127.0.0.1:$(KAFKA_PORT)

@@ -181,6 +181,11 @@ def _parser() -> argparse.ArgumentParser:
         metavar="JOB_ID",
         help="stop a running job with a savepoint, print its path, and exit",
     )
+    group.add_argument(
+        "--drain",
+        action="store_true",
+        help="with --stop-with-savepoint: close every open window first (final stop only)",
+    )
     group.add_argument("--timeout", type=float, default=600.0, help="seconds to wait for each step")
     return parser
 

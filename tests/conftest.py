@@ -14,9 +14,11 @@ from __future__ import annotations
 
 import importlib
 import os
+import secrets
 import subprocess
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -130,3 +132,58 @@ def unique_topics(kafka_bootstrap: str) -> Iterator[dict[str, str]]:
         yield names
     finally:
         delete_topics(kafka_bootstrap, names.values())
+
+
+@dataclass(frozen=True)
+class FlinkCluster:
+    rest: str
+    hash_key: str
+    """The PIPELINE_HASH_KEY its TaskManagers have, so tests can compute fingerprints."""
+
+
+def _flink_cluster_sh(command: str, rest: str, hash_key: str) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ, FLINK_REST=rest, PIPELINE_HASH_KEY=hash_key)
+    env.pop("FLINK_RPC_PORT", None)
+    return subprocess.run(
+        [str(REPO_ROOT / "scripts" / "flink-cluster.sh"), command],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+
+
+@pytest.fixture(scope="session")
+def flink_cluster() -> Iterator[FlinkCluster]:
+    """A Flink standalone session cluster for the session.
+
+    FLINK_CLUSTER_REST set: use that running cluster (its TaskManagers must have the
+    PIPELINE_HASH_KEY this process has). Otherwise scripts/flink-cluster.sh starts one on
+    FLINK_TEST_REST (default 127.0.0.1:18081, away from a developer's 8081) with a fresh key,
+    and stops it at session end if it was not already running.
+    """
+    external = os.environ.get("FLINK_CLUSTER_REST", "").strip()
+    if external:
+        key = os.environ.get("PIPELINE_HASH_KEY", "")
+        if not key:
+            pytest.fail("FLINK_CLUSTER_REST needs the cluster's PIPELINE_HASH_KEY", pytrace=False)
+        yield FlinkCluster(external, key)
+        return
+    rest = os.environ.get("FLINK_TEST_REST", "127.0.0.1:18081")
+    key = secrets.token_hex(32)
+    if _flink_cluster_sh("status", rest, key).returncode == 0:
+        pytest.fail(
+            f"a cluster already runs on {rest} with an unknown hash key; stop it "
+            f"(FLINK_REST={rest} scripts/flink-cluster.sh down) or set FLINK_CLUSTER_REST",
+            pytrace=False,
+        )
+    up = _flink_cluster_sh("up", rest, key)
+    if up.returncode != 0:
+        pytest.fail(f"flink-cluster.sh up failed:\n{up.stdout}{up.stderr}", pytrace=False)
+    try:
+        yield FlinkCluster(rest, key)
+    finally:
+        down = _flink_cluster_sh("down", rest, key)
+        if down.returncode != 0:
+            print(f"flink-cluster.sh down failed:\n{down.stdout}{down.stderr}")

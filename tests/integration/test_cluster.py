@@ -1,0 +1,190 @@
+"""The unchanged job on a real Flink session cluster: submit, upgrade through a savepoint, resume.
+
+run 1 reads the first half of a known mix, is stopped with a savepoint, the second half is
+produced while nothing runs, run 2 resumes from the savepoint, and a final drain closes the open
+windows. Totals must be exact: nothing lost, nothing twice, across the savepoint.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from confluent_kafka import Producer
+
+from metering.geo import GeoLookup, default_geoip_db
+from metering.records import RecordProcessor, SourceRef
+from metering.redact import Pseudonymizer
+from tools.readback import drain
+from tools.topics import delete_topics, ensure_topics, pipeline_topics
+from tools.traffic import default_scenario, generate, ips_for_countries
+
+pytestmark = pytest.mark.integration
+
+REPO = Path(__file__).resolve().parents[2]
+START_MS = 1_767_225_600_000
+STEP_TIMEOUT_S = 300.0
+
+
+def _submit_cli(cluster: Any, *args: str) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ, FLINK_REST=cluster.rest)
+    # The submitting client needs no hash key: the TaskManagers have it.
+    env.pop("PIPELINE_HASH_KEY", None)
+    return subprocess.run(
+        [sys.executable, "-m", "jobs.submit", "--flink-rest", cluster.rest, *args],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=STEP_TIMEOUT_S + 60,
+        check=False,
+    )
+
+
+def _produce(bootstrap: str, topic: str, records: list[bytes], first_index: int) -> None:
+    producer = Producer({"bootstrap.servers": bootstrap, "acks": "all"})
+    for i, value in enumerate(records, start=first_index):
+        producer.produce(topic, value=value, partition=i % 2)
+    assert producer.flush(30) == 0
+
+
+def _await(what: str, probe: Callable[[], int], want: int) -> None:
+    deadline = time.monotonic() + STEP_TIMEOUT_S
+    got = probe()
+    while got != want:
+        assert got < want, f"{what}: {got} > {want} (duplicates)"
+        assert time.monotonic() < deadline, f"{what}: {got} of {want} after {STEP_TIMEOUT_S}s"
+        time.sleep(1)
+        got = probe()
+
+
+@pytest.fixture
+def topics(kafka_bootstrap: str) -> Iterator[dict[str, str]]:
+    suffix = secrets.token_hex(4)
+    names = {r: f"cl-{r}-{suffix}" for r in ("raw", "enriched", "alerts", "dlq", "usage")}
+    ensure_topics(kafka_bootstrap, pipeline_topics(**names))
+    yield names
+    delete_topics(kafka_bootstrap, list(names.values()))
+
+
+def test_submit_savepoint_resume_gives_exact_totals(
+    flink_cluster: Any, kafka_bootstrap: str, topics: dict[str, str]
+) -> None:
+    country_ips = ips_for_countries(default_geoip_db(), ["DE", "US", "JP", "GB", "BR"], 4, seed=2)
+    generated = generate(default_scenario(country_ips, START_MS, windows=12), seed=21)
+    truth = generated.truth
+    half = len(generated.records) // 2
+    first, second = generated.records[:half], generated.records[half:]
+
+    ps = Pseudonymizer(flink_cluster.hash_key.encode())
+    geo = GeoLookup(default_geoip_db())
+    processor = RecordProcessor(ps, geo.lookup)
+    events_in_first = sum(
+        len(processor.process(v, SourceRef("t", 0, i)).events) for i, v in enumerate(first)
+    )
+    geo.close()
+
+    job_flags = [
+        "--bootstrap-servers", kafka_bootstrap,
+        "--raw-topic", topics["raw"],
+        "--enriched-topic", topics["enriched"],
+        "--alerts-topic", topics["alerts"],
+        "--dlq-topic", topics["dlq"],
+        "--usage-topic", topics["usage"],
+        "--startup-mode", "earliest-offset",
+        "--group-id", f"cl-{topics['raw']}",
+        "--transactional-id-prefix", f"cl-{topics['raw']}",
+        "--checkpoint-interval-seconds", "2",
+        "--geoip-db", default_geoip_db(),
+    ]  # fmt: skip
+
+    def enriched_count() -> int:
+        return len(drain(kafka_bootstrap, topics["enriched"]))
+
+    # Run 1: the first half.
+    _produce(kafka_bootstrap, topics["raw"], first, 0)
+    run1 = _submit_cli(flink_cluster, *job_flags)
+    assert run1.returncode == 0, run1.stderr[-4000:]
+    job1 = run1.stdout.strip()
+    _await("enriched after run 1", enriched_count, events_in_first)
+
+    stop1 = _submit_cli(flink_cluster, "--stop-with-savepoint", job1)
+    assert stop1.returncode == 0, stop1.stderr[-4000:]
+    savepoint = stop1.stdout.strip()
+    assert savepoint.startswith("file:"), savepoint
+
+    # The second half arrives while no job runs.
+    _produce(kafka_bootstrap, topics["raw"], second, half)
+
+    run2 = _submit_cli(flink_cluster, *job_flags, "--from-savepoint", savepoint)
+    assert run2.returncode == 0, run2.stderr[-4000:]
+    job2 = run2.stdout.strip()
+    assert job2 != job1
+    _await("enriched after run 2", enriched_count, truth.events)
+
+    # Final stop: drain fires the windows still open, and the savepoint commits them.
+    final = _submit_cli(flink_cluster, "--stop-with-savepoint", job2, "--drain")
+    assert final.returncode == 0, final.stderr[-4000:]
+
+    # Timings jobs.submit measured, for the record (pytest -s shows them).
+    for step, proc in (("run 1", run1), ("stop 1", stop1), ("run 2", run2), ("final", final)):
+        print(f"{step}: " + " | ".join(proc.stderr.strip().splitlines()[-2:]))
+
+    enriched = [json.loads(r.value or b"") for r in drain(kafka_bootstrap, topics["enriched"])]
+    assert len(enriched) == truth.events
+    assert len({e["event_id"] for e in enriched}) == truth.events
+
+    dead = [json.loads(r.value or b"") for r in drain(kafka_bootstrap, topics["dlq"])]
+    assert Counter(d["reason"] for d in dead) == truth.dead_letter_reasons
+
+    def key(k: str) -> str:
+        return "client:" + ps.client_hash(k[7:]) if k.startswith("client:") else k
+
+    usage = [json.loads(r.value or b"") for r in drain(kafka_bootstrap, topics["usage"])]
+    got = Counter({(u["rate_key"], u["window_start"]): u["count"] for u in usage})
+    assert len(usage) == len(got), "a window was emitted twice across the savepoint"
+    assert dict(got) == {(key(k), s): n for (k, s), n in truth.per_key_window.items()}
+
+    alerts = [json.loads(r.value or b"") for r in drain(kafka_bootstrap, topics["alerts"])]
+    victim = [a for a in alerts if a["rate_key"] == truth.attacked_key]
+    assert {a["window_start"] for a in victim} >= {truth.attack_windows[0]}
+    assert {a["rule"] for a in victim} == {"rate_spike", "new_country"}
+
+
+def test_bounded_submit_waits_and_reports_the_outcome(
+    flink_cluster: Any, kafka_bootstrap: str, topics: dict[str, str]
+) -> None:
+    records = [
+        json.dumps({"user_id": "u1", "endpoint": "/v1/a", "timestamp": START_MS + i}).encode()
+        for i in range(50)
+    ] + [b"not json"]
+    _produce(kafka_bootstrap, topics["raw"], records, 0)
+    done = _submit_cli(
+        flink_cluster,
+        "--bootstrap-servers", kafka_bootstrap,
+        "--raw-topic", topics["raw"],
+        "--enriched-topic", topics["enriched"],
+        "--alerts-topic", topics["alerts"],
+        "--dlq-topic", topics["dlq"],
+        "--usage-topic", topics["usage"],
+        "--startup-mode", "earliest-offset",
+        "--group-id", f"b-{topics['raw']}",
+        "--transactional-id-prefix", f"b-{topics['raw']}",
+        "--bounded",
+        "--wait",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-4000:]
+    assert "FINISHED" in done.stderr
+    assert len(drain(kafka_bootstrap, topics["enriched"])) == 50
+    assert len(drain(kafka_bootstrap, topics["dlq"])) == 1
+    usage = [json.loads(r.value or b"") for r in drain(kafka_bootstrap, topics["usage"])]
+    assert [(u["rate_key"], u["count"]) for u in usage] == [("u1", 50)]
