@@ -167,6 +167,7 @@ def attach_kafka_sinks(
             transactional_id_prefix=f"{cfg.transactional_id_prefix}-{suffix}",
             transaction_timeout_ms=cfg.transaction_timeout_ms,
             keyed=keyed,
+            security=cfg.kafka_security(),
         )
 
     alerts_eos = cfg.alerts_delivery == "exactly-once"
@@ -200,6 +201,7 @@ def kafka_source(t_env: StreamTableEnvironment, cfg: PipelineSettings) -> DataSt
                 group_id=cfg.group_id,
                 startup_mode=cfg.startup_mode,
                 bounded=cfg.bounded,
+                security=cfg.kafka_security(),
             )
         )
     )

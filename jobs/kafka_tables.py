@@ -7,8 +7,13 @@ their source coordinates, and PyFlink's DataStream KafkaSource only hands over t
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Literal
+
+from metering.kafka_security import kafka_security_options
+
+__all__ = ["SinkSpec", "SourceSpec", "kafka_security_options", "sink_ddl", "source_ddl"]
 
 Delivery = Literal["exactly-once", "at-least-once"]
 
@@ -28,6 +33,7 @@ class SourceSpec:
     group_id: str
     startup_mode: str
     bounded: bool
+    security: Mapping[str, str] = field(default_factory=dict)
 
 
 def source_ddl(spec: SourceSpec) -> str:
@@ -44,6 +50,7 @@ def source_ddl(spec: SourceSpec) -> str:
     }
     if spec.bounded:
         opts["scan.bounded.mode"] = "latest-offset"
+    opts |= spec.security
     return f"""CREATE TEMPORARY TABLE `{spec.table}` (
   `payload` BYTES,
   `topic` STRING METADATA VIRTUAL,
@@ -63,6 +70,7 @@ class SinkSpec:
     transactional_id_prefix: str | None
     transaction_timeout_ms: int
     keyed: bool = True
+    security: Mapping[str, str] = field(default_factory=dict)
 
 
 def sink_ddl(spec: SinkSpec) -> str:
@@ -83,6 +91,7 @@ def sink_ddl(spec: SinkSpec) -> str:
             raise ValueError(f"{spec.table}: exactly-once needs a transactional id prefix")
         opts["sink.transactional-id-prefix"] = spec.transactional_id_prefix
         opts["properties.transaction.timeout.ms"] = str(spec.transaction_timeout_ms)
+    opts |= spec.security
     columns = "`k` STRING,\n  `v` STRING" if spec.keyed else "`v` STRING"
     return f"""CREATE TEMPORARY TABLE `{spec.table}` (
   {columns}

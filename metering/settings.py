@@ -21,6 +21,7 @@ from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from metering.detect import DetectorConfig
+from metering.kafka_security import kafka_security_options
 from metering.records import Limits
 
 ENV_PREFIX = "PIPELINE_"
@@ -94,6 +95,18 @@ class PipelineSettings(BaseSettings):
         description="at-least-once makes alerts readable at once (ids are deterministic, so "
         "duplicates after a restart are recognisable); exactly-once delays them to the checkpoint",
     )
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
+        "PLAINTEXT", description="how the job's Kafka clients connect to the brokers"
+    )
+    kafka_sasl_mechanism: Literal["SCRAM-SHA-256", "SCRAM-SHA-512", "PLAIN"] | None = Field(
+        None,
+        description="SASL mechanism; the password is read by each TaskManager from its "
+        "environment variable PIPELINE_KAFKA_SASL_PASSWORD, never passed to the job",
+    )
+    kafka_sasl_username: str | None = Field(None, description="SASL username (job principal)")
+    kafka_ssl_ca_location: str | None = Field(
+        None, description="PEM file of the CA that signed the brokers' certificates"
+    )
     # Input and enrichment
     geoip_db: str | None = Field(
         None,
@@ -162,6 +175,19 @@ class PipelineSettings(BaseSettings):
         if len(set(topics)) != len(topics):
             raise ValueError("raw, enriched, alerts, dlq and usage topics must be distinct")
         return self
+
+    @model_validator(mode="after")
+    def _security(self) -> PipelineSettings:
+        self.kafka_security()  # raises ValueError on an inconsistent combination
+        return self
+
+    def kafka_security(self) -> dict[str, str]:
+        return kafka_security_options(
+            self.kafka_security_protocol,
+            self.kafka_sasl_mechanism,
+            self.kafka_sasl_username,
+            self.kafka_ssl_ca_location,
+        )
 
     def resolved_geoip_db(self) -> str:
         if self.geoip_db:

@@ -170,3 +170,79 @@ def test_default_transaction_timeout_fits_the_broker_and_the_checkpoints() -> No
         )
     )
     assert options(ddl)["properties.transaction.timeout.ms"] == str(s.transaction_timeout_ms)
+
+
+def test_sasl_scram_over_tls_keeps_the_password_out_of_the_job() -> None:
+    from metering.settings import settings_from_args
+
+    cfg = settings_from_args(
+        [
+            "--kafka-security-protocol", "SASL_SSL",
+            "--kafka-sasl-mechanism", "SCRAM-SHA-512",
+            "--kafka-sasl-username", "gateway-pipeline",
+            "--kafka-ssl-ca-location", "/etc/kafka/ca.pem",
+        ]
+    )  # fmt: skip
+    shaded = "org.apache.flink.kafka.shaded.org.apache.kafka"
+    assert cfg.kafka_security() == {
+        "properties.security.protocol": "SASL_SSL",
+        "properties.ssl.endpoint.identification.algorithm": "https",
+        "properties.ssl.truststore.type": "PEM",
+        "properties.ssl.truststore.location": "/etc/kafka/ca.pem",
+        "properties.sasl.mechanism": "SCRAM-SHA-512",
+        "properties.config.providers": "env",
+        "properties.config.providers.env.class": (
+            f"{shaded}.common.config.provider.EnvVarConfigProvider"
+        ),
+        "properties.config.providers.env.param.allowlist.pattern": (
+            "^PIPELINE_KAFKA_SASL_PASSWORD$"
+        ),
+        "properties.sasl.jaas.config": (
+            f"{shaded}.common.security.scram.ScramLoginModule required "
+            'username="gateway-pipeline" password="${env:PIPELINE_KAFKA_SASL_PASSWORD}";'
+        ),
+    }
+    # Every source and sink gets the same client security.
+    src = source_ddl(
+        SourceSpec("raw", "t", "b:9093", "g", "group-offsets", False, cfg.kafka_security())
+    )
+    assert "'properties.sasl.mechanism' = 'SCRAM-SHA-512'" in src
+    assert "${env:PIPELINE_KAFKA_SASL_PASSWORD}" in src
+
+
+def test_shaded_security_classes_exist_in_the_connector_jar() -> None:
+    import zipfile
+
+    from metering.kafka_security import _LOGIN_MODULES, SHADED
+    from metering.settings import find_connector_jar
+
+    jar = find_connector_jar()
+    assert jar is not None, "make test runs make setup first"
+    names = set(zipfile.ZipFile(jar).namelist())
+    classes = {*_LOGIN_MODULES.values(), f"{SHADED}.common.config.provider.EnvVarConfigProvider"}
+    for cls in classes:
+        assert cls.replace(".", "/") + ".class" in names, cls
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--kafka-security-protocol", "SASL_SSL"],  # no mechanism / username
+        ["--kafka-sasl-mechanism", "PLAIN", "--kafka-sasl-username", "u"],  # PLAINTEXT + SASL
+    ],
+)
+def test_inconsistent_security_settings_are_refused(argv: list[str]) -> None:
+    from metering.settings import settings_from_args
+
+    with pytest.raises(SystemExit) as exc:
+        settings_from_args(argv)
+    assert exc.value.code == 2
+
+
+def test_tls_only() -> None:
+    from metering.kafka_security import kafka_security_options
+
+    assert kafka_security_options("SSL") == {
+        "properties.security.protocol": "SSL",
+        "properties.ssl.endpoint.identification.algorithm": "https",
+    }
