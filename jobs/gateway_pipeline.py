@@ -68,13 +68,16 @@ def _python_path() -> list[str]:
 def create_environment(
     cfg: PipelineSettings, overrides: dict[str, str] | None = None
 ) -> tuple[StreamExecutionEnvironment, StreamTableEnvironment]:
-    conf = Configuration()
-    conf.set_string("python.execution-mode", cfg.execution_mode)
-    if not submitted_by_flink_cli():
-        # Embedded MiniCluster: this process launches the JVM, which reads LOG4J_PROPERTIES.
+    local = not submitted_by_flink_cli()
+    if local:
+        # Embedded MiniCluster: this process launches the JVM, at the first pyflink object
+        # (Configuration() below), and the JVM reads LOG4J_PROPERTIES then.
         os.environ.setdefault(
             "LOG4J_PROPERTIES", str(REPO_ROOT / "deploy/flink/log4j-cli.properties")
         )
+    conf = Configuration()
+    conf.set_string("python.execution-mode", cfg.execution_mode)
+    if local:
         # Python workers (process mode) and the embedded interpreter (thread mode) use this
         # venv. On a cluster, `flink run -pyexec` and the cluster's configuration decide.
         conf.set_string("python.executable", sys.executable)

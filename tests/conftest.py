@@ -139,6 +139,8 @@ class FlinkCluster:
     rest: str
     hash_key: str
     """The PIPELINE_HASH_KEY its TaskManagers have, so tests can compute fingerprints."""
+    log_dir: Path | None = None
+    """The JobManager/TaskManager/client logs, when the fixture started the cluster."""
 
 
 def _flink_cluster_sh(command: str, rest: str, hash_key: str) -> subprocess.CompletedProcess[str]:
@@ -182,7 +184,7 @@ def flink_cluster() -> Iterator[FlinkCluster]:
     if up.returncode != 0:
         pytest.fail(f"flink-cluster.sh up failed:\n{up.stdout}{up.stderr}", pytrace=False)
     try:
-        yield FlinkCluster(rest, key)
+        yield FlinkCluster(rest, key, REPO_ROOT / f".local/flink-{rest.rsplit(':', 1)[-1]}/log")
     finally:
         down = _flink_cluster_sh("down", rest, key)
         if down.returncode != 0:

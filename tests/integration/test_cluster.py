@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 from confluent_kafka import Producer
 
+from jobs.submit import Rest
 from metering.geo import GeoLookup, default_geoip_db
 from metering.records import RecordProcessor, SourceRef
 from metering.redact import Pseudonymizer
@@ -156,8 +157,28 @@ def test_submit_savepoint_resume_gives_exact_totals(
 
     alerts = [json.loads(r.value or b"") for r in drain(kafka_bootstrap, topics["alerts"])]
     victim = [a for a in alerts if a["rate_key"] == truth.attacked_key]
+    _assert_no_secret_in_cluster_output(flink_cluster, truth, [run1, stop1, run2, final])
     assert {a["window_start"] for a in victim} >= {truth.attack_windows[0]}
     assert {a["rule"] for a in victim} == {"rate_spike", "new_country"}
+
+
+def _assert_no_secret_in_cluster_output(
+    cluster: Any, truth: Any, procs: list[subprocess.CompletedProcess[str]]
+) -> None:
+    texts = [p.stdout + p.stderr for p in procs]
+    if cluster.log_dir is not None:
+        texts += [f.read_text(errors="replace") for f in cluster.log_dir.glob("*") if f.is_file()]
+    # The job graph and configuration the cluster shows in its web UI.
+    rest = Rest(cluster.rest)
+    for job in rest.call("GET", "/jobs")["jobs"]:
+        texts.append(json.dumps(rest.call("GET", f"/jobs/{job['id']}/config")))
+        texts.append(json.dumps(rest.call("GET", f"/jobs/{job['id']}/plan")))
+    texts.append(json.dumps(rest.call("GET", "/jobmanager/config")))
+    texts.append(json.dumps(rest.call("GET", "/jobmanager/environment")))
+    text = "\n".join(texts)
+    assert cluster.hash_key not in text
+    assert sorted(s for s in truth.secrets if s in text) == []
+    assert sorted(ip for ip in truth.client_ips if ip in text) == []
 
 
 def test_bounded_submit_waits_and_reports_the_outcome(
