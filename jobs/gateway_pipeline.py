@@ -3,10 +3,11 @@
     source (Kafka raw topic, value + topic/partition/offset)
       -> parse + validate + redact + geo-enrich   (dead letters to a side output)
       -> event-time watermarks from the payload
-      -> per-key tumbling windows -> usage counts
+      -> per key: drop gateway retries, tumbling windows -> usage counts (+ late corrections)
       -> per-key anomaly detection -> alerts
-    sinks: enriched, usage and dead letters exactly-once (Kafka transactions committed on each
-    checkpoint); alerts at-least-once by default, with deterministic ids.
+      -> per source partition: reconciliation (in = enriched + dead-lettered + deduplicated)
+    sinks: enriched, usage, dead letters and reconciliation exactly-once (Kafka transactions
+    committed on each checkpoint); alerts at-least-once by default, with deterministic ids.
 
 Runs on the embedded MiniCluster (``python -m jobs.gateway_pipeline``) and unchanged on a cluster.
 """
@@ -21,9 +22,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from pyflink.common import Configuration, Duration, Time, WatermarkStrategy
+from pyflink.common import Configuration, Duration, WatermarkStrategy
 from pyflink.datastream import CheckpointingMode, DataStream, StreamExecutionEnvironment
-from pyflink.datastream.window import TumblingEventTimeWindows
 from pyflink.table import StreamTableEnvironment
 from pyflink.table.expressions import col
 
@@ -34,12 +34,16 @@ from udfs.functions import (
     DEAD_LETTERS,
     ENRICHED_TYPE,
     KEYED_JSON_TYPE,
-    CountPerKey,
+    KEYED_LEDGER,
+    PARSE_LEDGER,
+    USAGE,
     DetectAnomalies,
-    EmitWindowCount,
     EventTime,
+    KeyedWindows,
     ParseEnrich,
     RateKey,
+    Reconcile,
+    SourcePartition,
 )
 
 log = logging.getLogger("gateway_pipeline")
@@ -52,6 +56,7 @@ class Streams:
     dead_letters: DataStream
     usage: DataStream
     alerts: DataStream
+    reconciliation: DataStream
 
 
 def submitted_by_flink_cli() -> bool:
@@ -115,10 +120,12 @@ def create_environment(
 
 
 def build_pipeline(raw: DataStream, cfg: PipelineSettings) -> Streams:
-    """The job's logic, from a stream of Row(payload, topic, partition, offset) to four outputs.
+    """The job's logic, from a stream of Row(payload, topic, partition, offset) to five outputs.
 
     Tests call this with a bounded in-memory source; ``main()`` with the Kafka table source.
     """
+    # Parse, validate, redact, geo-enrich. Dead letters and per-record ledger deltas go to side
+    # outputs.
     parsed = (
         raw.process(
             ParseEnrich(cfg.resolved_geoip_db(), cfg.geo_cache_size, cfg.limits()),
@@ -127,8 +134,8 @@ def build_pipeline(raw: DataStream, cfg: PipelineSettings) -> Streams:
         .uid("parse-redact-enrich")
         .name("parse, validate, redact, geo-enrich")
     )
-    dead_letters = parsed.get_side_output(DEAD_LETTERS)
-
+    # Event time from the payload; watermarks are generated here, per source subtask, before
+    # any shuffle mixes partitions.
     watermarks = (
         WatermarkStrategy.for_bounded_out_of_orderness(
             Duration.of_seconds(cfg.out_of_orderness_seconds)
@@ -141,20 +148,41 @@ def build_pipeline(raw: DataStream, cfg: PipelineSettings) -> Streams:
         .uid("event-time")
         .name("event-time watermarks")
     )
-    usage = (
+    # Per rate key: drop gateway retries, count windows, correct late events.
+    keyed = (
         timed.key_by(RateKey())
-        .window(TumblingEventTimeWindows.of(Time.seconds(cfg.window_seconds)))
-        .aggregate(CountPerKey(), EmitWindowCount(), output_type=KEYED_JSON_TYPE)
-        .uid("per-key-window-count")
-        .name("per-key event-time window count")
+        .process(
+            KeyedWindows(cfg.window_seconds * 1000, cfg.dedup_horizon_seconds, cfg.state_ttl_hours),
+            output_type=ENRICHED_TYPE,
+        )
+        .uid("dedup-window-count")
+        .name("per-key dedup, event-time windows, late corrections")
     )
+    usage = keyed.get_side_output(USAGE)
     alerts = (
         usage.key_by(RateKey())
         .process(DetectAnomalies(cfg.detector(), cfg.state_ttl_hours), output_type=KEYED_JSON_TYPE)
         .uid("detect-anomalies")
         .name("per-key anomaly detection")
     )
-    return Streams(enriched=parsed, dead_letters=dead_letters, usage=usage, alerts=alerts)
+    reconciliation = (
+        parsed.get_side_output(PARSE_LEDGER)
+        .union(keyed.get_side_output(KEYED_LEDGER))
+        .key_by(SourcePartition())
+        .process(
+            Reconcile(cfg.raw_topic, cfg.reconcile_interval_seconds * 1000),
+            output_type=KEYED_JSON_TYPE,
+        )
+        .uid("reconcile")
+        .name("per-partition reconciliation")
+    )
+    return Streams(
+        enriched=keyed,
+        dead_letters=parsed.get_side_output(DEAD_LETTERS),
+        usage=usage,
+        alerts=alerts,
+        reconciliation=reconciliation,
+    )
 
 
 def attach_kafka_sinks(
@@ -179,6 +207,7 @@ def attach_kafka_sinks(
         spec("usage_sink", cfg.usage_topic, "usage", True, True),
         spec("dlq_sink", cfg.dlq_topic, "dlq", True, False),
         spec("alerts_sink", cfg.alerts_topic, "alerts", alerts_eos, True),
+        spec("reconciliation_sink", cfg.reconciliation_topic, "reconciliation", True, True),
     ):
         t_env.execute_sql(sink_ddl(s))
 
@@ -191,6 +220,7 @@ def attach_kafka_sinks(
     dlq = t_env.from_data_stream(streams.dead_letters)
     statements.add_insert("dlq_sink", dlq.select(col("f0").alias("v")))
     statements.add_insert("alerts_sink", t_env.from_data_stream(streams.alerts))
+    statements.add_insert("reconciliation_sink", t_env.from_data_stream(streams.reconciliation))
     statements.attach_as_datastream()
 
 

@@ -75,8 +75,13 @@ class WindowAgg:
         return self
 
 
-def window_record(rate_key: str, start: int, end: int, agg: WindowAgg) -> dict[str, Any]:
+def window_record(
+    rate_key: str, start: int, end: int, agg: WindowAgg, kind: str = "window"
+) -> dict[str, Any]:
+    """A usage record: a closed window (``window``), or the events that arrived after it closed
+    (``late_correction``, to be added to that window's count)."""
     return {
+        "kind": kind,
         "rate_key": rate_key,
         "consumer": agg.consumer,
         "key_fingerprint": agg.key_fingerprint,
@@ -129,7 +134,9 @@ def evaluate(
     countries: list[str] = list(record["countries"])
     if state is None:
         state = KeyState(first_window_start=start)
-    if state.last_window_start is not None and start <= state.last_window_start:
+    if record.get("kind", "window") != "window" or (
+        state.last_window_start is not None and start <= state.last_window_start
+    ):
         # A late correction for a window already judged: never alert twice on the same window.
         return state, []
 

@@ -68,7 +68,14 @@ class PipelineSettings(BaseSettings):
     enriched_topic: str = Field("gateway.enriched", description="enriched events (Pinot ingests)")
     alerts_topic: str = Field("gateway.alerts", description="compromised-key alerts")
     dlq_topic: str = Field("gateway.dlq", description="dead letters: unusable records + reason")
-    usage_topic: str = Field("gateway.usage", description="per-key event-time window counts")
+    usage_topic: str = Field(
+        "gateway.usage", description="per-key event-time window counts and late corrections"
+    )
+    reconciliation_topic: str = Field(
+        "gateway.reconciliation",
+        description="per source partition and interval: records in = enriched + dead-lettered "
+        "+ deduplicated",
+    )
     group_id: str = Field("gateway-pipeline", description="consumer group of the raw source")
     startup_mode: Literal["group-offsets", "earliest-offset", "latest-offset"] = Field(
         "group-offsets",
@@ -119,6 +126,15 @@ class PipelineSettings(BaseSettings):
     max_batch_entries: int = Field(10_000, ge=1, description="larger arrays are dead-lettered")
     dlq_payload_chars: int = Field(
         4096, ge=256, description="scrubbed payload kept in a DLQ record"
+    )
+    dedup_horizon_seconds: int = Field(
+        900,
+        ge=0,
+        description="events repeating a request id seen this recently are gateway retries and "
+        "are dropped (0 turns deduplication off)",
+    )
+    reconcile_interval_seconds: int = Field(
+        10, ge=1, description="how often each source partition's reconciliation is emitted"
     )
     # Time and windows
     window_seconds: int = Field(10, ge=1, description="tumbling event-time window per rate key")
@@ -171,9 +187,10 @@ class PipelineSettings(BaseSettings):
             self.alerts_topic,
             self.dlq_topic,
             self.usage_topic,
+            self.reconciliation_topic,
         ]
         if len(set(topics)) != len(topics):
-            raise ValueError("raw, enriched, alerts, dlq and usage topics must be distinct")
+            raise ValueError("raw, enriched, alerts, dlq, usage, reconciliation must be distinct")
         return self
 
     @model_validator(mode="after")

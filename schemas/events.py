@@ -221,8 +221,13 @@ class DeadLetter(_Out):
 
 
 class WindowCount(_Out):
-    """Requests per rate key and event-time window (the usage topic)."""
+    """Requests per rate key and event-time window (the usage topic).
 
+    A window's count is the sum of its ``window`` record and any ``late_correction`` records:
+    events that arrived after the window had closed are added by a correction, never dropped.
+    """
+
+    kind: Literal["window", "late_correction"]
     rate_key: str
     consumer: str | None = None
     key_fingerprint: str | None = None
@@ -259,9 +264,29 @@ class Alert(_Out):
     detected_at: int
 
 
+class Reconciliation(_Out):
+    """Per source partition and interval: entries_in == enriched_out + dead_lettered +
+    deduplicated. Late events are part of enriched_out; ``late`` counts the corrected ones."""
+
+    source_topic: str
+    source_partition: int
+    interval_start: int
+    interval_end: int
+    offset_first: int | None
+    offset_last: int | None
+    records_in: int
+    entries_in: int
+    enriched: int
+    enriched_out: int
+    dead_lettered: int
+    deduplicated: int
+    late: int
+
+
 OUTPUT_MODELS: dict[str, type[BaseModel]] = {
     "enriched_event": EnrichedEvent,
     "dead_letter": DeadLetter,
     "window_count": WindowCount,
     "alert": Alert,
+    "reconciliation": Reconciliation,
 }

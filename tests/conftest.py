@@ -28,7 +28,7 @@ from tools.topics import delete_topics, ensure_topics, pipeline_topics
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 KAFKA_SCRIPT = REPO_ROOT / "scripts" / "kafka.sh"
-TOPIC_ROLES = ("raw", "enriched", "alerts", "dlq", "usage")
+TOPIC_ROLES = ("raw", "enriched", "alerts", "dlq", "usage", "reconciliation")
 # Where testcontainers keeps RedpandaContainer: 4.15+ moved it to testcontainers.community.kafka
 # (testcontainers.kafka still re-exports it there, with a DeprecationWarning); 4.0-4.14 have it in
 # testcontainers.kafka; testcontainers.redpanda is tried last in case a release ships it alone.
@@ -125,6 +125,7 @@ def unique_topics(kafka_bootstrap: str) -> Iterator[dict[str, str]]:
         alerts=names["alerts"],
         dlq=names["dlq"],
         usage=names["usage"],
+        reconciliation=names["reconciliation"],
         partitions=2,
     )
     ensure_topics(kafka_bootstrap, specs)

@@ -138,9 +138,10 @@ def pipeline_topics(
     alerts: str = "gateway.alerts",
     dlq: str = "gateway.dlq",
     usage: str = "gateway.usage",
+    reconciliation: str = "gateway.reconciliation",
     partitions: int = DEFAULT_PARTITIONS,
 ) -> dict[str, TopicSpec]:
-    """The pipeline's five topics; alerts and the dead-letter queue keep 14 days of data."""
+    """The pipeline's six topics; alerts, dead letters and reconciliation keep 14 days."""
     long_retention = {"retention.ms": RETENTION_14_DAYS_MS}
     return {
         raw: TopicSpec(partitions),
@@ -148,6 +149,7 @@ def pipeline_topics(
         alerts: TopicSpec(partitions, dict(long_retention)),
         dlq: TopicSpec(partitions, dict(long_retention)),
         usage: TopicSpec(partitions),
+        reconciliation: TopicSpec(partitions, dict(long_retention)),
     }
 
 
@@ -161,6 +163,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--alerts-topic", default="gateway.alerts")
     parser.add_argument("--dlq-topic", default="gateway.dlq")
     parser.add_argument("--usage-topic", default="gateway.usage")
+    parser.add_argument("--reconciliation-topic", default="gateway.reconciliation")
     parser.add_argument("--partitions", type=int, default=DEFAULT_PARTITIONS)
     args = parser.parse_args(argv)
     if args.partitions < 1:
@@ -172,10 +175,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         alerts=args.alerts_topic,
         dlq=args.dlq_topic,
         usage=args.usage_topic,
+        reconciliation=args.reconciliation_topic,
         partitions=args.partitions,
     )
-    if len(topics) != 5:
-        parser.error("the five topic names must be distinct")
+    if len(topics) != 6:
+        parser.error("the six topic names must be distinct")
     ensure_topics(args.bootstrap_servers, topics)
     for name, spec in topics.items():
         extra = "".join(f" {k}={v}" for k, v in sorted(spec.config.items()))

@@ -1263,6 +1263,84 @@ def ips_for_countries(
 
 
 # --------------------------------------------------------------------------------------------
+# Sequenced events (fault-injection runs, tools/faults.py)
+# --------------------------------------------------------------------------------------------
+
+
+def sequenced_request_id(key: str, seq: int) -> str:
+    """``<key>-<seq>``: the request id of a key's ``seq``-th event (1, 2, 3, ... no gaps)."""
+    return f"{key}-{seq}"
+
+
+def parse_sequenced_request_id(request_id: str) -> tuple[str, int]:
+    """The (key, seq) a ``sequenced_request_id`` encodes; ValueError for any other id."""
+    key, _, seq = request_id.rpartition("-")
+    if not key or not seq.isdigit():
+        raise ValueError(f"not a sequenced request id: {request_id!r}")
+    return key, int(seq)
+
+
+class SequencedEvents:
+    """APISIX 3.9 full-log entries that carry a per-key sequence number in ``x-request-id``.
+
+    Each key is one consumer (its rate key in the job); its events are numbered 1, 2, 3, ...
+    without gaps, so a reader of the job's output can tell exactly which event is missing or
+    repeated. Deterministic for a seed, apart from the event times the caller passes in.
+    """
+
+    def __init__(self, keys: Sequence[str], seed: int) -> None:
+        if not keys or len(set(keys)) != len(keys):
+            raise ValueError("keys must be given and distinct")
+        self.keys = list(keys)
+        self.rng = random.Random(seed)
+        self.next_seq: dict[str, int] = dict.fromkeys(self.keys, 1)
+        # Private addresses: geo fields stay empty, and no real network is named.
+        self._ips = {k: f"10.77.{i // 250}.{i % 250 + 1}" for i, k in enumerate(self.keys)}
+
+    def next_entry(self, start_ms: int) -> tuple[Entry, str, int]:
+        """The next event of a randomly chosen key: (entry, key, seq)."""
+        rng = self.rng
+        key = rng.choice(self.keys)
+        seq = self.next_seq[key]
+        self.next_seq[key] = seq + 1
+        upstream_ms = rng.randint(3, 80)
+        gateway_ms = rng.randint(0, 3)
+        path = f"/v1/orders/{rng.randint(1000, 99999)}"
+        headers = {
+            "host": _API_HOST,
+            "user-agent": "faults/1.0",
+            "accept": "application/json",
+            "x-request-id": sequenced_request_id(key, seq),
+        }
+        entry: Entry = {
+            "request": {
+                "url": f"https://{_API_HOST}:9443{path}",
+                "uri": path,
+                "method": "GET",
+                "headers": headers,
+                "querystring": {},
+                "size": len(f"GET {path} HTTP/1.1\r\n") + _header_bytes(headers) + 2,
+            },
+            "response": {
+                "status": 200,
+                "headers": {"content-type": "application/json", "server": "APISIX/3.9.0"},
+                "size": 180,
+            },
+            "server": {"hostname": "apisix-faults-0", "version": "3.9.0"},
+            "service_id": "orders",
+            "route_id": "orders-v1",
+            "upstream": rng.choice(_UPSTREAMS),
+            "consumer": {"username": key},
+            "client_ip": self._ips[key],
+            "start_time": start_ms,
+            "latency": upstream_ms + gateway_ms,
+            "upstream_latency": upstream_ms,
+            "apisix_latency": gateway_ms,
+        }
+        return entry, key, seq
+
+
+# --------------------------------------------------------------------------------------------
 # Live mode
 # --------------------------------------------------------------------------------------------
 

@@ -16,17 +16,16 @@ from pyflink.common.typeinfo import Types
 from pyflink.common.watermark_strategy import TimestampAssigner
 from pyflink.datastream import OutputTag
 from pyflink.datastream.functions import (
-    AggregateFunction,
     KeyedProcessFunction,
     KeySelector,
     ProcessFunction,
-    ProcessWindowFunction,
     RuntimeContext,
 )
-from pyflink.datastream.state import StateTtlConfig, ValueStateDescriptor
+from pyflink.datastream.state import MapStateDescriptor, StateTtlConfig, ValueStateDescriptor
 
 from metering.detect import DetectorConfig, KeyState, WindowAgg, evaluate, window_record
 from metering.geo import GeoLookup
+from metering.ledger import LEDGER_FIELDS, Ledger
 from metering.records import Limits, RecordProcessor, SourceRef
 from metering.redact import Pseudonymizer
 from metering.settings import read_hash_key
@@ -43,6 +42,8 @@ ENRICHED_FIELDS = [
     "auth_failed",
     "units",
     "event_time",
+    "request_id",
+    "source_partition",
     "value",
 ]
 ENRICHED_TYPE = Types.ROW_NAMED(
@@ -56,11 +57,25 @@ ENRICHED_TYPE = Types.ROW_NAMED(
         Types.DOUBLE(),
         Types.LONG(),
         Types.STRING(),
+        Types.INT(),
+        Types.STRING(),
     ],
+)
+F_RATE_KEY, F_EVENT_TIME, F_REQUEST_ID, F_PARTITION, F_VALUE = 0, 6, 7, 8, 9
+LEDGER_TYPE = Types.ROW_NAMED(
+    list(LEDGER_FIELDS),
+    [Types.INT(), Types.LONG()] + [Types.INT()] * (len(LEDGER_FIELDS) - 2),
 )
 KEYED_JSON_TYPE = Types.ROW_NAMED(["k", "v"], [Types.STRING(), Types.STRING()])
 LOG_INTERVAL_S = 10.0
 DEAD_LETTERS = OutputTag("dead-letters", Types.STRING())
+# One tag per producing operator: PyFlink mixes up side outputs of one tag used by two operators.
+PARSE_LEDGER = OutputTag("parse-ledger", LEDGER_TYPE)
+KEYED_LEDGER = OutputTag("keyed-ledger", LEDGER_TYPE)
+USAGE = OutputTag("usage", KEYED_JSON_TYPE)
+# Event-time timers at this time fire only on MAX_WATERMARK: at the end of a bounded input or on a
+# drain, which is when the last reconciliation counts must still go out.
+END_OF_TIME = 2**63 - 2
 
 
 def dumps(value: dict[str, Any]) -> str:
@@ -108,12 +123,27 @@ class ParseEnrich(ProcessFunction):
                 ev["auth_failed"],
                 ev["units"],
                 ev["event_time"],
+                ev["request_id"],
+                ev["source_partition"],
                 dumps(ev),
             )
         if result.events:
             self._events_out.inc(len(result.events))
         for dl in result.dead_letters:
             yield DEAD_LETTERS, dumps(dl)
+        yield (
+            PARSE_LEDGER,
+            Row(
+                value[2],
+                value[3],
+                1,
+                len(result.events) + len(result.dead_letters),
+                len(result.events),
+                len(result.dead_letters),
+                0,
+                0,
+            ),
+        )
         if result.dead_letters:
             self._dead_out.inc(len(result.dead_letters))
             self._dead_reasons.update(d["reason"] for d in result.dead_letters)
@@ -137,37 +167,125 @@ class EventTime(TimestampAssigner):
     """Event time is the request start from the payload, never the Kafka record timestamp."""
 
     def extract_timestamp(self, value: Any, record_timestamp: int) -> int:
-        return int(value[6])
+        return int(value[F_EVENT_TIME])
+
+
+class SourcePartition(KeySelector):
+    def get_key(self, value: Any) -> int:
+        return int(value[0])
 
 
 class RateKey(KeySelector):
     def get_key(self, value: Any) -> str:
-        return str(value[0])
+        return str(value[F_RATE_KEY])
 
 
-class CountPerKey(AggregateFunction):
-    """Incremental window aggregate: the window keeps one small accumulator per key."""
+class KeyedWindows(KeyedProcessFunction):
+    """Per rate key: drop gateway retries, count tumbling event-time windows, correct late events.
 
-    def create_accumulator(self) -> WindowAgg:
-        return WindowAgg()
+    One keyed operator instead of Flink's window operator, because the three decisions share the
+    key's state and the order of its events:
+    - a request id seen within the dedup horizon is a gateway retry: dropped, counted, reported;
+    - an event whose window is still open joins its accumulator; the window is emitted to the
+      usage side output when the watermark passes its end (an event-time timer);
+    - an event whose window already closed is never dropped: it goes on to the enriched topic
+      like any other, and a ``late_correction`` usage record adds it to its window.
+    Main output: the deduplicated events, for the enriched topic.
+    """
 
-    def add(self, value: Any, accumulator: WindowAgg) -> WindowAgg:
-        return accumulator.add(value[1], value[2], value[3], bool(value[4]), float(value[5]))
+    def __init__(self, window_ms: int, dedup_horizon_s: int, state_ttl_hours: int) -> None:
+        self._window_ms = window_ms
+        self._dedup_horizon_s = dedup_horizon_s
+        self._ttl_hours = state_ttl_hours
 
-    def get_result(self, accumulator: WindowAgg) -> WindowAgg:
-        return accumulator
+    def open(self, runtime_context: RuntimeContext) -> None:
+        self._windows = runtime_context.get_map_state(
+            MapStateDescriptor("windows", Types.LONG(), Types.PICKLED_BYTE_ARRAY())
+        )
+        seen = MapStateDescriptor("request-ids", Types.STRING(), Types.BOOLEAN())
+        if self._dedup_horizon_s > 0:
+            seen.enable_time_to_live(
+                StateTtlConfig.new_builder(Time.seconds(self._dedup_horizon_s))
+                .set_update_type(StateTtlConfig.UpdateType.OnCreateAndWrite)
+                .set_state_visibility(StateTtlConfig.StateVisibility.NeverReturnExpired)
+                .build()
+            )
+        self._seen = runtime_context.get_map_state(seen)
+        metrics = runtime_context.get_metrics_group()
+        self._late_events = metrics.counter("late_events")
+        self._deduplicated = metrics.counter("deduplicated")
 
-    def merge(self, acc_a: WindowAgg, acc_b: WindowAgg) -> WindowAgg:
-        return acc_a.merge(acc_b)
+    def process_element(self, value: Any, ctx: KeyedProcessFunction.Context) -> Iterable[Any]:
+        request_id = value[F_REQUEST_ID]
+        if request_id and self._dedup_horizon_s > 0:
+            if self._seen.contains(request_id):
+                self._deduplicated.inc()
+                yield KEYED_LEDGER, Row(value[F_PARTITION], -1, 0, 0, 0, 0, 1, 0)
+                return
+            self._seen.put(request_id, True)
+        yield value
+
+        ts = int(value[F_EVENT_TIME])
+        start = ts - ts % self._window_ms
+        end = start + self._window_ms
+        agg = WindowAgg().add(value[1], value[2], value[3], bool(value[4]), float(value[5]))
+        if end - 1 <= ctx.timer_service().current_watermark():
+            self._late_events.inc()
+            yield KEYED_LEDGER, Row(value[F_PARTITION], -1, 0, 0, 0, 0, 0, 1)
+            key = str(ctx.get_current_key())
+            yield USAGE, Row(key, dumps(window_record(key, start, end, agg, "late_correction")))
+            return
+        current: WindowAgg | None = self._windows.get(start)
+        if current is None:
+            ctx.timer_service().register_event_time_timer(end - 1)
+            self._windows.put(start, agg)
+        else:
+            self._windows.put(start, current.merge(agg))
+
+    def on_timer(self, timestamp: int, ctx: KeyedProcessFunction.OnTimerContext) -> Iterable[Any]:
+        start = timestamp + 1 - self._window_ms
+        agg: WindowAgg | None = self._windows.get(start)
+        if agg is None:
+            return
+        self._windows.remove(start)
+        key = str(ctx.get_current_key())
+        yield USAGE, Row(key, dumps(window_record(key, start, start + self._window_ms, agg)))
 
 
-class EmitWindowCount(ProcessWindowFunction):
-    """Attach key and window bounds to the aggregate; emits the usage record as (key, json)."""
+class Reconcile(KeyedProcessFunction):
+    """Per source partition: sums ledger deltas and reports them every interval."""
 
-    def process(self, key: str, context: Any, elements: Iterable[WindowAgg]) -> Iterable[Row]:
-        window = context.window()
-        for agg in elements:
-            yield Row(key, dumps(window_record(key, window.start, window.end, agg)))
+    def __init__(self, source_topic: str, interval_ms: int) -> None:
+        self._topic = source_topic
+        self._interval_ms = interval_ms
+
+    def open(self, runtime_context: RuntimeContext) -> None:
+        self._ledger = runtime_context.get_state(
+            ValueStateDescriptor("ledger", Types.PICKLED_BYTE_ARRAY())
+        )
+        self._since = runtime_context.get_state(ValueStateDescriptor("since", Types.LONG()))
+
+    def process_element(self, value: Any, ctx: KeyedProcessFunction.Context) -> Iterable[Row]:
+        ledger: Ledger | None = self._ledger.value()
+        if ledger is None:
+            ledger = Ledger()
+            now = ctx.timer_service().current_processing_time()
+            self._since.update(now)
+            ctx.timer_service().register_processing_time_timer(now + self._interval_ms)
+            ctx.timer_service().register_event_time_timer(END_OF_TIME)
+        ledger.add(value)
+        self._ledger.update(ledger)
+        return []
+
+    def on_timer(self, timestamp: int, ctx: KeyedProcessFunction.OnTimerContext) -> Iterable[Row]:
+        ledger: Ledger | None = self._ledger.value()
+        if ledger is None or ledger.empty():
+            return
+        partition = int(ctx.get_current_key())
+        since = self._since.value() or timestamp
+        now = ctx.timer_service().current_processing_time()
+        self._ledger.clear()
+        yield Row(str(partition), dumps(ledger.record(self._topic, partition, since, now)))
 
 
 class DetectAnomalies(KeyedProcessFunction):

@@ -17,7 +17,7 @@
 # Settings (environment):
 #   Topics; the names must match the job's --raw-topic, --enriched-topic, ... (defaults equal).
 #     RAW_TOPIC=gateway.raw  ENRICHED_TOPIC=gateway.enriched  USAGE_TOPIC=gateway.usage
-#     ALERTS_TOPIC=gateway.alerts  DLQ_TOPIC=gateway.dlq
+#     ALERTS_TOPIC=gateway.alerts  DLQ_TOPIC=gateway.dlq  RECON_TOPIC=gateway.reconciliation
 #   PARTITIONS=6           raw, enriched, usage (the job's parallelism should not exceed it)
 #   SMALL_PARTITIONS=3     alerts, dlq
 #   REPLICAS=3             replication factor (Redpanda requires an odd number; 1 on a dev node)
@@ -55,6 +55,7 @@ ENRICHED_TOPIC="${ENRICHED_TOPIC:-gateway.enriched}"
 USAGE_TOPIC="${USAGE_TOPIC:-gateway.usage}"
 ALERTS_TOPIC="${ALERTS_TOPIC:-gateway.alerts}"
 DLQ_TOPIC="${DLQ_TOPIC:-gateway.dlq}"
+RECON_TOPIC="${RECON_TOPIC:-gateway.reconciliation}"
 
 PARTITIONS="${PARTITIONS:-6}"
 SMALL_PARTITIONS="${SMALL_PARTITIONS:-3}"
@@ -67,6 +68,8 @@ ENRICHED_RETENTION_MS="${ENRICHED_RETENTION_MS:-$((7 * DAY_MS))}"
 USAGE_RETENTION_MS="${USAGE_RETENTION_MS:-$((400 * DAY_MS))}"
 ALERTS_RETENTION_MS="${ALERTS_RETENTION_MS:-$((30 * DAY_MS))}"
 DLQ_RETENTION_MS="${DLQ_RETENTION_MS:-$((30 * DAY_MS))}"
+# Reconciliation proves the usage counts were complete: keep it as long as the usage it covers.
+RECON_RETENTION_MS="${RECON_RETENTION_MS:-$((400 * DAY_MS))}"
 
 JOB_PRINCIPAL="${JOB_PRINCIPAL:-gateway-pipeline}"
 SASL_MECHANISM="${SASL_MECHANISM:-SCRAM-SHA-256}"
@@ -103,8 +106,9 @@ check_settings() {
   [[ -n "$JOB_PRINCIPAL" && -n "$GROUP_ID" && -n "$TRANSACTIONAL_ID_PREFIX" ]] ||
     die "JOB_PRINCIPAL, GROUP_ID and TRANSACTIONAL_ID_PREFIX must not be empty"
   local topics
-  topics="$(printf '%s\n' "$RAW_TOPIC" "$ENRICHED_TOPIC" "$USAGE_TOPIC" "$ALERTS_TOPIC" "$DLQ_TOPIC")"
-  [[ "$(sort -u <<<"$topics" | wc -l)" -eq 5 ]] || die "the five topic names must be distinct"
+  topics="$(printf '%s\n' "$RAW_TOPIC" "$ENRICHED_TOPIC" "$USAGE_TOPIC" "$ALERTS_TOPIC" "$DLQ_TOPIC" \
+    "$RECON_TOPIC")"
+  [[ "$(sort -u <<<"$topics" | wc -l)" -eq 6 ]] || die "the six topic names must be distinct"
   if [[ "$CREATE_USER" == 1 ]]; then
     # Only the rule is reported, never the value.
     local password="${JOB_PASSWORD:-}"
@@ -183,6 +187,7 @@ main() {
   create_topic "$USAGE_TOPIC" "$PARTITIONS" "$USAGE_RETENTION_MS"
   create_topic "$ALERTS_TOPIC" "$SMALL_PARTITIONS" "$ALERTS_RETENTION_MS"
   create_topic "$DLQ_TOPIC" "$SMALL_PARTITIONS" "$DLQ_RETENTION_MS"
+  create_topic "$RECON_TOPIC" "$SMALL_PARTITIONS" "$RECON_RETENTION_MS"
 
   create_user
 
@@ -192,7 +197,7 @@ main() {
     --operation read,describe --group "$GROUP_ID"
   acl "write, describe, read on the output topics" \
     --operation write,describe,read \
-    --topic "$ENRICHED_TOPIC,$USAGE_TOPIC,$DLQ_TOPIC,$ALERTS_TOPIC"
+    --topic "$ENRICHED_TOPIC,$USAGE_TOPIC,$DLQ_TOPIC,$ALERTS_TOPIC,$RECON_TOPIC"
   acl "write, describe on transactional ids prefixed $TRANSACTIONAL_ID_PREFIX" \
     --operation write,describe --transactional-id "$TRANSACTIONAL_ID_PREFIX" \
     --resource-pattern-type prefixed

@@ -71,7 +71,8 @@ def _await(what: str, probe: Callable[[], int], want: int) -> None:
 @pytest.fixture
 def topics(kafka_bootstrap: str) -> Iterator[dict[str, str]]:
     suffix = secrets.token_hex(4)
-    names = {r: f"cl-{r}-{suffix}" for r in ("raw", "enriched", "alerts", "dlq", "usage")}
+    roles = ("raw", "enriched", "alerts", "dlq", "usage", "reconciliation")
+    names = {r: f"cl-{r}-{suffix}" for r in roles}
     ensure_topics(kafka_bootstrap, pipeline_topics(**names))
     yield names
     delete_topics(kafka_bootstrap, list(names.values()))
@@ -101,6 +102,7 @@ def test_submit_savepoint_resume_gives_exact_totals(
         "--alerts-topic", topics["alerts"],
         "--dlq-topic", topics["dlq"],
         "--usage-topic", topics["usage"],
+        "--reconciliation-topic", topics["reconciliation"],
         "--startup-mode", "earliest-offset",
         "--group-id", f"cl-{topics['raw']}",
         "--transactional-id-prefix", f"cl-{topics['raw']}",
@@ -197,6 +199,7 @@ def test_bounded_submit_waits_and_reports_the_outcome(
         "--alerts-topic", topics["alerts"],
         "--dlq-topic", topics["dlq"],
         "--usage-topic", topics["usage"],
+        "--reconciliation-topic", topics["reconciliation"],
         "--startup-mode", "earliest-offset",
         "--group-id", f"b-{topics['raw']}",
         "--transactional-id-prefix", f"b-{topics['raw']}",

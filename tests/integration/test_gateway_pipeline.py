@@ -42,6 +42,7 @@ class Run:
     job_output: str
     log_text: str
     raw_count: int
+    retried_entries: int
 
     def values(self, role: str) -> list[dict[str, Any]]:
         return [json.loads(r.value or b"") for r in self.outputs[role]]
@@ -68,12 +69,19 @@ def run(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Itera
     from tools.topics import delete_topics, ensure_topics, pipeline_topics
 
     suffix = secrets.token_hex(4)
-    topics = {role: f"it-{role}-{suffix}" for role in ("raw", "enriched", "alerts", "dlq", "usage")}
+    roles = ("raw", "enriched", "alerts", "dlq", "usage", "reconciliation")
+    topics = {role: f"it-{role}-{suffix}" for role in roles}
     ensure_topics(kafka_bootstrap, pipeline_topics(**topics))
     geo_db = default_geoip_db()
     country_ips = ips_for_countries(geo_db, ["DE", "US", "JP", "GB", "BR"], 4, seed=11)
     generated = generate(default_scenario(country_ips, START_MS, windows=WINDOWS), seed=5)
-    _produce(kafka_bootstrap, topics["raw"], generated.records)
+    # A gateway retry: the first batch is delivered twice (same entries, same request ids).
+    retried = max(
+        (r for r in generated.records if r.startswith(b"[") and b"x-request-id" in r),
+        key=lambda r: len(json.loads(r)),
+    )
+    records = [*generated.records, retried]
+    _produce(kafka_bootstrap, topics["raw"], records)
 
     hash_key = secrets.token_hex(32)
     log_dir = tmp_path_factory.mktemp("flink-logs")
@@ -94,6 +102,8 @@ def run(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Itera
         topics["dlq"],
         "--usage-topic",
         topics["usage"],
+        "--reconciliation-topic",
+        topics["reconciliation"],
         "--geoip-db",
         geo_db,
         "--bounded",
@@ -127,7 +137,8 @@ def run(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Itera
         outputs=outputs,
         job_output=job_output,
         log_text=log_text,
-        raw_count=len(generated.records),
+        raw_count=len(records),
+        retried_entries=len(json.loads(retried)),
     )
     delete_topics(kafka_bootstrap, list(topics.values()))
 
@@ -173,10 +184,39 @@ def test_dead_letters_have_reason_and_source_coordinates(run: Run) -> None:
 
 def test_nothing_is_lost(run: Run) -> None:
     # Each raw record is accounted for: its entries enriched, or itself (or an element of it)
-    # dead-lettered. Records are identified by their source partition and offset.
+    # dead-lettered, except the retried batch, dropped whole as duplicates (and reconciled
+    # below). Records are identified by their source partition and offset.
     enriched_sources = {(e["source_partition"], e["source_offset"]) for e in run.values("enriched")}
     dead_sources = {(d["source_partition"], d["source_offset"]) for d in run.values("dlq")}
-    assert len(enriched_sources | dead_sources) == run.raw_count
+    assert len(enriched_sources | dead_sources) == run.raw_count - 1
+    last = run.raw_count - 1  # the retry, produced last, to partition last % 2
+    assert (last % 2, last // 2) not in enriched_sources | dead_sources
+
+
+def test_reconciliation_accounts_for_every_entry_and_the_retry(run: Run) -> None:
+    reports = run.values("reconciliation")
+    totals: Counter[str] = Counter()
+    for r in reports:
+        totals.update(
+            {
+                k: v
+                for k, v in r.items()
+                if isinstance(v, int)
+                and k.endswith(("_in", "_out", "lettered", "deduplicated", "late", "enriched"))
+            }
+        )
+    assert totals["records_in"] == run.raw_count
+    assert totals["deduplicated"] == run.retried_entries
+    assert totals["enriched_out"] == run.truth.events
+    assert totals["dead_lettered"] == run.truth.dead_letters
+    assert totals["entries_in"] == (
+        totals["enriched_out"] + totals["dead_lettered"] + totals["deduplicated"]
+    )
+    assert totals["late"] == 0
+    for partition in (0, 1):
+        in_topic = sum(1 for e in run.values("enriched") if e["source_partition"] == partition)
+        reported = sum(r["enriched_out"] for r in reports if r["source_partition"] == partition)
+        assert reported == in_topic
 
 
 def test_compromised_key_raises_alert_and_steady_consumers_do_not(run: Run) -> None:

@@ -44,12 +44,19 @@ def _run(mode: str, records: list[bytes], hash_key: str) -> dict[str, list[dict[
     env, _ = create_environment(cfg, {"python.operator-chaining.enabled": "false"})
     rows = [Row(value, "raw", i % 2, i // 2) for i, value in enumerate(records)]
     streams = build_pipeline(env.from_collection(rows, type_info=RAW_TYPE), cfg)
-    tagged = streams.enriched.map(lambda r: Row("enriched", r[7]), output_type=TAGGED).union(
+    tagged = streams.enriched.map(lambda r: Row("enriched", r[9]), output_type=TAGGED).union(
         streams.dead_letters.map(lambda v: Row("dlq", v), output_type=TAGGED),
         streams.usage.map(lambda r: Row("usage", r[1]), output_type=TAGGED),
         streams.alerts.map(lambda r: Row("alerts", r[1]), output_type=TAGGED),
+        streams.reconciliation.map(lambda r: Row("recon", r[1]), output_type=TAGGED),
     )
-    out: dict[str, list[dict[str, Any]]] = {"enriched": [], "dlq": [], "usage": [], "alerts": []}
+    out: dict[str, list[dict[str, Any]]] = {
+        "enriched": [],
+        "dlq": [],
+        "usage": [],
+        "alerts": [],
+        "recon": [],
+    }
     with tagged.execute_and_collect(f"pipeline-test-{mode}") as results:
         for row in results:
             out[row[0]].append(json.loads(row[1]))
@@ -77,10 +84,26 @@ def test_topology_produces_exact_outputs(
     def key(k: str) -> str:
         return "client:" + ps.client_hash(k[7:]) if k.startswith("client:") else k
 
+    assert {u["kind"] for u in out["usage"]} == {"window"}  # no late data in this input
     want = {(key(k), start): n for (k, start), n in truth.per_key_window.items()}
     got = {(w["rate_key"], w["window_start"]): w["count"] for w in out["usage"]}
     assert got == want
     assert len(out["usage"]) == len(want)
+
+    # Reconciliation per source partition: every record and entry accounted for.
+    recon: dict[int, Counter[str]] = {0: Counter(), 1: Counter()}
+    for r in out["recon"]:
+        recon[r["source_partition"]].update(
+            {k: r[k] for k in ("records_in", "entries_in", "enriched_out", "dead_lettered")}
+        )
+    assert recon[0]["records_in"] + recon[1]["records_in"] == len(generated.records)
+    assert sum(r["entries_in"] for r in recon.values()) == truth.events + truth.dead_letters
+    for p in (0, 1):
+        events_p = sum(1 for e in out["enriched"] if e["source_partition"] == p)
+        dead_p = sum(1 for d in out["dlq"] if d["source_partition"] == p)
+        assert recon[p]["enriched_out"] == events_p
+        assert recon[p]["dead_lettered"] == dead_p
+        assert recon[p]["entries_in"] == events_p + dead_p
 
     attack = {
         (a["rule"], a["window_start"]) for a in out["alerts"] if a["consumer"] == "acme-analytics"

@@ -192,7 +192,8 @@ def test_topics_service_creates_the_jobs_default_topics(
     long_retention = env["LONG_RETENTION_TOPICS"].split()
     defaults = PipelineSettings.model_fields
     expected = {
-        defaults[f"{role}_topic"].default for role in ("raw", "enriched", "alerts", "dlq", "usage")
+        defaults[f"{role}_topic"].default
+        for role in ("raw", "enriched", "alerts", "dlq", "usage", "reconciliation")
     }
     assert len(plain) + len(long_retention) == len(expected)
     assert set(plain) | set(long_retention) == expected

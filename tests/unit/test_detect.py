@@ -99,6 +99,7 @@ def test_window_agg_merge() -> None:
 def test_window_record() -> None:
     agg = WindowAgg().add("acme", "fp", "US", False, 2.0).add(None, None, "AU", True, 1.0)
     assert window_record("acme", T0, T0 + W, agg) == {
+        "kind": "window",
         "rate_key": "acme",
         "consumer": "acme",
         "key_fingerprint": "fp",

@@ -586,12 +586,16 @@ def test_provision_creates_the_jobs_topics(provision: Provision) -> None:
     assert result.returncode == 0, result.stderr
     topics = topic_creations(provision.calls())
     defaults = PipelineSettings.model_fields
-    roles = ("raw", "enriched", "usage", "alerts", "dlq")
+    roles = ("raw", "enriched", "usage", "alerts", "dlq", "reconciliation")
     names = {role: defaults[f"{role}_topic"].default for role in roles}
     assert set(topics) == set(names.values())
 
-    partitions = {"raw": "6", "enriched": "6", "usage": "6", "alerts": "3", "dlq": "3"}
-    retention_days = {"raw": 7, "enriched": 7, "usage": 400, "alerts": 30, "dlq": 30}
+    partitions = {
+        "raw": "6", "enriched": "6", "usage": "6", "alerts": "3", "dlq": "3", "reconciliation": "3"
+    }  # fmt: skip
+    retention_days = {
+        "raw": 7, "enriched": 7, "usage": 400, "alerts": 30, "dlq": 30, "reconciliation": 400
+    }  # fmt: skip
     for role, name in names.items():
         spec = topics[name]
         assert spec["-p"] == partitions[role], name
@@ -639,7 +643,10 @@ def test_provision_grants_the_jobs_acls(provision: Provision) -> None:
     raw = defaults["raw_topic"].default
     assert grants(**{"--topic": raw}) == {"read", "describe"}
     assert grants(**{"--group": defaults["group_id"].default}) == {"read", "describe"}
-    outputs = [defaults[f"{role}_topic"].default for role in ("enriched", "usage", "dlq", "alerts")]
+    outputs = [
+        defaults[f"{role}_topic"].default
+        for role in ("enriched", "usage", "dlq", "alerts", "reconciliation")
+    ]
     (output_acl,) = [acl for acl in acls if acl.get("--topic", "").count(",")]
     assert set(output_acl["--topic"].split(",")) == set(outputs)
     assert set(output_acl["--operation"].split(",")) == {"write", "describe", "read"}
@@ -671,7 +678,7 @@ def test_provision_creates_the_user_without_printing_its_password(provision: Pro
 def test_provision_is_idempotent(provision: Provision) -> None:
     result = provision.run(mode="existing")
     assert result.returncode == 0, result.stderr
-    assert result.stdout.count("left unchanged") == 6  # five topics and the user
+    assert result.stdout.count("left unchanged") == 7  # six topics and the user
     calls = provision.calls()
     assert not [call for call in calls if call[:3] == ["security", "user", "create"]]
     assert acl_creations(calls), "ACLs are (re)created on every run"
