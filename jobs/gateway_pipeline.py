@@ -27,7 +27,8 @@ from pyflink.datastream import CheckpointingMode, DataStream, StreamExecutionEnv
 from pyflink.table import StreamTableEnvironment
 from pyflink.table.expressions import col
 
-from jobs.kafka_tables import SinkSpec, SourceSpec, sink_ddl, source_ddl
+from jobs.kafka_tables import SourceSpec, sink_ddl, sink_specs, source_ddl
+from jobs.preflight import check_brokers
 from metering.geo import GeoLookup
 from metering.settings import HashKeyError, PipelineSettings, read_hash_key, settings_from_args
 from udfs.functions import (
@@ -188,28 +189,8 @@ def build_pipeline(raw: DataStream, cfg: PipelineSettings) -> Streams:
 def attach_kafka_sinks(
     t_env: StreamTableEnvironment, streams: Streams, cfg: PipelineSettings
 ) -> None:
-    def spec(table: str, topic: str, suffix: str, exactly_once: bool, keyed: bool) -> SinkSpec:
-        return SinkSpec(
-            table=table,
-            topic=topic,
-            bootstrap_servers=cfg.bootstrap_servers,
-            delivery="exactly-once" if exactly_once else "at-least-once",
-            # Distinct per sink: two sinks sharing a prefix fence each other's producers.
-            transactional_id_prefix=f"{cfg.transactional_id_prefix}-{suffix}",
-            transaction_timeout_ms=cfg.transaction_timeout_ms,
-            keyed=keyed,
-            security=cfg.kafka_security(),
-        )
-
-    alerts_eos = cfg.alerts_delivery == "exactly-once"
-    for s in (
-        spec("enriched_sink", cfg.enriched_topic, "enriched", True, True),
-        spec("usage_sink", cfg.usage_topic, "usage", True, True),
-        spec("dlq_sink", cfg.dlq_topic, "dlq", True, False),
-        spec("alerts_sink", cfg.alerts_topic, "alerts", alerts_eos, True),
-        spec("reconciliation_sink", cfg.reconciliation_topic, "reconciliation", True, True),
-    ):
-        t_env.execute_sql(sink_ddl(s))
+    for spec in sink_specs(cfg):
+        t_env.execute_sql(sink_ddl(spec))
 
     statements = t_env.create_statement_set()
     enriched = t_env.from_data_stream(streams.enriched).select(
@@ -254,6 +235,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             read_hash_key()
             GeoLookup(cfg.resolved_geoip_db(), cache_size=0).close()
         cfg.resolved_connector_jar()
+        check_brokers(cfg)
     except (HashKeyError, OSError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -12,8 +12,16 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from metering.kafka_security import kafka_security_options
+from metering.settings import PipelineSettings
 
-__all__ = ["SinkSpec", "SourceSpec", "kafka_security_options", "sink_ddl", "source_ddl"]
+__all__ = [
+    "SinkSpec",
+    "SourceSpec",
+    "kafka_security_options",
+    "sink_ddl",
+    "sink_specs",
+    "source_ddl",
+]
 
 Delivery = Literal["exactly-once", "at-least-once"]
 
@@ -98,3 +106,31 @@ def sink_ddl(spec: SinkSpec) -> str:
 ) WITH (
   {_options(opts)}
 )"""
+
+
+def sink_specs(cfg: PipelineSettings) -> list[SinkSpec]:
+    """The job's five sinks. Transactional id prefixes are derived from the configured prefix
+    only (no job id, time or random part), so they are stable across restarts and upgrades, and
+    each sink has its own: two sinks sharing a prefix would fence each other's producers."""
+
+    def spec(table: str, topic: str, suffix: str, exactly_once: bool, keyed: bool) -> SinkSpec:
+        return SinkSpec(
+            table=table,
+            topic=topic,
+            bootstrap_servers=cfg.bootstrap_servers,
+            delivery="exactly-once" if exactly_once else "at-least-once",
+            transactional_id_prefix=f"{cfg.transactional_id_prefix}-{suffix}",
+            transaction_timeout_ms=cfg.transaction_timeout_ms,
+            keyed=keyed,
+            security=cfg.kafka_security(),
+        )
+
+    return [
+        spec("enriched_sink", cfg.enriched_topic, "enriched", True, True),
+        spec("usage_sink", cfg.usage_topic, "usage", True, True),
+        spec("dlq_sink", cfg.dlq_topic, "dlq", True, False),
+        spec(
+            "alerts_sink", cfg.alerts_topic, "alerts", cfg.alerts_delivery == "exactly-once", True
+        ),
+        spec("reconciliation_sink", cfg.reconciliation_topic, "reconciliation", True, True),
+    ]

@@ -52,6 +52,28 @@ def read_hash_key(environ: dict[str, str] | None = None) -> bytes:
     return value.encode()
 
 
+def check_transaction_timeout(
+    timeout_ms: int, broker_max_ms: int, checkpoint_interval_s: int, restart_s: int
+) -> None:
+    """The exactly-once sinks' transaction timeout must sit between two limits.
+
+    Above the broker's transaction.max.timeout.ms, the producer is refused at start
+    (InitProducerId fails). At or below checkpoint interval + restart time, Kafka may abort a
+    transaction that a completed checkpoint promised to commit: data loss.
+    """
+    if timeout_ms > broker_max_ms:
+        raise ValueError(
+            f"transaction_timeout_ms {timeout_ms} exceeds the brokers' "
+            f"transaction.max.timeout.ms {broker_max_ms}"
+        )
+    floor_ms = (checkpoint_interval_s + restart_s) * 1000
+    if timeout_ms <= floor_ms:
+        raise ValueError(
+            f"transaction_timeout_ms {timeout_ms} must exceed checkpoint interval + expected "
+            f"restart time ({floor_ms} ms), or Kafka may abort checkpointed transactions"
+        )
+
+
 def find_connector_jar() -> str | None:
     jars = sorted(glob.glob(str(REPO_ROOT / "build/jars/flink/flink-sql-connector-kafka-*.jar")))
     return jars[-1] if jars else None
@@ -96,6 +118,19 @@ class PipelineSettings(BaseSettings):
         ge=60_000,
         description="Kafka transaction timeout of the exactly-once sinks; must not exceed the "
         "broker's transaction.max.timeout.ms and must exceed checkpoint interval + restart time",
+    )
+    broker_transaction_max_timeout_ms: int = Field(
+        900_000,
+        ge=1,
+        description="the brokers' transaction.max.timeout.ms; the job checks the broker's real "
+        "value at start when it can, and refuses a sink timeout above it",
+    )
+    expected_restart_seconds: int = Field(
+        120,
+        ge=1,
+        description="longest restart the job must survive (failure to running again); the "
+        "transaction timeout must exceed it plus a checkpoint interval, or Kafka aborts "
+        "transactions Flink has already checkpointed",
     )
     alerts_delivery: Literal["at-least-once", "exactly-once"] = Field(
         "at-least-once",
@@ -191,6 +226,16 @@ class PipelineSettings(BaseSettings):
         ]
         if len(set(topics)) != len(topics):
             raise ValueError("raw, enriched, alerts, dlq, usage, reconciliation must be distinct")
+        return self
+
+    @model_validator(mode="after")
+    def _transaction_timeout(self) -> PipelineSettings:
+        check_transaction_timeout(
+            self.transaction_timeout_ms,
+            self.broker_transaction_max_timeout_ms,
+            self.checkpoint_interval_seconds,
+            self.expected_restart_seconds,
+        )
         return self
 
     @model_validator(mode="after")

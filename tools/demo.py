@@ -149,6 +149,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             alerts=cfg.alerts_topic,
             dlq=cfg.dlq_topic,
             usage=cfg.usage_topic,
+            reconciliation=cfg.reconciliation_topic,
         ),
     )
 

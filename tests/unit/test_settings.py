@@ -102,6 +102,9 @@ def test_every_field_has_a_flag() -> None:
             "alerts_delivery": "exactly-once",
             "execution_mode": "thread",
             "kafka_security_protocol": "SSL",
+            # Doubling these would break the timeout's bounds (tested in test_delivery_config).
+            "transaction_timeout_ms": "700000",
+            "expected_restart_seconds": "60",
             "kafka_sasl_mechanism": None,  # only valid with a SASL protocol: tested on its own
         }.get(name)
         if name in ("kafka_sasl_mechanism", "kafka_sasl_username"):

@@ -1,0 +1,1513 @@
+"""Fault injection on the real session cluster and broker, checked against ground truth.
+
+    python -m tools.faults [--faults N] [--duration S] [--rate R] [--seed X]
+    make faults                       (the full run: 10 faults)
+
+What one run does:
+
+1. Starts its own Kafka broker (``scripts/kafka.sh``, port ``--kafka-port`` / FAULTS_KAFKA_PORT,
+   default 29092) and its own Flink session cluster (``scripts/flink-cluster.sh``, REST
+   ``--flink-rest`` / FAULTS_FLINK_REST, default 127.0.0.1:28081), so a developer's broker and
+   cluster (9092/8081) and the test fixtures' (19092/18081) are never touched. Both are stopped
+   at the end, also on failure or Ctrl-C. Flink's pid files go to ``.local/flink-<port>/pid``:
+   the distribution's default, ``/tmp``, is shared by every cluster on the host.
+2. Creates fresh topics for the run and submits the job with ``jobs.submit``: 3 s checkpoints,
+   parallelism 2, 5 s idle timeout, 2 s out-of-orderness, a transactional-id prefix and group
+   id stable for the run.
+3. Produces sequenced APISIX log entries in real time (``tools.traffic.SequencedEvents``):
+   event time is the wall clock, and every event's ``x-request-id`` is ``<key>-<seq>`` with
+   per-key sequence numbers 1, 2, 3, ... without gaps. Records go to explicit partitions:
+   partition 1 starts late (the first 15 % of the run only partition 0 gets data), and
+   half-way through partition 0 goes idle for longer than the job's idle timeout. The
+   producer is idempotent and retries through broker outages (10 min delivery timeout).
+4. Injects the faults one after another, each once the job has recovered from the previous
+   one (job RUNNING, every task RUNNING, and a checkpoint triggered after the fault
+   COMPLETED), with deadlines:
+
+   - ``tm-kill:before|during|after|random``: ``kill -9`` the TaskManager just before a
+     checkpoint is due, while one is in progress (its ``chk-N`` directory exists without
+     ``_metadata``), right after one completed (its ``_metadata`` appeared; the sinks'
+     transactions of that checkpoint are not yet committed), or at a random moment. A new
+     TaskManager is started at once, with the cluster's environment.
+   - ``tm-pause``: SIGSTOP the TaskManager and its Python workers for 2.5 checkpoint
+     intervals, then SIGCONT.
+   - ``broker-restart``: stop the broker (``kafka.sh down``), keep it down a few seconds while
+     the producer and the job retry, start it again.
+   - ``jm-kill``: ``kill -9`` the JobManager, see below.
+
+   The full plan (``make faults``) is tm-kill:during, broker-restart, tm-kill:after,
+   tm-pause, tm-kill:before, jm-kill, tm-kill:random, tm-kill:during, broker-restart,
+   tm-kill:after; ``--faults N`` takes the first N, cycling for N > 10.
+5. Stops producing, waits until the enriched topic (read_committed) holds every source event,
+   stops the job with ``--stop-with-savepoint --drain`` (closing every window), and checks:
+
+   - every event in the raw topic is in the enriched topic exactly once (by request id);
+   - per rate key and 10 s window, the usage records (``window`` plus any
+     ``late_correction``) add up to the count computed from the raw events' event times, and
+     no window is emitted twice;
+   - no dead letters; the reconciliation topic balances per source partition and matches the
+     raw and enriched topics;
+   - no transaction is left open: on every output partition the read_committed end (last
+     stable offset) equals the high watermark.
+
+   It ends with one line, ``faults injected N, events checked M, lost L, duplicated D``, and
+   exits non-zero if L or D is not 0 or any check failed.
+
+JobManager failure without high availability
+--------------------------------------------
+
+The local session cluster runs without HA (no ZooKeeper or Kubernetes HA services), so a
+JobManager that dies takes its jobs with it: the restarted JobManager knows no jobs, and the
+TaskManager cancels the old job's tasks once its JobManager heartbeat times out (about a
+minute), which frees its slots. Recovery is a resubmission from the latest *retained*
+checkpoint:
+
+- Checkpoints are externalized and retained (``execution.checkpointing.
+  externalized-checkpoint-retention: RETAIN_ON_CANCELLATION``, ``num-retained: 3``), so the
+  last completed ones stay in ``<checkpoint dir>/<job id>/chk-<n>/`` (each with a
+  ``_metadata`` file) after the JobManager is gone.
+- Take the highest ``chk-<n>`` that has ``_metadata`` and resubmit the same job, with the
+  same ``--transactional-id-prefix``, from it::
+
+      python -m jobs.submit <same job flags> --from-savepoint <checkpoint dir>/<job id>/chk-<n>
+
+  (If that checkpoint cannot be restored, e.g. its ``_metadata`` was cut short by the crash,
+  take the next lower one.) The job restores the Kafka offsets, open windows and the sinks'
+  pending transactions of that checkpoint; its sinks commit what that checkpoint covered and
+  abort the transactions the dead job left open under the same prefix, so read_committed
+  readers see every event once.
+
+This suite does exactly that for ``jm-kill``. With HA (the Kubernetes deployment in
+``deploy/k8s``), the JobManager recovers the job itself from the latest checkpoint.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import random
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final
+
+from confluent_kafka import Consumer, IsolationLevel, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient
+
+# confluent_kafka.admin re-exports OffsetSpec without listing it, which mypy --strict rejects.
+from confluent_kafka.admin._listoffsets import OffsetSpec
+
+from jobs.submit import Rest, flink_home
+from metering.settings import PipelineSettings
+from tools.readback import Record, drain
+from tools.topics import delete_topics, ensure_topics, pipeline_topics
+from tools.traffic import SequencedEvents, parse_sequenced_request_id
+
+REPO: Final = Path(__file__).resolve().parent.parent
+LOCAL: Final = REPO / ".local"
+DEFAULT_KAFKA_PORT: Final = 29092
+DEFAULT_FLINK_REST: Final = "127.0.0.1:28081"
+WINDOW_SECONDS: Final = 10
+PARTITIONS: Final = 2
+
+FULL_PLAN: Final = (
+    "tm-kill:during",
+    "broker-restart",
+    "tm-kill:after",
+    "tm-pause",
+    "tm-kill:before",
+    "jm-kill",
+    "tm-kill:random",
+    "tm-kill:during",
+    "broker-restart",
+    "tm-kill:after",
+)
+FAULT_KINDS: Final = frozenset(
+    {
+        "tm-kill:before",
+        "tm-kill:during",
+        "tm-kill:after",
+        "tm-kill:random",
+        "tm-pause",
+        "broker-restart",
+        "jm-kill",
+    }
+)
+_TM_CLASS: Final = "org.apache.flink.runtime.taskexecutor.TaskManagerRunner"
+_JM_CLASS: Final = "org.apache.flink.runtime.entrypoint.StandaloneSessionClusterEntrypoint"
+_TERMINAL: Final = frozenset({"FAILED", "CANCELED", "FINISHED", "SUSPENDED"})
+_POLL_S: Final = 0.5
+_PHASE_POLL_S: Final = 0.005
+
+
+class FaultsError(RuntimeError):
+    """A step of the run failed (infrastructure, recovery deadline, submission)."""
+
+
+# --------------------------------------------------------------------------------------------
+# Configuration and results
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FaultsConfig:
+    faults: int = 10
+    duration_s: float = 300.0
+    """Traffic runs at least this long; the run stretches until every fault has recovered."""
+    rate: float = 40.0
+    """Events per second (in records of 1 to 5 entries)."""
+    seed: int = 1
+    kafka_port: int = DEFAULT_KAFKA_PORT
+    flink_rest: str = DEFAULT_FLINK_REST
+    plan: tuple[str, ...] = ()
+    """Fault kinds in order; empty: FULL_PLAN, cycled or cut to ``faults``."""
+    keys: int = 8
+    checkpoint_interval_s: int = 3
+    idle_timeout_s: int = 5
+    out_of_orderness_s: int = 2
+    recovery_timeout_s: float = 300.0
+    final_timeout_s: float = 300.0
+    keep_topics: bool = False
+
+    def fault_plan(self) -> list[str]:
+        plan = (
+            list(self.plan)
+            if self.plan
+            else [FULL_PLAN[i % len(FULL_PLAN)] for i in range(self.faults)]
+        )
+        unknown = sorted(set(plan) - FAULT_KINDS)
+        if unknown:
+            raise ValueError(f"unknown fault kinds {unknown}; known: {sorted(FAULT_KINDS)}")
+        return plan
+
+
+@dataclass
+class FaultResult:
+    index: int
+    kind: str
+    at_s: float
+    """Seconds since traffic started."""
+    detail: str = ""
+    recovery_s: float | None = None
+
+    def describe(self) -> str:
+        rec = (
+            f"recovered in {self.recovery_s:.1f}s" if self.recovery_s is not None else "no recovery"
+        )
+        return f"{self.index:2d} {self.kind:<15} t+{self.at_s:6.1f}s  {self.detail}; {rec}"
+
+
+@dataclass
+class Verification:
+    """The output topics checked against the raw topic (pure; see ``verify``)."""
+
+    events: int = 0
+    lost: list[str] = field(default_factory=list)
+    duplicated: int = 0
+    duplicated_ids: list[str] = field(default_factory=list)
+    unexpected: list[str] = field(default_factory=list)
+    raw_duplicates: int = 0
+    sequence_gaps: int = 0
+    windows: int = 0
+    window_mismatches: dict[tuple[str, int], tuple[int, int]] = field(default_factory=dict)
+    windows_emitted_twice: list[tuple[str, int]] = field(default_factory=list)
+    late_corrections: int = 0
+    late_events: int = 0
+    dead_letters: int = 0
+    reconciliation: list[str] = field(default_factory=list)
+    reconciliation_checked: bool = False
+
+    def problems(self) -> list[str]:
+        out: list[str] = []
+        if self.lost:
+            out.append(f"lost {len(self.lost)} events, e.g. {self.lost[:10]}")
+        if self.duplicated:
+            out.append(
+                f"{self.duplicated} duplicate enriched events, e.g. {self.duplicated_ids[:10]}"
+            )
+        if self.unexpected:
+            out.append(
+                f"{len(self.unexpected)} enriched events not in the source: {self.unexpected[:10]}"
+            )
+        if self.window_mismatches:
+            sample = sorted(self.window_mismatches.items())[:10]
+            out.append(
+                f"{len(self.window_mismatches)} of {self.windows} windows differ from ground truth "
+                f"(key, start): (truth, got) {sample}"
+            )
+        if self.windows_emitted_twice:
+            out.append(f"windows emitted twice: {self.windows_emitted_twice[:10]}")
+        if self.dead_letters:
+            out.append(f"{self.dead_letters} dead letters (every source record is valid)")
+        out.extend(f"reconciliation: {p}" for p in self.reconciliation)
+        return out
+
+
+@dataclass
+class Report:
+    faults: list[FaultResult] = field(default_factory=list)
+    events_checked: int = 0
+    lost: int = 0
+    duplicated: int = 0
+    problems: list[str] = field(default_factory=list)
+    verification: Verification | None = None
+    interrupted: bool = False
+    elapsed_s: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return (
+            not self.problems
+            and not self.interrupted
+            and self.verification is not None
+            and self.lost == 0
+            and self.duplicated == 0
+        )
+
+    def line(self) -> str:
+        return (
+            f"faults injected {len(self.faults)}, events checked {self.events_checked}, "
+            f"lost {self.lost}, duplicated {self.duplicated}"
+        )
+
+
+# --------------------------------------------------------------------------------------------
+# Ground truth and verification (pure)
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SourceEvent:
+    key: str
+    seq: int
+    event_ms: int
+    partition: int
+
+
+def source_events(raw: Sequence[Record]) -> tuple[dict[str, SourceEvent], int, Counter[int]]:
+    """request id -> event, from the raw topic as read back; also repeated ids and records per
+    partition. The raw topic, not the producer's bookkeeping, is what the job had to process."""
+    events: dict[str, SourceEvent] = {}
+    repeated = 0
+    records: Counter[int] = Counter()
+    for rec in raw:
+        records[rec.partition] += 1
+        value = json.loads(rec.value or b"null")
+        for entry in value if isinstance(value, list) else [value]:
+            rid = entry["request"]["headers"]["x-request-id"]
+            key, seq = parse_sequenced_request_id(rid)
+            if rid in events:
+                repeated += 1
+                continue
+            events[rid] = SourceEvent(key, seq, int(entry["start_time"]), rec.partition)
+    return events, repeated, records
+
+
+def window_truth(events: dict[str, SourceEvent], window_ms: int) -> Counter[tuple[str, int]]:
+    truth: Counter[tuple[str, int]] = Counter()
+    for ev in events.values():
+        truth[(ev.key, ev.event_ms - ev.event_ms % window_ms)] += 1
+    return truth
+
+
+def sequence_gaps(events: dict[str, SourceEvent]) -> int:
+    """Missing sequence numbers per key in the source (producer-side loss, not the job's)."""
+    seqs: defaultdict[str, set[int]] = defaultdict(set)
+    for ev in events.values():
+        seqs[ev.key].add(ev.seq)
+    return sum(max(s) - len(s) for s in seqs.values())
+
+
+def _json_values(records: Sequence[Record]) -> list[dict[str, Any]]:
+    return [json.loads(r.value or b"null") for r in records]
+
+
+def verify(
+    raw: Sequence[Record],
+    enriched: Sequence[Record],
+    usage: Sequence[Record],
+    dead_letters: Sequence[Record],
+    reconciliation: Sequence[Record] | None,
+    window_ms: int = WINDOW_SECONDS * 1000,
+) -> Verification:
+    events, repeated, raw_records = source_events(raw)
+    v = Verification(events=len(events), raw_duplicates=repeated)
+    v.sequence_gaps = sequence_gaps(events)
+
+    enriched_values = _json_values(enriched)
+    found = Counter(str(e.get("request_id")) for e in enriched_values)
+    v.lost = sorted(set(events) - set(found))
+    v.duplicated = sum(n - 1 for n in found.values() if n > 1)
+    v.duplicated_ids = sorted(rid for rid, n in found.items() if n > 1)
+    v.unexpected = sorted(set(found) - set(events))
+
+    truth = window_truth(events, window_ms)
+    got: Counter[tuple[str, int]] = Counter()
+    emitted: Counter[tuple[str, int]] = Counter()
+    for u in _json_values(usage):
+        slot = (str(u["rate_key"]), int(u["window_start"]))
+        got[slot] += int(u["count"])
+        kind = u.get("kind", "window")
+        if kind == "window":
+            emitted[slot] += 1
+        else:
+            v.late_corrections += 1
+            v.late_events += int(u["count"])
+    v.windows = len(truth)
+    v.window_mismatches = {
+        k: (truth.get(k, 0), got.get(k, 0))
+        for k in set(truth) | set(got)
+        if truth.get(k, 0) != got.get(k, 0)
+    }
+    v.windows_emitted_twice = sorted(k for k, n in emitted.items() if n > 1)
+    v.dead_letters = len(dead_letters)
+
+    if reconciliation is not None:
+        enriched_by_partition = Counter(int(e.get("source_partition", -1)) for e in enriched_values)
+        raw_entries = Counter(ev.partition for ev in events.values())
+        v.reconciliation, v.reconciliation_checked = _check_reconciliation(
+            _json_values(reconciliation),
+            raw_records,
+            raw_entries,
+            repeated,
+            enriched_by_partition,
+            len(dead_letters),
+        )
+    return v
+
+
+_RECON_FIELDS: Final = ("source_partition", "records_in", "entries_in", "enriched_out")
+
+
+def _check_reconciliation(
+    reports: list[dict[str, Any]],
+    raw_records: Counter[int],
+    raw_entries: Counter[int],
+    raw_repeated: int,
+    enriched_by_partition: Counter[int],
+    dead_letters: int,
+) -> tuple[list[str], bool]:
+    """Per source partition, summed over its reports: records_in and entries_in equal the raw
+    topic's, entries_in == enriched_out + dead_lettered + deduplicated, and enriched_out equals
+    what the enriched topic holds for that partition."""
+    if not reports:
+        return ["no reconciliation records"], True
+    if any(any(f not in r for f in _RECON_FIELDS) for r in reports):
+        return [], False  # a format this check does not know; reported as not checked
+    sums: defaultdict[int, Counter[str]] = defaultdict(Counter)
+    for r in reports:
+        p = int(r["source_partition"])
+        for name in ("records_in", "entries_in", "enriched_out", "dead_lettered", "deduplicated"):
+            sums[p][name] += int(r.get(name) or 0)
+    problems: list[str] = []
+    for p in sorted(set(sums) | set(raw_records)):
+        s = sums.get(p, Counter())
+        if s["records_in"] != raw_records.get(p, 0):
+            problems.append(f"partition {p}: records_in {s['records_in']}, raw {raw_records[p]}")
+        if raw_repeated == 0 and s["entries_in"] != raw_entries.get(p, 0):
+            problems.append(f"partition {p}: entries_in {s['entries_in']}, raw {raw_entries[p]}")
+        balance = s["enriched_out"] + s["dead_lettered"] + s["deduplicated"]
+        if s["entries_in"] != balance:
+            problems.append(
+                f"partition {p}: entries_in {s['entries_in']} != enriched_out + dead_lettered + "
+                f"deduplicated = {balance}"
+            )
+        if s["enriched_out"] != enriched_by_partition.get(p, 0):
+            problems.append(
+                f"partition {p}: enriched_out {s['enriched_out']}, enriched topic "
+                f"{enriched_by_partition.get(p, 0)}"
+            )
+    total_dead = sum(s["dead_lettered"] for s in sums.values())
+    if total_dead != dead_letters:
+        problems.append(f"dead_lettered {total_dead}, dead-letter topic {dead_letters}")
+    return problems, True
+
+
+# --------------------------------------------------------------------------------------------
+# Processes
+# --------------------------------------------------------------------------------------------
+
+
+def _cmdline(pid: int) -> list[str]:
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return []
+    return [a.decode(errors="replace") for a in raw.split(b"\0") if a]
+
+
+def _stat(pid: int) -> tuple[str, int] | None:
+    """(state, parent pid) from /proc, or None when the process is gone."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = text[text.rindex(")") + 2 :].split()
+    return fields[0], int(fields[1])
+
+
+def alive(pid: int) -> bool:
+    st = _stat(pid)
+    return st is not None and st[0] != "Z"
+
+
+def _all_pids() -> list[int]:
+    return [int(p) for p in os.listdir("/proc") if p.isdigit()]
+
+
+def descendants(pid: int) -> list[int]:
+    children: defaultdict[int, list[int]] = defaultdict(list)
+    for p in _all_pids():
+        st = _stat(p)
+        if st is not None:
+            children[st[1]].append(p)
+    out: list[int] = []
+    stack = [pid]
+    while stack:
+        for child in children.get(stack.pop(), []):
+            out.append(child)
+            stack.append(child)
+    return out
+
+
+def wait_gone(pids: Sequence[int], timeout_s: float) -> list[int]:
+    """Wait until none of ``pids`` is alive; return those still alive at the deadline."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        left = [p for p in pids if alive(p)]
+        if not left or time.monotonic() > deadline:
+            return left
+        time.sleep(0.05)
+
+
+def _signal(pids: Sequence[int], sig: signal.Signals) -> None:
+    for p in pids:
+        with suppress(ProcessLookupError):
+            os.kill(p, sig)
+
+
+class Broker:
+    """The local broker of ``scripts/kafka.sh`` on this run's port."""
+
+    def __init__(self, port: int, log: Callable[[str], None]) -> None:
+        self.port = port
+        self.log = log
+        self.bootstrap = f"127.0.0.1:{port}"
+
+    def _sh(self, command: str) -> subprocess.CompletedProcess[str]:
+        env = dict(os.environ, KAFKA_PORT=str(self.port))
+        env.pop("KAFKA_CONTROLLER_PORT", None)
+        return subprocess.run(
+            [str(REPO / "scripts/kafka.sh"), command],
+            cwd=REPO,
+            env=env,
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=180,
+        )
+
+    def running(self) -> bool:
+        return self._sh("status").returncode == 0
+
+    def up(self) -> None:
+        proc = self._sh("up")
+        if proc.returncode != 0:
+            raise FaultsError(f"kafka.sh up failed:\n{(proc.stdout + proc.stderr)[-3000:]}")
+
+    def down(self) -> None:
+        proc = self._sh("down")
+        if proc.returncode != 0:
+            raise FaultsError(f"kafka.sh down failed:\n{(proc.stdout + proc.stderr)[-3000:]}")
+
+
+class Cluster:
+    """The local session cluster of ``scripts/flink-cluster.sh`` on this run's REST port, and
+    its JobManager/TaskManager processes (found by main class and ``--configDir``)."""
+
+    def __init__(self, rest: str, hash_key: str, log: Callable[[str], None]) -> None:
+        self.address = rest
+        self.rest = Rest(rest)
+        self.hash_key = hash_key
+        self.log = log
+        self.state = LOCAL / f"flink-{rest.rsplit(':', 1)[-1]}"
+        self.conf = self.state / "conf"
+        self.checkpoints = self.state / "checkpoints"
+        self.pid_dir = self.state / "pid"
+
+    def env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env.pop("FLINK_RPC_PORT", None)
+        env.update(
+            FLINK_REST=self.address,
+            FLINK_CONF_DIR=str(self.conf),
+            FLINK_LOG_DIR=str(self.state / "log"),
+            FLINK_LIB_DIR=str(self.state / "lib"),
+            # Own pid files: the default (/tmp) is shared by every Flink cluster on the host,
+            # and `stop-all` stops whatever it lists.
+            FLINK_PID_DIR=str(self.pid_dir),
+            PIPELINE_HASH_KEY=self.hash_key,
+        )
+        return env
+
+    def answering(self) -> bool:
+        try:
+            self.rest.call("GET", "/overview")
+            return True
+        except (urllib.error.URLError, OSError, ValueError):
+            return False
+
+    def _script(self, command: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [str(REPO / "scripts/flink-cluster.sh"), command],
+            cwd=REPO,
+            env=self.env(),
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=300,
+            # Its daemons must not get the terminal's Ctrl-C: the teardown stops them in order.
+            start_new_session=True,
+        )
+
+    def up(self) -> None:
+        self.pid_dir.mkdir(parents=True, exist_ok=True)
+        proc = self._script("up")
+        if proc.returncode != 0:
+            raise FaultsError(f"flink-cluster.sh up failed:\n{(proc.stdout + proc.stderr)[-3000:]}")
+
+    def pids(self, main_class: str) -> list[int]:
+        conf = str(self.conf)
+        out = []
+        for p in _all_pids():
+            args = _cmdline(p)
+            if main_class in args and "--configDir" in args and conf in args and alive(p):
+                out.append(p)
+        return sorted(out)
+
+    def tm_pids(self) -> list[int]:
+        return self.pids(_TM_CLASS)
+
+    def jm_pids(self) -> list[int]:
+        return self.pids(_JM_CLASS)
+
+    def start_daemon(self, script: str) -> None:
+        proc = subprocess.run(
+            [str(flink_home() / "bin" / script), "start"],
+            env=self.env(),
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=60,
+            start_new_session=True,
+        )
+        if proc.returncode != 0:
+            raise FaultsError(f"{script} start failed:\n{(proc.stdout + proc.stderr)[-2000:]}")
+
+    def _clean_pid_files(self) -> None:
+        # kill -9 leaves dead pids in the pid files, and pids are reused (pid_max may be 32768):
+        # keep only this cluster's live daemons before `stop-all` signals every listed pid.
+        live = set(self.tm_pids()) | set(self.jm_pids())
+        for f in self.pid_dir.glob("*.pid"):
+            kept = [line for line in f.read_text().split() if line.isdigit() and int(line) in live]
+            f.write_text("".join(f"{p}\n" for p in kept))
+
+    def down(self) -> None:
+        if self.pid_dir.is_dir():
+            self._clean_pid_files()
+        if (self.conf / "config.yaml").exists():
+            self._script("down")
+        left = self.tm_pids() + self.jm_pids()
+        if left:
+            self.log(f"cluster processes still running after down: {left}; terminating")
+            _signal(left, signal.SIGTERM)
+            left = wait_gone(left, 20)
+            _signal(left, signal.SIGKILL)
+            wait_gone(left, 10)
+
+
+# --------------------------------------------------------------------------------------------
+# Traffic
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TrafficPlan:
+    """Which partitions get records when: one starts late, the other goes idle for a while."""
+
+    rate: float
+    late_partition: int
+    late_start_s: float
+    idle_partition: int
+    idle_from_s: float
+    idle_until_s: float
+
+    @classmethod
+    def for_run(cls, duration_s: float, rate: float, idle_timeout_s: int) -> TrafficPlan:
+        idle_from = 0.5 * duration_s
+        return cls(
+            rate=rate,
+            late_partition=1,
+            late_start_s=max(2.0 * idle_timeout_s, 0.15 * duration_s),
+            idle_partition=0,
+            idle_from_s=idle_from,
+            idle_until_s=idle_from + max(3.0 * idle_timeout_s, 0.08 * duration_s),
+        )
+
+    def partitions(self, t: float) -> list[int]:
+        parts = list(range(PARTITIONS))
+        if t < self.late_start_s:
+            parts.remove(self.late_partition)
+        if self.idle_from_s <= t < self.idle_until_s and len(parts) > 1:
+            parts.remove(self.idle_partition)
+        return parts
+
+    def describe(self) -> str:
+        return (
+            f"partition {self.late_partition} starts at t+{self.late_start_s:.0f}s, partition "
+            f"{self.idle_partition} idle t+{self.idle_from_s:.0f}s..t+{self.idle_until_s:.0f}s"
+        )
+
+
+class Traffic(threading.Thread):
+    """Produces sequenced events in real time to explicit partitions; records deliveries."""
+
+    def __init__(
+        self,
+        bootstrap: str,
+        topic: str,
+        plan: TrafficPlan,
+        keys: int,
+        seed: int,
+        client_log: logging.Logger,
+    ) -> None:
+        super().__init__(name="faults-traffic", daemon=True)
+        self.bootstrap = bootstrap
+        self.topic = topic
+        self.plan = plan
+        self.events = SequencedEvents([f"fk{i:02d}" for i in range(keys)], seed)
+        self.rng = random.Random(seed * 7919 + 1)
+        self.client_log = client_log
+        self.stop_event = threading.Event()
+        self.lock = threading.Lock()
+        self.started_at = 0.0
+        self.produced = 0
+        self.records = 0
+        self.delivered = 0
+        self.failed: list[str] = []
+        self.by_partition: Counter[int] = Counter()
+        self.unflushed = 0
+        self.error: BaseException | None = None
+
+    def elapsed(self) -> float:
+        return time.monotonic() - self.started_at if self.started_at else 0.0
+
+    def run(self) -> None:
+        try:
+            self._produce()
+        except BaseException as e:  # reported by the main thread
+            self.error = e
+
+    def _on_delivery(self, ids: list[str], partition: int) -> Callable[[Any, Any], None]:
+        def done(err: Any, _msg: Any) -> None:
+            with self.lock:
+                if err is None:
+                    self.delivered += len(ids)
+                    self.by_partition[partition] += len(ids)
+                else:
+                    self.failed.extend(ids)
+
+        return done
+
+    def _produce(self) -> None:
+        producer = Producer(
+            {
+                "bootstrap.servers": self.bootstrap,
+                "enable.idempotence": True,
+                "acks": "all",
+                "linger.ms": 10,
+                # Keep retrying through a broker restart; what still fails is reported.
+                "message.timeout.ms": 600_000,
+                "client.id": "faults-traffic",
+                "logger": self.client_log,
+            }
+        )
+        self.started_at = time.monotonic()
+        last = self.started_at
+        due = 0.0
+        try:
+            while not self.stop_event.is_set():
+                now = time.monotonic()
+                due += self.plan.rate * (now - last)
+                last = now
+                n = int(due)
+                due -= n
+                parts = self.plan.partitions(now - self.started_at)
+                while n > 0:
+                    size = min(n, self.rng.randint(1, 5))
+                    n -= size
+                    partition = self.rng.choice(parts)
+                    now_ms = int(time.time() * 1000)
+                    entries = []
+                    ids = []
+                    for _ in range(size):
+                        entry, key, seq = self.events.next_entry(now_ms - self.rng.randint(0, 200))
+                        entries.append(entry)
+                        ids.append(f"{key}-{seq}")
+                    # APISIX batches arrive as arrays; batch_max_size 1 routes as bare objects.
+                    value: Any = entries if size > 1 or self.rng.random() < 0.5 else entries[0]
+                    payload = json.dumps(value, separators=(",", ":")).encode()
+                    while True:
+                        try:
+                            producer.produce(
+                                self.topic,
+                                value=payload,
+                                partition=partition,
+                                on_delivery=self._on_delivery(ids, partition),
+                            )
+                            break
+                        except BufferError:
+                            producer.poll(0.5)
+                    with self.lock:
+                        self.produced += size
+                        self.records += 1
+                producer.poll(0)
+                self.stop_event.wait(0.05)
+        finally:
+            self.unflushed = producer.flush(120)
+
+    def snapshot(self) -> tuple[int, int, int]:
+        with self.lock:
+            return self.produced, self.delivered, len(self.failed)
+
+
+class CommittedIds:
+    """An incremental read_committed reader of the enriched topic: request ids seen so far."""
+
+    def __init__(self, bootstrap: str, topic: str, client_log: logging.Logger) -> None:
+        self.consumer = Consumer(
+            {
+                "bootstrap.servers": bootstrap,
+                "group.id": f"faults-progress-{secrets.token_hex(4)}",
+                "isolation.level": "read_committed",
+                "enable.auto.commit": False,
+                "auto.offset.reset": "earliest",
+                "logger": client_log,
+            }
+        )
+        self.consumer.assign([TopicPartition(topic, p, 0) for p in range(PARTITIONS)])
+        self.ids: Counter[str] = Counter()
+
+    def poll(self, budget_s: float = 1.0) -> None:
+        deadline = time.monotonic() + budget_s
+        while time.monotonic() < deadline:
+            msgs = self.consumer.consume(num_messages=5000, timeout=0.2)
+            if not msgs:
+                return
+            for m in msgs:
+                if m.error() is None:
+                    value = json.loads(m.value() or b"null")
+                    self.ids[str(value.get("request_id"))] += 1
+
+    @property
+    def total(self) -> int:
+        return sum(self.ids.values())
+
+    def close(self) -> None:
+        self.consumer.close()
+
+
+def open_transactions(
+    bootstrap: str, topics: Sequence[str], client_log: logging.Logger
+) -> list[str]:
+    """Partitions whose read_committed end (last stable offset) is below the high watermark:
+    a transaction still open there blocks every read_committed reader."""
+    conf: dict[str, Any] = {"bootstrap.servers": bootstrap, "logger": client_log}
+    admin = AdminClient(conf)
+    request = {TopicPartition(t, p): OffsetSpec.latest() for t in topics for p in range(PARTITIONS)}
+    ends: dict[IsolationLevel, dict[tuple[str, int], int]] = {}
+    for level in (IsolationLevel.READ_COMMITTED, IsolationLevel.READ_UNCOMMITTED):
+        futures = admin.list_offsets(request, isolation_level=level, request_timeout=30)
+        ends[level] = {(tp.topic, tp.partition): f.result().offset for tp, f in futures.items()}
+    committed, high = ends[IsolationLevel.READ_COMMITTED], ends[IsolationLevel.READ_UNCOMMITTED]
+    return [
+        f"{t}[{p}]: last stable offset {committed[(t, p)]} < high watermark {high[(t, p)]}"
+        for (t, p) in sorted(high)
+        if committed[(t, p)] < high[(t, p)]
+    ]
+
+
+# --------------------------------------------------------------------------------------------
+# The run
+# --------------------------------------------------------------------------------------------
+
+
+def _checkpoint_dirs(root: Path) -> dict[int, bool]:
+    """chk-<n> directories of one job: n -> completed (has _metadata)."""
+    out: dict[int, bool] = {}
+    try:
+        entries = list(os.scandir(root))
+    except OSError:
+        return out
+    for e in entries:
+        if e.name.startswith("chk-") and e.name[4:].isdigit():
+            out[int(e.name[4:])] = os.path.exists(os.path.join(e.path, "_metadata"))
+    return out
+
+
+class Harness:
+    def __init__(self, cfg: FaultsConfig, log: Callable[[str], None]) -> None:
+        self.cfg = cfg
+        self._log = log
+        self.rng = random.Random(cfg.seed)
+        self.run_id = f"{time.strftime('%Y%m%d-%H%M%S')}-s{cfg.seed}"
+        self.run_dir = LOCAL / "faults" / self.run_id
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.client_log = logging.getLogger(f"tools.faults.clients.{self.run_id}")
+        self.client_log.propagate = False
+        self.client_log.setLevel(logging.INFO)
+        self._client_handler = logging.FileHandler(self.run_dir / "kafka-clients.log")
+        self.client_log.addHandler(self._client_handler)
+        self.broker = Broker(cfg.kafka_port, self.log)
+        self.cluster = Cluster(cfg.flink_rest, secrets.token_hex(32), self.log)
+        roles = ["raw", "enriched", "alerts", "dlq", "usage"]
+        self.has_reconciliation = "reconciliation_topic" in PipelineSettings.model_fields
+        if self.has_reconciliation:
+            roles.append("reconciliation")
+        self.topics = {r: f"faults.{self.run_id}.{r}" for r in roles}
+        self.plan = TrafficPlan.for_run(cfg.duration_s, cfg.rate, cfg.idle_timeout_s)
+        self.traffic: Traffic | None = None
+        self.progress: CommittedIds | None = None
+        self.job_id: str | None = None
+        self.job_ids: list[str] = []
+        self.paused: list[int] = []
+        self.started_broker = False
+        self.started_cluster = False
+        self.t_start = time.monotonic()
+
+    def log(self, message: str) -> None:
+        self._log(f"[{time.monotonic() - self.t_start:6.1f}s] {message}")
+
+    def now_s(self) -> float:
+        return self.traffic.elapsed() if self.traffic is not None else 0.0
+
+    # -- infrastructure ------------------------------------------------------------------------
+
+    def start(self) -> None:
+        if self.cluster.answering():
+            raise FaultsError(
+                f"a Flink cluster already answers on {self.cfg.flink_rest}; stop it first "
+                f"(FLINK_REST={self.cfg.flink_rest} FLINK_PID_DIR={self.cluster.pid_dir} "
+                "scripts/flink-cluster.sh down) or choose --flink-rest"
+            )
+        if self.broker.running():
+            self.log(f"broker on {self.broker.bootstrap} already running; using it")
+        else:
+            self.log(f"starting broker on {self.broker.bootstrap}")
+            self.broker.up()
+            self.started_broker = True
+        self.log(f"starting Flink session cluster on {self.cfg.flink_rest}")
+        self.started_cluster = True
+        self.cluster.up()
+        ensure_topics(
+            self.broker.bootstrap,
+            pipeline_topics(**self.topics, partitions=PARTITIONS),
+        )
+        self.log(f"topics faults.{self.run_id}.*; logs in {self.run_dir}")
+
+    def teardown(self, success: bool) -> None:
+        with _shielded():
+            if self.traffic is not None and self.traffic.is_alive():
+                self.traffic.stop_event.set()
+                self.traffic.join(150)
+            if self.paused:
+                _signal(self.paused, signal.SIGCONT)
+                self.paused = []
+            if self.progress is not None:
+                self.progress.close()
+            if self.job_id is not None and self.cluster.answering():
+                try:
+                    if self.cluster.rest.job(self.job_id)["state"] not in _TERMINAL:
+                        self.log(f"cancelling job {self.job_id}")
+                        self.cluster.rest.call("PATCH", f"/jobs/{self.job_id}?mode=cancel")
+                except (urllib.error.URLError, OSError, ValueError, KeyError) as e:
+                    self.log(f"could not cancel job {self.job_id}: {e}")
+            if self.started_cluster:
+                self.log("stopping the Flink cluster")
+                try:
+                    self.cluster.down()
+                except (OSError, subprocess.SubprocessError) as e:
+                    self.log(f"cluster down failed: {e}")
+            if success and not self.cfg.keep_topics:
+                try:
+                    delete_topics(self.broker.bootstrap, self.topics.values(), timeout_s=30)
+                    for job in self.job_ids:
+                        _remove_tree(self.cluster.checkpoints / job)
+                except Exception as e:  # cleanup only
+                    self.log(f"cleanup of topics/checkpoints failed: {e}")
+            if self.started_broker:
+                self.log("stopping the broker")
+                try:
+                    self.broker.down()
+                except (FaultsError, OSError, subprocess.SubprocessError) as e:
+                    self.log(f"broker down failed: {e}")
+            self.client_log.removeHandler(self._client_handler)
+            self._client_handler.close()
+
+    # -- the job -------------------------------------------------------------------------------
+
+    def job_flags(self) -> list[str]:
+        t = self.topics
+        flags = [
+            "--bootstrap-servers", self.broker.bootstrap,
+            "--raw-topic", t["raw"],
+            "--enriched-topic", t["enriched"],
+            "--alerts-topic", t["alerts"],
+            "--dlq-topic", t["dlq"],
+            "--usage-topic", t["usage"],
+            "--startup-mode", "earliest-offset",
+            "--group-id", f"faults-{self.run_id}",
+            "--transactional-id-prefix", f"faults-{self.run_id}",
+            "--checkpoint-interval-seconds", str(self.cfg.checkpoint_interval_s),
+            "--idle-timeout-seconds", str(self.cfg.idle_timeout_s),
+            "--out-of-orderness-seconds", str(self.cfg.out_of_orderness_s),
+            "--window-seconds", str(WINDOW_SECONDS),
+            "--parallelism", str(PARTITIONS),
+            "--job-name", f"faults-{self.run_id}",
+        ]  # fmt: skip
+        if self.has_reconciliation:
+            flags += ["--reconciliation-topic", t["reconciliation"]]
+        return flags
+
+    def _submit_cli(self, *args: str, timeout_s: float = 420) -> subprocess.CompletedProcess[str]:
+        env = dict(os.environ)
+        env.pop("PIPELINE_HASH_KEY", None)  # the TaskManagers have it; the client needs none
+        try:
+            return subprocess.run(
+                [sys.executable, "-m", "jobs.submit", "--flink-rest", self.cfg.flink_rest, *args],
+                cwd=REPO,
+                env=env,
+                capture_output=True,
+                text=True,
+                check=False,
+                timeout=timeout_s,
+            )
+        except subprocess.TimeoutExpired as e:
+            raise FaultsError(
+                f"jobs.submit {' '.join(args[:2])} timed out after {timeout_s}s"
+            ) from e
+
+    def submit(self, from_checkpoint: Path | None = None) -> str:
+        args = [*self.job_flags(), "--timeout", "300"]
+        if from_checkpoint is not None:
+            args += ["--from-savepoint", from_checkpoint.as_uri()]
+        t0 = time.monotonic()
+        proc = self._submit_cli(*args)
+        if proc.returncode != 0:
+            raise FaultsError(f"submission failed:\n{proc.stderr[-3000:]}")
+        job = proc.stdout.strip().splitlines()[-1]
+        self.job_id = job
+        self.job_ids.append(job)
+        source = f" from {from_checkpoint}" if from_checkpoint else ""
+        self.log(f"job {job} running{source} ({time.monotonic() - t0:.1f}s)")
+        return job
+
+    def stop_with_drain(self) -> None:
+        assert self.job_id is not None
+        proc = self._submit_cli("--stop-with-savepoint", self.job_id, "--drain", "--timeout", "300")
+        if proc.returncode != 0:
+            raise FaultsError(f"stop-with-savepoint --drain failed:\n{proc.stderr[-3000:]}")
+        self.log(f"job {self.job_id} stopped with drain: {proc.stdout.strip()}")
+
+    def _checkpoints(self) -> dict[str, Any]:
+        assert self.job_id is not None
+        result: dict[str, Any] = self.cluster.rest.call("GET", f"/jobs/{self.job_id}/checkpoints")
+        return result
+
+    def restarts(self) -> int | None:
+        try:
+            metrics = self.cluster.rest.call("GET", f"/jobs/{self.job_id}/metrics?get=numRestarts")
+            return int(metrics[0]["value"]) if metrics else None
+        except (urllib.error.URLError, OSError, ValueError, KeyError, IndexError):
+            return None
+
+    def _recovered(self, since_ms: int) -> tuple[bool, str]:
+        assert self.job_id is not None
+        try:
+            info = self.cluster.rest.job(self.job_id)
+            state = str(info["state"])
+            if state in _TERMINAL:
+                raise FaultsError(f"job {self.job_id} ended {state}")
+            tasks = [str(v["status"]) for v in info.get("vertices", [])]
+            if state != "RUNNING" or any(t != "RUNNING" for t in tasks):
+                return False, f"job {state}, tasks {sorted(set(tasks))}"
+            latest = (self._checkpoints().get("latest") or {}).get("completed") or {}
+            trigger = int(latest.get("trigger_timestamp") or 0)
+            if trigger < since_ms:
+                return False, "no checkpoint completed since the fault"
+            return True, f"checkpoint {latest.get('id')} completed"
+        except (urllib.error.URLError, OSError, ValueError, KeyError) as e:
+            return False, f"REST: {e}"
+
+    def wait_recovered(self, since_ms: int, what: str) -> float:
+        """Seconds until the job RUNS with every task RUNNING and a checkpoint triggered after
+        ``since_ms`` (wall clock) COMPLETED."""
+        t0 = time.monotonic()
+        deadline = t0 + self.cfg.recovery_timeout_s
+        status = ""
+        while True:
+            self._check_traffic()
+            ok, status = self._recovered(since_ms)
+            if ok:
+                return time.monotonic() - t0
+            if time.monotonic() > deadline:
+                raise FaultsError(
+                    f"{what}: not recovered after {self.cfg.recovery_timeout_s:.0f}s ({status})"
+                )
+            time.sleep(_POLL_S)
+
+    def restored_checkpoint(self) -> str:
+        try:
+            restored = (self._checkpoints().get("latest") or {}).get("restored") or {}
+        except (urllib.error.URLError, OSError, ValueError):
+            return "?"
+        return str(restored.get("id", "none"))
+
+    # -- traffic and progress ------------------------------------------------------------------
+
+    def _check_traffic(self) -> None:
+        if self.traffic is not None and self.traffic.error is not None:
+            raise FaultsError(f"traffic producer failed: {self.traffic.error!r}")
+
+    def idle(self, seconds: float) -> None:
+        """Let traffic run for ``seconds`` (scheduling, not a wait for a condition)."""
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            self._check_traffic()
+            time.sleep(min(_POLL_S, max(0.0, end - time.monotonic())))
+
+    def progress_line(self) -> str:
+        assert self.traffic is not None and self.progress is not None
+        self.progress.poll()
+        produced, delivered, failed = self.traffic.snapshot()
+        return (
+            f"t+{self.now_s():.0f}s produced {produced}, delivered {delivered}, failed {failed}, "
+            f"enriched committed {self.progress.total} ({len(self.progress.ids)} distinct)"
+        )
+
+    # -- faults --------------------------------------------------------------------------------
+
+    def inject(self, index: int, kind: str) -> FaultResult:
+        result = FaultResult(index, kind, self.now_s())
+        self.log(f"fault {index}: {kind}")
+        restarts_before = self.restarts()
+        checkpoint: int | None = None
+        phase = kind.split(":", 1)[1] if kind.startswith("tm-kill:") else ""
+        if phase:
+            result.detail, since_ms, checkpoint = self.tm_kill(phase)
+        elif kind == "tm-pause":
+            result.detail, since_ms = self.tm_pause()
+        elif kind == "broker-restart":
+            result.detail, since_ms = self.broker_restart()
+        elif kind == "jm-kill":
+            result.detail, since_ms = self.jm_kill()
+        else:
+            raise FaultsError(f"unknown fault {kind}")
+        result.recovery_s = self.wait_recovered(since_ms, f"fault {index} ({kind})")
+        if phase:
+            result.detail += (
+                f"; restarts {restarts_before}->{self.restarts()}, restored checkpoint "
+                f"{self.restored_checkpoint()}"
+            )
+        if phase == "during" and checkpoint is not None and self.job_id is not None:
+            metadata = self.cluster.checkpoints / self.job_id / f"chk-{checkpoint}" / "_metadata"
+            result.detail += f"; checkpoint {checkpoint} " + (
+                "completed anyway (its acks were in)" if metadata.exists() else "never completed"
+            )
+        self.log(f"fault {index} {kind}: {result.detail}; recovered in {result.recovery_s:.1f}s")
+        return result
+
+    def _await_phase(self, phase: str) -> tuple[str, int | None]:
+        """Block until the moment to kill for ``phase``; (description, checkpoint id to confirm)."""
+        assert self.job_id is not None
+        root = self.cluster.checkpoints / self.job_id
+        interval = float(self.cfg.checkpoint_interval_s)
+        deadline = time.monotonic() + max(60.0, 20 * interval)
+        if phase == "random":
+            delay = self.rng.uniform(0.0, interval)
+            time.sleep(delay)
+            return f"at a random moment ({delay:.2f}s after the scheduled time)", None
+        seen = _checkpoint_dirs(root)
+        known = max(seen, default=0)
+        known_done = max((n for n, done in seen.items() if done), default=0)
+        while time.monotonic() < deadline:
+            dirs = _checkpoint_dirs(root)
+            if phase == "after":
+                done = [n for n, ok in dirs.items() if ok and n > known_done]
+                if done:
+                    n = max(done)
+                    return f"right after checkpoint {n} completed (its _metadata appeared)", n
+            else:
+                new = [n for n in dirs if n > known]
+                if new:
+                    n = max(new)
+                    triggered = time.monotonic()
+                    if phase == "during":
+                        delay = self.rng.uniform(0.02, 0.25)
+                        time.sleep(delay)
+                        if not (root / f"chk-{n}" / "_metadata").exists():
+                            return (
+                                f"while checkpoint {n} was in progress ({delay * 1000:.0f} ms "
+                                "after its directory appeared)",
+                                n,
+                            )
+                    else:  # before: just ahead of the next trigger
+                        lead = self.rng.uniform(0.1, 0.4)
+                        time.sleep(max(0.0, triggered + interval - lead - time.monotonic()))
+                        if max(_checkpoint_dirs(root), default=0) == n:
+                            return f"{lead * 1000:.0f} ms before checkpoint {n + 1} was due", n + 1
+                    known = max(_checkpoint_dirs(root), default=n)
+            time.sleep(_PHASE_POLL_S)
+        raise FaultsError(f"no checkpoint activity for phase {phase!r} within the deadline")
+
+    def _one_tm(self) -> int:
+        pids = self.cluster.tm_pids()
+        if len(pids) != 1:
+            raise FaultsError(f"expected one TaskManager process, found {pids}")
+        return pids[0]
+
+    def tm_kill(self, phase: str) -> tuple[str, int, int | None]:
+        self._one_tm()  # before waiting for the moment: fail early
+        moment, checkpoint = self._await_phase(phase)
+        pid = self._one_tm()
+        workers = descendants(pid)
+        os.kill(pid, signal.SIGKILL)
+        killed_ms = int(time.time() * 1000)
+        if wait_gone([pid], 15):
+            raise FaultsError(f"TaskManager {pid} survived SIGKILL")
+        self.cluster.start_daemon("taskmanager.sh")
+        orphans = wait_gone(workers, 20)
+        note = ""
+        if orphans:
+            # The Python workers normally exit with their TaskManager; never leave them behind.
+            _signal(orphans, signal.SIGKILL)
+            note = f"; killed {len(orphans)} orphaned worker processes"
+        detail = f"kill -9 TaskManager {pid} {moment}; new TaskManager started{note}"
+        return detail, killed_ms, checkpoint
+
+    def tm_pause(self) -> tuple[str, int]:
+        pid = self._one_tm()
+        pids = [pid, *descendants(pid)]
+        hold = 2.5 * self.cfg.checkpoint_interval_s
+        self.paused = pids
+        _signal(pids, signal.SIGSTOP)
+        time.sleep(hold)  # the fault itself: a frozen TaskManager
+        _signal(list(reversed(pids)), signal.SIGCONT)
+        self.paused = []
+        resumed_ms = int(time.time() * 1000)
+        return (
+            f"SIGSTOP TaskManager {pid} and {len(pids) - 1} worker processes for {hold:.1f}s "
+            f"({hold / self.cfg.checkpoint_interval_s:.1f} checkpoint intervals), then SIGCONT",
+            resumed_ms,
+        )
+
+    def broker_restart(self) -> tuple[str, int]:
+        t0 = time.monotonic()
+        self.broker.down()
+        stopped = time.monotonic() - t0
+        hold = self.rng.uniform(3.0, 6.0)
+        time.sleep(hold)  # the fault itself: the broker stays down
+        t1 = time.monotonic()
+        self.broker.up()
+        up_ms = int(time.time() * 1000)
+        return (
+            f"broker stopped ({stopped:.1f}s), kept down {hold:.1f}s, restarted "
+            f"({time.monotonic() - t1:.1f}s)",
+            up_ms,
+        )
+
+    def jm_kill(self) -> tuple[str, int]:
+        assert self.job_id is not None
+        old = self.job_id
+        jms = self.cluster.jm_pids()
+        if len(jms) != 1:
+            raise FaultsError(f"expected one JobManager process, found {jms}")
+        delay = self.rng.uniform(0.0, self.cfg.checkpoint_interval_s)
+        time.sleep(delay)  # a random moment relative to the checkpoints
+        os.kill(jms[0], signal.SIGKILL)
+        if wait_gone(jms, 15):
+            raise FaultsError(f"JobManager {jms[0]} survived SIGKILL")
+        self.cluster.start_daemon("jobmanager.sh")
+        deadline = time.monotonic() + 120
+        while not self.cluster.answering():
+            if time.monotonic() > deadline:
+                raise FaultsError("restarted JobManager does not answer on REST")
+            time.sleep(_POLL_S)
+        known = [j["id"] for j in self.cluster.rest.call("GET", "/jobs")["jobs"]]
+        no_ha = old not in known
+        completed = sorted(
+            (n for n, done in _checkpoint_dirs(self.cluster.checkpoints / old).items() if done),
+            reverse=True,
+        )
+        if not completed:
+            raise FaultsError(f"no retained checkpoint of job {old}")
+        errors = []
+        for n in completed[:3]:
+            path = self.cluster.checkpoints / old / f"chk-{n}"
+            try:
+                self.submit(from_checkpoint=path)
+                submitted_ms = int(time.time() * 1000)
+                return (
+                    f"kill -9 JobManager {jms[0]}; restarted; it knows "
+                    f"{'no' if no_ha else 'the'} job (HA {'off' if no_ha else 'on'}); "
+                    f"resubmitted from retained checkpoint chk-{n} as job {self.job_id}",
+                    submitted_ms,
+                )
+            except FaultsError as e:
+                errors.append(f"chk-{n}: {e}")
+                self.log(f"resubmission from chk-{n} failed; trying an older checkpoint")
+        raise FaultsError(
+            "resubmission failed from every retained checkpoint: " + " | ".join(errors)
+        )
+
+    # -- the end -------------------------------------------------------------------------------
+
+    def wait_enriched(self, expected: int) -> None:
+        assert self.progress is not None
+        deadline = time.monotonic() + self.cfg.final_timeout_s
+        next_log = 0.0
+        while True:
+            self.progress.poll(2.0)
+            distinct = len(self.progress.ids)
+            if distinct >= expected:
+                return
+            if time.monotonic() > deadline:
+                self.log(
+                    f"enriched holds {distinct} of {expected} events after "
+                    f"{self.cfg.final_timeout_s:.0f}s; stopping anyway"
+                )
+                return
+            if time.monotonic() >= next_log:
+                self.log(f"waiting for the job to catch up: enriched {distinct} of {expected}")
+                next_log = time.monotonic() + 10
+            time.sleep(_POLL_S)
+
+    def output_topics(self) -> list[str]:
+        return [t for role, t in self.topics.items() if role != "raw"]
+
+
+@contextmanager
+def _shielded() -> Iterator[None]:
+    """Ignore Ctrl-C/SIGTERM while tearing down (main thread only), so cleanup completes."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    for s in previous:
+        signal.signal(s, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+
+def _remove_tree(path: Path) -> None:
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def run(cfg: FaultsConfig, log: Callable[[str], None] | None = None) -> Report:
+    """One complete fault-injection run; never leaves the broker or cluster it started."""
+    emit = log or (lambda m: print(f"faults: {m}", file=sys.stderr, flush=True))
+    plan = cfg.fault_plan()
+    report = Report()
+    h = Harness(cfg, emit)
+    t0 = time.monotonic()
+    try:
+        h.start()
+        h.submit()
+        h.wait_recovered(0, "first checkpoint")
+        h.progress = CommittedIds(h.broker.bootstrap, h.topics["enriched"], h.client_log)
+        h.traffic = Traffic(
+            h.broker.bootstrap, h.topics["raw"], h.plan, cfg.keys, cfg.seed, h.client_log
+        )
+        h.traffic.start()
+        h.log(f"traffic at {cfg.rate:.0f} events/s: {h.plan.describe()}; plan {plan}")
+        for i, kind in enumerate(plan, start=1):
+            target = cfg.duration_s * (0.1 + 0.8 * (i - 1) / max(1, len(plan)))
+            h.idle(max(0.0, target - h.now_s()))
+            h.log(h.progress_line())
+            report.faults.append(h.inject(i, kind))
+            h.idle(h.rng.uniform(2.0, 5.0))
+        h.idle(max(cfg.duration_s - h.now_s(), 10.0))
+        h.log(h.progress_line())
+        h.traffic.stop_event.set()
+        h.traffic.join(180)
+        if h.traffic.error is not None:
+            raise FaultsError(f"traffic producer failed: {h.traffic.error!r}")
+        raw = drain(h.broker.bootstrap, h.topics["raw"], timeout_s=120)
+        events, _, _ = source_events(raw)
+        h.log(f"traffic stopped: {len(events)} events in {len(raw)} records; {h.progress_line()}")
+        h.wait_enriched(len(events))
+        h.stop_with_drain()
+        report.verification = _final_checks(h, raw, report)
+        report.events_checked = report.verification.events
+        report.lost = len(report.verification.lost)
+        report.duplicated = report.verification.duplicated
+    except FaultsError as e:
+        report.problems.append(str(e))
+        h.log(f"error: {e}")
+    except KeyboardInterrupt:
+        report.interrupted = True
+        report.problems.append("interrupted")
+        h.log("interrupted; cleaning up")
+    finally:
+        report.elapsed_s = time.monotonic() - t0
+        _summarise(h, report)
+        h.teardown(report.ok)
+    return report
+
+
+def _final_checks(h: Harness, raw: list[Record], report: Report) -> Verification:
+    bootstrap = h.broker.bootstrap
+    outputs: dict[str, list[Record]] = {}
+    for role in ("enriched", "usage", "dlq", "reconciliation"):
+        if role not in h.topics:
+            continue
+        try:
+            outputs[role] = drain(bootstrap, h.topics[role], timeout_s=120)
+        except TimeoutError as e:  # read_committed never reached the end: an open transaction
+            report.problems.append(f"read_committed reader blocked: {e}")
+            outputs[role] = []
+    v = verify(
+        raw,
+        outputs["enriched"],
+        outputs["usage"],
+        outputs["dlq"],
+        outputs.get("reconciliation"),
+    )
+    report.problems.extend(v.problems())
+    deadline = time.monotonic() + 30
+    while True:
+        stuck = open_transactions(bootstrap, h.output_topics(), h.client_log)
+        if not stuck or time.monotonic() > deadline:
+            break
+        time.sleep(1)
+    if stuck:
+        report.problems.append("open transactions: " + "; ".join(stuck))
+    h.log(
+        f"no open transaction on {len(h.output_topics()) * PARTITIONS} output partitions"
+        if not stuck
+        else f"open transactions on {len(stuck)} partitions"
+    )
+    return v
+
+
+def _summarise(h: Harness, report: Report) -> None:
+    h.log("summary")
+    for f in report.faults:
+        h.log("  fault " + f.describe())
+    if h.traffic is not None:
+        produced, delivered, failed = h.traffic.snapshot()
+        h.log(
+            f"  traffic: {produced} events in {h.traffic.records} records, delivered {delivered} "
+            f"(p0 {h.traffic.by_partition[0]}, p1 {h.traffic.by_partition[1]}), delivery "
+            f"failures {failed}; {h.plan.describe()}"
+        )
+    v = report.verification
+    if v is not None:
+        h.log(
+            f"  source: {v.events} distinct events, {v.raw_duplicates} repeated in the raw topic, "
+            f"{v.sequence_gaps} sequence gaps"
+        )
+        h.log(
+            f"  enriched: lost {len(v.lost)}, duplicated {v.duplicated}, unexpected "
+            f"{len(v.unexpected)}"
+        )
+        h.log(
+            f"  windows: {v.windows} (key, window) counts, {len(v.window_mismatches)} differ, "
+            f"{len(v.windows_emitted_twice)} emitted twice; {v.late_corrections} late corrections "
+            f"adding {v.late_events} events"
+        )
+        recon = (
+            ("ok" if not v.reconciliation else f"{len(v.reconciliation)} problems")
+            if v.reconciliation_checked
+            else "format not recognised, not checked"
+        )
+        h.log(f"  dead letters: {v.dead_letters}; reconciliation: {recon}")
+    for p in report.problems:
+        h.log(f"  PROBLEM: {p}")
+    h.log(f"  took {report.elapsed_s:.0f}s; jobs {h.job_ids}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m tools.faults",
+        description=(__doc__ or "").split("\n\n")[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("--faults", type=int, default=10, help="faults to inject")
+    parser.add_argument("--duration", type=float, default=300.0, help="seconds of traffic at least")
+    parser.add_argument("--rate", type=float, default=40.0, help="events per second")
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument(
+        "--plan",
+        help=f"comma-separated fault kinds instead of the default plan ({', '.join(FULL_PLAN)})",
+    )
+    parser.add_argument(
+        "--kafka-port",
+        type=int,
+        default=int(os.environ.get("FAULTS_KAFKA_PORT", DEFAULT_KAFKA_PORT)),
+        help="port of this run's broker [env FAULTS_KAFKA_PORT]",
+    )
+    parser.add_argument(
+        "--flink-rest",
+        default=os.environ.get("FAULTS_FLINK_REST", DEFAULT_FLINK_REST),
+        help="REST address of this run's session cluster [env FAULTS_FLINK_REST]",
+    )
+    parser.add_argument(
+        "--keep-topics", action="store_true", help="keep the run's topics and checkpoints"
+    )
+    args = parser.parse_args(argv)
+    if args.faults < 1 and not args.plan:
+        parser.error("--faults must be at least 1")
+    cfg = FaultsConfig(
+        faults=args.faults,
+        duration_s=args.duration,
+        rate=args.rate,
+        seed=args.seed,
+        kafka_port=args.kafka_port,
+        flink_rest=args.flink_rest,
+        plan=tuple(p.strip() for p in args.plan.split(",")) if args.plan else (),
+        keep_topics=args.keep_topics,
+    )
+    try:
+        cfg.fault_plan()
+    except ValueError as e:
+        parser.error(str(e))
+
+    def terminate(_sig: int, _frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, terminate)
+    report = run(cfg)
+    print(report.line(), flush=True)
+    if report.interrupted:
+        return 130
+    return 0 if report.ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
