@@ -75,6 +75,18 @@ class WindowAgg:
         return self
 
 
+def window_bounds(event_time_ms: int, window_ms: int) -> tuple[int, int]:
+    """The tumbling window [start, end) an event time falls in (epoch-aligned)."""
+    start = event_time_ms - event_time_ms % window_ms
+    return start, start + window_ms
+
+
+def window_closed(window_end: int, watermark: int) -> bool:
+    """Whether a window already fired: its timer is at ``end - 1`` and fires once the watermark
+    reaches it. An event for a closed window is late and becomes a correction."""
+    return window_end - 1 <= watermark
+
+
 def window_record(
     rate_key: str, start: int, end: int, agg: WindowAgg, kind: str = "window"
 ) -> dict[str, Any]:

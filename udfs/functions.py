@@ -23,7 +23,15 @@ from pyflink.datastream.functions import (
 )
 from pyflink.datastream.state import MapStateDescriptor, StateTtlConfig, ValueStateDescriptor
 
-from metering.detect import DetectorConfig, KeyState, WindowAgg, evaluate, window_record
+from metering.detect import (
+    DetectorConfig,
+    KeyState,
+    WindowAgg,
+    evaluate,
+    window_bounds,
+    window_closed,
+    window_record,
+)
 from metering.geo import GeoLookup
 from metering.ledger import LEDGER_FIELDS, Ledger
 from metering.records import Limits, RecordProcessor, SourceRef
@@ -225,11 +233,9 @@ class KeyedWindows(KeyedProcessFunction):
             self._seen.put(request_id, True)
         yield value
 
-        ts = int(value[F_EVENT_TIME])
-        start = ts - ts % self._window_ms
-        end = start + self._window_ms
+        start, end = window_bounds(int(value[F_EVENT_TIME]), self._window_ms)
         agg = WindowAgg().add(value[1], value[2], value[3], bool(value[4]), float(value[5]))
-        if end - 1 <= ctx.timer_service().current_watermark():
+        if window_closed(end, ctx.timer_service().current_watermark()):
             self._late_events.inc()
             yield KEYED_LEDGER, Row(value[F_PARTITION], -1, 0, 0, 0, 0, 0, 1)
             key = str(ctx.get_current_key())

@@ -346,3 +346,32 @@ def test_auth_failure_windows_stay_in_the_baseline() -> None:
     assert [a["rule"] for a in alerts] == ["auth_failures"]
     assert state.history == [(T0, 10), (T0 + W, 40)]
     assert state.open_incidents == {"auth_failures": T0 + W}
+
+
+def test_window_bounds_are_epoch_aligned_tumbling_windows() -> None:
+    from metering.detect import window_bounds
+
+    assert window_bounds(1_767_225_600_000, 10_000) == (1_767_225_600_000, 1_767_225_610_000)
+    assert window_bounds(1_767_225_609_999, 10_000) == (1_767_225_600_000, 1_767_225_610_000)
+    assert window_bounds(1_767_225_610_000, 10_000) == (1_767_225_610_000, 1_767_225_620_000)
+
+
+def test_a_window_is_closed_once_the_watermark_reaches_its_last_millisecond() -> None:
+    from metering.detect import window_closed
+
+    end = 1_767_225_610_000
+    assert not window_closed(end, end - 2)
+    assert window_closed(end, end - 1)
+    assert window_closed(end, end + 5_000)
+
+
+def test_late_corrections_are_ignored_by_the_detector() -> None:
+    state = None
+    for i in range(6):
+        state, alerts = evaluate(state, record(i, 20), CFG, NOW)
+        assert alerts == []
+    # 250x the baseline, but a correction to a window already judged: never an alert.
+    correction = {**record(6, 5000), "kind": "late_correction"}
+    state, alerts = evaluate(state, correction, CFG, NOW)
+    assert alerts == []
+    assert state.last_window_start == T0 + 5 * W
