@@ -153,7 +153,7 @@ def build_pipeline(raw: DataStream, cfg: PipelineSettings) -> Streams:
     keyed = (
         timed.key_by(RateKey())
         .process(
-            KeyedWindows(cfg.window_seconds * 1000, cfg.dedup_horizon_seconds, cfg.state_ttl_hours),
+            KeyedWindows(cfg.window_seconds * 1000, cfg.dedup_horizon_seconds),
             output_type=ENRICHED_TYPE,
         )
         .uid("dedup-window-count")

@@ -201,12 +201,12 @@ class KeyedWindows(KeyedProcessFunction):
     Main output: the deduplicated events, for the enriched topic.
     """
 
-    def __init__(self, window_ms: int, dedup_horizon_s: int, state_ttl_hours: int) -> None:
+    def __init__(self, window_ms: int, dedup_horizon_s: int) -> None:
         self._window_ms = window_ms
         self._dedup_horizon_s = dedup_horizon_s
-        self._ttl_hours = state_ttl_hours
 
     def open(self, runtime_context: RuntimeContext) -> None:
+        # Open windows need no TTL: each has an event-time timer that emits and removes it.
         self._windows = runtime_context.get_map_state(
             MapStateDescriptor("windows", Types.LONG(), Types.PICKLED_BYTE_ARRAY())
         )
