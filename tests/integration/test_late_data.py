@@ -1,0 +1,143 @@
+"""Late events on the real cluster: enriched like any other, and corrected into their window.
+
+Deterministic without sleeps: a window's usage record becomes visible only after the watermark
+passed its end, so an event for that window produced afterwards is late by construction.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from confluent_kafka import Producer
+
+from tools.readback import drain
+from tools.topics import delete_topics, ensure_topics, pipeline_topics
+
+pytestmark = pytest.mark.integration
+
+REPO = Path(__file__).resolve().parents[2]
+T0 = 1_767_225_600_000  # a window boundary
+W = 10_000
+
+
+def _event(user: str, ts: int, request_id: str) -> bytes:
+    # A Kong entry: it carries a request id, so retries can be recognised too.
+    return json.dumps(
+        {
+            "request": {"id": request_id, "uri": "/v1/x", "method": "GET", "headers": {}},
+            "response": {"status": 200, "headers": {}},
+            "consumer": {"username": user},
+            "client_ip": "10.1.2.3",
+            "started_at": ts,
+        }
+    ).encode()
+
+
+def _await(what: str, probe: Callable[[], bool], timeout_s: float = 240.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not probe():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(1)
+
+
+@pytest.fixture
+def topics(kafka_bootstrap: str) -> Iterator[dict[str, str]]:
+    suffix = secrets.token_hex(4)
+    roles = ("raw", "enriched", "alerts", "dlq", "usage", "reconciliation")
+    names = {r: f"late-{r}-{suffix}" for r in roles}
+    ensure_topics(kafka_bootstrap, pipeline_topics(**names))
+    yield names
+    delete_topics(kafka_bootstrap, list(names.values()))
+
+
+def test_late_event_is_enriched_and_corrected_and_a_retry_is_dropped(
+    flink_cluster: Any, kafka_bootstrap: str, topics: dict[str, str]
+) -> None:
+    producer = Producer({"bootstrap.servers": kafka_bootstrap, "acks": "all"})
+
+    def send(partition: int, *values: bytes) -> None:
+        for v in values:
+            producer.produce(topics["raw"], value=v, partition=partition)
+        assert producer.flush(30) == 0
+
+    env = dict(os.environ, FLINK_REST=flink_cluster.rest)
+    env.pop("PIPELINE_HASH_KEY", None)
+    flags = [
+        "--bootstrap-servers", kafka_bootstrap,
+        *[x for role in ("raw", "enriched", "alerts", "dlq", "usage", "reconciliation")
+          for x in (f"--{role}-topic", topics[role])],
+        "--startup-mode", "earliest-offset",
+        "--group-id", f"g-{topics['raw']}",
+        "--transactional-id-prefix", f"t-{topics['raw']}",
+        "--checkpoint-interval-seconds", "1",
+        "--out-of-orderness-seconds", "0",
+        "--idle-timeout-seconds", "1",
+        "--reconcile-interval-seconds", "1",
+    ]  # fmt: skip
+    submit = [sys.executable, "-m", "jobs.submit", "--flink-rest", flink_cluster.rest]
+    run = subprocess.run(
+        [*submit, *flags], cwd=REPO, env=env, capture_output=True, text=True, check=False
+    )
+    assert run.returncode == 0, run.stderr[-4000:]
+    job = run.stdout.strip()
+
+    def usage() -> list[dict[str, Any]]:
+        return [json.loads(r.value or b"") for r in drain(kafka_bootstrap, topics["usage"])]
+
+    # Window W0 gets 3 events; an event 30 s later on both partitions moves the watermark past
+    # W0's end, which fires W0.
+    send(0, _event("acme", T0 + 1_000, "r1"), _event("acme", T0 + 2_000, "r2"))
+    send(1, _event("acme", T0 + 3_000, "r3"))
+    send(0, _event("acme", T0 + 30_000, "r4"))
+    send(1, _event("acme", T0 + 30_000, "r5"))
+    _await("W0 to close", lambda: any(u["window_start"] == T0 for u in usage()))
+
+    # Now a late event for W0, and a gateway retry of r1 (same request id).
+    send(1, _event("acme", T0 + 4_000, "r6"), _event("acme", T0 + 1_000, "r1"))
+    _await(
+        "the late correction",
+        lambda: any(u["kind"] == "late_correction" for u in usage()),
+    )
+    _await(
+        "the retry to be reconciled",
+        lambda: (
+            sum(
+                json.loads(r.value or b"")["deduplicated"]
+                for r in drain(kafka_bootstrap, topics["reconciliation"])
+            )
+            == 1
+        ),
+    )
+    stop = subprocess.run(
+        [*submit, "--stop-with-savepoint", job, "--drain"],
+        cwd=REPO, env=env, capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert stop.returncode == 0, stop.stderr[-4000:]
+
+    enriched = [json.loads(r.value or b"") for r in drain(kafka_bootstrap, topics["enriched"])]
+    # The late event is enriched like any other; the retry is not.
+    assert sorted(e["request_id"] for e in enriched) == ["r1", "r2", "r3", "r4", "r5", "r6"]
+
+    w0 = [u for u in usage() if u["window_start"] == T0]
+    assert sorted((u["kind"], u["count"]) for u in w0) == [
+        ("late_correction", 1),
+        ("window", 3),
+    ]
+    assert sum(u["count"] for u in w0) == 4  # what billing adds up for W0
+    later = [u for u in usage() if u["window_start"] == T0 + 30_000]
+    assert [(u["kind"], u["count"]) for u in later] == [("window", 2)]
+
+    recon = [json.loads(r.value or b"") for r in drain(kafka_bootstrap, topics["reconciliation"])]
+    assert sum(r["records_in"] for r in recon) == 7
+    assert sum(r["enriched_out"] for r in recon) == 6
+    assert sum(r["deduplicated"] for r in recon) == 1
+    assert sum(r["late"] for r in recon) == 1
