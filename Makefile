@@ -17,7 +17,7 @@ SETUP_STAMP := $(BUILD)/.setup-$(FLINK_VERSION)-$(KAFKA_CONNECTOR_VERSION)-$(KAF
 FLINK_REST ?= 127.0.0.1:8081
 export FLINK_REST
 
-.PHONY: cluster-up cluster-down submit savepoint-stop
+.PHONY: cluster-up cluster-down submit savepoint-stop faults
 .PHONY: setup kafka-up kafka-down topics demo test test-unit test-pipeline test-integration \
 	lint typecheck schemas clean help
 
@@ -61,6 +61,12 @@ submit: setup
 savepoint-stop: setup
 	@test -n "$(JOB_ID)" || { echo "usage: make savepoint-stop JOB_ID=<job id>"; exit 2; }
 	$(PY) -m jobs.submit --stop-with-savepoint $(JOB_ID)
+
+# Fault injection on its own broker (FAULTS_KAFKA_PORT, 29092) and session cluster
+# (FAULTS_FLINK_REST, 127.0.0.1:28081), both started and stopped by the run.
+# make faults ARGS="--faults 12 --duration 400 --seed 2"
+faults: setup
+	$(PY) -m tools.faults $(ARGS)
 
 demo: setup kafka-up
 	$(PY) -m tools.demo --bootstrap-servers 127.0.0.1:$(KAFKA_PORT)

@@ -125,10 +125,11 @@ def redact_structure(value: Any) -> Any:
     out: dict[str, Any] = {}
     for k, v in value.items():
         key = k.lower() if isinstance(k, str) else k
-        if key == "headers" and isinstance(v, dict):
-            out[k] = redact_headers(v)
-        elif key == "querystring" and isinstance(v, dict):
-            out[k] = redact_query(v)
+        if key == "headers":
+            # Any other shape (a flat list, pairs) is unknown: fail closed, keep nothing.
+            out[k] = redact_headers(v) if isinstance(v, dict) else REDACTED
+        elif key == "querystring":
+            out[k] = redact_query(v) if isinstance(v, dict) else REDACTED
         elif key in ("uri", "url", "request_uri", "upstream_uri", "endpoint") and isinstance(
             v, str
         ):
@@ -446,13 +447,17 @@ class RecordProcessor:
         else:
             size = len(payload) if payload else 0
             # Only a bounded prefix is decoded and scrubbed: a 1 MiB record costs no more than this.
-            raw = (payload or b"")[: limit * 4]
+            # NULs go first: UTF-16/32 text would otherwise interleave every credential with
+            # them and slip past the patterns.
+            raw = (payload or b"")[: limit * 4].replace(b"\x00", b"")
             text = raw.decode("utf-8", "backslashreplace")
         scrubbed = scrub_text(text)
         truncated = len(scrubbed) > limit or size > limit * 4
         if len(scrubbed) > limit:
             # Scrub again: the cut may leave the head of a secret that no longer matches as a pair.
-            scrubbed = scrub_text(scrubbed[:limit])
+            # Re-scrubbing can lengthen the text (a cut marker is replaced whole), so cut again:
+            # cutting scrubbed text only ever removes characters.
+            scrubbed = scrub_text(scrubbed[:limit])[:limit]
         return {
             "reason": u.reason,
             "detail": scrub_text(u.detail),

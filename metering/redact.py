@@ -117,12 +117,25 @@ _IPV6 = re.compile(
 )
 
 
+_ASCII_ESCAPE = re.compile(r"\\u00([2-7][0-9a-fA-F])")
+_PLAIN = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.:=")
+
+
+def _unescape_plain(m: re.Match[str]) -> str:
+    # Only letters, digits and name/address punctuation: unescaping a quote or backslash would
+    # end a JSON string early and leave the rest of its value outside the patterns' reach.
+    char = chr(int(m.group(1), 16))
+    return char if char in _PLAIN else m.group(0)
+
+
 def scrub_text(text: str) -> str:
     """Remove anything credential- or IP-shaped from free text by pattern.
 
     Used where no structure can be trusted: dead-lettered payloads (possibly invalid JSON,
     possibly truncated) and log lines. Over-redaction is acceptable here; leaks are not.
     """
+    # \u0061pikey is "apikey" to any JSON reader: undo ASCII escapes first so they match too.
+    text = _ASCII_ESCAPE.sub(_unescape_plain, text)
     text = _JSON_STR_PAIR.sub(lambda m: f'{m.group(1)}"{REDACTED}"', text)
     text = _JSON_OTHER_PAIR.sub(lambda m: f'{m.group(1)}"{REDACTED}"', text)
     text = _QUERY_PAIR.sub(lambda m: m.group(1) + REDACTED, text)

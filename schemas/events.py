@@ -27,7 +27,9 @@ NonNegative = Annotated[float, Field(ge=0)]
 
 
 class _In(BaseModel):
-    model_config = ConfigDict(extra="ignore", frozen=True)
+    # 1e400 parses as inf: a number no output may carry (it would be written as Infinity, which
+    # is not JSON), so it makes the entry invalid.
+    model_config = ConfigDict(extra="ignore", frozen=True, allow_inf_nan=False)
 
 
 # --- Apache APISIX kafka-logger, default "full log" format -------------------------------------
@@ -58,7 +60,7 @@ class ApisixServer(_In):
 class ApisixConsumer(BaseModel):
     """``{"username": ...}`` since 2.11; before, the whole consumer object with credentials."""
 
-    model_config = ConfigDict(extra="allow", frozen=True)
+    model_config = ConfigDict(extra="allow", frozen=True, allow_inf_nan=False)
     username: str | None = None
 
 

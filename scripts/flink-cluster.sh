@@ -146,6 +146,7 @@ up() {
   say "starting JobManager + TaskManager ($TASK_SLOTS slots) on $FLINK_REST, logs in $LOGS"
   (
     export FLINK_CONF_DIR="$CONF" FLINK_LOG_DIR="$LOGS" FLINK_LIB_DIR="$STATE/lib"
+    export FLINK_PID_DIR="$STATE"
     export PIPELINE_HASH_KEY="$key"
     "$home/bin/jobmanager.sh" start >/dev/null
     "$home/bin/taskmanager.sh" start >/dev/null
@@ -166,7 +167,9 @@ up() {
 down() {
   local home
   home=$(flink_home)
+  # Per-cluster pid files: with the default (/tmp) one cluster's `down` stops every cluster.
   export FLINK_CONF_DIR="$CONF" FLINK_LOG_DIR="$LOGS" FLINK_LIB_DIR="$STATE/lib"
+  export FLINK_PID_DIR="$STATE"
   if [ ! -f "$CONF/config.yaml" ]; then
     say "not running (no generated config)"
     return 0

@@ -95,6 +95,7 @@ import subprocess
 import sys
 import threading
 import time
+import traceback
 import urllib.error
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator, Sequence
@@ -103,7 +104,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
-from confluent_kafka import Consumer, IsolationLevel, Producer, TopicPartition
+from confluent_kafka import Consumer, IsolationLevel, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 # confluent_kafka.admin re-exports OffsetSpec without listing it, which mypy --strict rejects.
@@ -829,24 +830,45 @@ class CommittedIds:
         self.consumer.close()
 
 
-def open_transactions(
-    bootstrap: str, topics: Sequence[str], client_log: logging.Logger
+def _end_offsets(
+    admin: AdminClient, topics: Sequence[str], level: IsolationLevel
+) -> dict[tuple[str, int], int]:
+    request = {TopicPartition(t, p): OffsetSpec.latest() for t in topics for p in range(PARTITIONS)}
+    futures = admin.list_offsets(request, isolation_level=level, request_timeout=30)
+    return {(tp.topic, tp.partition): f.result().offset for tp, f in futures.items()}
+
+
+def stuck_transactions(
+    bootstrap: str, topics: Sequence[str], client_log: logging.Logger, timeout_s: float
 ) -> list[str]:
-    """Partitions whose read_committed end (last stable offset) is below the high watermark:
-    a transaction still open there blocks every read_committed reader."""
+    """Partitions whose read_committed end (last stable offset) does not reach, within
+    ``timeout_s``, the high watermark they had when called: a transaction left open there
+    blocks every read_committed reader. Empty when every transaction got committed or aborted.
+    """
     conf: dict[str, Any] = {"bootstrap.servers": bootstrap, "logger": client_log}
     admin = AdminClient(conf)
-    request = {TopicPartition(t, p): OffsetSpec.latest() for t in topics for p in range(PARTITIONS)}
-    ends: dict[IsolationLevel, dict[tuple[str, int], int]] = {}
-    for level in (IsolationLevel.READ_COMMITTED, IsolationLevel.READ_UNCOMMITTED):
-        futures = admin.list_offsets(request, isolation_level=level, request_timeout=30)
-        ends[level] = {(tp.topic, tp.partition): f.result().offset for tp, f in futures.items()}
-    committed, high = ends[IsolationLevel.READ_COMMITTED], ends[IsolationLevel.READ_UNCOMMITTED]
-    return [
-        f"{t}[{p}]: last stable offset {committed[(t, p)]} < high watermark {high[(t, p)]}"
-        for (t, p) in sorted(high)
-        if committed[(t, p)] < high[(t, p)]
-    ]
+    deadline = time.monotonic() + timeout_s
+    high: dict[tuple[str, int], int] | None = None
+    stable: dict[tuple[str, int], int] = {}
+    while True:
+        try:
+            if high is None:
+                high = _end_offsets(admin, topics, IsolationLevel.READ_UNCOMMITTED)
+            stable = _end_offsets(admin, topics, IsolationLevel.READ_COMMITTED)
+        except KafkaException as e:
+            if time.monotonic() > deadline:
+                return [f"offsets not available: {e}"]
+            time.sleep(_POLL_S)
+            continue
+        behind = sorted(tp for tp, end in high.items() if stable[tp] < end)
+        if not behind:
+            return []
+        if time.monotonic() > deadline:
+            return [
+                f"{t}[{p}]: last stable offset {stable[(t, p)]} < high watermark {high[(t, p)]}"
+                for t, p in behind
+            ]
+        time.sleep(_POLL_S)
 
 
 # --------------------------------------------------------------------------------------------
@@ -893,6 +915,9 @@ class Harness:
         self.job_id: str | None = None
         self.job_ids: list[str] = []
         self.paused: list[int] = []
+        self.orphan_candidates: list[tuple[int, list[str]]] = []
+        self.orphans_killed = 0
+        self.problems: list[str] = []
         self.started_broker = False
         self.started_cluster = False
         self.t_start = time.monotonic()
@@ -935,6 +960,7 @@ class Harness:
             if self.paused:
                 _signal(self.paused, signal.SIGCONT)
                 self.paused = []
+            self.reap_orphans()
             if self.progress is not None:
                 self.progress.close()
             if self.job_id is not None and self.cluster.answering():
@@ -950,7 +976,14 @@ class Harness:
                     self.cluster.down()
                 except (OSError, subprocess.SubprocessError) as e:
                     self.log(f"cluster down failed: {e}")
-            if success and not self.cfg.keep_topics:
+            if not success or self.cfg.keep_topics:
+                self.log(
+                    f"kept for inspection: topics faults.{self.run_id}.* (broker state in "
+                    f".local/kafka-{self.cfg.kafka_port}), checkpoints of jobs {self.job_ids} in "
+                    f"{self.cluster.checkpoints}, logs in {self.run_dir} and "
+                    f"{self.cluster.state / 'log'}"
+                )
+            else:
                 try:
                     delete_topics(self.broker.bootstrap, self.topics.values(), timeout_s=30)
                     for job in self.job_ids:
@@ -1062,21 +1095,33 @@ class Harness:
             return False, f"REST: {e}"
 
     def wait_recovered(self, since_ms: int, what: str) -> float:
-        """Seconds until the job RUNS with every task RUNNING and a checkpoint triggered after
-        ``since_ms`` (wall clock) COMPLETED."""
-        t0 = time.monotonic()
-        deadline = t0 + self.cfg.recovery_timeout_s
+        """Block until the job RUNS with every task RUNNING and a checkpoint triggered after
+        ``since_ms`` (wall clock) COMPLETED; return the seconds since ``since_ms``."""
+        deadline = time.monotonic() + self.cfg.recovery_timeout_s
         status = ""
         while True:
             self._check_traffic()
             ok, status = self._recovered(since_ms)
             if ok:
-                return time.monotonic() - t0
+                return time.time() - since_ms / 1000 if since_ms else 0.0
             if time.monotonic() > deadline:
                 raise FaultsError(
                     f"{what}: not recovered after {self.cfg.recovery_timeout_s:.0f}s ({status})"
                 )
             time.sleep(_POLL_S)
+
+    def reap_orphans(self) -> str:
+        """Worker processes of a killed TaskManager that outlived it: killed, never left behind."""
+        # Same pid and same command line: a pid reused meanwhile belongs to someone else.
+        left = [p for p, args in self.orphan_candidates if alive(p) and _cmdline(p) == args]
+        self.orphan_candidates = []
+        if not left:
+            return ""
+        names = sorted({Path(a).name for p in left for a in _cmdline(p)[:1]})
+        _signal(left, signal.SIGKILL)
+        wait_gone(left, 10)
+        self.orphans_killed += len(left)
+        return f"; {len(left)} worker processes outlived it ({', '.join(names)}), killed"
 
     def restored_checkpoint(self) -> str:
         try:
@@ -1109,7 +1154,8 @@ class Harness:
 
     # -- faults --------------------------------------------------------------------------------
 
-    def inject(self, index: int, kind: str) -> FaultResult:
+    def inject(self, index: int, kind: str, injected: list[FaultResult]) -> FaultResult:
+        """Inject one fault (appended to ``injected`` once done), then wait for recovery."""
         result = FaultResult(index, kind, self.now_s())
         self.log(f"fault {index}: {kind}")
         restarts_before = self.restarts()
@@ -1125,12 +1171,27 @@ class Harness:
             result.detail, since_ms = self.jm_kill()
         else:
             raise FaultsError(f"unknown fault {kind}")
+        injected.append(result)
         result.recovery_s = self.wait_recovered(since_ms, f"fault {index} ({kind})")
         if phase:
+            result.detail += self.reap_orphans()
             result.detail += (
                 f"; restarts {restarts_before}->{self.restarts()}, restored checkpoint "
                 f"{self.restored_checkpoint()}"
             )
+        # Whatever the dead or frozen writers left open must be committed or aborted by the
+        # recovered job: every output partition's read_committed end reaches its high watermark.
+        stuck = stuck_transactions(
+            self.broker.bootstrap,
+            self.output_topics(),
+            self.client_log,
+            4 * self.cfg.checkpoint_interval_s + 30,
+        )
+        if stuck:
+            self.problems.append(f"after fault {index} ({kind}): open transactions: {stuck}")
+            result.detail += f"; OPEN TRANSACTIONS {stuck}"
+        else:
+            result.detail += "; no open transaction"
         if phase == "during" and checkpoint is not None and self.job_id is not None:
             metadata = self.cluster.checkpoints / self.job_id / f"chk-{checkpoint}" / "_metadata"
             result.detail += f"; checkpoint {checkpoint} " + (
@@ -1192,19 +1253,14 @@ class Harness:
         self._one_tm()  # before waiting for the moment: fail early
         moment, checkpoint = self._await_phase(phase)
         pid = self._one_tm()
-        workers = descendants(pid)
+        workers = [(w, _cmdline(w)) for w in descendants(pid)]
         os.kill(pid, signal.SIGKILL)
         killed_ms = int(time.time() * 1000)
         if wait_gone([pid], 15):
             raise FaultsError(f"TaskManager {pid} survived SIGKILL")
         self.cluster.start_daemon("taskmanager.sh")
-        orphans = wait_gone(workers, 20)
-        note = ""
-        if orphans:
-            # The Python workers normally exit with their TaskManager; never leave them behind.
-            _signal(orphans, signal.SIGKILL)
-            note = f"; killed {len(orphans)} orphaned worker processes"
-        detail = f"kill -9 TaskManager {pid} {moment}; new TaskManager started{note}"
+        self.orphan_candidates = [(w, args) for w, args in workers]
+        detail = f"kill -9 TaskManager {pid} {moment}; new TaskManager started"
         return detail, killed_ms, checkpoint
 
     def tm_pause(self) -> tuple[str, int]:
@@ -1247,6 +1303,7 @@ class Harness:
         delay = self.rng.uniform(0.0, self.cfg.checkpoint_interval_s)
         time.sleep(delay)  # a random moment relative to the checkpoints
         os.kill(jms[0], signal.SIGKILL)
+        killed_ms = int(time.time() * 1000)
         if wait_gone(jms, 15):
             raise FaultsError(f"JobManager {jms[0]} survived SIGKILL")
         self.cluster.start_daemon("jobmanager.sh")
@@ -1268,12 +1325,11 @@ class Harness:
             path = self.cluster.checkpoints / old / f"chk-{n}"
             try:
                 self.submit(from_checkpoint=path)
-                submitted_ms = int(time.time() * 1000)
                 return (
                     f"kill -9 JobManager {jms[0]}; restarted; it knows "
                     f"{'no' if no_ha else 'the'} job (HA {'off' if no_ha else 'on'}); "
                     f"resubmitted from retained checkpoint chk-{n} as job {self.job_id}",
-                    submitted_ms,
+                    killed_ms,
                 )
             except FaultsError as e:
                 errors.append(f"chk-{n}: {e}")
@@ -1349,7 +1405,7 @@ def run(cfg: FaultsConfig, log: Callable[[str], None] | None = None) -> Report:
             target = cfg.duration_s * (0.1 + 0.8 * (i - 1) / max(1, len(plan)))
             h.idle(max(0.0, target - h.now_s()))
             h.log(h.progress_line())
-            report.faults.append(h.inject(i, kind))
+            h.inject(i, kind, report.faults)
             h.idle(h.rng.uniform(2.0, 5.0))
         h.idle(max(cfg.duration_s - h.now_s(), 10.0))
         h.log(h.progress_line())
@@ -1373,7 +1429,11 @@ def run(cfg: FaultsConfig, log: Callable[[str], None] | None = None) -> Report:
         report.interrupted = True
         report.problems.append("interrupted")
         h.log("interrupted; cleaning up")
+    except Exception as e:
+        report.problems.append(f"{type(e).__name__}: {e}")
+        h.log(f"error: {type(e).__name__}: {e}\n{traceback.format_exc()}")
     finally:
+        report.problems[:0] = h.problems
         report.elapsed_s = time.monotonic() - t0
         _summarise(h, report)
         h.teardown(report.ok)
@@ -1399,12 +1459,7 @@ def _final_checks(h: Harness, raw: list[Record], report: Report) -> Verification
         outputs.get("reconciliation"),
     )
     report.problems.extend(v.problems())
-    deadline = time.monotonic() + 30
-    while True:
-        stuck = open_transactions(bootstrap, h.output_topics(), h.client_log)
-        if not stuck or time.monotonic() > deadline:
-            break
-        time.sleep(1)
+    stuck = stuck_transactions(bootstrap, h.output_topics(), h.client_log, 30)
     if stuck:
         report.problems.append("open transactions: " + "; ".join(stuck))
     h.log(
@@ -1447,6 +1502,11 @@ def _summarise(h: Harness, report: Report) -> None:
             else "format not recognised, not checked"
         )
         h.log(f"  dead letters: {v.dead_letters}; reconciliation: {recon}")
+    if h.orphans_killed:
+        h.log(
+            f"  note: {h.orphans_killed} Python worker processes (pyflink-udf-runner.sh, "
+            "beam_boot, tee) outlived their kill -9'd TaskManager and were killed by this run"
+        )
     for p in report.problems:
         h.log(f"  PROBLEM: {p}")
     h.log(f"  took {report.elapsed_s:.0f}s; jobs {h.job_ids}")
