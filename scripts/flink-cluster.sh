@@ -120,8 +120,10 @@ execution:
     externalized-checkpoint-retention: RETAIN_ON_CANCELLATION
     num-retained: 3
 python:
-  # Python workers on this TaskManager use the project's venv.
+  # Python workers on this TaskManager use the project's venv; thread mode's embedded
+  # interpreter needs its site-packages on the path too ("No module named pemja" otherwise).
   executable: $PY
+  pythonpath: $("$PY" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
   client:
     executable: $PY
 parallelism:

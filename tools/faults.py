@@ -9,26 +9,30 @@ What one run does:
    default 29092) and its own Flink session cluster (``scripts/flink-cluster.sh``, REST
    ``--flink-rest`` / FAULTS_FLINK_REST, default 127.0.0.1:28081), so a developer's broker and
    cluster (9092/8081) and the test fixtures' (19092/18081) are never touched. Both are stopped
-   at the end, also on failure or Ctrl-C. Flink's pid files go to ``.local/flink-<port>/pid``:
-   the distribution's default, ``/tmp``, is shared by every cluster on the host.
+   at the end, also on failure or Ctrl-C. The JobManagers and TaskManagers this run restarts
+   use the cluster's own environment and pid files (``.local/flink-<port>/``).
 2. Creates fresh topics for the run and submits the job with ``jobs.submit``: 3 s checkpoints,
    parallelism 2, 5 s idle timeout, 2 s out-of-orderness, a transactional-id prefix and group
    id stable for the run.
-3. Produces sequenced APISIX log entries in real time (``tools.traffic.SequencedEvents``):
-   event time is the wall clock, and every event's ``x-request-id`` is ``<key>-<seq>`` with
-   per-key sequence numbers 1, 2, 3, ... without gaps. Records go to explicit partitions:
-   partition 1 starts late (the first 15 % of the run only partition 0 gets data), and
-   half-way through partition 0 goes idle for longer than the job's idle timeout. The
-   producer is idempotent and retries through broker outages (10 min delivery timeout).
+3. Produces sequenced APISIX log entries in real time (``tools.traffic.SequencedEvents``) for
+   256 rate keys: event time is the wall clock, and every event's ``x-request-id`` is
+   ``<key>-<seq>`` with per-key sequence numbers 1, 2, 3, ... without gaps. Records go to
+   explicit partitions: partition 1 starts late (the first 15 % of the run only partition 0
+   gets data), and half-way through partition 0 goes idle for longer than the job's idle
+   timeout. The producer is idempotent and retries through broker outages (10 min delivery
+   timeout).
 4. Injects the faults one after another, each once the job has recovered from the previous
    one (job RUNNING, every task RUNNING, and a checkpoint triggered after the fault
-   COMPLETED), with deadlines:
+   COMPLETED), with deadlines. After each recovery, every output partition's read_committed
+   end must reach the high watermark it had then: nothing the dead writers left open may
+   block readers.
 
    - ``tm-kill:before|during|after|random``: ``kill -9`` the TaskManager just before a
      checkpoint is due, while one is in progress (its ``chk-N`` directory exists without
-     ``_metadata``), right after one completed (its ``_metadata`` appeared; the sinks'
-     transactions of that checkpoint are not yet committed), or at a random moment. A new
-     TaskManager is started at once, with the cluster's environment.
+     ``_metadata``), right after one completed (its ``_metadata`` appeared, so the sinks'
+     transactions of that checkpoint are not committed yet; preferably a checkpoint triggered
+     as windows open, which holds the newest window state and timers), or at a random moment.
+     A new TaskManager is started at once, with the cluster's environment.
    - ``tm-pause``: SIGSTOP the TaskManager and its Python workers for 2.5 checkpoint
      intervals, then SIGCONT.
    - ``broker-restart``: stop the broker (``kafka.sh down``), keep it down a few seconds while
@@ -174,13 +178,17 @@ class FaultsConfig:
     flink_rest: str = DEFAULT_FLINK_REST
     plan: tuple[str, ...] = ()
     """Fault kinds in order; empty: FULL_PLAN, cycled or cut to ``faults``."""
-    keys: int = 8
+    keys: int = 256
+    """Rate keys; with many keys most events open a (key, window), so every checkpoint holds
+    new window state and timers."""
     checkpoint_interval_s: int = 3
     idle_timeout_s: int = 5
     out_of_orderness_s: int = 2
     recovery_timeout_s: float = 300.0
     final_timeout_s: float = 300.0
     keep_topics: bool = False
+    job_args: tuple[str, ...] = ()
+    """Extra ``jobs.gateway_pipeline`` flags, e.g. ("--execution-mode", "thread")."""
 
     def fault_plan(self) -> list[str]:
         plan = (
@@ -244,9 +252,11 @@ class Verification:
             )
         if self.window_mismatches:
             sample = sorted(self.window_mismatches.items())[:10]
+            absent = sum(1 for _, got in self.window_mismatches.values() if got == 0)
             out.append(
-                f"{len(self.window_mismatches)} of {self.windows} windows differ from ground truth "
-                f"(key, start): (truth, got) {sample}"
+                f"{len(self.window_mismatches)} of {self.windows} windows differ from ground "
+                f"truth, {absent} of them absent from the usage topic; (key, start): "
+                f"(truth, got) {sample}"
             )
         if self.windows_emitted_twice:
             out.append(f"windows emitted twice: {self.windows_emitted_twice[:10]}")
@@ -546,7 +556,8 @@ class Cluster:
         self.state = LOCAL / f"flink-{rest.rsplit(':', 1)[-1]}"
         self.conf = self.state / "conf"
         self.checkpoints = self.state / "checkpoints"
-        self.pid_dir = self.state / "pid"
+        # scripts/flink-cluster.sh keeps this cluster's pid files here (FLINK_PID_DIR).
+        self.pid_dir = self.state
 
     def env(self) -> dict[str, str]:
         env = dict(os.environ)
@@ -556,8 +567,8 @@ class Cluster:
             FLINK_CONF_DIR=str(self.conf),
             FLINK_LOG_DIR=str(self.state / "log"),
             FLINK_LIB_DIR=str(self.state / "lib"),
-            # Own pid files: the default (/tmp) is shared by every Flink cluster on the host,
-            # and `stop-all` stops whatever it lists.
+            # The cluster's own pid files, as scripts/flink-cluster.sh sets them: the default
+            # (/tmp) is shared by every Flink cluster on the host, and `stop-all` stops them all.
             FLINK_PID_DIR=str(self.pid_dir),
             PIPELINE_HASH_KEY=self.hash_key,
         )
@@ -934,8 +945,8 @@ class Harness:
         if self.cluster.answering():
             raise FaultsError(
                 f"a Flink cluster already answers on {self.cfg.flink_rest}; stop it first "
-                f"(FLINK_REST={self.cfg.flink_rest} FLINK_PID_DIR={self.cluster.pid_dir} "
-                "scripts/flink-cluster.sh down) or choose --flink-rest"
+                f"(FLINK_REST={self.cfg.flink_rest} scripts/flink-cluster.sh down) or choose "
+                "--flink-rest"
             )
         if self.broker.running():
             self.log(f"broker on {self.broker.bootstrap} already running; using it")
@@ -1022,7 +1033,7 @@ class Harness:
         ]  # fmt: skip
         if self.has_reconciliation:
             flags += ["--reconciliation-topic", t["reconciliation"]]
-        return flags
+        return flags + list(self.cfg.job_args)
 
     def _submit_cli(self, *args: str, timeout_s: float = 420) -> subprocess.CompletedProcess[str]:
         env = dict(os.environ)
@@ -1213,13 +1224,35 @@ class Harness:
         seen = _checkpoint_dirs(root)
         known = max(seen, default=0)
         known_done = max((n for n, done in seen.items() if done), default=0)
+        window_ms = WINDOW_SECONDS * 1000
+        # "after" prefers a checkpoint triggered as windows open (first 15 % of a window): it
+        # holds the newest window state and timers, whose restore is the most fragile.
+        prefer_until = time.monotonic() + 4 * WINDOW_SECONDS
+        triggered_at: dict[int, int] = {}
         while time.monotonic() < deadline:
             dirs = _checkpoint_dirs(root)
             if phase == "after":
+                now_ms = int(time.time() * 1000)
+                for n in dirs:
+                    if n > known:
+                        triggered_at.setdefault(n, now_ms)
                 done = [n for n, ok in dirs.items() if ok and n > known_done]
                 if done:
                     n = max(done)
-                    return f"right after checkpoint {n} completed (its _metadata appeared)", n
+                    into = triggered_at[n] % window_ms if n in triggered_at else None
+                    if (into is not None and into < 0.15 * window_ms) or (
+                        time.monotonic() > prefer_until
+                    ):
+                        where = (
+                            f"triggered {into / 1000:.1f}s into a {WINDOW_SECONDS}s window, "
+                            if into is not None
+                            else ""
+                        )
+                        return (
+                            f"right after checkpoint {n} completed ({where}its _metadata appeared)",
+                            n,
+                        )
+                    known_done = n
             else:
                 new = [n for n in dirs if n > known]
                 if new:
@@ -1523,6 +1556,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--rate", type=float, default=40.0, help="events per second")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument(
+        "--keys", type=int, default=256, help="rate keys (consumers) in the traffic"
+    )
+    parser.add_argument(
         "--plan",
         help=f"comma-separated fault kinds instead of the default plan ({', '.join(FULL_PLAN)})",
     )
@@ -1540,9 +1576,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--keep-topics", action="store_true", help="keep the run's topics and checkpoints"
     )
+    parser.add_argument(
+        "--job-arg",
+        action="append",
+        default=[],
+        metavar="ARG",
+        help="extra flag for the job, repeatable: --job-arg=--execution-mode --job-arg=thread",
+    )
     args = parser.parse_args(argv)
     if args.faults < 1 and not args.plan:
         parser.error("--faults must be at least 1")
+    if args.keys < 1:
+        parser.error("--keys must be at least 1")
     cfg = FaultsConfig(
         faults=args.faults,
         duration_s=args.duration,
@@ -1552,6 +1597,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         flink_rest=args.flink_rest,
         plan=tuple(p.strip() for p in args.plan.split(",")) if args.plan else (),
         keep_topics=args.keep_topics,
+        keys=args.keys,
+        job_args=tuple(args.job_arg),
     )
     try:
         cfg.fault_plan()
