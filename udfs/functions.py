@@ -242,20 +242,23 @@ class KeyedWindows(KeyedProcessFunction):
             yield USAGE, Row(key, dumps(window_record(key, start, end, agg, "late_correction")))
             return
         current: WindowAgg | None = self._windows.get(start)
-        if current is None:
-            ctx.timer_service().register_event_time_timer(end - 1)
-            self._windows.put(start, agg)
-        else:
-            self._windows.put(start, current.merge(agg))
+        self._windows.put(start, agg if current is None else current.merge(agg))
+        # On every event, not just the window's first: process mode can lose a timer registered
+        # just before a checkpoint barrier while its state is kept (see README, Guarantees), and
+        # any later event of the window puts it back. Flink keeps one timer per timestamp.
+        ctx.timer_service().register_event_time_timer(end - 1)
 
     def on_timer(self, timestamp: int, ctx: KeyedProcessFunction.OnTimerContext) -> Iterable[Any]:
-        start = timestamp + 1 - self._window_ms
-        agg: WindowAgg | None = self._windows.get(start)
-        if agg is None:
-            return
-        self._windows.remove(start)
         key = str(ctx.get_current_key())
-        yield USAGE, Row(key, dumps(window_record(key, start, start + self._window_ms, agg)))
+        # Emit this window and any earlier one whose timer was lost (same cause as above).
+        starts = list(self._windows.keys())  # a Flink MapState: keys() reads them from state
+        due = sorted(s for s in starts if s + self._window_ms - 1 <= timestamp)
+        for start in due:
+            agg: WindowAgg | None = self._windows.get(start)
+            self._windows.remove(start)
+            if agg is not None:
+                record = window_record(key, start, start + self._window_ms, agg)
+                yield USAGE, Row(key, dumps(record))
 
 
 class Reconcile(KeyedProcessFunction):
@@ -273,12 +276,16 @@ class Reconcile(KeyedProcessFunction):
 
     def process_element(self, value: Any, ctx: KeyedProcessFunction.Context) -> Iterable[Row]:
         ledger: Ledger | None = self._ledger.value()
+        now = ctx.timer_service().current_processing_time()
         if ledger is None:
             ledger = Ledger()
-            now = ctx.timer_service().current_processing_time()
             self._since.update(now)
-            ctx.timer_service().register_processing_time_timer(now + self._interval_ms)
-            ctx.timer_service().register_event_time_timer(END_OF_TIME)
+        # Both timers on every delta, at aligned times so Flink keeps one of each: a timer
+        # registered just before a checkpoint barrier can be lost in process mode.
+        ctx.timer_service().register_processing_time_timer(
+            now - now % self._interval_ms + self._interval_ms
+        )
+        ctx.timer_service().register_event_time_timer(END_OF_TIME)
         ledger.add(value)
         self._ledger.update(ledger)
         return []
