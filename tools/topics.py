@@ -153,6 +153,11 @@ def pipeline_topics(
     }
 
 
+def job_topic_flags(names: Mapping[str, str]) -> list[str]:
+    """``--raw-topic X --enriched-topic Y ...`` for the roles in ``names`` (role -> topic)."""
+    return [arg for role, topic in names.items() for arg in (f"--{role}-topic", topic)]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m tools.topics", description="Create the pipeline's Kafka topics."

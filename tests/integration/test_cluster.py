@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
 import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +25,7 @@ from metering.geo import GeoLookup, default_geoip_db
 from metering.records import RecordProcessor, SourceRef
 from metering.redact import Pseudonymizer
 from tools.readback import drain
-from tools.topics import delete_topics, ensure_topics, pipeline_topics
+from tools.topics import job_topic_flags
 from tools.traffic import default_scenario, generate, ips_for_countries
 
 pytestmark = pytest.mark.integration
@@ -68,18 +67,8 @@ def _await(what: str, probe: Callable[[], int], want: int) -> None:
         got = probe()
 
 
-@pytest.fixture
-def topics(kafka_bootstrap: str) -> Iterator[dict[str, str]]:
-    suffix = secrets.token_hex(4)
-    roles = ("raw", "enriched", "alerts", "dlq", "usage", "reconciliation")
-    names = {r: f"cl-{r}-{suffix}" for r in roles}
-    ensure_topics(kafka_bootstrap, pipeline_topics(**names))
-    yield names
-    delete_topics(kafka_bootstrap, list(names.values()))
-
-
 def test_submit_savepoint_resume_gives_exact_totals(
-    flink_cluster: Any, kafka_bootstrap: str, topics: dict[str, str]
+    flink_cluster: Any, kafka_bootstrap: str, unique_topics: dict[str, str]
 ) -> None:
     country_ips = ips_for_countries(default_geoip_db(), ["DE", "US", "JP", "GB", "BR"], 4, seed=2)
     generated = generate(default_scenario(country_ips, START_MS, windows=12), seed=21)
@@ -97,24 +86,19 @@ def test_submit_savepoint_resume_gives_exact_totals(
 
     job_flags = [
         "--bootstrap-servers", kafka_bootstrap,
-        "--raw-topic", topics["raw"],
-        "--enriched-topic", topics["enriched"],
-        "--alerts-topic", topics["alerts"],
-        "--dlq-topic", topics["dlq"],
-        "--usage-topic", topics["usage"],
-        "--reconciliation-topic", topics["reconciliation"],
+        *job_topic_flags(unique_topics),
         "--startup-mode", "earliest-offset",
-        "--group-id", f"cl-{topics['raw']}",
-        "--transactional-id-prefix", f"cl-{topics['raw']}",
+        "--group-id", f"cl-{unique_topics['raw']}",
+        "--transactional-id-prefix", f"cl-{unique_topics['raw']}",
         "--checkpoint-interval-seconds", "2",
         "--geoip-db", default_geoip_db(),
     ]  # fmt: skip
 
     def enriched_count() -> int:
-        return len(drain(kafka_bootstrap, topics["enriched"]))
+        return len(drain(kafka_bootstrap, unique_topics["enriched"]))
 
     # Run 1: the first half.
-    _produce(kafka_bootstrap, topics["raw"], first, 0)
+    _produce(kafka_bootstrap, unique_topics["raw"], first, 0)
     run1 = _submit_cli(flink_cluster, *job_flags)
     assert run1.returncode == 0, run1.stderr[-4000:]
     job1 = run1.stdout.strip()
@@ -126,7 +110,7 @@ def test_submit_savepoint_resume_gives_exact_totals(
     assert savepoint.startswith("file:"), savepoint
 
     # The second half arrives while no job runs.
-    _produce(kafka_bootstrap, topics["raw"], second, half)
+    _produce(kafka_bootstrap, unique_topics["raw"], second, half)
 
     run2 = _submit_cli(flink_cluster, *job_flags, "--from-savepoint", savepoint)
     assert run2.returncode == 0, run2.stderr[-4000:]
@@ -142,22 +126,24 @@ def test_submit_savepoint_resume_gives_exact_totals(
     for step, proc in (("run 1", run1), ("stop 1", stop1), ("run 2", run2), ("final", final)):
         print(f"{step}: " + " | ".join(proc.stderr.strip().splitlines()[-2:]))
 
-    enriched = [json.loads(r.value or b"") for r in drain(kafka_bootstrap, topics["enriched"])]
+    enriched = [
+        json.loads(r.value or b"") for r in drain(kafka_bootstrap, unique_topics["enriched"])
+    ]
     assert len(enriched) == truth.events
     assert len({e["event_id"] for e in enriched}) == truth.events
 
-    dead = [json.loads(r.value or b"") for r in drain(kafka_bootstrap, topics["dlq"])]
+    dead = [json.loads(r.value or b"") for r in drain(kafka_bootstrap, unique_topics["dlq"])]
     assert Counter(d["reason"] for d in dead) == truth.dead_letter_reasons
 
     def key(k: str) -> str:
         return "client:" + ps.client_hash(k[7:]) if k.startswith("client:") else k
 
-    usage = [json.loads(r.value or b"") for r in drain(kafka_bootstrap, topics["usage"])]
+    usage = [json.loads(r.value or b"") for r in drain(kafka_bootstrap, unique_topics["usage"])]
     got = Counter({(u["rate_key"], u["window_start"]): u["count"] for u in usage})
     assert len(usage) == len(got), "a window was emitted twice across the savepoint"
     assert dict(got) == {(key(k), s): n for (k, s), n in truth.per_key_window.items()}
 
-    alerts = [json.loads(r.value or b"") for r in drain(kafka_bootstrap, topics["alerts"])]
+    alerts = [json.loads(r.value or b"") for r in drain(kafka_bootstrap, unique_topics["alerts"])]
     victim = [a for a in alerts if a["rate_key"] == truth.attacked_key]
     _assert_no_secret_in_cluster_output(flink_cluster, truth, [run1, stop1, run2, final])
     assert {a["window_start"] for a in victim} >= {truth.attack_windows[0]}
@@ -184,31 +170,26 @@ def _assert_no_secret_in_cluster_output(
 
 
 def test_bounded_submit_waits_and_reports_the_outcome(
-    flink_cluster: Any, kafka_bootstrap: str, topics: dict[str, str]
+    flink_cluster: Any, kafka_bootstrap: str, unique_topics: dict[str, str]
 ) -> None:
     records = [
         json.dumps({"user_id": "u1", "endpoint": "/v1/a", "timestamp": START_MS + i}).encode()
         for i in range(50)
     ] + [b"not json"]
-    _produce(kafka_bootstrap, topics["raw"], records, 0)
+    _produce(kafka_bootstrap, unique_topics["raw"], records, 0)
     done = _submit_cli(
         flink_cluster,
         "--bootstrap-servers", kafka_bootstrap,
-        "--raw-topic", topics["raw"],
-        "--enriched-topic", topics["enriched"],
-        "--alerts-topic", topics["alerts"],
-        "--dlq-topic", topics["dlq"],
-        "--usage-topic", topics["usage"],
-        "--reconciliation-topic", topics["reconciliation"],
+        *job_topic_flags(unique_topics),
         "--startup-mode", "earliest-offset",
-        "--group-id", f"b-{topics['raw']}",
-        "--transactional-id-prefix", f"b-{topics['raw']}",
+        "--group-id", f"b-{unique_topics['raw']}",
+        "--transactional-id-prefix", f"b-{unique_topics['raw']}",
         "--bounded",
         "--wait",
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-4000:]
     assert "FINISHED" in done.stderr
-    assert len(drain(kafka_bootstrap, topics["enriched"])) == 50
-    assert len(drain(kafka_bootstrap, topics["dlq"])) == 1
-    usage = [json.loads(r.value or b"") for r in drain(kafka_bootstrap, topics["usage"])]
+    assert len(drain(kafka_bootstrap, unique_topics["enriched"])) == 50
+    assert len(drain(kafka_bootstrap, unique_topics["dlq"])) == 1
+    usage = [json.loads(r.value or b"") for r in drain(kafka_bootstrap, unique_topics["usage"])]
     assert [(u["rate_key"], u["count"]) for u in usage] == [("u1", 50)]

@@ -26,7 +26,6 @@ import sys
 import time
 import urllib.error
 from collections import Counter, defaultdict
-from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -51,7 +50,7 @@ from tools.hostile import (
     self_check,
 )
 from tools.readback import Record, drain
-from tools.topics import delete_topics, ensure_topics, pipeline_topics
+from tools.topics import job_topic_flags
 from tools.traffic import Generated, default_scenario, generate, ips_for_countries
 
 pytestmark = pytest.mark.integration
@@ -76,16 +75,6 @@ def good_traffic() -> Generated:
 @pytest.fixture(scope="module")
 def mix(good_traffic: Generated) -> HostileMix:
     return hostile_mix(N_HOSTILE, good_traffic.records, SEED, probes=True, start_ms=START_MS)
-
-
-@pytest.fixture
-def topics(kafka_bootstrap: str) -> Iterator[dict[str, str]]:
-    suffix = secrets.token_hex(4)
-    roles = ("raw", "enriched", "alerts", "dlq", "usage", "reconciliation")
-    names = {r: f"hx-{r}-{suffix}" for r in roles}
-    ensure_topics(kafka_bootstrap, pipeline_topics(**names, partitions=PARTITIONS))
-    yield names
-    delete_topics(kafka_bootstrap, list(names.values()))
 
 
 def _probe_report(findings: list[Finding]) -> str:
@@ -193,26 +182,21 @@ def _values(records: list[Record]) -> list[dict[str, Any]]:
 def test_hostile_input_at_volume(
     flink_cluster: Any,
     kafka_bootstrap: str,
-    topics: dict[str, str],
+    unique_topics: dict[str, str],
     mix: HostileMix,
     good_traffic: Generated,
 ) -> None:
     t0 = time.monotonic()
-    assert produce(kafka_bootstrap, topics["raw"], mix.records, PARTITIONS) == 0
+    assert produce(kafka_bootstrap, unique_topics["raw"], mix.records, PARTITIONS) == 0
     t_produced = time.monotonic()
 
     done = _submit(
         flink_cluster,
         "--bootstrap-servers", kafka_bootstrap,
-        "--raw-topic", topics["raw"],
-        "--enriched-topic", topics["enriched"],
-        "--alerts-topic", topics["alerts"],
-        "--dlq-topic", topics["dlq"],
-        "--usage-topic", topics["usage"],
-        "--reconciliation-topic", topics["reconciliation"],
+        *job_topic_flags(unique_topics),
         "--startup-mode", "earliest-offset",
-        "--group-id", f"hx-{topics['raw']}",
-        "--transactional-id-prefix", f"hx-{topics['raw']}",
+        "--group-id", f"hx-{unique_topics['raw']}",
+        "--transactional-id-prefix", f"hx-{unique_topics['raw']}",
         "--parallelism", str(PARTITIONS),
         "--checkpoint-interval-seconds", "3",
         "--dlq-payload-chars", str(DLQ_PAYLOAD_CHARS),
@@ -235,7 +219,7 @@ def test_hostile_input_at_volume(
     assert restarts["numRestarts_metric"] in (0, None), restarts
 
     out = {
-        role: drain(kafka_bootstrap, topics[role], timeout_s=300)
+        role: drain(kafka_bootstrap, unique_topics[role], timeout_s=300)
         for role in ("enriched", "dlq", "reconciliation", "usage", "alerts")
     }
     t_drained = time.monotonic()
@@ -249,7 +233,7 @@ def test_hostile_input_at_volume(
         events_at[index_of(e["source_partition"], e["source_offset"], PARTITIONS)].append(e)
     dead_at: dict[int, list[dict[str, Any]]] = defaultdict(list)
     for d in dead:
-        assert d["source_topic"] == topics["raw"], d["source_topic"]
+        assert d["source_topic"] == unique_topics["raw"], d["source_topic"]
         dead_at[index_of(d["source_partition"], d["source_offset"], PARTITIONS)].append(d)
     n = len(mix.records)
     assert set(events_at) | set(dead_at) <= set(range(n)), "output names an unknown source record"
@@ -280,7 +264,7 @@ def test_hostile_input_at_volume(
     # Reconciliation: everything produced came in, and every entry is accounted for.
     totals: Counter[str] = Counter()
     for r in reconciliation:
-        assert r["source_topic"] == topics["raw"]
+        assert r["source_topic"] == unique_topics["raw"]
         for name in ("records_in", "entries_in", "enriched_out", "dead_lettered", "deduplicated"):
             totals[name] += r[name]
     assert totals["records_in"] == n

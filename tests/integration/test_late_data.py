@@ -8,11 +8,10 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +19,7 @@ import pytest
 from confluent_kafka import Producer
 
 from tools.readback import drain
-from tools.topics import delete_topics, ensure_topics, pipeline_topics
+from tools.topics import job_topic_flags
 
 pytestmark = pytest.mark.integration
 
@@ -49,35 +48,24 @@ def _await(what: str, probe: Callable[[], bool], timeout_s: float = 240.0) -> No
         time.sleep(1)
 
 
-@pytest.fixture
-def topics(kafka_bootstrap: str) -> Iterator[dict[str, str]]:
-    suffix = secrets.token_hex(4)
-    roles = ("raw", "enriched", "alerts", "dlq", "usage", "reconciliation")
-    names = {r: f"late-{r}-{suffix}" for r in roles}
-    ensure_topics(kafka_bootstrap, pipeline_topics(**names))
-    yield names
-    delete_topics(kafka_bootstrap, list(names.values()))
-
-
 def test_late_event_is_enriched_and_corrected_and_a_retry_is_dropped(
-    flink_cluster: Any, kafka_bootstrap: str, topics: dict[str, str]
+    flink_cluster: Any, kafka_bootstrap: str, unique_topics: dict[str, str]
 ) -> None:
     producer = Producer({"bootstrap.servers": kafka_bootstrap, "acks": "all"})
 
     def send(partition: int, *values: bytes) -> None:
         for v in values:
-            producer.produce(topics["raw"], value=v, partition=partition)
+            producer.produce(unique_topics["raw"], value=v, partition=partition)
         assert producer.flush(30) == 0
 
     env = dict(os.environ, FLINK_REST=flink_cluster.rest)
     env.pop("PIPELINE_HASH_KEY", None)
     flags = [
         "--bootstrap-servers", kafka_bootstrap,
-        *[x for role in ("raw", "enriched", "alerts", "dlq", "usage", "reconciliation")
-          for x in (f"--{role}-topic", topics[role])],
+        *job_topic_flags(unique_topics),
         "--startup-mode", "earliest-offset",
-        "--group-id", f"g-{topics['raw']}",
-        "--transactional-id-prefix", f"t-{topics['raw']}",
+        "--group-id", f"g-{unique_topics['raw']}",
+        "--transactional-id-prefix", f"t-{unique_topics['raw']}",
         "--checkpoint-interval-seconds", "1",
         "--out-of-orderness-seconds", "0",
         "--idle-timeout-seconds", "1",
@@ -91,7 +79,7 @@ def test_late_event_is_enriched_and_corrected_and_a_retry_is_dropped(
     job = run.stdout.strip()
 
     def usage() -> list[dict[str, Any]]:
-        return [json.loads(r.value or b"") for r in drain(kafka_bootstrap, topics["usage"])]
+        return [json.loads(r.value or b"") for r in drain(kafka_bootstrap, unique_topics["usage"])]
 
     # Window W0 gets 3 events; an event 30 s later on both partitions moves the watermark past
     # W0's end, which fires W0.
@@ -112,7 +100,7 @@ def test_late_event_is_enriched_and_corrected_and_a_retry_is_dropped(
         lambda: (
             sum(
                 json.loads(r.value or b"")["deduplicated"]
-                for r in drain(kafka_bootstrap, topics["reconciliation"])
+                for r in drain(kafka_bootstrap, unique_topics["reconciliation"])
             )
             == 1
         ),
@@ -123,7 +111,9 @@ def test_late_event_is_enriched_and_corrected_and_a_retry_is_dropped(
     )  # fmt: skip
     assert stop.returncode == 0, stop.stderr[-4000:]
 
-    enriched = [json.loads(r.value or b"") for r in drain(kafka_bootstrap, topics["enriched"])]
+    enriched = [
+        json.loads(r.value or b"") for r in drain(kafka_bootstrap, unique_topics["enriched"])
+    ]
     # The late event is enriched like any other; the retry is not.
     assert sorted(e["request_id"] for e in enriched) == ["r1", "r2", "r3", "r4", "r5", "r6"]
 
@@ -136,7 +126,9 @@ def test_late_event_is_enriched_and_corrected_and_a_retry_is_dropped(
     later = [u for u in usage() if u["window_start"] == T0 + 30_000]
     assert [(u["kind"], u["count"]) for u in later] == [("window", 2)]
 
-    recon = [json.loads(r.value or b"") for r in drain(kafka_bootstrap, topics["reconciliation"])]
+    recon = [
+        json.loads(r.value or b"") for r in drain(kafka_bootstrap, unique_topics["reconciliation"])
+    ]
     assert sum(r["records_in"] for r in recon) == 7
     assert sum(r["enriched_out"] for r in recon) == 6
     assert sum(r["deduplicated"] for r in recon) == 1
