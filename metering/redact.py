@@ -76,9 +76,11 @@ _SECRET_NAMES_RE = (
     r"|session|sessionid|body|credentials?|private[_-]key|secret[_-]key"
 )
 _Q = r"(?:\\?\")"  # a JSON quote, possibly escaped once inside an embedded JSON string
-# "name": "value"  (value may be cut off at the end of a truncated payload)
+# "name": "value"  (value may be cut off at the end of a truncated payload, even right after
+# the backslash of an escaped quote: without `\\?$` the match would back off to an earlier
+# escaped quote and leave the rest of the value, an embedded secret, in the clear)
 _JSON_STR_PAIR = re.compile(
-    rf"({_Q}(?:{_SECRET_NAMES_RE}){_Q}\s*:\s*){_Q}(?:[^\"\\]|\\.)*(?:{_Q}|$)",
+    rf"({_Q}(?:{_SECRET_NAMES_RE}){_Q}\s*:\s*){_Q}(?:[^\"\\]|\\.)*(?:{_Q}|\\?$)",
     re.IGNORECASE,
 )
 # "name": [ ... ]  or "name": 12345 / true  (repeated headers become arrays)
@@ -100,7 +102,7 @@ _TEXT_PAIR = re.compile(
 # key="value" / 'key': 'value' / key => ['a', 'b'] in free text (logfmt, YAML, Python reprs)
 _TEXT_QUOTED_PAIR = re.compile(
     rf"(\b(?:{_SECRET_NAMES_RE})['\"]?\s*(?:=>?|:)\s*)"
-    r"(?:\"(?:[^\"\\]|\\.)*(?:\"|$)|'(?:[^'\\]|\\.)*(?:'|$)|\[\s*['\"][^\]]*(?:\]|$))",
+    r"(?:\"(?:[^\"\\]|\\.)*(?:\"|\\?$)|'(?:[^'\\]|\\.)*(?:'|\\?$)|\[\s*['\"][^\]]*(?:\]|$))",
     re.IGNORECASE,
 )
 _AUTH_SCHEME = re.compile(

@@ -335,6 +335,13 @@ def test_scrub_text_on_free_text_forms(secret: str) -> None:
         ('{"x-api-key": ["a1", "b2"]}', '{"x-api-key": "[REDACTED]"}'),
         ('{"apikey": 12345678}', '{"apikey": "[REDACTED]"}'),
         ('{"cookie":"session=abc; theme=dark', '{"cookie":"[REDACTED]"'),  # cut off
+        # Cut right after the backslash of an escaped quote inside an embedded JSON body (found
+        # by the truncation property): the whole rest of the body goes, not just up to `{\"`.
+        (
+            '{"body": "{\\"password\\":\\"s3cretValue\\',
+            '{"body": "[REDACTED]"',
+        ),
+        ("password='s3cretValue\\", 'password="[REDACTED]"'),
         ('{"uri":"/v1/x?limit=5&token=abc&b=2"}', '{"uri":"/v1/x?limit=5&token=[REDACTED]&b=2"}'),
         ("apikey=abc123 garbage{", "apikey=[REDACTED] garbage{"),
         ("Authorization: Bearer abc.def", "Authorization: [REDACTED] [REDACTED]"),
