@@ -7,22 +7,33 @@ KAFKA_CONNECTOR_VERSION := 5.0.0-$(basename $(FLINK_VERSION))
 KAFKA_VERSION ?= 4.1.1
 KAFKA_PORT ?= 9092
 export KAFKA_PORT
+# Apache Pinot (ZooKeeper, controller, broker, server) run from Maven Central jars by
+# scripts/pinot.sh. 0.11.0 is the newest release whose pinot-tools, pinot-server and Kafka stream
+# plugin are all on Maven Central (deploy/pinot/pom.xml, schemas/pinot/README.md); the
+# apachepinot/pinot image in docker-compose.yml uses the same version.
+PINOT_VERSION ?= 0.11.0
+PINOT_CONTROLLER_PORT ?= 9000
+PINOT_BROKER_PORT ?= 8099
+export PINOT_CONTROLLER_PORT PINOT_BROKER_PORT
 
 PYTHON ?= python3.11
 VENV := .venv
 PY := $(VENV)/bin/python
 BUILD := build
 SETUP_STAMP := $(BUILD)/.setup-$(FLINK_VERSION)-$(KAFKA_CONNECTOR_VERSION)-$(KAFKA_VERSION)
+PINOT_STAMP := $(BUILD)/pinot/.jars-$(PINOT_VERSION)
 
 FLINK_REST ?= 127.0.0.1:8081
 export FLINK_REST
 
 .PHONY: cluster-up cluster-down submit savepoint-stop faults
+.PHONY: pinot-jars pinot-up pinot-down pinot-status pinot-tables
 .PHONY: setup kafka-up kafka-down topics demo test test-unit test-pipeline test-integration \
-	lint typecheck schemas clean help
+	lint typecheck schemas bench clean help
 
 help:
-	@echo "make setup | kafka-up | kafka-down | topics | demo | test | lint | typecheck | schemas"
+	@echo "make setup | kafka-up | kafka-down | topics | demo | test | lint | typecheck | schemas | bench"
+	@echo "make pinot-up | pinot-down | pinot-status | pinot-tables"
 
 setup: $(SETUP_STAMP)
 
@@ -43,6 +54,33 @@ kafka-up: setup
 
 kafka-down:
 	scripts/kafka.sh down
+
+# Pinot's runtime classpath (build/pinot/lib), resolved once per PINOT_VERSION.
+pinot-jars: $(PINOT_STAMP)
+
+$(PINOT_STAMP): deploy/pinot/pom.xml
+	@mkdir -p $(BUILD)/pinot
+	mvn -q -B -f deploy/pinot/pom.xml -Dpinot.version=$(PINOT_VERSION) \
+		-Dpinot.lib.dir=$(CURDIR)/$(BUILD)/pinot/lib process-resources
+	@rm -f $(BUILD)/pinot/.jars-*
+	@touch $@
+
+pinot-up: $(PINOT_STAMP)
+	scripts/pinot.sh up
+
+pinot-down:
+	scripts/pinot.sh down
+
+pinot-status:
+	@scripts/pinot.sh status
+
+# Schemas and real-time tables from schemas/pinot/, ingesting the topics of the broker on
+# KAFKA_PORT (Pinot checks the topic exists, hence `topics`). Re-running updates them in place;
+# make pinot-tables ARGS=--recreate drops and re-creates them (their data is re-ingested), which
+# is required to point them at another topic or broker.
+pinot-tables: topics pinot-up
+	$(PY) -m tools.pinot_tables --controller http://127.0.0.1:$(PINOT_CONTROLLER_PORT) \
+		--bootstrap-servers 127.0.0.1:$(KAFKA_PORT) $(ARGS)
 
 topics: kafka-up
 	$(PY) -m tools.topics --bootstrap-servers 127.0.0.1:$(KAFKA_PORT)
@@ -71,6 +109,16 @@ faults: setup
 demo: setup kafka-up
 	$(PY) -m tools.demo --bootstrap-servers 127.0.0.1:$(KAFKA_PORT)
 
+# Benchmark (not a test): the job vs a Java-only Flink SQL ceiling vs a plain Python loop on the
+# same pre-loaded data; table on stdout, bench/results/latest.json and latest.png (git-ignored).
+# Its own broker port (started and stopped if none answers). BENCH_* variables: bench/README.md.
+# make bench BENCH_EVENTS=100000 BENCH_ARGS="--only job,python_loop --execution-mode thread"
+BENCH_EVENTS ?= 1000000
+BENCH_KAFKA_PORT ?= 49092
+bench: setup
+	$(PY) -m bench.run --events $(BENCH_EVENTS) \
+		--bootstrap-servers 127.0.0.1:$(BENCH_KAFKA_PORT) $(BENCH_ARGS)
+
 lint: setup
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
@@ -81,7 +129,8 @@ typecheck: setup
 schemas: setup
 	$(PY) -m schemas.export
 
-test: setup lint typecheck
+# The integration tests start their own Pinot (tests/conftest.py) from the pinot-jars.
+test: setup pinot-jars lint typecheck
 	$(PY) -m pytest tests
 
 test-unit: setup
@@ -90,7 +139,7 @@ test-unit: setup
 test-pipeline: setup
 	$(PY) -m pytest tests/pipeline
 
-test-integration: setup
+test-integration: setup pinot-jars
 	$(PY) -m pytest tests/integration
 
 clean:

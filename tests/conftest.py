@@ -190,3 +190,61 @@ def flink_cluster() -> Iterator[FlinkCluster]:
         down = _flink_cluster_sh("down", rest, key)
         if down.returncode != 0:
             print(f"flink-cluster.sh down failed:\n{down.stdout}{down.stderr}")
+
+
+@dataclass(frozen=True)
+class PinotCluster:
+    controller: str
+    """Controller base URL, e.g. http://127.0.0.1:19000."""
+    broker: str
+    """Broker base URL (POST /query/sql), e.g. http://127.0.0.1:18099."""
+
+
+def _pinot_sh(command: str, ports: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ, **ports)
+    return subprocess.run(
+        [str(REPO_ROOT / "scripts" / "pinot.sh"), command],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+
+
+@pytest.fixture(scope="session")
+def pinot() -> Iterator[PinotCluster]:
+    """Apache Pinot (ZooKeeper, controller, broker, server) for the session.
+
+    PINOT_CONTROLLER_URL and PINOT_BROKER_URL set: use that running Pinot (its servers must
+    reach the test broker). Otherwise scripts/pinot.sh starts one from the Maven Central jars
+    (`make pinot-jars`) on ports away from a developer's 9000/8099 (PINOT_TEST_CONTROLLER_PORT,
+    default 19000; broker 18099, ZooKeeper 12181, server 18098/18097), and stops it at session
+    end if it was not already running.
+    """
+    controller = os.environ.get("PINOT_CONTROLLER_URL", "").strip()
+    broker = os.environ.get("PINOT_BROKER_URL", "").strip()
+    if controller and broker:
+        yield PinotCluster(controller.rstrip("/"), broker.rstrip("/"))
+        return
+    port = int(os.environ.get("PINOT_TEST_CONTROLLER_PORT", "19000"))
+    ports = {
+        "PINOT_CONTROLLER_PORT": str(port),
+        "PINOT_BROKER_PORT": str(port - 901),
+        "PINOT_ZK_PORT": str(port - 6819),
+        "PINOT_SERVER_PORT": str(port - 902),
+        "PINOT_SERVER_ADMIN_PORT": str(port - 903),
+    }
+    already_running = _pinot_sh("status", ports).returncode == 0
+    up = _pinot_sh("up", ports)
+    if up.returncode != 0:
+        pytest.fail(f"scripts/pinot.sh up failed:\n{up.stdout}{up.stderr}", pytrace=False)
+    try:
+        yield PinotCluster(
+            f"http://127.0.0.1:{port}", f"http://127.0.0.1:{ports['PINOT_BROKER_PORT']}"
+        )
+    finally:
+        if not already_running:
+            down = _pinot_sh("down", ports)
+            if down.returncode != 0:
+                print(f"scripts/pinot.sh down failed:\n{down.stdout}{down.stderr}")

@@ -10,6 +10,7 @@ import os
 import secrets
 import subprocess
 import sys
+import time
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -20,6 +21,7 @@ import pytest
 from confluent_kafka import Producer
 
 from metering.geo import default_geoip_db
+from metering.kpi import KpiRequest, Query
 from metering.redact import Pseudonymizer
 from tools.readback import Record, drain
 from tools.traffic import GroundTruth, default_scenario, generate, ips_for_countries
@@ -43,6 +45,8 @@ class Run:
     log_text: str
     raw_count: int
     retried_entries: int
+    records: list[bytes]
+    """What was produced, in order: record i went to partition i % 2, offset i // 2."""
 
     def values(self, role: str) -> list[dict[str, Any]]:
         return [json.loads(r.value or b"") for r in self.outputs[role]]
@@ -139,6 +143,7 @@ def run(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Itera
         log_text=log_text,
         raw_count=len(records),
         retried_entries=len(json.loads(retried)),
+        records=records,
     )
     delete_topics(kafka_bootstrap, list(topics.values()))
 
@@ -266,3 +271,198 @@ def test_no_secret_or_client_ip_in_any_topic_or_log(run: Run) -> None:
     assert leaked == []
     leaked_ips = sorted(ip for ip in run.truth.client_ips if ip in text)
     assert leaked_ips == []
+
+
+# --------------------------------------------------------------------------------------------
+# Pinot: the enriched and alerts topics ingested, and the KPIs answered from them
+# --------------------------------------------------------------------------------------------
+
+PINOT_TIMEOUT_S = 180
+KPI_RANGE = (START_MS, START_MS + 3_600_000)
+# PERCENTILETDIGEST is approximate: an answer passes if it lies between the exact nearest-rank
+# percentiles one point either side, widened by one rank (small groups have few ranks).
+PERCENTILE_SLACK_POINTS = 1
+
+
+@dataclass
+class PinotRun:
+    kpis: Any
+    expected: list[dict[str, Any]]
+    """The enriched events the generated records must produce, from the pure parser."""
+    alerts_rows: int
+    ingest_s: float
+
+
+def _expected_events(run: Run) -> list[dict[str, Any]]:
+    """The generated records through the job's own pure parser, minus the retried batch (the
+    last record, dropped whole as a duplicate)."""
+    from metering.geo import GeoLookup
+    from metering.records import RecordProcessor, SourceRef
+
+    geo = GeoLookup(default_geoip_db())
+    try:
+        processor = RecordProcessor(run.pseudonymizer, geo.lookup)
+        events = []
+        for i, value in enumerate(run.records[:-1]):
+            src = SourceRef(run.topics["raw"], i % 2, i // 2)
+            events.extend(processor.process(value, src).events)
+    finally:
+        geo.close()
+    return events
+
+
+def _count(pinot_sql: Any, sql: str) -> int:
+    _, rows = pinot_sql(sql)
+    return int(rows[0][0]) if rows else 0
+
+
+@pytest.fixture(scope="module")
+def pinot_run(run: Run, pinot: Any, kafka_bootstrap: str) -> Iterator[PinotRun]:
+    from jobs.kpi import PinotKpis
+    from tools.pinot_tables import (
+        PinotController,
+        apply_definitions,
+        load_definitions,
+        placeholder_values,
+    )
+
+    definitions = load_definitions(
+        placeholder_values(
+            bootstrap_servers=kafka_bootstrap,
+            enriched_topic=run.topics["enriched"],
+            alerts_topic=run.topics["alerts"],
+        ),
+        ("api_events", "alerts"),
+    )
+    controller = PinotController(pinot.controller)
+    controller.wait_healthy(60)
+    started = time.monotonic()
+    apply_definitions(controller, definitions, recreate=True)
+    kpis = PinotKpis(pinot.broker)
+    expected = _expected_events(run)
+    alerts = len(run.outputs["alerts"])
+
+    def sql(text: str) -> tuple[list[str], list[list[Any]]]:
+        return kpis.run(Query(text))
+
+    deadline = started + PINOT_TIMEOUT_S
+    counts = (-1, -1)
+    while time.monotonic() < deadline:
+        try:
+            counts = (
+                _count(sql, "SELECT COUNT(*) FROM api_events"),
+                _count(sql, "SELECT COUNT(*) FROM alerts"),
+            )
+        except Exception:  # tables still being created: the broker has no route for them yet
+            counts = (-1, -1)
+        if counts == (len(expected), alerts):
+            break
+        time.sleep(0.5)
+    assert counts == (len(expected), alerts), f"Pinot rows (events, alerts) {counts}"
+    yield PinotRun(kpis, expected, alerts, time.monotonic() - started)
+    kpis.close()
+
+
+def _null(value: Any) -> Any:
+    """Pinot answers a null dimension with its default null value unless the query enables
+    null handling; the KPIs don't, so group keys of strings read "null"."""
+    return "null" if value is None else value
+
+
+def _nearest_rank(ordered: list[float], p: float) -> float:
+    rank = max(1, min(len(ordered), -(-len(ordered) * p // 100)))
+    return ordered[int(rank) - 1]
+
+
+def test_pinot_ingests_every_enriched_event_and_alert(run: Run, pinot_run: PinotRun) -> None:
+    assert len(pinot_run.expected) == run.truth.events
+    assert {e["event_id"] for e in pinot_run.expected} == {
+        e["event_id"] for e in run.values("enriched")
+    }
+    _, rows = pinot_run.kpis.run(Query("SELECT alert_id FROM alerts LIMIT 100000"))
+    assert sorted(r[0] for r in rows) == sorted(a["alert_id"] for a in run.values("alerts"))
+
+
+def _kpi(pinot_run: PinotRun, name: str, **kw: Any) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = pinot_run.kpis.kpi(name, KpiRequest(*KPI_RANGE, **kw))
+    return rows
+
+
+def test_kpi_calls_per_consumer_over_time(pinot_run: PinotRun) -> None:
+    want: Counter[tuple[str, int]] = Counter()
+    units: Counter[tuple[str, int]] = Counter()
+    for e in pinot_run.expected:
+        key = (_null(e["consumer"]), e["event_time"] // 60_000 * 60_000)
+        want[key] += 1
+        units[key] += e["units"]
+    got = _kpi(pinot_run, "calls", bucket="minute")
+    assert {(r["consumer"], r["bucket_start"]): r["calls"] for r in got} == dict(want)
+    assert {(r["consumer"], r["bucket_start"]): r["units"] for r in got} == dict(units)
+    # One consumer, by parameter.
+    consumer = next(c for c, _ in want if c != "null")
+    mine = _kpi(pinot_run, "calls", bucket="minute", consumer=consumer)
+    assert {r["consumer"] for r in mine} == {consumer}
+    assert sum(r["calls"] for r in mine) == sum(n for (c, _), n in want.items() if c == consumer)
+
+
+def test_kpi_latency_percentiles_per_route(pinot_run: PinotRun) -> None:
+    by_route: dict[str, list[float]] = {}
+    for e in pinot_run.expected:
+        if e["latency_ms"] is not None:
+            by_route.setdefault(_null(e["route"]), []).append(e["latency_ms"])
+    got = {r["route"]: r for r in _kpi(pinot_run, "latency")}
+    assert set(got) == set(by_route)
+    for route, values in by_route.items():
+        ordered = sorted(values)
+        assert got[route]["calls"] == len(values)
+        for p in (50, 95, 99):
+            lo = _nearest_rank(ordered, max(0, p - PERCENTILE_SLACK_POINTS) - 100 / len(ordered))
+            hi = _nearest_rank(ordered, min(100, p + PERCENTILE_SLACK_POINTS + 100 / len(ordered)))
+            assert lo <= got[route][f"p{p}_ms"] <= hi, (route, p, lo, got[route], hi)
+
+
+def test_kpi_unique_callers_per_route(pinot_run: PinotRun) -> None:
+    callers: dict[str, set[str]] = {}
+    calls: Counter[str] = Counter()
+    for e in pinot_run.expected:
+        callers.setdefault(_null(e["route"]), set()).add(_null(e["client_hash"]))
+        calls[_null(e["route"])] += 1
+    got = _kpi(pinot_run, "unique-callers")
+    assert {r["route"]: r["unique_callers"] for r in got} == {k: len(v) for k, v in callers.items()}
+    assert {r["route"]: r["calls"] for r in got} == dict(calls)
+
+
+def test_kpi_geographic_distribution(pinot_run: PinotRun) -> None:
+    want = Counter(_null(e["country"]) for e in pinot_run.expected)
+    got = _kpi(pinot_run, "geo")
+    assert {r["country"]: r["calls"] for r in got} == dict(want)
+    assert [r["calls"] for r in got] == sorted((r["calls"] for r in got), reverse=True)
+
+
+def test_kpi_errors_by_route_and_status_and_error_rate(pinot_run: PinotRun) -> None:
+    errors = Counter(
+        (_null(e["route"]), e["status"]) for e in pinot_run.expected if (e["status"] or 0) >= 400
+    )
+    assert errors, "the scenario has error responses"
+    got = _kpi(pinot_run, "errors")
+    assert {(r["route"], r["status"]): r["errors"] for r in got} == dict(errors)
+    calls = Counter(_null(e["route"]) for e in pinot_run.expected)
+    rates = {r["route"]: r for r in _kpi(pinot_run, "error-rate")}
+    assert set(rates) == set(calls)
+    for route, n in calls.items():
+        e4 = sum(v for (r, _), v in errors.items() if r == route)
+        e5 = sum(v for (r, s), v in errors.items() if r == route and s >= 500)
+        assert (rates[route]["calls"], rates[route]["errors"]) == (n, e4)
+        assert rates[route]["server_errors"] == e5
+        assert rates[route]["error_rate"] == round(e4 / n, 6)
+
+
+def test_kpi_month_to_date_usage_per_consumer(pinot_run: PinotRun) -> None:
+    calls = Counter(_null(e["consumer"]) for e in pinot_run.expected)
+    units: Counter[str] = Counter()
+    for e in pinot_run.expected:
+        units[_null(e["consumer"])] += e["units"]
+    got = _kpi(pinot_run, "mtd-usage")
+    assert {r["consumer"]: (r["calls"], r["units"]) for r in got} == {
+        c: (n, units[c]) for c, n in calls.items()
+    }

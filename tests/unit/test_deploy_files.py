@@ -439,8 +439,13 @@ def test_image_runs_as_flink_and_finds_its_connector() -> None:
 def test_published_ports(services: dict[str, dict[str, Any]]) -> None:
     assert published_ports(services["redpanda"]) == {19092: 19092}
     assert published_ports(services["jobmanager"]) == {8081: 8081}
+    # Pinot's controller (REST API, UI) and broker (SQL); the server is reached only by the broker.
+    assert published_ports(services["pinot-controller"]) == {9000: 9000}
+    assert published_ports(services["pinot-broker"]) == {8099: 8099}
+    publishing = ("redpanda", "jobmanager", "pinot-controller", "pinot-broker")
     for name, service in services.items():
-        if name not in ("redpanda", "jobmanager"):
+        assert all(str(p).startswith("127.0.0.1:") for p in service.get("ports", [])), name
+        if name not in publishing:
             assert not service.get("ports"), f"{name} publishes ports"
 
     argv = as_argv(services["redpanda"]["command"])

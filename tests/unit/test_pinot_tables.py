@@ -1,0 +1,444 @@
+"""The Pinot table definitions (schemas/pinot/<table>/) and tools.pinot_tables, without a JVM."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from schemas.events import Alert, EnrichedEvent
+from tools.pinot_tables import (
+    PINOT_DIR,
+    TABLES,
+    PinotController,
+    PinotError,
+    apply_definitions,
+    find_placeholders,
+    load_definition,
+    load_definitions,
+    main,
+    placeholder_values,
+    stream_source,
+    substitute,
+)
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+JSON_DECODER = "org.apache.pinot.plugin.inputformat.json.JSONMessageDecoder"
+KAFKA_CONSUMER_FACTORY = "org.apache.pinot.plugin.stream.kafka20.KafkaConsumerFactory"
+EPOCH_MILLIS = "1:MILLISECONDS:EPOCH"
+# table -> (the topic placeholder it reads, the pydantic model of that topic's records)
+TOPICS: dict[str, tuple[str, type[Any]]] = {
+    "api_events": ("ENRICHED_TOPIC", EnrichedEvent),
+    "alerts": ("ALERTS_TOPIC", Alert),
+}
+INDEX_KEYS = (
+    "sortedColumn",
+    "invertedIndexColumns",
+    "rangeIndexColumns",
+    "bloomFilterColumns",
+    "noDictionaryColumns",
+    "jsonIndexColumns",
+    "onHeapDictionaryColumns",
+    "varLengthDictionaryColumns",
+)
+COMPATIBLE = {
+    "string": {"STRING"},
+    "integer": {"INT", "LONG", "TIMESTAMP"},
+    "number": {"DOUBLE", "FLOAT"},
+    "boolean": {"BOOLEAN"},
+}
+VALUES = placeholder_values(
+    bootstrap_servers="kafka-1:9092,kafka-2:9092",
+    enriched_topic="t.enriched",
+    alerts_topic="t.alerts",
+)
+
+
+def _raw(table: str, kind: str) -> dict[str, Any]:
+    data = json.loads((PINOT_DIR / table / f"{kind}.json").read_text(encoding="utf-8"))
+    assert isinstance(data, dict)
+    return data
+
+
+def _specs(schema: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    specs = (
+        schema.get("dimensionFieldSpecs", [])
+        + schema.get("metricFieldSpecs", [])
+        + schema.get("dateTimeFieldSpecs", [])
+    )
+    names = [spec["name"] for spec in specs]
+    assert len(names) == len(set(names)), "a column is defined twice"
+    return {spec["name"]: spec for spec in specs}
+
+
+def _stream(table: str) -> dict[str, str]:
+    streams = _raw(table, "table")["tableIndexConfig"]["streamConfigs"]
+    assert isinstance(streams, dict)
+    return streams
+
+
+def _json_type(prop: dict[str, Any]) -> tuple[str, bool]:
+    """(JSON type of the value or of the list items, is a list)."""
+    if "type" not in prop:
+        types = [t for t in prop["anyOf"] if t.get("type") != "null"]
+        assert len(types) == 1
+        prop = types[0]
+    if prop["type"] == "array":
+        return str(prop["items"]["type"]), True
+    return str(prop["type"]), False
+
+
+def test_every_table_folder_is_managed_by_the_tool() -> None:
+    folders = {p.name for p in PINOT_DIR.iterdir() if p.is_dir()}
+    assert folders == set(TABLES) == set(TOPICS)
+    for table in TABLES:
+        assert (PINOT_DIR / table / "schema.json").is_file()
+        assert (PINOT_DIR / table / "table.json").is_file()
+
+
+@pytest.mark.parametrize("table", TABLES)
+def test_stream_reads_committed_json_from_kafka(table: str) -> None:
+    stream = _stream(table)
+    assert stream["streamType"] == "kafka"
+    assert stream["stream.kafka.isolation.level"] == "read_committed"
+    assert stream["stream.kafka.decoder.class.name"] == JSON_DECODER
+    assert stream["stream.kafka.consumer.factory.class.name"] == KAFKA_CONSUMER_FACTORY
+    assert stream["stream.kafka.consumer.type"].lower() == "lowlevel"
+    assert stream["stream.kafka.consumer.prop.auto.offset.reset"] == "smallest"
+
+
+@pytest.mark.parametrize("table", TABLES)
+def test_segments_flush_by_size_and_time(table: str) -> None:
+    stream = _stream(table)
+    # rows 0: size-based flushing (the controller tunes the row count to reach the target size).
+    assert stream["realtime.segment.flush.threshold.rows"] == "0"
+    assert re.fullmatch(r"\d+[KMG]", stream["realtime.segment.flush.threshold.segment.size"])
+    assert re.fullmatch(r"\d+[mhd]", stream["realtime.segment.flush.threshold.time"])
+
+
+@pytest.mark.parametrize("table", TABLES)
+def test_topic_and_brokers_are_placeholders(table: str) -> None:
+    stream = _stream(table)
+    topic_placeholder, _ = TOPICS[table]
+    assert stream["stream.kafka.topic.name"] == "${" + topic_placeholder + "}"
+    assert stream["stream.kafka.broker.list"] == "${BOOTSTRAP_SERVERS}"
+    assert find_placeholders(_raw(table, "table")) == {topic_placeholder, "BOOTSTRAP_SERVERS"}
+    assert find_placeholders(_raw(table, "schema")) == set()
+
+
+@pytest.mark.parametrize("table", TABLES)
+def test_time_column_is_an_epoch_millis_timestamp(table: str) -> None:
+    config = _raw(table, "table")
+    schema = _raw(table, "schema")
+    time_column = config["segmentsConfig"]["timeColumnName"]
+    spec = next(s for s in schema["dateTimeFieldSpecs"] if s["name"] == time_column)
+    assert spec["dataType"] == "TIMESTAMP"
+    assert spec["format"] == EPOCH_MILLIS
+    assert spec["granularity"] == "1:MILLISECONDS"
+    # Retention counts from the time column.
+    assert config["segmentsConfig"]["retentionTimeUnit"] == "DAYS"
+    assert int(config["segmentsConfig"]["retentionTimeValue"]) > 0
+
+
+def test_time_columns_and_retention_per_table() -> None:
+    assert _raw("api_events", "table")["segmentsConfig"]["timeColumnName"] == "event_time"
+    assert _raw("alerts", "table")["segmentsConfig"]["timeColumnName"] == "detected_at"
+    assert _raw("api_events", "table")["segmentsConfig"]["retentionTimeValue"] == "30"
+    assert _raw("alerts", "table")["segmentsConfig"]["retentionTimeValue"] == "90"
+
+
+@pytest.mark.parametrize("table", TABLES)
+def test_every_indexed_column_exists_in_the_schema(table: str) -> None:
+    columns = _specs(_raw(table, "schema"))
+    index_config = _raw(table, "table")["tableIndexConfig"]
+    indexed = 0
+    for key in INDEX_KEYS:
+        for column in index_config.get(key) or []:
+            assert column in columns, f"{table}: {key} names unknown column {column}"
+            indexed += 1
+    assert indexed
+    # A real-time table's consuming segment is unsorted: the sorted column also needs an
+    # inverted index to be fast before its segment is committed.
+    sorted_columns = index_config["sortedColumn"]
+    assert len(sorted_columns) == 1
+    assert set(sorted_columns) <= set(index_config["invertedIndexColumns"])
+    for column in index_config.get("rangeIndexColumns", []):
+        assert columns[column]["dataType"] in {"INT", "LONG", "FLOAT", "DOUBLE", "TIMESTAMP"}
+
+
+def test_api_events_indexes() -> None:
+    index_config = _raw("api_events", "table")["tableIndexConfig"]
+    assert {"consumer", "route", "status", "country"} <= set(index_config["invertedIndexColumns"])
+    assert "event_time" in index_config["rangeIndexColumns"]
+    assert index_config["sortedColumn"] == ["consumer"]
+
+
+@pytest.mark.parametrize("table", TABLES)
+def test_every_record_field_has_a_column_of_a_compatible_type(table: str) -> None:
+    _, model = TOPICS[table]
+    columns = _specs(_raw(table, "schema"))
+    props = model.model_json_schema()["properties"]
+    assert set(columns) == set(props)
+    for name, prop in props.items():
+        json_type, is_list = _json_type(prop)
+        assert columns[name]["dataType"] in COMPATIBLE[json_type], name
+        assert columns[name].get("singleValueField", True) is not is_list, name
+        if columns[name]["dataType"] == "TIMESTAMP":
+            assert columns[name]["format"] == EPOCH_MILLIS, name
+
+
+@pytest.mark.parametrize("table", TABLES)
+def test_names_agree(table: str) -> None:
+    config = _raw(table, "table")
+    assert _raw(table, "schema")["schemaName"] == table
+    assert config["tableName"] == table
+    assert config["tableType"] == "REALTIME"
+    assert config["segmentsConfig"]["schemaName"] == table
+
+
+# --- placeholder substitution -------------------------------------------------------------------
+
+
+def test_placeholders_are_filled_from_the_arguments() -> None:
+    events, alerts = load_definitions(VALUES)
+    assert events.name == "api_events" and alerts.name == "alerts"
+    events_stream = events.table_config["tableIndexConfig"]["streamConfigs"]
+    alerts_stream = alerts.table_config["tableIndexConfig"]["streamConfigs"]
+    assert events_stream["stream.kafka.topic.name"] == "t.enriched"
+    assert alerts_stream["stream.kafka.topic.name"] == "t.alerts"
+    for stream in (events_stream, alerts_stream):
+        assert stream["stream.kafka.broker.list"] == "kafka-1:9092,kafka-2:9092"
+    for definition in (events, alerts):
+        assert find_placeholders(definition.table_config) == set()
+        assert find_placeholders(definition.schema) == set()
+
+
+def test_substitute_replaces_inside_strings_and_rejects_unknown_names() -> None:
+    value = {"a": ["x-${TOPIC}-y", 1, None, True], "${TOPIC}": {"b": "${TOPIC}${TOPIC}"}}
+    assert substitute(value, {"TOPIC": "t"}) == {"a": ["x-t-y", 1, None, True], "t": {"b": "tt"}}
+    assert find_placeholders(value) == {"TOPIC"}
+    with pytest.raises(ValueError, match=r"\$\{TOPIC\}"):
+        substitute(value, {})
+
+
+def test_load_definition_checks_names(tmp_path: Path) -> None:
+    folder = tmp_path / "t"
+    folder.mkdir()
+    (folder / "schema.json").write_text(json.dumps({"schemaName": "other"}))
+    (folder / "table.json").write_text(json.dumps({"tableName": "t"}))
+    with pytest.raises(ValueError, match="schemaName"):
+        load_definition("t", {}, root=tmp_path)
+
+
+def test_defaults_come_from_pipeline_settings(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("PIPELINE_BOOTSTRAP_SERVERS", "broker-a:9092")
+    monkeypatch.setenv("PIPELINE_ENRICHED_TOPIC", "env.enriched")
+    monkeypatch.delenv("PIPELINE_ALERTS_TOPIC", raising=False)
+    assert main(["--print"]) == 0
+    out, decoder, printed = capsys.readouterr().out, json.JSONDecoder(), []
+    pos = 0
+    while out[pos:].strip():
+        doc, end = decoder.raw_decode(out, out.index("{", pos))
+        printed.append(doc)
+        pos = end
+    streams = [d["table"]["tableIndexConfig"]["streamConfigs"] for d in printed]
+    assert [s["stream.kafka.topic.name"] for s in streams] == ["env.enriched", "gateway.alerts"]
+    assert {s["stream.kafka.broker.list"] for s in streams} == {"broker-a:9092"}
+
+
+# --- talking to the controller (a fake one) ------------------------------------------------------
+
+
+class FakeController(PinotController):
+    def __init__(self, schemas: Iterable[str] = (), tables: Iterable[dict[str, Any]] = ()) -> None:
+        super().__init__("http://controller:9000")
+        self.schemas = set(schemas)
+        self.tables = {config["tableName"]: config for config in tables}
+        self.calls: list[tuple[str, str]] = []
+
+    def request(
+        self, method: str, path: str, body: Any = None, query: Any = None
+    ) -> tuple[int, Any]:
+        self.calls.append((method, path))
+        parts = path.strip("/").split("/")
+        if parts[0] == "schemas":
+            if method == "GET":
+                return (200, {}) if parts[1] in self.schemas else (404, {})
+            if method == "POST":
+                assert body["schemaName"] not in self.schemas
+                self.schemas.add(body["schemaName"])
+            if method == "PUT":
+                assert parts[1] in self.schemas and body["schemaName"] == parts[1]
+            if method == "DELETE":
+                assert not any(t == parts[1] for t in self.tables), "schema of a live table"
+                self.schemas.remove(parts[1])
+            return 200, {"status": "ok"}
+        if parts[0] == "tables":
+            if method == "GET":
+                return 200, ({"REALTIME": self.tables[parts[1]]} if parts[1] in self.tables else {})
+            if method == "POST":
+                assert body["segmentsConfig"]["schemaName"] in self.schemas, "schema first"
+                assert body["tableName"] not in self.tables
+                self.tables[body["tableName"]] = body
+            if method == "PUT":
+                assert parts[1] in self.tables
+                self.tables[parts[1]] = body
+            if method == "DELETE":
+                del self.tables[parts[1]]
+            return 200, {"status": "ok", "unrecognizedProperties": {}}
+        raise AssertionError(path)
+
+
+def test_creates_schemas_before_tables() -> None:
+    controller = FakeController()
+    log = apply_definitions(controller, load_definitions(VALUES))
+    assert controller.schemas == set(controller.tables) == set(TABLES)
+    assert log == [
+        "schema api_events created",
+        "schema alerts created",
+        "table api_events (REALTIME) created",
+        "table alerts (REALTIME) created",
+    ]
+
+
+def _existing() -> FakeController:
+    return FakeController(TABLES, [d.table_config for d in load_definitions(VALUES)])
+
+
+def test_existing_definitions_are_updated_in_place() -> None:
+    controller = _existing()
+    log = apply_definitions(controller, load_definitions(VALUES))
+    assert all(line.endswith("updated") for line in log)
+    assert not [c for c in controller.calls if c[0] in ("POST", "DELETE")]
+
+
+@pytest.mark.parametrize(
+    "change", [{"enriched_topic": "other.enriched"}, {"bootstrap_servers": "elsewhere:9092"}]
+)
+def test_moving_a_table_to_another_topic_needs_recreate(change: dict[str, str]) -> None:
+    controller = _existing()
+    moved = load_definitions(
+        placeholder_values(
+            **{
+                "bootstrap_servers": "kafka-1:9092,kafka-2:9092",
+                "enriched_topic": "t.enriched",
+                "alerts_topic": "t.alerts",
+                **change,
+            }
+        )
+    )
+    with pytest.raises(PinotError, match="--recreate"):
+        apply_definitions(controller, moved)
+    assert not [c for c in controller.calls if c[0] != "GET"], "nothing changed"
+    log = apply_definitions(controller, moved, recreate=True)
+    assert "table api_events (REALTIME) created" in log
+    stream = controller.tables["api_events"]["tableIndexConfig"]["streamConfigs"]
+    assert stream["stream.kafka.topic.name"] == change.get("enriched_topic", "t.enriched")
+
+
+def test_stream_source_reads_both_config_layouts() -> None:
+    streams = {"stream.kafka.topic.name": "t", "stream.kafka.broker.list": "b:9092"}
+    assert stream_source({"tableIndexConfig": {"streamConfigs": streams}}) == ("t", "b:9092")
+    newer = {"ingestionConfig": {"streamIngestionConfig": {"streamConfigMaps": [streams]}}}
+    assert stream_source(newer) == ("t", "b:9092")
+    assert stream_source({}) == (None, None)
+
+
+def test_recreate_drops_tables_then_schemas_and_creates_them_again() -> None:
+    controller = _existing()
+    log = apply_definitions(controller, load_definitions(VALUES), recreate=True)
+    assert log[:4] == [
+        "table api_events (REALTIME) dropped",
+        "schema api_events dropped",
+        "table alerts (REALTIME) dropped",
+        "schema alerts dropped",
+    ]
+    assert log[4:] == [
+        "schema api_events created",
+        "schema alerts created",
+        "table api_events (REALTIME) created",
+        "table alerts (REALTIME) created",
+    ]
+    assert controller.schemas == set(controller.tables) == set(TABLES)
+
+
+def test_ignored_properties_are_reported() -> None:
+    class Old(FakeController):
+        def request(
+            self, method: str, path: str, body: Any = None, query: Any = None
+        ) -> tuple[int, Any]:
+            status, payload = super().request(method, path, body, query)
+            if method == "POST" and path == "/schemas":
+                payload = {"unrecognizedProperties": {"/enableColumnBasedNullHandling": True}}
+            return status, payload
+
+    log = apply_definitions(Old(), load_definitions(VALUES, ["alerts"]))
+    assert log[0] == (
+        "schema alerts created (ignored by this Pinot version: /enableColumnBasedNullHandling)"
+    )
+
+
+def test_unreachable_controller_is_a_clean_error(capsys: pytest.CaptureFixture[str]) -> None:
+    controller = PinotController("http://127.0.0.1:9", timeout_s=1)
+    assert not controller.healthy()
+    with pytest.raises(PinotError, match="not healthy"):
+        controller.wait_healthy(0)
+    assert main(["--controller", "http://127.0.0.1:9", "--wait", "0"]) == 1
+    assert "not healthy" in capsys.readouterr().err
+
+
+# --- versions -----------------------------------------------------------------------------------
+
+
+def test_pinot_version_agrees_across_makefile_pom_and_compose() -> None:
+    makefile = (REPO_ROOT / "Makefile").read_text(encoding="utf-8")
+    match = re.search(r"^PINOT_VERSION\s*\?=\s*(\S+)\s*$", makefile, re.MULTILINE)
+    assert match
+    version = match[1]
+    pom = (REPO_ROOT / "deploy" / "pinot" / "pom.xml").read_text(encoding="utf-8")
+    assert f"<pinot.version>{version}</pinot.version>" in pom
+    compose = yaml.safe_load((REPO_ROOT / "docker-compose.yml").read_text(encoding="utf-8"))
+    images = {
+        name: service["image"]
+        for name, service in compose["services"].items()
+        if str(service.get("image", "")).startswith("apachepinot/pinot:")
+    }
+    assert set(images) == {"pinot-zookeeper", "pinot-controller", "pinot-broker", "pinot-server"}
+    assert set(images.values()) == {f"apachepinot/pinot:{version}"}
+    # The one-shot table creator runs this tool against the compose broker and controller.
+    argv = [str(a) for a in compose["services"]["pinot-tables"]["command"]]
+    assert argv[:3] == ["python", "-m", "tools.pinot_tables"]
+    assert argv[argv.index("--bootstrap-servers") + 1] == "redpanda:9092"
+    assert argv[argv.index("--controller") + 1] == "http://pinot-controller:9000"
+
+
+def test_compose_server_config_matches_its_service() -> None:
+    compose = yaml.safe_load((REPO_ROOT / "docker-compose.yml").read_text(encoding="utf-8"))
+    server = compose["services"]["pinot-server"]
+    argv = [str(a) for a in server["command"]]
+    conf_path = argv[argv.index("-configFileName") + 1]
+    mounts = {spec.split(":")[1]: spec.split(":")[0] for spec in server["volumes"]}
+    assert mounts[conf_path] == "./deploy/pinot/server.conf"
+    conf = dict(
+        line.split("=", 1)
+        for line in (REPO_ROOT / "deploy/pinot/server.conf").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    )
+    assert conf["pinot.server.netty.host"] == "pinot-server"
+    assert conf["pinot.zk.server"] == "pinot-zookeeper:2181"
+    data_volume = next(path for path, source in mounts.items() if source == "pinot-server")
+    for key in ("pinot.server.instance.dataDir", "pinot.server.instance.segmentTarDir"):
+        assert conf[key].startswith(data_volume + "/"), f"{key} is not on the server's volume"
+    health = " ".join(server["healthcheck"]["test"])
+    assert f":{conf['pinot.server.adminapi.port']}/health" in health
+    # Null-aware queries (SET enableNullHandling=true) need data table v4, locally and in Compose.
+    assert conf["pinot.server.instance.currentDataTableVersion"] == "4"
+    script = (REPO_ROOT / "scripts" / "pinot.sh").read_text(encoding="utf-8")
+    assert "pinot.server.instance.currentDataTableVersion=4" in script
