@@ -106,8 +106,11 @@ savepoint-stop: setup
 faults: setup
 	$(PY) -m tools.faults $(ARGS)
 
-demo: setup kafka-up
-	$(PY) -m tools.demo --bootstrap-servers 127.0.0.1:$(KAFKA_PORT)
+# make demo PINOT=1 also starts Pinot, ingests the demo's topics and prints the KPIs from it.
+demo: setup kafka-up $(if $(PINOT),pinot-up)
+	$(PY) -m tools.demo --bootstrap-servers 127.0.0.1:$(KAFKA_PORT) \
+		$(if $(PINOT),--pinot-broker http://127.0.0.1:$(PINOT_BROKER_PORT) \
+		--pinot-controller http://127.0.0.1:$(PINOT_CONTROLLER_PORT))
 
 # Benchmark (not a test): the job vs a Java-only Flink SQL ceiling vs a plain Python loop on the
 # same pre-loaded data; table on stdout, bench/results/latest.json and latest.png (git-ignored).

@@ -133,6 +133,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--attack-at", type=float, default=70.0, help="seconds into the traffic")
     parser.add_argument("--rate", type=float, default=150.0, help="requests per second")
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument(
+        "--pinot-broker",
+        help="also ingest into Pinot and show the KPIs from this broker (make demo PINOT=1)",
+    )
+    parser.add_argument("--pinot-controller", default="http://127.0.0.1:9000")
     args = parser.parse_args(argv)
 
     env = dict(os.environ)
@@ -152,6 +157,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             reconciliation=cfg.reconciliation_topic,
         ),
     )
+
+    pinot = None
+    if args.pinot_broker:
+        from tools.demo_pinot import PinotView
+
+        pinot = PinotView(cfg, args.pinot_controller, args.pinot_broker)
+    demo_start_ms = int(time.time() * 1000)
 
     print(f"demo: starting the job on the embedded Flink MiniCluster ({cfg.bootstrap_servers})")
     print(f"demo: Flink logs in {env['FLINK_LOG_DIR']}", flush=True)
@@ -174,6 +186,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     job_input = JobInput(cfg)
     watcher = threading.Thread(target=_watch, args=(cfg, progress, stop), daemon=True)
     watcher.start()
+    if pinot is not None:
+        pinot.start_probe(stop)
     stats: list[LiveStats] = []
 
     def traffic() -> None:
@@ -226,6 +240,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 job.wait()
         watcher.join(timeout=5)
         job_input.close()
+        if pinot is not None:
+            pinot.stop_probe()
 
     produced = stats[0] if stats else None
     print("demo: summary")
@@ -241,6 +257,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     rules = sorted({(a["rule"], a.get("consumer") or a["rate_key"]) for a in progress.alerts})
     for rule, who in rules:
         print(f"  alert: {rule} for {who}")
+    if pinot is not None:
+        end_ms = int(time.time() * 1000) + 60_000
+        # Event times can trail the demo's start by the generator's out-of-orderness.
+        start_ms = demo_start_ms - 60_000
+        rows = pinot.wait_for(progress.enriched, start_ms, end_ms)
+        print(f"  pinot: api_events holds {rows} of the {progress.enriched} enriched events")
+        print(f"  pinot freshness: {pinot.freshness.summary()}")
+        pinot.report(start_ms, end_ms)
+        pinot.close()
     if not progress.alerts and not interrupted:
         print("  no alert arrived; see the Flink logs", file=sys.stderr)
         return 1

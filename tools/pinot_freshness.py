@@ -102,7 +102,11 @@ def probe(
     until: Callable[[], bool],
     poll_s: float = 0.25,
 ) -> Freshness:
-    """Poll ``frontier`` (partition -> highest source offset queryable) until ``until()``."""
+    """Poll ``frontier`` (partition -> highest source offset queryable) until ``until()``.
+
+    Only records produced after the probe started count: a table still catching up on older
+    records would otherwise report their age, not Pinot's freshness."""
+    since_ms = time.time() * 1000
     result = Freshness(poll_s=poll_s)
     seen = frontier()
     while not until():
@@ -113,7 +117,8 @@ def probe(
         ranges = newly_visible(seen, current) if seen else []
         if ranges:
             for ts in record_timestamps(bootstrap, raw_topic, ranges).values():
-                result.latencies_ms.append(max(0.0, now_ms - ts))
+                if ts >= since_ms:
+                    result.latencies_ms.append(max(0.0, now_ms - ts))
         if current:
             seen = {**seen, **current}
     return result
