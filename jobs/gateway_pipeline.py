@@ -239,7 +239,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (HashKeyError, OSError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    env, t_env = create_environment(cfg)
+    env, t_env = create_environment(cfg, cfg.flink_overrides())
 
     raw = kafka_source(t_env, cfg)
     streams = build_pipeline(raw, cfg)

@@ -74,6 +74,25 @@ def check_transaction_timeout(
         )
 
 
+def parse_flink_config(text: str) -> dict[str, str]:
+    """``"k1=v1,k2=v2"`` -> ``{"k1": "v1", "k2": "v2"}``; blanks around items are ignored.
+
+    Raises ValueError for an item without ``=``, an empty key, or a key given twice.
+    """
+    out: dict[str, str] = {}
+    for item in text.split(","):
+        if not item.strip():
+            continue
+        key, sep, value = item.partition("=")
+        key, value = key.strip(), value.strip()
+        if not sep or not key:
+            raise ValueError(f"flink_config: expected key=value, got {item.strip()!r}")
+        if key in out:
+            raise ValueError(f"flink_config: {key} given twice")
+        out[key] = value
+    return out
+
+
 def find_connector_jar() -> str | None:
     jars = sorted(glob.glob(str(REPO_ROOT / "build/jars/flink/flink-sql-connector-kafka-*.jar")))
     return jars[-1] if jars else None
@@ -206,12 +225,25 @@ class PipelineSettings(BaseSettings):
         None, description="flink-sql-connector-kafka jar; default: the one make setup resolved"
     )
     job_name: str = Field("gateway-pipeline", description="Flink job name")
+    flink_config: str = Field(
+        "",
+        description="extra Flink configuration for the job, as comma-separated key=value pairs, "
+        "e.g. python.fn-execution.bundle.size=1000,python.fn-execution.bundle.time=100; set after "
+        "the job's own configuration keys (parallelism and checkpoint interval keep their own "
+        "settings); values cannot contain commas; it ends up in the job graph, so no secrets",
+    )
 
     @field_validator("bootstrap_servers")
     @classmethod
     def _servers(cls, v: str) -> str:
         if not all(":" in s for s in v.split(",")):
             raise ValueError("expected host:port[,host:port...]")
+        return v
+
+    @field_validator("flink_config")
+    @classmethod
+    def _flink_config(cls, v: str) -> str:
+        parse_flink_config(v)  # raises ValueError on a malformed pair
         return v
 
     @model_validator(mode="after")
@@ -279,6 +311,10 @@ class PipelineSettings(BaseSettings):
             auth_failure_min=self.auth_failure_min,
             auth_failure_ratio=self.auth_failure_ratio,
         )
+
+    def flink_overrides(self) -> dict[str, str]:
+        """``flink_config`` as a dict, for ``create_environment(overrides=...)``."""
+        return parse_flink_config(self.flink_config)
 
     def limits(self) -> Limits:
         return Limits(

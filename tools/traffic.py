@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import heapq
 import ipaddress
+import itertools
 import json
 import math
 import random
@@ -31,7 +32,7 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, timezone
 from email.utils import formatdate
@@ -1338,6 +1339,139 @@ class SequencedEvents:
             "apisix_latency": gateway_ms,
         }
         return entry, key, seq
+
+
+# --------------------------------------------------------------------------------------------
+# Bulk traffic (benchmarks, bench/)
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BulkRecord:
+    """One Kafka record value of bulk traffic: ``events`` request events, sent at ``emit_ms``."""
+
+    value: bytes
+    events: int
+    emit_ms: int
+
+
+def random_public_ips(count: int, seed: int, ipv6_share: float = 0.05) -> list[str]:
+    """``count`` distinct public addresses, no GeoIP database needed.
+
+    IPv4 addresses are drawn uniformly from the global unicast space, so countries come out in
+    proportion to their share of it; about ``ipv6_share`` are IPv6 from the RIRs' big blocks.
+    """
+    if count < 0 or not 0 <= ipv6_share <= 1:
+        raise ValueError("count must be >= 0 and ipv6_share within [0, 1]")
+    rng = random.Random(seed)
+    found: dict[str, None] = {}
+    while len(found) < count:
+        addr: ipaddress.IPv4Address | ipaddress.IPv6Address
+        if rng.random() < ipv6_share:
+            block = rng.choice(_V6_BLOCKS)
+            addr = ipaddress.IPv6Address(
+                int(block.network_address) + rng.getrandbits(128 - block.prefixlen)
+            )
+        else:
+            addr = ipaddress.IPv4Address(rng.getrandbits(32))
+        if addr.is_global and not addr.is_multicast and not addr.is_reserved:
+            found[str(addr)] = None
+    return list(found)
+
+
+def bulk_consumers(keys: int, seed: int, ips: Sequence[str]) -> list[Consumer]:
+    """``keys`` consumers, each with its own API key, for bulk traffic.
+
+    Gateways: about 60 % APISIX, 30 % Kong, 10 % generic usage events. Rates follow a Zipf-like
+    curve (``mean_per_window`` is the consumer's relative weight): a few heavy callers and a long
+    tail. Most consumers are servers calling from one to three addresses; about one in five is a
+    mobile or browser app whose calls come from many addresses.
+    """
+    if keys < 1 or not ips:
+        raise ValueError("bulk traffic needs at least one key and one address")
+    rng = random.Random(seed)
+    gateways: tuple[Gateway, ...] = ("apisix", "kong", "generic")
+    styles: tuple[AuthStyle, ...] = ("apikey-header", "apikey-query", "bearer")
+    out: list[Consumer] = []
+    for i in range(keys):
+        gateway = rng.choices(gateways, weights=(6, 3, 1))[0]
+        many = rng.random() < 0.2
+        n_ips = rng.randint(5, 50) if many else rng.randint(1, 3)
+        out.append(
+            Consumer(
+                name=f"tenant-{i:05d}",
+                api_key=new_api_key(rng),
+                auth_style=rng.choices(styles, weights=(5, 2, 3))[0],
+                home_ips=[] if gateway == "generic" else rng.sample(ips, min(n_ips, len(ips))),
+                gateway=gateway,
+                mean_per_window=max(1, round(1000 / (i + 1) ** 0.9)),
+            )
+        )
+    rng.shuffle(out)
+    return out
+
+
+def bulk_traffic(
+    events: int,
+    *,
+    start_ms: int,
+    keys: int = 5000,
+    rate: float = 5000.0,
+    seed: int = 11,
+    stream: int = 0,
+    rejected_share: float = 0.01,
+    ip_pool: int | None = None,
+) -> Iterator[BulkRecord]:
+    """Exactly ``events`` request events from ``keys`` consumers, as gateway records in send order.
+
+    The same renderer and batching as ``generate`` and ``run_live`` (APISIX arrays of up to 50
+    entries and single objects, Kong objects and arrays, generic events), on a simulated clock:
+    requests start at ``rate`` per second from ``start_ms``. About ``rejected_share`` of the
+    requests are 401s from unknown clients presenting a wrong key or none. There are no bad
+    records. The consumers, their keys and addresses depend on ``seed`` only; ``stream`` picks
+    an independent request sequence over them (several streams, e.g. time slices generated in
+    parallel, share one population). Deterministic; yields as it goes, so a million events
+    never sit in memory at once.
+    """
+    if events < 0 or rate <= 0 or not 0 <= rejected_share < 1:
+        raise ValueError("events must be >= 0, rate > 0 and rejected_share within [0, 1)")
+    rng = random.Random(f"bulk-{seed}-{stream}")
+    ips = random_public_ips(ip_pool or max(100, keys * 3), seed)
+    consumers = bulk_consumers(keys, seed + 1, ips)
+    scanners = random_public_ips(max(10, keys // 5), seed + 2)
+    cum_weights = list(itertools.accumulate(c.mean_per_window for c in consumers))
+    renderer = _Renderer(rng)
+    engine = _Engine()
+    step_ms = 100
+    per_step = rate * step_ms / 1000
+    carry = 0.0
+    planned = 0
+    now_ms = start_ms
+    while planned < events:
+        carry += per_step
+        n = min(int(carry), events - planned)
+        carry -= int(carry)
+        for _ in range(n):
+            start = now_ms + rng.randrange(step_ms)
+            req: _Request
+            if rng.random() < rejected_share:
+                gateway: Gateway = "apisix" if rng.random() < 0.6 else "kong"
+                key = new_api_key(rng) if rng.random() < 0.8 else None
+                req = _Request(gateway, rng.choice(scanners), start, None, key, "apikey-header")
+            else:
+                c = rng.choices(consumers, cum_weights=cum_weights)[0]
+                ip = rng.choice(c.home_ips) if c.home_ips else None
+                req = _Request(c.gateway, ip, start, c, c.api_key, c.auth_style)
+            engine.submit(*renderer.render(req))
+        planned += n
+        now_ms += step_ms
+        for record in engine.advance(now_ms):
+            yield BulkRecord(record.value, len(record.items), record.emit_ms)
+        # The renderer remembers every secret and address for ground truth; bulk needs none.
+        renderer.secrets.clear()
+        renderer.client_ips.clear()
+    for record in engine.drain():
+        yield BulkRecord(record.value, len(record.items), record.emit_ms)
 
 
 # --------------------------------------------------------------------------------------------

@@ -16,6 +16,7 @@ from metering.settings import (
     HashKeyError,
     PipelineSettings,
     build_parser,
+    parse_flink_config,
     read_hash_key,
     settings_from_args,
 )
@@ -106,6 +107,7 @@ def test_every_field_has_a_flag() -> None:
             "transaction_timeout_ms": "700000",
             "expected_restart_seconds": "60",
             "kafka_sasl_mechanism": None,  # only valid with a SASL protocol: tested on its own
+            "flink_config": "python.fn-execution.bundle.size=500",
         }.get(name)
         if name in ("kafka_sasl_mechanism", "kafka_sasl_username"):
             continue
@@ -193,6 +195,50 @@ def test_bad_environment_values_exit_2(
         settings_from_args([])
     assert exc.value.code == 2
     assert message in capsys.readouterr().err
+
+
+def test_flink_config_from_flag_and_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert PipelineSettings().flink_overrides() == {}
+    monkeypatch.setenv(
+        "PIPELINE_FLINK_CONFIG",
+        "python.fn-execution.bundle.size=1000, python.fn-execution.bundle.time=100",
+    )
+    assert settings_from_args([]).flink_overrides() == {
+        "python.fn-execution.bundle.size": "1000",
+        "python.fn-execution.bundle.time": "100",
+    }
+    # The flag wins; a value may itself contain "=" (only the first one splits).
+    s = settings_from_args(
+        ["--flink-config", "env.java.opts.all=-Dx=1,,state.backend.type=rocksdb"]
+    )
+    assert s.flink_overrides() == {
+        "env.java.opts.all": "-Dx=1",
+        "state.backend.type": "rocksdb",
+    }
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("python.fn-execution.bundle.size", "expected key=value"),
+        ("=5", "expected key=value"),
+        ("a=1,a=2", "a given twice"),
+    ],
+)
+def test_malformed_flink_config_exits_2(
+    capsys: pytest.CaptureFixture[str], value: str, message: str
+) -> None:
+    with pytest.raises(SystemExit) as exc:
+        settings_from_args(["--flink-config", value])
+    assert exc.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_parse_flink_config() -> None:
+    assert parse_flink_config("") == {}
+    assert parse_flink_config(" a = 1 ,b=") == {"a": "1", "b": ""}
+    with pytest.raises(ValueError, match="expected key=value"):
+        parse_flink_config("a=1,b")
 
 
 def test_duplicate_topics_are_rejected_by_the_model() -> None:

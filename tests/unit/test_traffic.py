@@ -6,6 +6,7 @@ not against the generator's own bookkeeping, so a bug in one does not hide in th
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import math
 import random
@@ -19,6 +20,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from metering.records import RecordProcessor, SourceRef
 from tools.traffic import (
     ATTACK_MULTIPLIER,
     Attack,
@@ -26,11 +28,13 @@ from tools.traffic import (
     Consumer,
     Generated,
     Scenario,
+    bulk_traffic,
     default_geoip_db,
     default_scenario,
     generate,
     ips_for_countries,
     new_api_key,
+    random_public_ips,
     run_live,
 )
 
@@ -658,3 +662,64 @@ def test_run_live_stops_on_event() -> None:
     )
     assert ticks[0] == 40 and producer.flushed and producer.values
     assert all(not classify(raw)[1] for raw in producer.values)
+
+
+# -- bulk traffic (bench/) ----------------------------------------------------------------------
+
+
+def test_bulk_traffic_gives_exactly_the_events_asked_for_deterministically() -> None:
+    records = list(bulk_traffic(3000, start_ms=START_MS, keys=300, seed=5))
+    assert sum(r.events for r in records) == 3000
+    assert records == list(bulk_traffic(3000, start_ms=START_MS, keys=300, seed=5))
+    other = list(bulk_traffic(3000, start_ms=START_MS, keys=300, seed=5, stream=1))
+    assert [r.value for r in other] != [r.value for r in records]
+    for rec in records:
+        good, problems = classify(rec.value)
+        assert not problems
+        assert len(good) == rec.events
+    emitted = [r.emit_ms for r in records]
+    assert emitted == sorted(emitted)
+
+
+def test_bulk_traffic_looks_like_production() -> None:
+    records = list(bulk_traffic(20_000, start_ms=START_MS, keys=2000, rate=5000, seed=9))
+    entries = [e for r in records for e in classify(r.value)[0]]
+    kinds = Counter(_kind(e) for e in entries)
+    # Mostly APISIX, then Kong, a few generic events.
+    assert kinds["apisix"] > kinds["kong"] > kinds["generic"] > 0
+    arrays = [r for r in records if r.value.startswith(b"[")]
+    objects = [r for r in records if r.value.startswith(b"{")]
+    assert arrays and objects
+    assert max(r.events for r in arrays) == 50  # APISIX batch_max_size
+    assert sum(r.events for r in arrays) > sum(r.events for r in objects)
+    # Thousands of keys and thousands of addresses, with a long tail of rarely seen keys.
+    keys = Counter(rate_key(e) for e in entries if not rate_key(e).startswith("client:"))
+    assert len(keys) > 1000
+    assert keys.most_common(1)[0][1] > 20 * sorted(keys.values())[len(keys) // 2]
+    ips = {e["client_ip"] for e in entries if e.get("client_ip")}
+    assert len(ips) > 2000
+    assert any(":" in ip for ip in ips)
+    rejected = [e for e in entries if e.get("response", {}).get("status") == 401]
+    assert 0.002 < len(rejected) / len(entries) < 0.03
+    # Event time follows the simulated rate: 20,000 events at 5,000/s span about 4 s.
+    times = [event_ms(e) for e in entries]
+    assert 3_500 <= max(times) - min(times) <= 7_000
+
+
+def test_bulk_records_pass_the_job_parser(processor: RecordProcessor) -> None:
+    records = list(bulk_traffic(2000, start_ms=START_MS, keys=200, seed=2))
+    for i, rec in enumerate(records):
+        result = processor.process(rec.value, SourceRef("bench.raw", 0, i))
+        assert not result.dead_letters
+        assert len(result.events) == rec.events
+
+
+def test_random_public_ips_are_distinct_and_public() -> None:
+    ips = random_public_ips(500, seed=1, ipv6_share=0.1)
+    assert len(ips) == len(set(ips)) == 500
+    addrs = [ipaddress.ip_address(ip) for ip in ips]
+    assert all(a.is_global and not a.is_multicast for a in addrs)
+    assert 20 < sum(a.version == 6 for a in addrs) < 100
+    assert random_public_ips(500, seed=1, ipv6_share=0.1) == ips
+    with pytest.raises(ValueError):
+        random_public_ips(1, seed=1, ipv6_share=2)

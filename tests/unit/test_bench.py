@@ -1,0 +1,367 @@
+"""The benchmark's pure parts: arithmetic, result document, table, flags. No JVM, no broker."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bench import java_ceiling
+from bench.metrics import (
+    CONTENDERS,
+    METRIC_KEYS,
+    ProcessingSpan,
+    Sample,
+    Throughput,
+    assemble,
+    bursts,
+    cpu_at,
+    cpu_between,
+    events_per_s,
+    extract_int,
+    format_table,
+    latency_ms,
+    latency_summary,
+    parse_contenders,
+    peak_rss_mb,
+    percentile,
+    stamp_ms,
+    throughput_result,
+)
+from bench.python_loop import Windows
+from bench.run import Bench, Topics, job_flags, options_from_args, python_loop_flags
+from metering.settings import PipelineSettings, settings_from_args
+
+# -- contenders and options ---------------------------------------------------------------------
+
+
+def test_contenders_come_back_in_canonical_order() -> None:
+    assert parse_contenders("python_loop, job") == ["job", "python_loop"]
+    assert parse_contenders("job_session,java_ceiling") == ["java_ceiling", "job_session"]
+    with pytest.raises(ValueError, match="unknown contender"):
+        parse_contenders("job,flink")
+    with pytest.raises(ValueError, match="no contender"):
+        parse_contenders(" , ")
+
+
+def test_options_from_flags_and_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("BENCH_EVENTS", "BENCH_ONLY", "BENCH_FLINK_CONFIG", "BENCH_BUNDLE_SIZE"):
+        monkeypatch.delenv(name, raising=False)
+    defaults = options_from_args([])
+    assert defaults.events == 1_000_000
+    assert defaults.contenders == list(CONTENDERS)
+    assert defaults.checkpoint_seconds == PipelineSettings().checkpoint_interval_seconds
+    monkeypatch.setenv("BENCH_EVENTS", "50000")
+    monkeypatch.setenv("BENCH_BUNDLE_SIZE", "500")
+    opts = options_from_args(["--only", "job", "--bundle-time", "100", "--flink-config", "a=1"])
+    assert opts.events == 50_000
+    assert opts.contenders == ["job"]
+    assert opts.flink_config == {
+        "a": "1",
+        "python.fn-execution.bundle.size": "500",
+        "python.fn-execution.bundle.time": "100",
+    }
+    assert options_from_args(["--events", "7"]).events == 7  # a flag wins
+
+
+@pytest.mark.parametrize(
+    "argv", [["--only", "nope"], ["--events", "0"], ["--flink-config", "novalue"]]
+)
+def test_bad_options_exit_2(argv: list[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        options_from_args(argv)
+    assert exc.value.code == 2
+
+
+def test_job_flags_are_the_jobs_own_flags() -> None:
+    opts = options_from_args(["--checkpoint-seconds", "3", "--bundle-size", "200"])
+    topics = Topics.for_run("bench.x.job.t", "bench.x.raw")
+    flags = job_flags(opts, topics, "bench.x.job.t", 1, "bench-job", "file:///tmp/ckpt")
+    cfg = settings_from_args(flags)
+    assert cfg.raw_topic == "bench.x.raw"
+    assert cfg.enriched_topic == "bench.x.job.t.enriched"
+    assert cfg.startup_mode == "earliest-offset"
+    assert cfg.checkpoint_interval_seconds == 3
+    assert cfg.parallelism == 1
+    assert cfg.flink_overrides() == {"python.fn-execution.bundle.size": "200"}
+    # Durable checkpoint storage: in-memory storage caps state at 5 MB, which dedup outgrows.
+    assert cfg.checkpoint_dir == "file:///tmp/ckpt"
+    # The Java ceiling takes the same flags.
+    assert java_ceiling.sink_specs(cfg)[0].transactional_id_prefix == "bench.x.job.t-enriched"
+
+
+def test_python_loop_processes_split_the_partitions() -> None:
+    opts = options_from_args(["--parallelism", "3"])
+    topics = Topics.for_run("p", "raw")
+
+    def partitions(index: int, of: int) -> str:
+        flags = python_loop_flags(opts, topics, "g", index, of)
+        return flags[flags.index("--partitions") + 1]
+
+    assert [partitions(i, 3) for i in range(3)] == ["0", "1", "2"]
+    assert [partitions(i, 2) for i in range(2)] == ["0,2", "1"]
+    flags = python_loop_flags(opts, topics, "g", 1, 3)
+    assert flags[flags.index("--transactional-id") + 1] == "g-1"
+
+
+def test_drain_allowance_grows_with_the_backlog() -> None:
+    bench = Bench(options_from_args(["--rate", "5000", "--latency-seconds", "30"]))
+    base = max(60.0, 4.0 * bench.opts.checkpoint_seconds)
+    assert bench.drain_allowance(10_000) == base  # keeps up: no backlog
+    # 150,000 events at 1,000/s take 150 s, 120 s more than the paced 30 s; 50 % margin.
+    assert bench.drain_allowance(1_000) == base + 180
+    assert bench.drain_allowance(1) == 900.0  # capped
+    assert bench.drain_allowance(None) == base + 30
+
+
+# -- arithmetic ----------------------------------------------------------------------------------
+
+
+def test_percentile_matches_numpy() -> None:
+    rng = random.Random(3)
+    values = [rng.expovariate(1 / 50) for _ in range(1001)]
+    for q in (0, 1, 50, 90, 99, 99.9, 100):
+        assert percentile(values, q) == pytest.approx(float(np.percentile(values, q)))
+    assert percentile([7.0], 99) == 7.0
+    with pytest.raises(ValueError):
+        percentile([], 50)
+    with pytest.raises(ValueError):
+        percentile([1.0], 101)
+
+
+def test_latency_summary() -> None:
+    assert latency_summary([]) == {"p50": None, "p99": None}
+    summary = latency_summary([float(i) for i in range(1, 101)])
+    assert summary == {"p50": 50.5, "p99": 99.0}
+
+
+def test_bursts_count_commits() -> None:
+    assert bursts([]) == 0
+    assert bursts([1.0, 1.1, 1.2, 11.0, 11.05, 21.0]) == 3
+    assert bursts([1.0, 1.4, 1.8, 2.2], gap_s=0.5) == 1
+
+
+def test_events_per_s() -> None:
+    assert events_per_s(1000, 10.0, 20.0) == 100.0
+    assert events_per_s(1000, None, 20.0) == 0.0
+    assert events_per_s(1000, 20.0, 20.0) == 0.0
+
+
+def test_extract_int_reads_flat_json() -> None:
+    value = json.dumps({"a": 1, "source_partition": 3, "source_offset": 12345678901}).encode()
+    assert extract_int(value, "source_partition") == 3
+    assert extract_int(value, "source_offset") == 12_345_678_901
+    assert extract_int(value, "missing") is None
+    assert extract_int(b'{"source_partition":-1}', "source_partition") == -1
+
+
+def test_processing_span_of_epoch_ms_and_text_stamps() -> None:
+    span = ProcessingSpan()
+    assert span.bounds_ms() is None
+    for ms in (500, 100, 900, 300):
+        span.update(json.dumps({"processing_time": ms, "x": 1}).encode())
+    span.update(b'{"no_stamp":1}')
+    assert span.bounds_ms() == (100, 900)
+    text = ProcessingSpan()
+    for stamp in ("2024-06-13 15:00:01.250", "2024-06-13 15:00:00.999", "2024-06-13 15:00:02.000"):
+        text.update(json.dumps({"processing_time": stamp}).encode())
+    assert text.bounds_ms() == (stamp_ms("2024-06-13 15:00:00.999"), 1_718_290_802_000)
+    assert stamp_ms("1970-01-01 00:00:01.500") == 1500
+
+
+def test_cpu_is_interpolated_between_samples() -> None:
+    samples = [Sample(10.0, 1.0, 100), Sample(12.0, 3.0, 300 * 2**20), Sample(14.0, 3.0, 200)]
+    assert cpu_at([], 5.0) == 0.0
+    assert cpu_at(samples, 0.0) == 1.0  # clamped before the first sample
+    assert cpu_at(samples, 11.0) == 2.0
+    assert cpu_at(samples, 99.0) == 3.0
+    assert cpu_between(samples, 11.0, 13.0) == 1.0
+    assert cpu_between(samples, 13.0, 11.0) == 0.0
+    assert peak_rss_mb(samples) == 300.0
+    assert peak_rss_mb([]) == 0.0
+
+
+def _throughput(**overrides: object) -> Throughput:
+    fields: dict[str, object] = {
+        "events_in": 100_000,
+        "events_out": 100_000,
+        "first_visible": 100.0,
+        "last_visible": 150.0,
+        "commits": 6,
+        "processing_ms": (92_000, 148_000),
+        "cpu_s": 80.0,
+        "peak_rss_mb": 1234.5,
+        "wall_s": 90.0,
+        "complete": True,
+    }
+    fields.update(overrides)
+    return Throughput(**fields)  # type: ignore[arg-type]
+
+
+def test_throughput_result_uses_visible_output_with_enough_commits() -> None:
+    r = throughput_result(_throughput())
+    assert r["events_per_s"] == 2000.0
+    assert r["events_per_s_basis"] == "visible_output"
+    assert r["processing_events_per_s"] == pytest.approx(100_000 / 56, abs=0.1)
+    assert r["cpu_s_per_million"] == 800.0
+    assert r["peak_rss_mb"] == 1234.5
+    assert r["throughput"]["visible_span_s"] == 50.0
+
+
+def test_throughput_result_falls_back_to_processing_stamps_with_few_commits() -> None:
+    r = throughput_result(_throughput(commits=1, first_visible=100.0, last_visible=100.0))
+    assert r["events_per_s_basis"] == "processing_stamps"
+    assert r["events_per_s"] == pytest.approx(100_000 / 56, abs=0.1)
+    # Without stamps there is nothing better than the visible span.
+    r = throughput_result(_throughput(commits=2, processing_ms=None))
+    assert (r["events_per_s"], r["events_per_s_basis"]) == (2000.0, "visible_output")
+
+
+def test_latency_maps_outputs_to_produce_times_and_censors_missing_events() -> None:
+    produced = {(0, 10): 1_000_000, (1, 5): 1_000_500}
+    events = {(0, 10): 3, (1, 5): 1}
+    visible = [
+        (0, 10, 1001.0),
+        (0, 10, 1001.5),
+        (0, 9, 1000.1),  # warm-up record: not measured
+    ]
+    lat, missing = latency_ms(visible, produced)
+    assert (sorted(lat), missing) == ([1000.0, 1500.0], 0)
+    lat, missing = latency_ms(visible, produced, events, censor_at=1010.0)
+    # One event of (0, 10) and the one of (1, 5) never showed: counted as seen at 1010 s.
+    assert missing == 2
+    assert sorted(lat) == [1000.0, 1500.0, 9500.0, 10000.0]
+
+
+# -- result document and table ----------------------------------------------------------------
+
+
+def _result(rate: float) -> dict[str, object]:
+    return {
+        "events_per_s": rate,
+        "latency_ms": {"p50": 5100.0, "p99": 10200.0},
+        "cpu_s_per_million": 420.0,
+        "peak_rss_mb": 900.0,
+        "latency_phase": {"missing": 0, "cpu_cores": 1.2, "rate": 5000.0},
+    }
+
+
+def test_assemble_has_exactly_the_documented_keys() -> None:
+    doc = assemble(
+        {name: _result(1000.0) for name in CONTENDERS},
+        machine={"cpu_model": "x", "cores": 2, "memory_gb": 24.0},
+        versions={"flink": "2.2.1", "kafka": "4.1.1", "python": "3.11"},
+        params={"checkpoint_seconds": 10},
+        events=50_000,
+        date="2024-06-13T15:00:00+00:00",
+    )
+    assert list(doc) == [*CONTENDERS, "machine", "versions", "date", "events", "params"]
+    for name in CONTENDERS:
+        assert set(METRIC_KEYS) <= set(doc[name])
+        assert set(doc[name]["latency_ms"]) == {"p50", "p99"}
+    json.dumps(doc, allow_nan=False)
+    with pytest.raises(ValueError, match="lacks"):
+        assemble(
+            {"job": {"events_per_s": 1}}, machine={}, versions={}, params={}, events=1, date=""
+        )
+
+
+def test_table_lists_each_contender_with_machine_and_versions() -> None:
+    results = {name: _result(1000.0 * (i + 1)) for i, name in enumerate(CONTENDERS)}
+    results["job"]["latency_phase"] = {"missing": 1234, "waited_after_s": 60.0, "rate": 5000.0}
+    doc = assemble(
+        results,
+        machine={"cpu_model": "Xeon", "cores": 2, "memory_gb": 23.5, "load_avg_1m": 0.5},
+        versions={"flink": "2.2.1", "kafka": "4.1.1", "python": "3.11.7"},
+        params={"checkpoint_seconds": 10, "parallelism": 2, "rate": 5000.0},
+        events=50_000,
+        date="2024-06-13T15:00:00+00:00",
+    )
+    table = format_table(doc)
+    lines = table.splitlines()
+    assert lines[0].split()[:2] == ["contender", "events/s"]
+    rows = {line.split()[0]: line for line in lines[2:5]}
+    assert list(rows) == list(CONTENDERS)
+    assert rows["java_ceiling"].split()[1:6] == ["2,000", "5,100", "10,200", "420", "900"]
+    assert "lower bound: 1,234 events" in rows["job"]
+    assert "1.20 cores at 5,000/s" in rows["python_loop"]
+    assert "Xeon, 2 cores, 23.5 GB" in table
+    assert "flink 2.2.1" in table and "kafka 4.1.1" in table
+
+
+# -- contenders' own logic ---------------------------------------------------------------------
+
+
+def _event(rate_key: str, t: int, **kw: object) -> dict[str, object]:
+    ev: dict[str, object] = {
+        "rate_key": rate_key,
+        "event_time": t,
+        "consumer": rate_key,
+        "key_fingerprint": None,
+        "country": "DE",
+        "auth_failed": False,
+        "units": 1.0,
+    }
+    ev.update(kw)
+    return ev
+
+
+def test_python_loop_windows_close_on_the_watermark_and_correct_late_events() -> None:
+    w = Windows(window_ms=10_000, out_of_orderness_ms=5_000)
+    assert w.close_due() == []
+    for t in (1_000, 2_000, 9_999):
+        assert w.add(_event("a", t)) is None
+    assert w.add(_event("b", 5_000, auth_failed=True)) is None
+    assert w.close_due() == []  # watermark 4,999: window [0, 10,000) still open
+    assert w.add(_event("a", 15_000)) is None  # watermark 10,000: it closes
+    closed = {r["rate_key"]: r for r in w.close_due()}
+    assert (closed["a"]["count"], closed["b"]["count"], closed["b"]["auth_failures"]) == (3, 1, 1)
+    assert closed["a"]["window_start"] == 0 and closed["a"]["window_end"] == 10_000
+    late = w.add(_event("a", 3_000))
+    assert late is not None and late["kind"] == "late_correction" and late["count"] == 1
+    assert list(w.open) == [10_000]
+
+
+def test_java_ceiling_statements_match_the_jobs_delivery(tmp_path: Path) -> None:
+    jar = tmp_path / "flink-sql-connector-kafka-test.jar"
+    jar.write_bytes(b"")
+    cfg = PipelineSettings(
+        connector_jar=str(jar),
+        checkpoint_interval_seconds=7,
+        parallelism=3,
+        out_of_orderness_seconds=4,
+        window_seconds=20,
+        flink_config="python.fn-execution.bundle.size=10",
+    )
+    source, enriched_sink, usage_sink, *views_and_inserts = java_ceiling.statements(cfg)
+    assert "'format' = 'json'" in source
+    assert "'properties.isolation.level' = 'read_committed'" in source
+    assert "'json.ignore-parse-errors' = 'false'" in source
+    assert "WATERMARK FOR `ts` AS `ts` - INTERVAL '4' SECOND" in source
+    assert "'yyyy-MM-dd''T''HH:mm:ss.SSSXXX'" in source  # a valid Java pattern, quoted once
+    for sink, topic in ((enriched_sink, cfg.enriched_topic), (usage_sink, cfg.usage_topic)):
+        assert f"'topic' = '{topic}'" in sink
+        assert "'sink.delivery-guarantee' = 'exactly-once'" in sink
+        assert f"'properties.transaction.timeout.ms' = '{cfg.transaction_timeout_ms}'" in sink
+    assert "INTERVAL '20' SECOND" in views_and_inserts[-1]
+    conf = java_ceiling.flink_config(cfg)
+    assert conf["execution.checkpointing.interval"] == "7 s"
+    assert conf["execution.checkpointing.mode"] == "EXACTLY_ONCE"
+    assert conf["parallelism.default"] == "3"
+    assert conf["python.fn-execution.bundle.size"] == "10"
+
+
+def test_plot_is_written(tmp_path: Path) -> None:
+    from bench.plot import write_png
+
+    results = {name: _result(1000.0) for name in CONTENDERS}
+    results["job"]["latency_ms"] = {"p50": 140_000.0, "p99": 400_000.0}  # log scale kicks in
+    doc = assemble(
+        results, machine={"cores": 2}, versions={}, params={}, events=1, date="2024-06-13"
+    )
+    path = tmp_path / "out" / "latest.png"
+    write_png(doc, path)
+    assert path.read_bytes().startswith(b"\x89PNG")
