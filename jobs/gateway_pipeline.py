@@ -49,6 +49,7 @@ from udfs.functions import (
 
 log = logging.getLogger("gateway_pipeline")
 REPO_ROOT = Path(__file__).resolve().parent.parent
+LOCAL_CHECKPOINTS = REPO_ROOT / ".local" / "checkpoints"
 
 
 @dataclass(frozen=True)
@@ -106,6 +107,11 @@ def create_environment(
         conf.set_string("restart-strategy.type", "exponential-delay")
     if cfg.checkpoint_dir:
         conf.set_string("execution.checkpointing.dir", cfg.checkpoint_dir)
+    elif local:
+        # Without a directory the MiniCluster keeps checkpoints in the JobManager's memory,
+        # capped at 5 MB: the dedup state of ~150k requests outgrows it, every checkpoint then
+        # fails and the job restarts in a loop. A cluster brings its own (flink-cluster.sh, k8s).
+        conf.set_string("execution.checkpointing.dir", LOCAL_CHECKPOINTS.as_uri())
     for k, v in (overrides or {}).items():
         conf.set_string(k, v)
     env = StreamExecutionEnvironment.get_execution_environment(conf)

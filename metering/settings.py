@@ -219,7 +219,10 @@ class PipelineSettings(BaseSettings):
         10, ge=1, description="checkpoint interval; exactly-once output is visible after each"
     )
     checkpoint_dir: str | None = Field(
-        None, description="durable checkpoint storage URI, e.g. file:///var/flink/checkpoints"
+        None,
+        description="durable checkpoint storage URI, e.g. file:///var/flink/checkpoints; on the "
+        "embedded MiniCluster the default is .local/checkpoints in the repository (a cluster "
+        "uses its own execution.checkpointing.dir)",
     )
     connector_jar: str | None = Field(
         None, description="flink-sql-connector-kafka jar; default: the one make setup resolved"

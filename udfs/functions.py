@@ -37,6 +37,7 @@ from metering.ledger import LEDGER_FIELDS, Ledger
 from metering.records import Limits, RecordProcessor, SourceRef
 from metering.redact import Pseudonymizer
 from metering.settings import read_hash_key
+from metering.windows import OpenWindows
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +85,8 @@ USAGE = OutputTag("usage", KEYED_JSON_TYPE)
 # Event-time timers at this time fire only on MAX_WATERMARK: at the end of a bounded input or on a
 # drain, which is when the last reconciliation counts must still go out.
 END_OF_TIME = 2**63 - 2
+# Past this many armed (key, window) entries, drop those whose window the watermark has passed.
+ARMED_SWEEP_SIZE = 100_000
 
 
 def dumps(value: dict[str, Any]) -> str:
@@ -207,9 +210,15 @@ class KeyedWindows(KeyedProcessFunction):
 
     def open(self, runtime_context: RuntimeContext) -> None:
         # Open windows need no TTL: each has an event-time timer that emits and removes it.
-        self._windows = runtime_context.get_map_state(
-            MapStateDescriptor("windows", Types.LONG(), Types.PICKLED_BYTE_ARRAY())
+        # One value per key (metering/windows.py says why not a map state).
+        self._windows = runtime_context.get_state(
+            ValueStateDescriptor("open-windows", Types.PICKLED_BYTE_ARRAY())
         )
+        # (key, window end) whose timer this worker has registered. A timer is registered once
+        # per window per worker, not on every event: each registration costs a write to the
+        # JVM. A restored job starts new workers with an empty set, so the first event of a
+        # window after a restore registers its timer again (see the timer note below).
+        self._armed: set[tuple[str, int]] = set()
         seen = MapStateDescriptor("request-ids", Types.STRING(), Types.BOOLEAN())
         if self._dedup_horizon_s > 0:
             seen.enable_time_to_live(
@@ -241,24 +250,36 @@ class KeyedWindows(KeyedProcessFunction):
             key = str(ctx.get_current_key())
             yield USAGE, Row(key, dumps(window_record(key, start, end, agg, "late_correction")))
             return
-        current: WindowAgg | None = self._windows.get(start)
-        self._windows.put(start, agg if current is None else current.merge(agg))
-        # On every event, not just the window's first: process mode can lose a timer registered
-        # just before a checkpoint barrier while its state is kept (see README, Guarantees), and
-        # any later event of the window puts it back. Flink keeps one timer per timestamp.
-        ctx.timer_service().register_event_time_timer(end - 1)
+        windows: OpenWindows = self._windows.value() or OpenWindows()
+        windows.add(start, agg)
+        self._windows.update(windows)
+        # Process mode can lose a timer registered just before a checkpoint barrier while its
+        # state is kept (see README, Guarantees). The window's next event after the restore
+        # registers it again, since the restored worker's set is empty; Flink keeps one timer
+        # per timestamp.
+        armed = (str(ctx.get_current_key()), end)
+        if armed not in self._armed:
+            ctx.timer_service().register_event_time_timer(end - 1)
+            self._armed.add(armed)
+            if len(self._armed) > ARMED_SWEEP_SIZE:
+                watermark = ctx.timer_service().current_watermark()
+                self._armed = {a for a in self._armed if a[1] - 1 > watermark}
 
     def on_timer(self, timestamp: int, ctx: KeyedProcessFunction.OnTimerContext) -> Iterable[Any]:
         key = str(ctx.get_current_key())
+        windows: OpenWindows | None = self._windows.value()
+        if windows is None:
+            return
         # Emit this window and any earlier one whose timer was lost (same cause as above).
-        starts = list(self._windows.keys())  # a Flink MapState: keys() reads them from state
-        due = sorted(s for s in starts if s + self._window_ms - 1 <= timestamp)
-        for start in due:
-            agg: WindowAgg | None = self._windows.get(start)
-            self._windows.remove(start)
-            if agg is not None:
-                record = window_record(key, start, start + self._window_ms, agg)
-                yield USAGE, Row(key, dumps(record))
+        due = windows.pop_due(timestamp, self._window_ms)
+        if windows:
+            self._windows.update(windows)
+        else:
+            self._windows.clear()
+        for start, agg in due:
+            self._armed.discard((key, start + self._window_ms))
+            record = window_record(key, start, start + self._window_ms, agg)
+            yield USAGE, Row(key, dumps(record))
 
 
 class Reconcile(KeyedProcessFunction):
@@ -273,6 +294,10 @@ class Reconcile(KeyedProcessFunction):
             ValueStateDescriptor("ledger", Types.PICKLED_BYTE_ARRAY())
         )
         self._since = runtime_context.get_state(ValueStateDescriptor("since", Types.LONG()))
+        # Per partition, the report time this worker last registered a timer for (None: only
+        # the end-of-time timer so far). Registering once per interval, not per delta, saves a
+        # write to the JVM per record; a restored worker starts empty and registers again.
+        self._armed: dict[int, int | None] = {}
 
     def process_element(self, value: Any, ctx: KeyedProcessFunction.Context) -> Iterable[Row]:
         ledger: Ledger | None = self._ledger.value()
@@ -280,12 +305,17 @@ class Reconcile(KeyedProcessFunction):
         if ledger is None:
             ledger = Ledger()
             self._since.update(now)
-        # Both timers on every delta, at aligned times so Flink keeps one of each: a timer
-        # registered just before a checkpoint barrier can be lost in process mode.
-        ctx.timer_service().register_processing_time_timer(
-            now - now % self._interval_ms + self._interval_ms
-        )
-        ctx.timer_service().register_event_time_timer(END_OF_TIME)
+        # Aligned times, so Flink keeps one timer of each kind. A timer registered just before
+        # a checkpoint barrier can be lost in process mode: after a restore this worker's
+        # memory is empty and the first delta registers both again.
+        partition = int(ctx.get_current_key())
+        due = now - now % self._interval_ms + self._interval_ms
+        if partition not in self._armed:
+            ctx.timer_service().register_event_time_timer(END_OF_TIME)
+            self._armed[partition] = None
+        if self._armed[partition] != due:
+            ctx.timer_service().register_processing_time_timer(due)
+            self._armed[partition] = due
         ledger.add(value)
         self._ledger.update(ledger)
         return []
