@@ -45,6 +45,8 @@ else
 fi
 
 log() { echo "kafka.sh[$KAFKA_PORT]: $*"; }
+# shellcheck source=scripts/lib/proc.sh
+source "$ROOT/scripts/lib/proc.sh"
 die() {
     echo "kafka.sh[$KAFKA_PORT]: error: $*" >&2
     exit 1
@@ -58,28 +60,8 @@ require_jars() {
     command -v "$JAVA" >/dev/null || die "java not found (install a JDK 17+ or set JAVA_HOME)"
 }
 
-# A zombie (exited, not yet reaped by whoever inherited it) counts as gone.
-alive() {
-    local state
-    kill -0 "$1" 2>/dev/null || return 1
-    state="$(awk '{print $3}' "/proc/$1/stat" 2>/dev/null || true)"
-    [[ -n "$state" && "$state" != Z ]]
-}
-
-# Pid from the pid file if that process is alive and is *this* broker (guards against pid reuse).
-broker_pid() {
-    local pid
-    [[ -f "$PIDFILE" ]] || return 1
-    pid="$(<"$PIDFILE")"
-    [[ "$pid" =~ ^[0-9]+$ ]] || return 1
-    alive "$pid" || return 1
-    tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF "kafka.Kafka $PROPS" || return 1
-    echo "$pid"
-}
-
-port_open() {
-    (exec 3<>"/dev/tcp/$HOST/$1") 2>/dev/null
-}
+# Pid of *this* broker, if alive (guards against pid reuse).
+broker_pid() { pid_of "$PIDFILE" "kafka.Kafka $PROPS"; }
 
 # One metadata round trip through confluent_kafka; succeeds once the broker serves clients.
 metadata_ok() {
@@ -170,34 +152,13 @@ format_once() {
     echo "$KAFKA_CONTROLLER_PORT" >"$CONTROLLER_PORT_FILE"
 }
 
-# Remember where this start's output begins so failures show this attempt, not earlier runs.
-mark_logs() {
-    local f
-    for f in server.log kafka.out; do
-        stat -c %s "$LOGS/$f" 2>/dev/null >"$STATE/.$f.offset" || echo 0 >"$STATE/.$f.offset"
-    done
-}
-
-show_new_logs() {
-    local f offset size
-    for f in server.log kafka.out; do
-        [[ -s "$LOGS/$f" ]] || continue
-        offset="$(cat "$STATE/.$f.offset" 2>/dev/null || echo 0)"
-        size="$(stat -c %s "$LOGS/$f")"
-        ((size >= offset)) || offset=0 # rolled over meanwhile
-        ((size > offset)) || continue
-        echo "==> $LOGS/$f <==" >&2
-        tail -c +"$((offset + 1))" "$LOGS/$f" | tail -n 40 >&2
-    done
-}
-
 wait_ready() {
     local pid="$1" start=$SECONDS
     local deadline=$((SECONDS + KAFKA_READY_TIMEOUT))
     while ((SECONDS < deadline)); do
         if ! alive "$pid"; then
             log "broker process $pid exited during startup; its log output:" >&2
-            show_new_logs
+            show_new_logs server.log kafka.out
             rm -f "$PIDFILE"
             exit 1
         fi
@@ -209,7 +170,7 @@ wait_ready() {
     done
     log "broker not ready after ${KAFKA_READY_TIMEOUT}s; pid $pid left running for inspection" \
         "(scripts/kafka.sh down stops it); log tail:" >&2
-    show_new_logs
+    show_new_logs server.log kafka.out
     exit 1
 }
 
@@ -242,7 +203,7 @@ cmd_up() {
     write_config
     format_once
 
-    mark_logs
+    mark_logs server.log kafka.out
     log "starting Kafka on $HOST:$KAFKA_PORT (controller $KAFKA_CONTROLLER_PORT, logs $LOGS)"
     # setsid + nohup: own session, immune to the caller's SIGHUP/SIGINT, so it outlives `make`.
     # Without job control the background child is not a group leader, so setsid execs in place
@@ -270,17 +231,7 @@ cmd_down() {
         log "not running"
         return 0
     fi
-    log "stopping pid $pid"
-    kill -TERM "$pid" 2>/dev/null || true
-    local deadline=$((SECONDS + 30))
-    while alive "$pid" && ((SECONDS < deadline)); do
-        sleep 0.2
-    done
-    if alive "$pid"; then
-        log "still running after 30 s; sending SIGKILL"
-        kill -KILL "$pid" 2>/dev/null || true
-        while alive "$pid"; do sleep 0.1; done
-    fi
+    stop_pid broker "$pid"
     rm -f "$PIDFILE"
     log "stopped"
 }

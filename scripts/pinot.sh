@@ -95,6 +95,8 @@ JDK17_OPTS=(
 )
 
 log() { echo "pinot.sh[$PINOT_CONTROLLER_PORT]: $*"; }
+# shellcheck source=scripts/lib/proc.sh
+source "$ROOT/scripts/lib/proc.sh"
 die() {
     echo "pinot.sh[$PINOT_CONTROLLER_PORT]: error: $*" >&2
     exit 1
@@ -108,32 +110,8 @@ require_jars() {
     command -v curl >/dev/null || die "curl not found"
 }
 
-# A zombie (exited, not yet reaped by whoever inherited it) counts as gone.
-alive() {
-    local state
-    kill -0 "$1" 2>/dev/null || return 1
-    state="$(awk '{print $3}' "/proc/$1/stat" 2>/dev/null || true)"
-    [[ -n "$state" && "$state" != Z ]]
-}
-
-# Pid from a pid file if that process is alive and its command line contains the marker (guards
-# against pid reuse and against touching any other JVM).
-pid_of() {
-    local pidfile="$1" marker="$2" pid
-    [[ -f "$pidfile" ]] || return 1
-    pid="$(<"$pidfile")"
-    [[ "$pid" =~ ^[0-9]+$ ]] || return 1
-    alive "$pid" || return 1
-    tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF -- "$marker" || return 1
-    echo "$pid"
-}
-
 zk_pid() { pid_of "$ZK_PIDFILE" "ZooKeeperServerMain $ZK_CFG"; }
 pinot_pid() { pid_of "$PINOT_PIDFILE" "-bootstrapConfigPaths $CONTROLLER_CONF"; }
-
-port_open() {
-    (exec 3<>"/dev/tcp/$HOST/$1") 2>/dev/null
-}
 
 # ZooKeeper's four-letter "ruok" answers "imok" once it serves clients.
 zk_ok() {
@@ -274,27 +252,6 @@ EOF
         "server_admin=$PINOT_SERVER_ADMIN_PORT" >"$PORTS_FILE"
 }
 
-# Remember where this start's output begins so failures show this attempt, not earlier runs.
-mark_logs() {
-    local f
-    for f in pinot.log pinot.out zookeeper.log zookeeper.out; do
-        stat -c %s "$LOGS/$f" 2>/dev/null >"$STATE/.$f.offset" || echo 0 >"$STATE/.$f.offset"
-    done
-}
-
-show_new_logs() {
-    local f offset size
-    for f in zookeeper.out zookeeper.log pinot.out pinot.log; do
-        [[ -s "$LOGS/$f" ]] || continue
-        offset="$(cat "$STATE/.$f.offset" 2>/dev/null || echo 0)"
-        size="$(stat -c %s "$LOGS/$f")"
-        ((size >= offset)) || offset=0 # rolled over meanwhile
-        ((size > offset)) || continue
-        echo "==> $LOGS/$f <==" >&2
-        tail -c +"$((offset + 1))" "$LOGS/$f" | grep -vE '^\s+at ' | tail -n 30 >&2
-    done
-}
-
 java_common() {
     echo "-Djava.awt.headless=true -Djava.io.tmpdir=$STATE/tmp -Dpinot.logs.dir=$LOGS" \
         "-Dlog4j2.configurationFile=$LOG4J"
@@ -356,12 +313,12 @@ wait_ready() {
     while ((SECONDS < deadline)); do
         if ! alive "$zpid"; then
             log "ZooKeeper (pid $zpid) exited during startup; its log output:" >&2
-            show_new_logs
+            show_new_logs zookeeper.out zookeeper.log pinot.out pinot.log
             exit 1
         fi
         if ! alive "$ppid"; then
             log "Pinot (pid $ppid) exited during startup; its log output:" >&2
-            show_new_logs
+            show_new_logs zookeeper.out zookeeper.log pinot.out pinot.log
             exit 1
         fi
         ((zk)) || { zk_ok && zk=1 && log "ZooKeeper ready ($((SECONDS - start)) s)"; } || true
@@ -381,7 +338,7 @@ wait_ready() {
     log "not ready after ${PINOT_READY_TIMEOUT}s (zk=$zk controller=$controller broker=$broker" \
         "server=$server); processes left running for inspection (scripts/pinot.sh down stops" \
         "them); log tail:" >&2
-    show_new_logs
+    show_new_logs zookeeper.out zookeeper.log pinot.out pinot.log
     exit 1
 }
 
@@ -411,7 +368,7 @@ cmd_up() {
     fi
 
     write_config
-    mark_logs
+    mark_logs pinot.log pinot.out zookeeper.log zookeeper.out
     [[ -n "$zpid" ]] || start_zk
     if [[ -z "$ppid" ]]; then
         # Helix needs ZooKeeper before the controller starts; wait briefly for it here.
@@ -421,7 +378,7 @@ cmd_up() {
         until zk_ok; do
             if ! alive "$zpid_now"; then
                 log "ZooKeeper exited during startup; its log output:" >&2
-                show_new_logs
+                show_new_logs zookeeper.out zookeeper.log pinot.out pinot.log
                 exit 1
             fi
             ((SECONDS < deadline)) || die "ZooKeeper not answering on $HOST:$PINOT_ZK_PORT"
@@ -432,21 +389,6 @@ cmd_up() {
         log "Pinot pid $ppid is starting; waiting for it"
     fi
     wait_ready
-}
-
-stop_pid() {
-    local name="$1" pid="$2"
-    log "stopping $name (pid $pid)"
-    kill -TERM "$pid" 2>/dev/null || true
-    local deadline=$((SECONDS + 30))
-    while alive "$pid" && ((SECONDS < deadline)); do
-        sleep 0.2
-    done
-    if alive "$pid"; then
-        log "$name still running after 30 s; sending SIGKILL"
-        kill -KILL "$pid" 2>/dev/null || true
-        while alive "$pid"; do sleep 0.1; done
-    fi
 }
 
 cmd_down() {
