@@ -27,7 +27,6 @@ import pytest
 from tools.topics import delete_topics, ensure_topics, pipeline_topics
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-KAFKA_SCRIPT = REPO_ROOT / "scripts" / "kafka.sh"
 TOPIC_ROLES = ("raw", "enriched", "alerts", "dlq", "usage", "reconciliation")
 # Where testcontainers keeps RedpandaContainer: 4.15+ moved it to testcontainers.community.kafka
 # (testcontainers.kafka still re-exports it there, with a DeprecationWarning); 4.0-4.14 have it in
@@ -66,19 +65,27 @@ def _redpanda_container_class() -> Any:
     return None
 
 
-def _kafka_sh(command: str, port: int) -> subprocess.CompletedProcess[str]:
-    env = dict(os.environ, KAFKA_PORT=str(port))
-    # A controller port chosen for another broker (e.g. the dev one) must not leak into this one;
-    # the script derives it from KAFKA_PORT.
-    env.pop("KAFKA_CONTROLLER_PORT", None)
+def _script(
+    name: str, command: str, env: dict[str, str], drop: tuple[str, ...] = ()
+) -> subprocess.CompletedProcess[str]:
+    """Run scripts/<name> <command> with this environment plus ``env``, minus ``drop``."""
+    full = dict(os.environ, **env)
+    for var in drop:
+        full.pop(var, None)
     return subprocess.run(
-        [str(KAFKA_SCRIPT), command],
+        [str(REPO_ROOT / "scripts" / name), command],
         cwd=REPO_ROOT,
-        env=env,
+        env=full,
         capture_output=True,
         text=True,
         check=False,
     )
+
+
+def _kafka_sh(command: str, port: int) -> subprocess.CompletedProcess[str]:
+    # A controller port chosen for another broker (e.g. the dev one) must not leak into this one;
+    # the script derives it from KAFKA_PORT.
+    return _script("kafka.sh", command, {"KAFKA_PORT": str(port)}, ("KAFKA_CONTROLLER_PORT",))
 
 
 def _local_kafka(port: int) -> Iterator[str]:
@@ -145,16 +152,8 @@ class FlinkCluster:
 
 
 def _flink_cluster_sh(command: str, rest: str, hash_key: str) -> subprocess.CompletedProcess[str]:
-    env = dict(os.environ, FLINK_REST=rest, PIPELINE_HASH_KEY=hash_key)
-    env.pop("FLINK_RPC_PORT", None)
-    return subprocess.run(
-        [str(REPO_ROOT / "scripts" / "flink-cluster.sh"), command],
-        cwd=REPO_ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    env = {"FLINK_REST": rest, "PIPELINE_HASH_KEY": hash_key}
+    return _script("flink-cluster.sh", command, env, ("FLINK_RPC_PORT",))
 
 
 @pytest.fixture(scope="session")
@@ -201,15 +200,7 @@ class PinotCluster:
 
 
 def _pinot_sh(command: str, ports: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    env = dict(os.environ, **ports)
-    return subprocess.run(
-        [str(REPO_ROOT / "scripts" / "pinot.sh"), command],
-        cwd=REPO_ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    return _script("pinot.sh", command, ports)
 
 
 @pytest.fixture(scope="session")
