@@ -8,16 +8,13 @@ windows. Totals must be exact: nothing lost, nothing twice, across the savepoint
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
-import time
 from collections import Counter
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import pytest
+from cluster_helpers import submit, wait_until
 from confluent_kafka import Producer
 
 from jobs.submit import Rest
@@ -30,24 +27,12 @@ from tools.traffic import default_scenario, generate, ips_for_countries
 
 pytestmark = pytest.mark.integration
 
-REPO = Path(__file__).resolve().parents[2]
 START_MS = 1_767_225_600_000
 STEP_TIMEOUT_S = 300.0
 
 
 def _submit_cli(cluster: Any, *args: str) -> subprocess.CompletedProcess[str]:
-    env = dict(os.environ, FLINK_REST=cluster.rest)
-    # The submitting client needs no hash key: the TaskManagers have it.
-    env.pop("PIPELINE_HASH_KEY", None)
-    return subprocess.run(
-        [sys.executable, "-m", "jobs.submit", "--flink-rest", cluster.rest, *args],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=STEP_TIMEOUT_S + 60,
-        check=False,
-    )
+    return submit(cluster, *args, timeout_s=STEP_TIMEOUT_S + 60)
 
 
 def _produce(bootstrap: str, topic: str, records: list[bytes], first_index: int) -> None:
@@ -58,13 +43,15 @@ def _produce(bootstrap: str, topic: str, records: list[bytes], first_index: int)
 
 
 def _await(what: str, probe: Callable[[], int], want: int) -> None:
-    deadline = time.monotonic() + STEP_TIMEOUT_S
     got = probe()
-    while got != want:
-        assert got < want, f"{what}: {got} > {want} (duplicates)"
-        assert time.monotonic() < deadline, f"{what}: {got} of {want} after {STEP_TIMEOUT_S}s"
-        time.sleep(1)
+
+    def reached() -> bool:
+        nonlocal got
         got = probe()
+        assert got <= want, f"{what}: {got} > {want} (duplicates)"
+        return got == want
+
+    wait_until(what, reached, STEP_TIMEOUT_S, detail=lambda: f"{got} of {want}")
 
 
 def test_submit_savepoint_resume_gives_exact_totals(

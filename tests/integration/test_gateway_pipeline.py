@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cluster_helpers import wait_until
 from confluent_kafka import Producer
 
 from metering.geo import default_geoip_db
@@ -345,9 +346,11 @@ def pinot_run(run: Run, pinot: Any, kafka_bootstrap: str) -> Iterator[PinotRun]:
     def sql(text: str) -> tuple[list[str], list[list[Any]]]:
         return kpis.run(Query(text))
 
-    deadline = started + PINOT_TIMEOUT_S
+    want = (len(expected), alerts)
     counts = (-1, -1)
-    while time.monotonic() < deadline:
+
+    def ingested() -> bool:
+        nonlocal counts
         try:
             counts = (
                 _count(sql, "SELECT COUNT(*) FROM api_events"),
@@ -355,10 +358,15 @@ def pinot_run(run: Run, pinot: Any, kafka_bootstrap: str) -> Iterator[PinotRun]:
             )
         except Exception:  # tables still being created: the broker has no route for them yet
             counts = (-1, -1)
-        if counts == (len(expected), alerts):
-            break
-        time.sleep(0.5)
-    assert counts == (len(expected), alerts), f"Pinot rows (events, alerts) {counts}"
+        return counts == want
+
+    wait_until(
+        "Pinot to ingest every enriched event and alert",
+        ingested,
+        PINOT_TIMEOUT_S - (time.monotonic() - started),
+        interval_s=0.5,
+        detail=lambda: f"rows (events, alerts) {counts} of {want}",
+    )
     yield PinotRun(kpis, expected, alerts, time.monotonic() - started)
     kpis.close()
 

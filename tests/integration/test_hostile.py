@@ -19,18 +19,16 @@ job. They are held to the same exact expectations as every other record.
 from __future__ import annotations
 
 import json
-import os
 import secrets
 import subprocess
-import sys
 import time
 import urllib.error
 from collections import Counter, defaultdict
 from dataclasses import replace
-from pathlib import Path
 from typing import Any
 
 import pytest
+from cluster_helpers import submit
 
 from jobs.submit import Rest
 from metering.geo import GeoLookup, default_geoip_db
@@ -55,7 +53,6 @@ from tools.traffic import Generated, default_scenario, generate, ips_for_countri
 
 pytestmark = pytest.mark.integration
 
-REPO = Path(__file__).resolve().parents[2]
 N_HOSTILE = 100_000
 SEED = 20_260_101
 START_MS = 1_767_225_600_000
@@ -102,17 +99,7 @@ def test_expectations_agree_with_the_job_parser(mix: HostileMix) -> None:
 
 
 def _submit(cluster: Any, *args: str) -> subprocess.CompletedProcess[str]:
-    env = dict(os.environ, FLINK_REST=cluster.rest)
-    env.pop("PIPELINE_HASH_KEY", None)  # the TaskManagers have it; the client needs none
-    return subprocess.run(
-        [sys.executable, "-m", "jobs.submit", "--flink-rest", cluster.rest, *args],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=JOB_TIMEOUT_S + 120,
-        check=False,
-    )
+    return submit(cluster, *args, timeout_s=JOB_TIMEOUT_S + 120)
 
 
 def _restarts(rest: Rest, job_id: str) -> dict[str, Any]:

@@ -7,15 +7,11 @@ passed its end, so an event for that window produced afterwards is late by const
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import pytest
+from cluster_helpers import submit, wait_until
 from confluent_kafka import Producer
 
 from tools.readback import drain
@@ -23,7 +19,6 @@ from tools.topics import job_topic_flags
 
 pytestmark = pytest.mark.integration
 
-REPO = Path(__file__).resolve().parents[2]
 T0 = 1_767_225_600_000  # a window boundary
 W = 10_000
 
@@ -41,11 +36,8 @@ def _event(user: str, ts: int, request_id: str) -> bytes:
     ).encode()
 
 
-def _await(what: str, probe: Callable[[], bool], timeout_s: float = 240.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not probe():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(1)
+def _await(what: str, probe: Callable[[], bool]) -> None:
+    wait_until(what, probe, 240.0)
 
 
 def test_late_event_is_enriched_and_corrected_and_a_retry_is_dropped(
@@ -58,8 +50,6 @@ def test_late_event_is_enriched_and_corrected_and_a_retry_is_dropped(
             producer.produce(unique_topics["raw"], value=v, partition=partition)
         assert producer.flush(30) == 0
 
-    env = dict(os.environ, FLINK_REST=flink_cluster.rest)
-    env.pop("PIPELINE_HASH_KEY", None)
     flags = [
         "--bootstrap-servers", kafka_bootstrap,
         *job_topic_flags(unique_topics),
@@ -71,10 +61,7 @@ def test_late_event_is_enriched_and_corrected_and_a_retry_is_dropped(
         "--idle-timeout-seconds", "1",
         "--reconcile-interval-seconds", "1",
     ]  # fmt: skip
-    submit = [sys.executable, "-m", "jobs.submit", "--flink-rest", flink_cluster.rest]
-    run = subprocess.run(
-        [*submit, *flags], cwd=REPO, env=env, capture_output=True, text=True, check=False
-    )
+    run = submit(flink_cluster, *flags)
     assert run.returncode == 0, run.stderr[-4000:]
     job = run.stdout.strip()
 
@@ -105,10 +92,7 @@ def test_late_event_is_enriched_and_corrected_and_a_retry_is_dropped(
             == 1
         ),
     )
-    stop = subprocess.run(
-        [*submit, "--stop-with-savepoint", job, "--drain"],
-        cwd=REPO, env=env, capture_output=True, text=True, check=False,
-    )  # fmt: skip
+    stop = submit(flink_cluster, "--stop-with-savepoint", job, "--drain")
     assert stop.returncode == 0, stop.stderr[-4000:]
 
     enriched = [
