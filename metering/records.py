@@ -94,17 +94,28 @@ def _has_lone_surrogate(value: Any) -> bool:
     return False
 
 
-def _depth_exceeds(value: Any, limit: int) -> bool:
-    stack: list[tuple[Any, int]] = [(value, 1)]
-    while stack:
-        node, depth = stack.pop()
-        if depth > limit:
-            return True
-        if isinstance(node, dict):
-            stack.extend((v, depth + 1) for v in node.values() if isinstance(v, dict | list))
-        elif isinstance(node, list):
-            stack.extend((v, depth + 1) for v in node if isinstance(v, dict | list))
-    return False
+_NOT_BRACKET = re.compile(r"[^\[\]{}]+")
+_INNERMOST = re.compile(r"\[\]|\{\}")
+
+
+def _depth_exceeds(text: str, limit: int) -> bool:
+    """Whether valid JSON ``text`` nests deeper than ``limit`` containers.
+
+    On the text, not the parsed value, with string methods that run in C: walking the parsed
+    tree in Python cost a third of the per-event parse time. Without escapes, every quote
+    delimits a string, so the even pieces between quotes are the structure; peeling innermost
+    bracket pairs off it takes one pass per level.
+    """
+    if text.count("[") + text.count("{") <= limit:
+        return False
+    unescaped = text.replace("\\\\", "").replace('\\"', "")
+    brackets = _NOT_BRACKET.sub("", "".join(unescaped.split('"')[::2]))
+    for _ in range(limit):
+        if not brackets:
+            return False
+        # One level per pass: re.sub does not rescan what a removal joins ("{[]}" -> "{}").
+        brackets = _INNERMOST.sub("", brackets)
+    return bool(brackets)
 
 
 def _validation_detail(err: ValidationError) -> str:
@@ -227,7 +238,7 @@ class RecordProcessor:
             msg = e.msg if isinstance(e, json.JSONDecodeError) else "invalid constant"
             pos = e.pos if isinstance(e, json.JSONDecodeError) else 0
             raise _Unusable("not_json", f"{msg} at char {pos}") from None
-        if _depth_exceeds(value, lim.max_depth):
+        if _depth_exceeds(text, lim.max_depth):
             raise _Unusable("too_deep", f"nesting deeper than {lim.max_depth}")
         if _SURROGATE_ESCAPE.search(text) and _has_lone_surrogate(value):
             # "\ud800" parses, but no UTF-8 encoder (Kafka, Flink) can write it back out.

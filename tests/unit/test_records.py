@@ -25,7 +25,7 @@ from payloads import (
 )
 
 from metering.geo import GeoLookup
-from metering.records import Limits, RecordProcessor, Result, SourceRef
+from metering.records import Limits, RecordProcessor, Result, SourceRef, _depth_exceeds
 from metering.redact import Pseudonymizer
 from schemas.events import DeadLetter, EnrichedEvent
 
@@ -957,3 +957,31 @@ def test_process_never_raises_and_every_output_is_writable(
         assert not letter["detail"].startswith("internal:"), letter["detail"]
     # Everything must survive the UTF-8 encoding of the Kafka sinks.
     json.dumps(result.events + result.dead_letters, ensure_ascii=False).encode("utf-8")
+
+
+@pytest.mark.parametrize(
+    ("value", "limit", "exceeds"),
+    [
+        ([[[]]], 3, False),
+        ([[[]]], 2, True),
+        ({"x": {"y": []}}, 3, False),
+        # Siblings do not add depth; a nested pair inside a sibling does.
+        ([{}, {}, [[]]], 3, False),
+        ([{}, {}, [[]]], 2, True),
+        # "{[]}" must take two passes, not one.
+        ({"a": [{"b": []}]}, 3, True),
+        # Brackets inside strings, escaped quotes and escaped backslashes are not structure.
+        ({"k": "[[[[[[{{{{{{"}, 1, False),
+        ({"k\\": ['\\"[[[[[[[[\\', '"{{{{{{']}, 2, False),
+        ({"k\\": ['\\"[[[[[[[[\\', '"{{{{{{', [[]]]}, 2, True),
+    ],
+)
+def test_depth_check_reads_structure_not_strings(value: Any, limit: int, exceeds: bool) -> None:
+    assert _depth_exceeds(json.dumps(value), limit) is exceeds
+
+    # Agrees with a walk of the parsed value.
+    def depth(v: Any) -> int:
+        children = v.values() if isinstance(v, dict) else v if isinstance(v, list) else None
+        return 0 if children is None else 1 + max((depth(c) for c in children), default=0)
+
+    assert (depth(value) > limit) is exceeds
