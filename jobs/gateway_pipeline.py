@@ -1,14 +1,17 @@
 """Gateway pipeline: raw gateway access logs -> enriched events, usage counts, alerts, dead letters.
 
-    source (Kafka raw topic, value + topic/partition/offset)
-      -> parse + validate + redact + geo-enrich   (dead letters to a side output)
-      -> event-time watermarks from the payload
-      -> per key: drop gateway retries, tumbling windows -> usage counts (+ late corrections)
-      -> per-key anomaly detection -> alerts
-      -> per source partition: reconciliation (in = enriched + dead-lettered + deduplicated)
+    source (Kafka raw topic: value, partition, offset, record timestamp)
+      -> Python: parse + validate + redact + geo-enrich   (dead letters to a side output)
+      -> SQL: event-time watermarks from the payload, per source subtask; drop gateway retries
+      -> Python: per key, tumbling event-time windows -> usage counts (+ late corrections)
+      -> Python: per-key anomaly detection -> alerts
+      -> SQL: per source partition and interval, reconciliation
+               (entries in = enriched + dead-lettered + deduplicated)
     sinks: enriched, usage, dead letters and reconciliation exactly-once (Kafka transactions
     committed on each checkpoint); alerts at-least-once by default, with deterministic ids.
 
+Python does parsing, redaction, geo, windows and detection; deduplication, the enriched topic and
+reconciliation are Flink SQL, whose state lives in the JVM (jobs/pipeline_sql.py).
 Runs on the embedded MiniCluster (``python -m jobs.gateway_pipeline``) and unchanged on a cluster.
 """
 
@@ -22,29 +25,25 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from pyflink.common import Configuration, Duration, WatermarkStrategy
+from pyflink.common import Configuration
 from pyflink.datastream import CheckpointingMode, DataStream, StreamExecutionEnvironment
-from pyflink.table import StreamTableEnvironment
-from pyflink.table.expressions import col
+from pyflink.table import Schema, StreamTableEnvironment, Table
 
+from jobs import pipeline_sql as sql
 from jobs.kafka_tables import SourceSpec, sink_ddl, sink_specs, source_ddl
 from jobs.preflight import check_brokers
 from metering.geo import GeoLookup
 from metering.settings import HashKeyError, PipelineSettings, read_hash_key, settings_from_args
 from udfs.functions import (
     DEAD_LETTERS,
-    ENRICHED_TYPE,
     KEYED_JSON_TYPE,
-    KEYED_LEDGER,
-    PARSE_LEDGER,
-    USAGE,
+    LATE,
+    PARSED_TYPE,
+    WINDOW_FIELDS,
     DetectAnomalies,
-    EventTime,
     KeyedWindows,
     ParseEnrich,
     RateKey,
-    Reconcile,
-    SourcePartition,
 )
 
 log = logging.getLogger("gateway_pipeline")
@@ -53,12 +52,15 @@ LOCAL_CHECKPOINTS = REPO_ROOT / ".local" / "checkpoints"
 
 
 @dataclass(frozen=True)
-class Streams:
-    enriched: DataStream
-    dead_letters: DataStream
-    usage: DataStream
-    alerts: DataStream
-    reconciliation: DataStream
+class Outputs:
+    """The job's five outputs as tables of (k, v) or (v); ``reconciliation`` is an updating
+    table (the latest row per k holds the counts), the others are append-only."""
+
+    enriched: Table
+    dead_letters: Table
+    usage: Table
+    alerts: Table
+    reconciliation: Table
 
 
 def submitted_by_flink_cli() -> bool:
@@ -119,95 +121,112 @@ def create_environment(
     env.enable_checkpointing(cfg.checkpoint_interval_seconds * 1000, CheckpointingMode.EXACTLY_ONCE)
     env.get_checkpoint_config().set_min_pause_between_checkpoints(500)
     t_env = StreamTableEnvironment.create(env)
-    t_env.get_config().set("table.exec.resource.default-parallelism", str(cfg.parallelism))
-    # Stable uids for the SQL source and sinks too (their state holds offsets and pending
-    # transactions), so a savepoint restores into the same operators after a resubmission.
-    t_env.get_config().set("table.exec.uid.generation", "ALWAYS")
+    tc = t_env.get_config()
+    tc.set("table.exec.resource.default-parallelism", str(cfg.parallelism))
+    # Stable uids for the SQL operators too (their state holds offsets, pending transactions,
+    # request ids and windows), so a savepoint restores into the same operators.
+    tc.set("table.exec.uid.generation", "ALWAYS")
+    # Windows are epoch-aligned whatever the machine's zone.
+    tc.set("table.local-time-zone", "UTC")
+    # The SQL state that is not cleaned up by the watermark: request ids seen (the dedup
+    # horizon) and the reconciliation counts per (partition, interval).
+    if cfg.dedup_horizon_seconds > 0:
+        tc.set("table.exec.state.ttl", f"{cfg.dedup_horizon_seconds} s")
+    # A source subtask without events stops holding back the watermark (also of the watermark
+    # assigned from the payload, which SQL treats as a source's).
+    tc.set("table.exec.source.idle-timeout", f"{cfg.idle_timeout_seconds} s")
+    # The reconciliation sink is keyed by (partition, interval), which the planner cannot see
+    # through the key column's expression; the aggregate upstream already upserts by it.
+    tc.set("table.exec.sink.upsert-materialize", "NONE")
     return env, t_env
 
 
-def build_pipeline(raw: DataStream, cfg: PipelineSettings) -> Streams:
-    """The job's logic, from a stream of Row(payload, topic, partition, offset) to five outputs.
+def build_pipeline(
+    t_env: StreamTableEnvironment, raw: DataStream, cfg: PipelineSettings
+) -> Outputs:
+    """The job's logic, from a stream of Row(payload, partition, offset, kafka_s) to five tables.
 
     Tests call this with a bounded in-memory source; ``main()`` with the Kafka table source.
     """
-    # Parse, validate, redact, geo-enrich. Dead letters and per-record ledger deltas go to side
-    # outputs.
+    # Python: parse, validate, redact, geo-enrich. Dead letters go to a side output.
     parsed = (
         raw.process(
-            ParseEnrich(cfg.resolved_geoip_db(), cfg.geo_cache_size, cfg.limits()),
-            output_type=ENRICHED_TYPE,
+            ParseEnrich(cfg.raw_topic, cfg.resolved_geoip_db(), cfg.geo_cache_size, cfg.limits()),
+            output_type=PARSED_TYPE,
         )
         .uid("parse-redact-enrich")
         .name("parse, validate, redact, geo-enrich")
     )
-    # Event time from the payload; watermarks are generated here, per source subtask, before
-    # any shuffle mixes partitions.
-    watermarks = (
-        WatermarkStrategy.for_bounded_out_of_orderness(
-            Duration.of_seconds(cfg.out_of_orderness_seconds)
-        )
-        .with_idleness(Duration.of_seconds(cfg.idle_timeout_seconds))
-        .with_timestamp_assigner(EventTime())
+    # Event time from the payload. The watermark is generated right after the parser, per source
+    # subtask, before any shuffle mixes partitions.
+    t_env.create_temporary_view(
+        "parsed",
+        t_env.from_data_stream(
+            parsed,
+            Schema.new_builder()
+            .column_by_expression("rowtime", "TO_TIMESTAMP_LTZ(event_time, 3)")
+            .column_by_expression("pt", "PROCTIME()")
+            .watermark("rowtime", f"rowtime - INTERVAL '{cfg.out_of_orderness_seconds}' SECOND")
+            .build(),
+        ),
     )
-    timed = (
-        parsed.assign_timestamps_and_watermarks(watermarks)
-        .uid("event-time")
-        .name("event-time watermarks")
+    dead = parsed.get_side_output(DEAD_LETTERS)
+    t_env.create_temporary_view("dead_letters", t_env.from_data_stream(dead))
+
+    # SQL: gateway retries, once per event. Converted to a DataStream once, so the stateful
+    # OVER count exists once; what reads it below gets the same rowtime (the records'
+    # timestamps, from event_ts) and the same watermarks.
+    plan = sql.SqlPlan(
+        dedup=cfg.dedup_horizon_seconds > 0,
+        reconcile_interval_s=cfg.reconcile_interval_seconds,
+        source_topic=cfg.raw_topic,
     )
-    # Per rate key: drop gateway retries, count windows, correct late events.
-    keyed = (
-        timed.key_by(RateKey())
-        .process(
-            KeyedWindows(cfg.window_seconds * 1000, cfg.dedup_horizon_seconds),
-            output_type=ENRICHED_TYPE,
-        )
-        .uid("dedup-window-count")
-        .name("per-key dedup, event-time windows, late corrections")
+    events = t_env.to_data_stream(t_env.sql_query(sql.events_query(plan)))
+    t_env.create_temporary_view(
+        "events",
+        t_env.from_data_stream(
+            events,
+            Schema.new_builder()
+            .column_by_metadata("rowtime", "TIMESTAMP_LTZ(3)")
+            .watermark("rowtime", "SOURCE_WATERMARK()")
+            .build(),
+        ),
     )
-    usage = keyed.get_side_output(USAGE)
+    # Python, per rate key: event-time windows and late corrections -> usage.
+    usage = (
+        t_env.to_data_stream(t_env.sql_query(sql.windows_query(WINDOW_FIELDS)))
+        .key_by(RateKey())
+        .process(KeyedWindows(cfg.window_seconds * 1000), output_type=KEYED_JSON_TYPE)
+        .uid("window-count")
+        .name("per-key event-time windows, late corrections")
+    )
+    t_env.create_temporary_view("late_events", t_env.from_data_stream(usage.get_side_output(LATE)))
+    # Python, per rate key: anomaly detection on the usage records.
     alerts = (
         usage.key_by(RateKey())
         .process(DetectAnomalies(cfg.detector(), cfg.state_ttl_hours), output_type=KEYED_JSON_TYPE)
         .uid("detect-anomalies")
         .name("per-key anomaly detection")
     )
-    reconciliation = (
-        parsed.get_side_output(PARSE_LEDGER)
-        .union(keyed.get_side_output(KEYED_LEDGER))
-        .key_by(SourcePartition())
-        .process(
-            Reconcile(cfg.raw_topic, cfg.reconcile_interval_seconds * 1000),
-            output_type=KEYED_JSON_TYPE,
-        )
-        .uid("reconcile")
-        .name("per-partition reconciliation")
-    )
-    return Streams(
-        enriched=keyed,
-        dead_letters=parsed.get_side_output(DEAD_LETTERS),
-        usage=usage,
-        alerts=alerts,
-        reconciliation=reconciliation,
+    return Outputs(
+        enriched=t_env.sql_query(sql.enriched_query()),
+        dead_letters=t_env.sql_query("SELECT v FROM dead_letters"),
+        usage=t_env.from_data_stream(usage),
+        alerts=t_env.from_data_stream(alerts),
+        reconciliation=t_env.sql_query(sql.ledger_query(plan)),
     )
 
 
-def attach_kafka_sinks(
-    t_env: StreamTableEnvironment, streams: Streams, cfg: PipelineSettings
-) -> None:
+def attach_kafka_sinks(t_env: StreamTableEnvironment, out: Outputs, cfg: PipelineSettings) -> None:
     for spec in sink_specs(cfg):
         t_env.execute_sql(sink_ddl(spec))
 
     statements = t_env.create_statement_set()
-    enriched = t_env.from_data_stream(streams.enriched).select(
-        col("rate_key").alias("k"), col("value").alias("v")
-    )
-    statements.add_insert("enriched_sink", enriched)
-    statements.add_insert("usage_sink", t_env.from_data_stream(streams.usage))
-    dlq = t_env.from_data_stream(streams.dead_letters)
-    statements.add_insert("dlq_sink", dlq.select(col("f0").alias("v")))
-    statements.add_insert("alerts_sink", t_env.from_data_stream(streams.alerts))
-    statements.add_insert("reconciliation_sink", t_env.from_data_stream(streams.reconciliation))
+    statements.add_insert("enriched_sink", out.enriched)
+    statements.add_insert("usage_sink", out.usage)
+    statements.add_insert("dlq_sink", out.dead_letters)
+    statements.add_insert("alerts_sink", out.alerts)
+    statements.add_insert("reconciliation_sink", out.reconciliation)
     statements.attach_as_datastream()
 
 
@@ -225,7 +244,14 @@ def kafka_source(t_env: StreamTableEnvironment, cfg: PipelineSettings) -> DataSt
             )
         )
     )
-    return t_env.to_data_stream(t_env.from_path("raw_source"))
+    # The record timestamp in whole seconds: reconciliation intervals are seconds long.
+    return t_env.to_data_stream(
+        t_env.sql_query(
+            "SELECT payload, `partition`, `offset`, "
+            "TIMESTAMPDIFF(SECOND, TO_TIMESTAMP_LTZ(0, 3), `timestamp`) AS kafka_s "
+            "FROM raw_source"
+        )
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -248,8 +274,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     env, t_env = create_environment(cfg, cfg.flink_overrides())
 
     raw = kafka_source(t_env, cfg)
-    streams = build_pipeline(raw, cfg)
-    attach_kafka_sinks(t_env, streams, cfg)
+    outputs = build_pipeline(t_env, raw, cfg)
+    attach_kafka_sinks(t_env, outputs, cfg)
 
     log.info(
         "starting %s: %s -> %s, %s, %s, %s (bounded=%s)",

@@ -61,9 +61,9 @@ def source_ddl(spec: SourceSpec) -> str:
     opts |= spec.security
     return f"""CREATE TEMPORARY TABLE `{spec.table}` (
   `payload` BYTES,
-  `topic` STRING METADATA VIRTUAL,
   `partition` INT METADATA VIRTUAL,
-  `offset` BIGINT METADATA VIRTUAL
+  `offset` BIGINT METADATA VIRTUAL,
+  `timestamp` TIMESTAMP_LTZ(3) METADATA VIRTUAL
 ) WITH (
   {_options(opts)}
 )"""
@@ -78,12 +78,14 @@ class SinkSpec:
     transactional_id_prefix: str | None
     transaction_timeout_ms: int
     keyed: bool = True
+    # Upsert: the latest record per key is the value (a compacted topic), for updating tables.
+    upsert: bool = False
     security: Mapping[str, str] = field(default_factory=dict)
 
 
 def sink_ddl(spec: SinkSpec) -> str:
     opts = {
-        "connector": "kafka",
+        "connector": "upsert-kafka" if spec.upsert else "kafka",
         "topic": spec.topic,
         "properties.bootstrap.servers": spec.bootstrap_servers,
         "sink.delivery-guarantee": spec.delivery,
@@ -92,7 +94,15 @@ def sink_ddl(spec: SinkSpec) -> str:
         "properties.acks": "all",
         "properties.enable.idempotence": "true",
     }
-    if spec.keyed:
+    if spec.upsert:
+        # The key is the primary key. Updates to one key within a second are written as one.
+        opts |= {
+            "key.format": "raw",
+            "value.fields-include": "EXCEPT_KEY",
+            "sink.buffer-flush.max-rows": "10000",
+            "sink.buffer-flush.interval": "1 s",
+        }
+    elif spec.keyed:
         opts |= {"key.format": "raw", "key.fields": "k", "value.fields-include": "EXCEPT_KEY"}
     if spec.delivery == "exactly-once":
         if not spec.transactional_id_prefix:
@@ -100,7 +110,10 @@ def sink_ddl(spec: SinkSpec) -> str:
         opts["sink.transactional-id-prefix"] = spec.transactional_id_prefix
         opts["properties.transaction.timeout.ms"] = str(spec.transaction_timeout_ms)
     opts |= spec.security
-    columns = "`k` STRING,\n  `v` STRING" if spec.keyed else "`v` STRING"
+    if spec.upsert:
+        columns = "`k` STRING NOT NULL,\n  `v` STRING,\n  PRIMARY KEY (`k`) NOT ENFORCED"
+    else:
+        columns = "`k` STRING,\n  `v` STRING" if spec.keyed else "`v` STRING"
     return f"""CREATE TEMPORARY TABLE `{spec.table}` (
   {columns}
 ) WITH (
@@ -113,7 +126,9 @@ def sink_specs(cfg: PipelineSettings) -> list[SinkSpec]:
     only (no job id, time or random part), so they are stable across restarts and upgrades, and
     each sink has its own: two sinks sharing a prefix would fence each other's producers."""
 
-    def spec(table: str, topic: str, suffix: str, exactly_once: bool, keyed: bool) -> SinkSpec:
+    def spec(
+        table: str, topic: str, suffix: str, exactly_once: bool, keyed: bool, upsert: bool = False
+    ) -> SinkSpec:
         return SinkSpec(
             table=table,
             topic=topic,
@@ -122,6 +137,7 @@ def sink_specs(cfg: PipelineSettings) -> list[SinkSpec]:
             transactional_id_prefix=f"{cfg.transactional_id_prefix}-{suffix}",
             transaction_timeout_ms=cfg.transaction_timeout_ms,
             keyed=keyed,
+            upsert=upsert,
             security=cfg.kafka_security(),
         )
 
@@ -132,5 +148,12 @@ def sink_specs(cfg: PipelineSettings) -> list[SinkSpec]:
         spec(
             "alerts_sink", cfg.alerts_topic, "alerts", cfg.alerts_delivery == "exactly-once", True
         ),
-        spec("reconciliation_sink", cfg.reconciliation_topic, "reconciliation", True, True),
+        spec(
+            "reconciliation_sink",
+            cfg.reconciliation_topic,
+            "reconciliation",
+            True,
+            True,
+            upsert=True,
+        ),
     ]

@@ -267,8 +267,10 @@ class Alert(_Out):
 
 
 class Reconciliation(_Out):
-    """Per source partition and interval: entries_in == enriched_out + dead_lettered +
-    deduplicated. Late events are part of enriched_out; ``late`` counts the corrected ones."""
+    """Per source partition and interval of Kafka record time, an upsert keyed by
+    ``<partition>@<interval_start>``: the latest record of a key holds its counts, with
+    entries_in == enriched_out + dead_lettered + deduplicated. Late events are part of
+    enriched_out; ``late`` counts the corrected ones."""
 
     source_topic: str
     source_partition: int

@@ -115,6 +115,7 @@ from confluent_kafka.admin import AdminClient
 from confluent_kafka.admin._listoffsets import OffsetSpec
 
 from jobs.submit import Rest, flink_home
+from metering import reconciliation
 from metering.settings import PipelineSettings
 from tools.readback import Record, drain
 from tools.topics import delete_topics, ensure_topics, pipeline_topics
@@ -399,7 +400,13 @@ def verify(
     return v
 
 
-_RECON_FIELDS: Final = ("source_partition", "records_in", "entries_in", "enriched_out")
+_RECON_FIELDS: Final = (
+    "source_partition",
+    "interval_start",
+    "records_in",
+    "entries_in",
+    "enriched_out",
+)
 
 
 def _check_reconciliation(
@@ -410,18 +417,14 @@ def _check_reconciliation(
     enriched_by_partition: Counter[int],
     dead_letters: int,
 ) -> tuple[list[str], bool]:
-    """Per source partition, summed over its reports: records_in and entries_in equal the raw
-    topic's, entries_in == enriched_out + dead_lettered + deduplicated, and enriched_out equals
-    what the enriched topic holds for that partition."""
+    """Per source partition, summed over the latest report of each interval: records_in and
+    entries_in equal the raw topic's, entries_in == enriched_out + dead_lettered +
+    deduplicated, and enriched_out equals what the enriched topic holds for that partition."""
     if not reports:
         return ["no reconciliation records"], True
     if any(any(f not in r for f in _RECON_FIELDS) for r in reports):
         return [], False  # a format this check does not know; reported as not checked
-    sums: defaultdict[int, Counter[str]] = defaultdict(Counter)
-    for r in reports:
-        p = int(r["source_partition"])
-        for name in ("records_in", "entries_in", "enriched_out", "dead_lettered", "deduplicated"):
-            sums[p][name] += int(r.get(name) or 0)
+    sums = reconciliation.totals_by_partition(reports)
     problems: list[str] = []
     for p in sorted(set(sums) | set(raw_records)):
         s = sums.get(p, Counter())

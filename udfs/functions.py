@@ -13,7 +13,6 @@ from typing import Any
 
 from pyflink.common import Row, Time
 from pyflink.common.typeinfo import Types
-from pyflink.common.watermark_strategy import TimestampAssigner
 from pyflink.datastream import OutputTag
 from pyflink.datastream.functions import (
     KeyedProcessFunction,
@@ -21,7 +20,7 @@ from pyflink.datastream.functions import (
     ProcessFunction,
     RuntimeContext,
 )
-from pyflink.datastream.state import MapStateDescriptor, StateTtlConfig, ValueStateDescriptor
+from pyflink.datastream.state import StateTtlConfig, ValueStateDescriptor
 
 from metering.detect import (
     DetectorConfig,
@@ -33,7 +32,6 @@ from metering.detect import (
     window_record,
 )
 from metering.geo import GeoLookup
-from metering.ledger import LEDGER_FIELDS, Ledger
 from metering.records import Limits, RecordProcessor, SourceRef
 from metering.redact import Pseudonymizer
 from metering.settings import read_hash_key
@@ -41,9 +39,11 @@ from metering.windows import OpenWindows
 
 log = logging.getLogger(__name__)
 
-# What the parse/enrich operator hands downstream: the few fields windows need, plus the finished
-# JSON for the enriched topic (serialised once, where the dict already is).
-ENRICHED_FIELDS = [
+# What the parse/enrich operator hands downstream: the fields SQL deduplicates, windows and
+# reconciles on, plus the finished JSON for the enriched topic (serialised once, where the dict
+# already is). ``kafka_s`` (the record's Kafka timestamp, epoch seconds) and ``first_of_record``
+# let the ledger count records per interval without a row of its own per record.
+PARSED_FIELDS = [
     "rate_key",
     "consumer",
     "key_fingerprint",
@@ -53,10 +53,13 @@ ENRICHED_FIELDS = [
     "event_time",
     "request_id",
     "source_partition",
+    "source_offset",
+    "kafka_s",
+    "first_of_record",
     "value",
 ]
-ENRICHED_TYPE = Types.ROW_NAMED(
-    ENRICHED_FIELDS,
+PARSED_TYPE = Types.ROW_NAMED(
+    PARSED_FIELDS,
     [
         Types.STRING(),
         Types.STRING(),
@@ -67,24 +70,30 @@ ENRICHED_TYPE = Types.ROW_NAMED(
         Types.LONG(),
         Types.STRING(),
         Types.INT(),
+        Types.LONG(),
+        Types.LONG(),
+        Types.BOOLEAN(),
         Types.STRING(),
     ],
 )
-F_RATE_KEY, F_EVENT_TIME, F_REQUEST_ID, F_PARTITION, F_VALUE = 0, 6, 7, 8, 9
-LEDGER_TYPE = Types.ROW_NAMED(
-    list(LEDGER_FIELDS),
-    [Types.INT(), Types.LONG()] + [Types.INT()] * (len(LEDGER_FIELDS) - 2),
+DEAD_FIELDS = ["source_partition", "source_offset", "kafka_s", "first_of_record", "v"]
+DEAD_TYPE = Types.ROW_NAMED(
+    DEAD_FIELDS, [Types.INT(), Types.LONG(), Types.LONG(), Types.BOOLEAN(), Types.STRING()]
+)
+# The raw records the parser takes: value, partition, offset, Kafka timestamp (epoch seconds).
+RAW_FIELDS = ["payload", "partition", "offset", "kafka_s"]
+RAW_TYPE = Types.ROW_NAMED(
+    RAW_FIELDS, [Types.PRIMITIVE_ARRAY(Types.BYTE()), Types.INT(), Types.LONG(), Types.LONG()]
 )
 KEYED_JSON_TYPE = Types.ROW_NAMED(["k", "v"], [Types.STRING(), Types.STRING()])
+# What the window operator reads: the parsed fields it aggregates, then partition and Kafka
+# second for reconciliation (jobs/pipeline_sql.py windows_query selects them in this order).
+WINDOW_FIELDS = [*PARSED_FIELDS[:7], "p", "s"]
+W_RATE_KEY, W_EVENT_TIME, W_PARTITION, W_KAFKA_S = 0, 6, 7, 8
+LATE_TYPE = Types.ROW_NAMED(["p", "s"], [Types.INT(), Types.LONG()])
 LOG_INTERVAL_S = 10.0
-DEAD_LETTERS = OutputTag("dead-letters", Types.STRING())
-# One tag per producing operator: PyFlink mixes up side outputs of one tag used by two operators.
-PARSE_LEDGER = OutputTag("parse-ledger", LEDGER_TYPE)
-KEYED_LEDGER = OutputTag("keyed-ledger", LEDGER_TYPE)
-USAGE = OutputTag("usage", KEYED_JSON_TYPE)
-# Event-time timers at this time fire only on MAX_WATERMARK: at the end of a bounded input or on a
-# drain, which is when the last reconciliation counts must still go out.
-END_OF_TIME = 2**63 - 2
+DEAD_LETTERS = OutputTag("dead-letters", DEAD_TYPE)
+LATE = OutputTag("late", LATE_TYPE)
 # Past this many armed (key, window) entries, drop those whose window the watermark has passed.
 ARMED_SWEEP_SIZE = 100_000
 
@@ -96,7 +105,8 @@ def dumps(value: dict[str, Any]) -> str:
 class ParseEnrich(ProcessFunction):
     """Raw Kafka record -> validated, redacted, geo-enriched events; dead letters to a side tag."""
 
-    def __init__(self, geoip_db: str, geo_cache_size: int, limits: Limits) -> None:
+    def __init__(self, topic: str, geoip_db: str, geo_cache_size: int, limits: Limits) -> None:
+        self._topic = topic
         self._geoip_db = geoip_db
         self._geo_cache_size = geo_cache_size
         self._limits = limits
@@ -124,7 +134,9 @@ class ParseEnrich(ProcessFunction):
     def process_element(self, value: Row, ctx: ProcessFunction.Context) -> Iterable[Any]:
         assert self._processor is not None
         self._records_in.inc()
-        result = self._processor.process(value[0], SourceRef(value[1], value[2], value[3]))
+        partition, offset, kafka_s = value[1], value[2], value[3]
+        result = self._processor.process(value[0], SourceRef(self._topic, partition, offset))
+        first = True
         for ev in result.events:
             yield Row(
                 ev["rate_key"],
@@ -135,30 +147,22 @@ class ParseEnrich(ProcessFunction):
                 ev["units"],
                 ev["event_time"],
                 ev["request_id"],
-                ev["source_partition"],
+                partition,
+                offset,
+                kafka_s,
+                first,
                 dumps(ev),
             )
+            first = False
         if result.events:
             self._events_out.inc(len(result.events))
         for dl in result.dead_letters:
-            yield DEAD_LETTERS, dumps(dl)
-        yield (
-            PARSE_LEDGER,
-            Row(
-                value[2],
-                value[3],
-                1,
-                len(result.events) + len(result.dead_letters),
-                len(result.events),
-                len(result.dead_letters),
-                0,
-                0,
-            ),
-        )
+            yield DEAD_LETTERS, Row(partition, offset, kafka_s, first, dumps(dl))
+            first = False
         if result.dead_letters:
             self._dead_out.inc(len(result.dead_letters))
             self._dead_reasons.update(d["reason"] for d in result.dead_letters)
-            self._last_dead = (value[1], value[2], value[3])
+            self._last_dead = (self._topic, partition, offset)
             self._log_dead_letters()
 
     def _log_dead_letters(self, force: bool = False) -> None:
@@ -174,39 +178,29 @@ class ParseEnrich(ProcessFunction):
         self._last_log = now
 
 
-class EventTime(TimestampAssigner):
-    """Event time is the request start from the payload, never the Kafka record timestamp."""
-
-    def extract_timestamp(self, value: Any, record_timestamp: int) -> int:
-        return int(value[F_EVENT_TIME])
-
-
-class SourcePartition(KeySelector):
-    def get_key(self, value: Any) -> int:
-        return int(value[0])
-
-
 class RateKey(KeySelector):
+    """The rate key of a (k, v) usage row."""
+
     def get_key(self, value: Any) -> str:
-        return str(value[F_RATE_KEY])
+        return str(value[0])
 
 
 class KeyedWindows(KeyedProcessFunction):
-    """Per rate key: drop gateway retries, count tumbling event-time windows, correct late events.
+    """Per rate key: count tumbling event-time windows, and correct late events.
 
-    One keyed operator instead of Flink's window operator, because the three decisions share the
-    key's state and the order of its events:
-    - a request id seen within the dedup horizon is a gateway retry: dropped, counted, reported;
-    - an event whose window is still open joins its accumulator; the window is emitted to the
-      usage side output when the watermark passes its end (an event-time timer);
-    - an event whose window already closed is never dropped: it goes on to the enriched topic
-      like any other, and a ``late_correction`` usage record adds it to its window.
-    Main output: the deduplicated events, for the enriched topic.
+    A Python keyed function rather than a SQL window, because the lateness decision and the
+    window must see the same watermark: a SQL window drops late rows silently, and a lateness
+    test in an operator upstream of it can see a lower watermark than the window does (after a
+    source subtask was idle), so an event could be neither counted nor corrected.
+    - an event whose window is still open joins its accumulator; the window is emitted when the
+      watermark passes its end (an event-time timer);
+    - an event whose window already closed is never dropped: a ``late_correction`` usage record
+      adds it to its window, and a (partition, Kafka second) row tells reconciliation.
+    Input: first sightings only (SQL drops gateway retries before this). Main output: usage.
     """
 
-    def __init__(self, window_ms: int, dedup_horizon_s: int) -> None:
+    def __init__(self, window_ms: int) -> None:
         self._window_ms = window_ms
-        self._dedup_horizon_s = dedup_horizon_s
 
     def open(self, runtime_context: RuntimeContext) -> None:
         # Open windows need no TTL: each has an event-time timer that emits and removes it.
@@ -219,36 +213,16 @@ class KeyedWindows(KeyedProcessFunction):
         # JVM. A restored job starts new workers with an empty set, so the first event of a
         # window after a restore registers its timer again (see the timer note below).
         self._armed: set[tuple[str, int]] = set()
-        seen = MapStateDescriptor("request-ids", Types.STRING(), Types.BOOLEAN())
-        if self._dedup_horizon_s > 0:
-            seen.enable_time_to_live(
-                StateTtlConfig.new_builder(Time.seconds(self._dedup_horizon_s))
-                .set_update_type(StateTtlConfig.UpdateType.OnCreateAndWrite)
-                .set_state_visibility(StateTtlConfig.StateVisibility.NeverReturnExpired)
-                .build()
-            )
-        self._seen = runtime_context.get_map_state(seen)
-        metrics = runtime_context.get_metrics_group()
-        self._late_events = metrics.counter("late_events")
-        self._deduplicated = metrics.counter("deduplicated")
+        self._late_events = runtime_context.get_metrics_group().counter("late_events")
 
     def process_element(self, value: Any, ctx: KeyedProcessFunction.Context) -> Iterable[Any]:
-        request_id = value[F_REQUEST_ID]
-        if request_id and self._dedup_horizon_s > 0:
-            if self._seen.contains(request_id):
-                self._deduplicated.inc()
-                yield KEYED_LEDGER, Row(value[F_PARTITION], -1, 0, 0, 0, 0, 1, 0)
-                return
-            self._seen.put(request_id, True)
-        yield value
-
-        start, end = window_bounds(int(value[F_EVENT_TIME]), self._window_ms)
+        start, end = window_bounds(int(value[W_EVENT_TIME]), self._window_ms)
         agg = WindowAgg().add(value[1], value[2], value[3], bool(value[4]), float(value[5]))
+        key = str(value[W_RATE_KEY])
         if window_closed(end, ctx.timer_service().current_watermark()):
             self._late_events.inc()
-            yield KEYED_LEDGER, Row(value[F_PARTITION], -1, 0, 0, 0, 0, 0, 1)
-            key = str(ctx.get_current_key())
-            yield USAGE, Row(key, dumps(window_record(key, start, end, agg, "late_correction")))
+            yield LATE, Row(value[W_PARTITION], value[W_KAFKA_S])
+            yield Row(key, dumps(window_record(key, start, end, agg, "late_correction")))
             return
         windows: OpenWindows = self._windows.value() or OpenWindows()
         windows.add(start, agg)
@@ -257,7 +231,7 @@ class KeyedWindows(KeyedProcessFunction):
         # state is kept (see README, Guarantees). The window's next event after the restore
         # registers it again, since the restored worker's set is empty; Flink keeps one timer
         # per timestamp.
-        armed = (str(ctx.get_current_key()), end)
+        armed = (key, end)
         if armed not in self._armed:
             ctx.timer_service().register_event_time_timer(end - 1)
             self._armed.add(armed)
@@ -278,57 +252,7 @@ class KeyedWindows(KeyedProcessFunction):
             self._windows.clear()
         for start, agg in due:
             self._armed.discard((key, start + self._window_ms))
-            record = window_record(key, start, start + self._window_ms, agg)
-            yield USAGE, Row(key, dumps(record))
-
-
-class Reconcile(KeyedProcessFunction):
-    """Per source partition: sums ledger deltas and reports them every interval."""
-
-    def __init__(self, source_topic: str, interval_ms: int) -> None:
-        self._topic = source_topic
-        self._interval_ms = interval_ms
-
-    def open(self, runtime_context: RuntimeContext) -> None:
-        self._ledger = runtime_context.get_state(
-            ValueStateDescriptor("ledger", Types.PICKLED_BYTE_ARRAY())
-        )
-        self._since = runtime_context.get_state(ValueStateDescriptor("since", Types.LONG()))
-        # Per partition, the report time this worker last registered a timer for (None: only
-        # the end-of-time timer so far). Registering once per interval, not per delta, saves a
-        # write to the JVM per record; a restored worker starts empty and registers again.
-        self._armed: dict[int, int | None] = {}
-
-    def process_element(self, value: Any, ctx: KeyedProcessFunction.Context) -> Iterable[Row]:
-        ledger: Ledger | None = self._ledger.value()
-        now = ctx.timer_service().current_processing_time()
-        if ledger is None:
-            ledger = Ledger()
-            self._since.update(now)
-        # Aligned times, so Flink keeps one timer of each kind. A timer registered just before
-        # a checkpoint barrier can be lost in process mode: after a restore this worker's
-        # memory is empty and the first delta registers both again.
-        partition = int(ctx.get_current_key())
-        due = now - now % self._interval_ms + self._interval_ms
-        if partition not in self._armed:
-            ctx.timer_service().register_event_time_timer(END_OF_TIME)
-            self._armed[partition] = None
-        if self._armed[partition] != due:
-            ctx.timer_service().register_processing_time_timer(due)
-            self._armed[partition] = due
-        ledger.add(value)
-        self._ledger.update(ledger)
-        return []
-
-    def on_timer(self, timestamp: int, ctx: KeyedProcessFunction.OnTimerContext) -> Iterable[Row]:
-        ledger: Ledger | None = self._ledger.value()
-        if ledger is None or ledger.empty():
-            return
-        partition = int(ctx.get_current_key())
-        since = self._since.value() or timestamp
-        now = ctx.timer_service().current_processing_time()
-        self._ledger.clear()
-        yield Row(str(partition), dumps(ledger.record(self._topic, partition, since, now)))
+            yield Row(key, dumps(window_record(key, start, start + self._window_ms, agg)))
 
 
 class DetectAnomalies(KeyedProcessFunction):

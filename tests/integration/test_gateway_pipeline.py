@@ -21,6 +21,7 @@ import pytest
 from cluster_helpers import wait_until
 from confluent_kafka import Producer
 
+from metering import reconciliation
 from metering.geo import default_geoip_db
 from metering.kpi import KpiRequest, Query
 from metering.redact import Pseudonymizer
@@ -201,16 +202,7 @@ def test_nothing_is_lost(run: Run) -> None:
 
 def test_reconciliation_accounts_for_every_entry_and_the_retry(run: Run) -> None:
     reports = run.values("reconciliation")
-    totals: Counter[str] = Counter()
-    for r in reports:
-        totals.update(
-            {
-                k: v
-                for k, v in r.items()
-                if isinstance(v, int)
-                and k.endswith(("_in", "_out", "lettered", "deduplicated", "late", "enriched"))
-            }
-        )
+    totals = reconciliation.totals(reports)
     assert totals["records_in"] == run.raw_count
     assert totals["deduplicated"] == run.retried_entries
     assert totals["enriched_out"] == run.truth.events
@@ -221,7 +213,7 @@ def test_reconciliation_accounts_for_every_entry_and_the_retry(run: Run) -> None
     assert totals["late"] == 0
     for partition in (0, 1):
         in_topic = sum(1 for e in run.values("enriched") if e["source_partition"] == partition)
-        reported = sum(r["enriched_out"] for r in reports if r["source_partition"] == partition)
+        reported = reconciliation.totals_by_partition(reports)[partition]["enriched_out"]
         assert reported == in_topic
 
 

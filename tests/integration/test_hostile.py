@@ -31,6 +31,7 @@ import pytest
 from cluster_helpers import submit
 
 from jobs.submit import Rest
+from metering import reconciliation as recon
 from metering.geo import GeoLookup, default_geoip_db
 from metering.records import Limits, RecordProcessor
 from metering.redact import Pseudonymizer, path_of
@@ -249,11 +250,8 @@ def test_hostile_input_at_volume(
     assert got_reasons == want_reasons
 
     # Reconciliation: everything produced came in, and every entry is accounted for.
-    totals: Counter[str] = Counter()
-    for r in reconciliation:
-        assert r["source_topic"] == unique_topics["raw"]
-        for name in ("records_in", "entries_in", "enriched_out", "dead_lettered", "deduplicated"):
-            totals[name] += r[name]
+    assert {r["source_topic"] for r in reconciliation} == {unique_topics["raw"]}
+    totals = recon.totals(reconciliation)
     assert totals["records_in"] == n
     assert totals["entries_in"] == mix.entries
     assert totals["entries_in"] == (

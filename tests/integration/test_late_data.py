@@ -14,6 +14,7 @@ import pytest
 from cluster_helpers import submit, wait_until
 from confluent_kafka import Producer
 
+from metering import reconciliation
 from tools.readback import drain
 from tools.topics import job_topic_flags
 
@@ -85,10 +86,10 @@ def test_late_event_is_enriched_and_corrected_and_a_retry_is_dropped(
     _await(
         "the retry to be reconciled",
         lambda: (
-            sum(
-                json.loads(r.value or b"")["deduplicated"]
+            reconciliation.totals(
+                json.loads(r.value or b"")
                 for r in drain(kafka_bootstrap, unique_topics["reconciliation"])
-            )
+            )["deduplicated"]
             == 1
         ),
     )
@@ -110,10 +111,10 @@ def test_late_event_is_enriched_and_corrected_and_a_retry_is_dropped(
     later = [u for u in usage() if u["window_start"] == T0 + 30_000]
     assert [(u["kind"], u["count"]) for u in later] == [("window", 2)]
 
-    recon = [
+    recon = reconciliation.totals(
         json.loads(r.value or b"") for r in drain(kafka_bootstrap, unique_topics["reconciliation"])
-    ]
-    assert sum(r["records_in"] for r in recon) == 7
-    assert sum(r["enriched_out"] for r in recon) == 6
-    assert sum(r["deduplicated"] for r in recon) == 1
-    assert sum(r["late"] for r in recon) == 1
+    )
+    assert recon["records_in"] == 7
+    assert recon["enriched_out"] == 6
+    assert recon["deduplicated"] == 1
+    assert recon["late"] == 1

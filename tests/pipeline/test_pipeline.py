@@ -14,22 +14,20 @@ from typing import Any
 import pytest
 from pyflink.common import Row
 from pyflink.common.typeinfo import Types
+from pyflink.table import Table
 
 from jobs.gateway_pipeline import build_pipeline, create_environment
 from metering.geo import default_geoip_db
 from metering.redact import Pseudonymizer
 from metering.settings import PipelineSettings
 from tools.traffic import default_scenario, generate, ips_for_countries
+from udfs.functions import RAW_TYPE
 
 pytestmark = pytest.mark.pipeline
 
 START_MS = 1_767_225_600_000
-RAW_TYPE = Types.ROW_NAMED(
-    ["payload", "topic", "partition", "offset"],
-    [Types.PRIMITIVE_ARRAY(Types.BYTE()), Types.STRING(), Types.INT(), Types.LONG()],
-)
 HASH_KEY = secrets.token_hex(32)
-TAGGED = Types.ROW_NAMED(["role", "json"], [Types.STRING(), Types.STRING()])
+TAGGED = Types.ROW_NAMED(["role", "k", "json"], [Types.STRING(), Types.STRING(), Types.STRING()])
 
 
 @pytest.fixture(scope="module")
@@ -41,26 +39,35 @@ def generated() -> Any:
 def _run(mode: str, records: list[bytes], hash_key: str) -> dict[str, list[dict[str, Any]]]:
     cfg = PipelineSettings(execution_mode=mode, parallelism=2, bounded=True)
     # The test's collecting maps would otherwise be fused into the uid'd Python operators.
-    env, _ = create_environment(cfg, {"python.operator-chaining.enabled": "false"})
-    rows = [Row(value, "raw", i % 2, i // 2) for i, value in enumerate(records)]
-    streams = build_pipeline(env.from_collection(rows, type_info=RAW_TYPE), cfg)
-    tagged = streams.enriched.map(lambda r: Row("enriched", r[9]), output_type=TAGGED).union(
-        streams.dead_letters.map(lambda v: Row("dlq", v), output_type=TAGGED),
-        streams.usage.map(lambda r: Row("usage", r[1]), output_type=TAGGED),
-        streams.alerts.map(lambda r: Row("alerts", r[1]), output_type=TAGGED),
-        streams.reconciliation.map(lambda r: Row("recon", r[1]), output_type=TAGGED),
+    env, t_env = create_environment(cfg, {"python.operator-chaining.enabled": "false"})
+    # Two partitions, Kafka timestamps one second apart per 100 records: several intervals.
+    rows = [Row(value, i % 2, i // 2, 1_767_225_600 + i // 100) for i, value in enumerate(records)]
+    out = build_pipeline(t_env, env.from_collection(rows, type_info=RAW_TYPE), cfg)
+
+    def tag(role: str, table: Table) -> Any:
+        # Keyed tables carry (k, v); the dead letters only v.
+        keyed = len(table.get_schema().get_field_names()) == 2
+        return t_env.to_changelog_stream(table).map(
+            lambda r: Row(role, r[0] if keyed else None, r[-1]), output_type=TAGGED
+        )
+
+    tagged = tag("enriched", out.enriched).union(
+        tag("dlq", out.dead_letters),
+        tag("usage", out.usage),
+        tag("alerts", out.alerts),
+        tag("recon", out.reconciliation),
     )
-    out: dict[str, list[dict[str, Any]]] = {
-        "enriched": [],
-        "dlq": [],
-        "usage": [],
-        "alerts": [],
-        "recon": [],
-    }
+    got: dict[str, list[dict[str, Any]]] = {r: [] for r in ("enriched", "dlq", "usage", "alerts")}
+    # Reconciliation is an upsert stream: the latest row per key holds the counts.
+    latest: dict[str, dict[str, Any]] = {}
     with tagged.execute_and_collect(f"pipeline-test-{mode}") as results:
         for row in results:
-            out[row[0]].append(json.loads(row[1]))
-    return out
+            if row[0] == "recon":
+                latest[row[1]] = json.loads(row[2])
+            else:
+                got[row[0]].append(json.loads(row[2]))
+    got["recon"] = list(latest.values())
+    return got
 
 
 @pytest.mark.parametrize("mode", ["process", "thread"])

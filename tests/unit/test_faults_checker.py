@@ -79,10 +79,11 @@ def test_verify_checks_the_reconciliation_against_the_topics() -> None:
     enriched = [_enriched("a-1", 0), _enriched("b-1", 0), _enriched("a-2", 1), _enriched("a-3", 0)]
     usage = [_usage("a", T0, 2), _usage("b", T0, 1), _usage("a", T0 + WINDOW_MS, 1)]
 
-    def recon(partition: int, records: int, entries: int, out: int) -> Record:
+    def recon(partition: int, records: int, entries: int, out: int, start: int = 0) -> Record:
         return _out(
             {
                 "source_partition": partition,
+                "interval_start": start,
                 "records_in": records,
                 "entries_in": entries,
                 "enriched_out": out,
@@ -91,10 +92,17 @@ def test_verify_checks_the_reconciliation_against_the_topics() -> None:
             }
         )
 
-    good = verify(RAW, enriched, usage, [], [recon(0, 2, 3, 3), recon(1, 1, 1, 1)])
+    # An interval's earlier, partial report is superseded by its latest.
+    good = verify(
+        RAW, enriched, usage, [], [recon(0, 1, 1, 1), recon(0, 2, 3, 3), recon(1, 1, 1, 1)]
+    )
     assert good.reconciliation_checked and good.problems() == []
-    # Partition 1's report counted twice (a replayed interval): records and entries disagree.
+    # Partition 1 reports a record in a second interval that the raw topic does not hold.
     bad = verify(
-        RAW, enriched, usage, [], [recon(0, 2, 3, 3), recon(1, 1, 1, 1), recon(1, 1, 1, 1)]
+        RAW,
+        enriched,
+        usage,
+        [],
+        [recon(0, 2, 3, 3), recon(1, 1, 1, 1), recon(1, 1, 1, 1, start=10_000)],
     )
     assert any("partition 1: records_in 2, raw 1" in p for p in bad.reconciliation)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from jobs.kafka_tables import SinkSpec, SourceSpec, sink_ddl, source_ddl
+from jobs.kafka_tables import SinkSpec, SourceSpec, sink_ddl, sink_specs, source_ddl
 from metering.settings import PipelineSettings
 
 KAFKA_SH = Path(__file__).resolve().parents[2] / "scripts" / "kafka.sh"
@@ -63,9 +63,9 @@ def test_source_ddl_unbounded() -> None:
     assert ddl.startswith("CREATE TEMPORARY TABLE `raw_source` (\n")
     assert columns(ddl) == [
         "`payload` BYTES",
-        "`topic` STRING METADATA VIRTUAL",
         "`partition` INT METADATA VIRTUAL",
         "`offset` BIGINT METADATA VIRTUAL",
+        "`timestamp` TIMESTAMP_LTZ(3) METADATA VIRTUAL",
     ]
     assert options(ddl) == {
         "connector": "kafka",
@@ -128,6 +128,18 @@ def test_at_least_once_sink_has_no_transactions() -> None:
     assert "sink.transactional-id-prefix" not in opts
     assert "properties.transaction.timeout.ms" not in opts
     assert (opts["properties.acks"], opts["properties.enable.idempotence"]) == ("all", "true")
+
+
+def test_reconciliation_sink_upserts_by_partition_and_interval() -> None:
+    spec = {s.table: s for s in sink_specs(PipelineSettings())}["reconciliation_sink"]
+    ddl = sink_ddl(spec)
+    assert columns(ddl) == ["`k` STRING NOT NULL", "`v` STRING", "PRIMARY KEY (`k`) NOT ENFORCED"]
+    opts = options(ddl)
+    assert opts["connector"] == "upsert-kafka"
+    assert opts["sink.delivery-guarantee"] == "exactly-once"
+    assert opts["sink.transactional-id-prefix"].endswith("-reconciliation")
+    assert "key.fields" not in opts  # the primary key is the key
+    assert {s.upsert for s in sink_specs(PipelineSettings())} == {True, False}
 
 
 def test_unkeyed_sink_has_only_a_value_column() -> None:
