@@ -59,9 +59,12 @@ FROM (
 )"""
 
 
-def windows_query(columns: Sequence[str], events: str = "events") -> str:
-    """The first sightings, with the columns the Python window operator reads, in its order."""
-    return f"SELECT {', '.join(columns)} FROM {events} WHERE role = '{ROLE_ENRICHED}'"
+def keyed_query(columns: Sequence[str], events: str = "events") -> str:
+    """The first sightings as (rate key, row of ``columns``): the shape of a keyed stream."""
+    return (
+        f"SELECT rate_key AS k, ROW({', '.join(columns)}) AS v "
+        f"FROM {events} WHERE role = '{ROLE_ENRICHED}'"
+    )
 
 
 def enriched_query(events: str = "events") -> str:

@@ -89,6 +89,20 @@ KEYED_JSON_TYPE = Types.ROW_NAMED(["k", "v"], [Types.STRING(), Types.STRING()])
 # What the window operator reads: the parsed fields it aggregates, then partition and Kafka
 # second for reconciliation (jobs/pipeline_sql.py windows_query selects them in this order).
 WINDOW_FIELDS = [*PARSED_FIELDS[:7], "p", "s"]
+WINDOW_TYPE = Types.ROW_NAMED(
+    WINDOW_FIELDS,
+    [
+        Types.STRING(),
+        Types.STRING(),
+        Types.STRING(),
+        Types.STRING(),
+        Types.BOOLEAN(),
+        Types.DOUBLE(),
+        Types.LONG(),
+        Types.INT(),
+        Types.LONG(),
+    ],
+)
 W_RATE_KEY, W_EVENT_TIME, W_PARTITION, W_KAFKA_S = 0, 6, 7, 8
 LATE_TYPE = Types.ROW_NAMED(["p", "s"], [Types.INT(), Types.LONG()])
 LOG_INTERVAL_S = 10.0

@@ -26,9 +26,9 @@ def test_the_window_operator_reads_the_columns_it_indexes() -> None:
         "p",
         "s",
     )
-    assert sql.windows_query(cols) == (
-        "SELECT rate_key, consumer, key_fingerprint, country, auth_failed, units, event_time, "
-        "p, s FROM events WHERE role = 'enriched'"
+    assert sql.keyed_query(cols) == (
+        "SELECT rate_key AS k, ROW(rate_key, consumer, key_fingerprint, country, auth_failed, "
+        "units, event_time, p, s) AS v FROM events WHERE role = 'enriched'"
     )
 
 
