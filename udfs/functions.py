@@ -58,24 +58,22 @@ PARSED_FIELDS = [
     "first_of_record",
     "value",
 ]
-PARSED_TYPE = Types.ROW_NAMED(
-    PARSED_FIELDS,
-    [
-        Types.STRING(),
-        Types.STRING(),
-        Types.STRING(),
-        Types.STRING(),
-        Types.BOOLEAN(),
-        Types.DOUBLE(),
-        Types.LONG(),
-        Types.STRING(),
-        Types.INT(),
-        Types.LONG(),
-        Types.LONG(),
-        Types.BOOLEAN(),
-        Types.STRING(),
-    ],
-)
+PARSED_TYPES = [
+    Types.STRING(),
+    Types.STRING(),
+    Types.STRING(),
+    Types.STRING(),
+    Types.BOOLEAN(),
+    Types.DOUBLE(),
+    Types.LONG(),
+    Types.STRING(),
+    Types.INT(),
+    Types.LONG(),
+    Types.LONG(),
+    Types.BOOLEAN(),
+    Types.STRING(),
+]
+PARSED_TYPE = Types.ROW_NAMED(PARSED_FIELDS, PARSED_TYPES)
 DEAD_FIELDS = ["source_partition", "source_offset", "kafka_s", "first_of_record", "v"]
 DEAD_TYPE = Types.ROW_NAMED(
     DEAD_FIELDS, [Types.INT(), Types.LONG(), Types.LONG(), Types.BOOLEAN(), Types.STRING()]
@@ -89,20 +87,7 @@ KEYED_JSON_TYPE = Types.ROW_NAMED(["k", "v"], [Types.STRING(), Types.STRING()])
 # What the window operator reads: the parsed fields it aggregates, then partition and Kafka
 # second for reconciliation (jobs/pipeline_sql.py windows_query selects them in this order).
 WINDOW_FIELDS = [*PARSED_FIELDS[:7], "p", "s"]
-WINDOW_TYPE = Types.ROW_NAMED(
-    WINDOW_FIELDS,
-    [
-        Types.STRING(),
-        Types.STRING(),
-        Types.STRING(),
-        Types.STRING(),
-        Types.BOOLEAN(),
-        Types.DOUBLE(),
-        Types.LONG(),
-        Types.INT(),
-        Types.LONG(),
-    ],
-)
+WINDOW_TYPE = Types.ROW_NAMED(WINDOW_FIELDS, [*PARSED_TYPES[:7], Types.INT(), Types.LONG()])
 W_RATE_KEY, W_EVENT_TIME, W_PARTITION, W_KAFKA_S = 0, 6, 7, 8
 LATE_TYPE = Types.ROW_NAMED(["p", "s"], [Types.INT(), Types.LONG()])
 LOG_INTERVAL_S = 10.0
