@@ -38,6 +38,9 @@ from metering.settings import read_hash_key
 from metering.windows import OpenWindows
 
 log = logging.getLogger(__name__)
+# Stands in for RocksdbCompactFilterCleanupStrategy's periodic compaction time, which PyFlink
+# 2.2.1 stores but never passes to Java (see DetectAnomalies.open).
+_JAVA_DEFAULT_PERIODIC_COMPACTION = "java default (30 days)"
 
 # What the parse/enrich operator hands downstream: the fields SQL deduplicates, windows and
 # reconciles on, plus the finished JSON for the enriched topic (serialised once, where the dict
@@ -254,6 +257,27 @@ class KeyedWindows(KeyedProcessFunction):
             yield Row(key, dumps(window_record(key, start, start + self._window_ms, agg)))
 
 
+def detector_state_ttl(hours: int) -> StateTtlConfig:
+    """The detector state's TTL, with Flink's default background cleanup spelled out.
+
+    Left implicit, PyFlink 2.2.1's thread mode builds the default RocksDB strategy's 30-day
+    Duration through Py4J: get_gateway() inside a TaskManager then launches a second JVM
+    (MiniCluster) or fails with FileNotFoundError (session cluster, whose scripts export an
+    empty JAVA_HOME), and the job restarts forever. No mode hands that Duration to Java, which
+    applies its own 30-day default; any non-empty value stops PyFlink building it (apache/flink
+    PR 29155, FLINK-40628).
+    """
+    return (
+        StateTtlConfig.new_builder(Time.hours(hours))
+        .set_update_type(StateTtlConfig.UpdateType.OnCreateAndWrite)
+        .set_state_visibility(StateTtlConfig.StateVisibility.NeverReturnExpired)
+        .disable_cleanup_in_background()
+        .cleanup_incrementally(5, False)  # heap state backend
+        .cleanup_in_rocksdb_compact_filter(1000, _JAVA_DEFAULT_PERIODIC_COMPACTION)
+        .build()
+    )
+
+
 class DetectAnomalies(KeyedProcessFunction):
     """Per-key baseline and known countries in keyed state; emits alerts as (key, json)."""
 
@@ -264,13 +288,7 @@ class DetectAnomalies(KeyedProcessFunction):
     def open(self, runtime_context: RuntimeContext) -> None:
         descriptor = ValueStateDescriptor("key-state", Types.PICKLED_BYTE_ARRAY())
         # Keys that stop calling must not keep state forever.
-        ttl = (
-            StateTtlConfig.new_builder(Time.hours(self._ttl_hours))
-            .set_update_type(StateTtlConfig.UpdateType.OnCreateAndWrite)
-            .set_state_visibility(StateTtlConfig.StateVisibility.NeverReturnExpired)
-            .build()
-        )
-        descriptor.enable_time_to_live(ttl)
+        descriptor.enable_time_to_live(detector_state_ttl(self._ttl_hours))
         self._state = runtime_context.get_state(descriptor)
         self._alerts = runtime_context.get_metrics_group().counter("alerts")
 
