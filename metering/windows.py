@@ -4,29 +4,71 @@ One value per key, not a map state keyed by window start, because of how PyFlink
 reaches state: a map lookup of an entry it has not cached (every new window) is a blocking round
 trip to the JVM, about a millisecond each, while one small value per key is read once into the
 worker's state cache and then served locally. A key rarely has more than two windows open.
+
+The value is plain dicts, lists and scalars, not dataclasses: the operator pickles it on every
+event, and pickle handles those in C. Pickling a dataclass instead goes through Python-level
+reduce and setattr calls: 13.6 µs against 1.2 µs per read and write of one window (measured with
+timeit), which was 14 % of the job's Python time in thread mode (py-spy, see README).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from typing import Any
 
 from metering.detect import WindowAgg
 
+# Positions in one window's list.
+_COUNT, _UNITS, _AUTH_FAILURES, _COUNTRIES, _CONSUMER, _FINGERPRINT = range(6)
 
-@dataclass
-class OpenWindows:
-    """A key's windows that have events and have not been emitted yet, by window start."""
+OpenWindows = dict[int, list[Any]]
+"""Window start -> [count, units, auth failures, countries (list), consumer, key fingerprint]."""
 
-    windows: dict[int, WindowAgg] = field(default_factory=dict)
 
-    def add(self, start: int, agg: WindowAgg) -> None:
-        current = self.windows.get(start)
-        self.windows[start] = agg if current is None else current.merge(agg)
+def add_event(
+    windows: OpenWindows,
+    start: int,
+    consumer: str | None,
+    fingerprint: str | None,
+    country: str | None,
+    auth_failed: bool,
+    units: float,
+) -> None:
+    """Count one event into the window starting at ``start`` (the same rules as WindowAgg.add)."""
+    w = windows.get(start)
+    if w is None:
+        windows[start] = [
+            1,
+            units,
+            1 if auth_failed else 0,
+            [country] if country else [],
+            consumer,
+            fingerprint,
+        ]
+        return
+    w[_COUNT] += 1
+    w[_UNITS] += units
+    if auth_failed:
+        w[_AUTH_FAILURES] += 1
+    if country and country not in w[_COUNTRIES]:
+        w[_COUNTRIES].append(country)
+    # Keep the identity the gateway gave; a fingerprint stays useful when a name is known.
+    w[_CONSUMER] = w[_CONSUMER] or consumer
+    w[_FINGERPRINT] = w[_FINGERPRINT] or fingerprint
 
-    def pop_due(self, timestamp: int, window_ms: int) -> list[tuple[int, WindowAgg]]:
-        """Windows whose last millisecond is at or before ``timestamp``, oldest first."""
-        due = sorted(s for s in self.windows if s + window_ms - 1 <= timestamp)
-        return [(s, self.windows.pop(s)) for s in due]
 
-    def __bool__(self) -> bool:
-        return bool(self.windows)
+def pop_due(windows: OpenWindows, timestamp: int, window_ms: int) -> list[tuple[int, WindowAgg]]:
+    """Remove and return the windows whose last millisecond is at or before ``timestamp``,
+    oldest first."""
+    due = sorted(s for s in windows if s + window_ms - 1 <= timestamp)
+    return [(s, _agg(windows.pop(s))) for s in due]
+
+
+def _agg(w: list[Any]) -> WindowAgg:
+    return WindowAgg(
+        count=w[_COUNT],
+        units=w[_UNITS],
+        auth_failures=w[_AUTH_FAILURES],
+        countries=set(w[_COUNTRIES]),
+        consumer=w[_CONSUMER],
+        key_fingerprint=w[_FINGERPRINT],
+    )

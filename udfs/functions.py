@@ -35,7 +35,7 @@ from metering.geo import GeoLookup
 from metering.records import Limits, RecordProcessor, SourceRef
 from metering.redact import Pseudonymizer
 from metering.settings import read_hash_key
-from metering.windows import OpenWindows
+from metering.windows import OpenWindows, add_event, pop_due
 
 log = logging.getLogger(__name__)
 # Stands in for RocksdbCompactFilterCleanupStrategy's periodic compaction time, which PyFlink
@@ -219,15 +219,15 @@ class KeyedWindows(KeyedProcessFunction):
 
     def process_element(self, value: Any, ctx: KeyedProcessFunction.Context) -> Iterable[Any]:
         start, end = window_bounds(int(value[W_EVENT_TIME]), self._window_ms)
-        agg = WindowAgg().add(value[1], value[2], value[3], bool(value[4]), float(value[5]))
         key = str(value[W_RATE_KEY])
         if window_closed(end, ctx.timer_service().current_watermark()):
+            agg = WindowAgg().add(value[1], value[2], value[3], bool(value[4]), float(value[5]))
             self._late_events.inc()
             yield LATE, Row(value[W_PARTITION], value[W_KAFKA_S])
             yield Row(key, dumps(window_record(key, start, end, agg, "late_correction")))
             return
-        windows: OpenWindows = self._windows.value() or OpenWindows()
-        windows.add(start, agg)
+        windows: OpenWindows = self._windows.value() or {}
+        add_event(windows, start, value[1], value[2], value[3], bool(value[4]), float(value[5]))
         self._windows.update(windows)
         # Process mode can lose a timer registered just before a checkpoint barrier while its
         # state is kept (see README, Guarantees). The window's next event after the restore
@@ -247,7 +247,7 @@ class KeyedWindows(KeyedProcessFunction):
         if windows is None:
             return
         # Emit this window and any earlier one whose timer was lost (same cause as above).
-        due = windows.pop_due(timestamp, self._window_ms)
+        due = pop_due(windows, timestamp, self._window_ms)
         if windows:
             self._windows.update(windows)
         else:

@@ -3,43 +3,74 @@
 from __future__ import annotations
 
 import pickle
+from dataclasses import asdict
 
 from metering.detect import WindowAgg
-from metering.windows import OpenWindows
+from metering.windows import OpenWindows, add_event, pop_due
 
 W = 10_000
 
 
-def agg(n: int, country: str = "DE") -> WindowAgg:
-    out = WindowAgg()
+def add(windows: OpenWindows, start: int, n: int, country: str | None = "DE") -> None:
     for _ in range(n):
-        out.add("acme", "fp", country, False, 1.0)
-    return out
+        add_event(windows, start, "acme", "fp", country, False, 1.0)
 
 
 def test_events_of_one_window_merge_and_due_windows_pop_oldest_first() -> None:
-    open_ = OpenWindows()
-    assert not open_
-    open_.add(20_000, agg(2, "US"))
-    open_.add(0, agg(1))
-    open_.add(0, agg(3, "JP"))
-    open_.add(10_000, agg(1))
-    assert open_
+    windows: OpenWindows = {}
+    add(windows, 20_000, 2, "US")
+    add(windows, 0, 1)
+    add(windows, 0, 3, "JP")
+    add(windows, 10_000, 1)
     # A timer at 19_999 (the end - 1 of the window starting at 10_000) is due for both earlier
     # windows: the one whose own timer was lost is emitted too.
-    due = open_.pop_due(19_999, W)
+    due = pop_due(windows, 19_999, W)
     assert [(s, a.count, sorted(a.countries)) for s, a in due] == [
         (0, 4, ["DE", "JP"]),
         (10_000, 1, ["DE"]),
     ]
-    assert list(open_.windows) == [20_000]
-    assert open_.pop_due(29_998, W) == []
-    assert [s for s, _ in open_.pop_due(29_999, W)] == [20_000]
-    assert not open_
+    assert list(windows) == [20_000]
+    assert pop_due(windows, 29_998, W) == []
+    assert [s for s, _ in pop_due(windows, 29_999, W)] == [20_000]
+    assert not windows
 
 
-def test_survives_the_pickled_state_round_trip() -> None:
-    open_ = OpenWindows()
-    open_.add(0, agg(5))
-    restored: OpenWindows = pickle.loads(pickle.dumps(open_))
-    assert restored.windows[0].count == 5 and restored.windows[0].countries == {"DE"}
+def test_counts_like_the_window_accumulator() -> None:
+    # The same events through WindowAgg.add (late corrections use it) and through add_event
+    # give the same usage fields.
+    events = [
+        (None, None, None, True, 2.0),
+        ("acme", "fp-1", "DE", False, 1.0),
+        ("other", "fp-2", "DE", True, 0.5),
+        ("acme", "fp-1", "FR", False, 1.0),
+    ]
+    expected = WindowAgg()
+    windows: OpenWindows = {}
+    for e in events:
+        expected.add(*e)
+        add_event(windows, 0, *e)
+    [(start, got)] = pop_due(windows, W - 1, W)
+    assert start == 0
+    assert (
+        asdict(got)
+        == asdict(expected)
+        == {
+            "count": 4,
+            "units": 4.5,
+            "auth_failures": 2,
+            "countries": {"DE", "FR"},
+            "consumer": "acme",
+            "key_fingerprint": "fp-1",
+        }
+    )
+
+
+def test_survives_the_pickled_state_round_trip_as_plain_values() -> None:
+    windows: OpenWindows = {}
+    add(windows, 0, 5)
+    data = pickle.dumps(windows)
+    # Plain values only: no class of this project is needed to read the state back.
+    assert b"metering" not in data
+    restored: OpenWindows = pickle.loads(data)
+    [(_, agg)] = pop_due(restored, W - 1, W)
+    assert agg.count == 5 and agg.countries == {"DE"}
