@@ -18,7 +18,6 @@ PIPELINE_HASH_KEY is read from the environment, as the job does.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import signal
 import sys
@@ -30,15 +29,11 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, Topi
 
 from metering.detect import WindowAgg, window_bounds, window_record
 from metering.geo import GeoLookup, default_geoip_db
-from metering.records import RecordProcessor, SourceRef
+from metering.records import RecordProcessor, SourceRef, dumps
 from metering.redact import Pseudonymizer
 from metering.settings import HashKeyError, read_hash_key
 
 log = logging.getLogger("python_loop")
-
-
-def dumps(value: dict[str, Any]) -> str:
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
 
 
 class Windows:

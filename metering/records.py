@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
 from pydantic import ValidationError
 
 from metering.geo import EMPTY_GEO, Geo
@@ -94,28 +95,42 @@ def _has_lone_surrogate(value: Any) -> bool:
     return False
 
 
-_NOT_BRACKET = re.compile(r"[^\[\]{}]+")
-_INNERMOST = re.compile(r"\[\]|\{\}")
+# orjson turns an integer outside 64 bits into a float; json keeps it exact.
+_LOSSY = float(2**63)
 
 
-def _depth_exceeds(text: str, limit: int) -> bool:
-    """Whether valid JSON ``text`` nests deeper than ``limit`` containers.
+def _inspect(value: Any, limit: int) -> tuple[bool, bool]:
+    """(whether ``value`` nests deeper than ``limit`` containers, whether it holds a float
+    orjson may have made of an integer too long for 64 bits).
 
-    On the text, not the parsed value, with string methods that run in C: walking the parsed
-    tree in Python cost a third of the per-event parse time. Without escapes, every quote
-    delimits a string, so the even pieces between quotes are the structure; peeling innermost
-    bracket pairs off it takes one pass per level.
+    One pass over the containers, iteratively: its cost is per container and value, which on
+    the bench's records is 17 µs per record against 44 µs for the text-based check it replaced.
     """
-    if text.count("[") + text.count("{") <= limit:
-        return False
-    unescaped = text.replace("\\\\", "").replace('\\"', "")
-    brackets = _NOT_BRACKET.sub("", "".join(unescaped.split('"')[::2]))
-    for _ in range(limit):
-        if not brackets:
-            return False
-        # One level per pass: re.sub does not rescan what a removal joins ("{[]}" -> "{}").
-        brackets = _INNERMOST.sub("", brackets)
-    return bool(brackets)
+    t = type(value)
+    if t is not dict and t is not list:
+        return False, t is float and not -_LOSSY < value < _LOSSY
+    suspect = False
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        container, depth = stack.pop()
+        if depth > limit:
+            return True, suspect
+        for child in container.values() if type(container) is dict else container:
+            t = type(child)
+            if t is dict or t is list:
+                stack.append((child, depth + 1))
+            elif t is float and not -_LOSSY < child < _LOSSY:
+                suspect = True
+    return False, suspect
+
+
+def dumps(value: Any) -> str:
+    """Compact JSON text, non-ASCII kept. orjson (8x json.dumps on enriched events), and json
+    for what orjson refuses: integers beyond 64 bits, lone surrogates, non-string keys."""
+    try:
+        return orjson.dumps(value).decode()
+    except (TypeError, orjson.JSONEncodeError):
+        return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
 
 
 def _validation_detail(err: ValidationError) -> str:
@@ -230,15 +245,18 @@ class RecordProcessor:
             text = payload.decode("utf-8")
         except UnicodeDecodeError as e:
             raise _Unusable("not_utf8", f"invalid UTF-8 at byte {e.start}") from None
+        # orjson parses the bench's records in half json's time. What it refuses, json decides,
+        # so rejects keep json's reasons and messages; what it may have read inexactly (long
+        # integers, see _inspect), json reads again.
         try:
-            value = json.loads(text, parse_constant=_reject_constant)
-        except RecursionError:
-            raise _Unusable("too_deep", f"nesting deeper than {lim.max_depth}") from None
-        except ValueError as e:
-            msg = e.msg if isinstance(e, json.JSONDecodeError) else "invalid constant"
-            pos = e.pos if isinstance(e, json.JSONDecodeError) else 0
-            raise _Unusable("not_json", f"{msg} at char {pos}") from None
-        if _depth_exceeds(text, lim.max_depth):
+            value = orjson.loads(payload)
+            too_deep, reread = _inspect(value, lim.max_depth)
+        except orjson.JSONDecodeError:
+            reread = True
+        if reread:
+            value = self._json_loads(text)
+            too_deep, _ = _inspect(value, lim.max_depth)
+        if too_deep:
             raise _Unusable("too_deep", f"nesting deeper than {lim.max_depth}")
         if _SURROGATE_ESCAPE.search(text) and _has_lone_surrogate(value):
             # "\ud800" parses, but no UTF-8 encoder (Kafka, Flink) can write it back out.
@@ -252,6 +270,16 @@ class RecordProcessor:
         if isinstance(value, dict):
             return value
         raise _Unusable("wrong_type", f"top-level JSON {type(value).__name__}")
+
+    def _json_loads(self, text: str) -> Any:
+        try:
+            return json.loads(text, parse_constant=_reject_constant)
+        except RecursionError:
+            raise _Unusable("too_deep", f"nesting deeper than {self._limits.max_depth}") from None
+        except ValueError as e:
+            msg = e.msg if isinstance(e, json.JSONDecodeError) else "invalid constant"
+            pos = e.pos if isinstance(e, json.JSONDecodeError) else 0
+            raise _Unusable("not_json", f"{msg} at char {pos}") from None
 
     # -- one entry -----------------------------------------------------------------------------
 

@@ -1,7 +1,12 @@
 #!/usr/bin/env bash
 # A real Flink standalone session cluster on 127.0.0.1, from the distribution inside the
-# apache-flink package: one JobManager and one TaskManager (2 slots), RocksDB state backend,
-# checkpoints and savepoints under .local/flink-<rest port>/ (git-ignored).
+# apache-flink package: one JobManager and FLINK_TASKMANAGERS TaskManagers (default 1) of
+# FLINK_TASK_SLOTS slots each (default 2), RocksDB state backend, checkpoints and savepoints under
+# .local/flink-<rest port>/ (git-ignored).
+#
+# Thread mode runs Python inside the TaskManager's JVM, one interpreter and one GIL per
+# TaskManager: to give Python operators more than one core there, use more TaskManagers
+# (FLINK_TASKMANAGERS=2 FLINK_TASK_SLOTS=1), not more slots.
 #
 #   scripts/flink-cluster.sh up|down|status
 #
@@ -17,6 +22,7 @@ REST_HOST=${FLINK_REST%:*}
 REST_PORT=${FLINK_REST##*:}
 FLINK_RPC_PORT=${FLINK_RPC_PORT:-$((REST_PORT - 1958))}  # 8081 -> 6123, Flink's defaults
 TASK_SLOTS=${FLINK_TASK_SLOTS:-2}
+TASKMANAGERS=${FLINK_TASKMANAGERS:-1}
 STATE="$ROOT/.local/flink-$REST_PORT"
 CONF="$STATE/conf"
 LOGS="$STATE/log"
@@ -36,7 +42,7 @@ slots_ready() {
   local body
   body=$(rest_ok) || return 1
   # Ready means a TaskManager registered with its slots, not just a JobManager answering.
-  "$PY" -c 'import json,sys; d=json.load(sys.stdin); sys.exit(0 if sum(t["slotsNumber"] for t in d["taskmanagers"]) >= int(sys.argv[1]) else 1)' "$TASK_SLOTS" <<<"$body"
+  "$PY" -c 'import json,sys; d=json.load(sys.stdin); sys.exit(0 if sum(t["slotsNumber"] for t in d["taskmanagers"]) >= int(sys.argv[1]) else 1)' "$((TASK_SLOTS * TASKMANAGERS))" <<<"$body"
 }
 
 hash_key_for_cluster() {
@@ -145,13 +151,15 @@ up() {
   write_conf "$home"
   write_lib "$home"
   key=$(hash_key_for_cluster)
-  say "starting JobManager + TaskManager ($TASK_SLOTS slots) on $FLINK_REST, logs in $LOGS"
+  say "starting JobManager + $TASKMANAGERS TaskManager(s) ($TASK_SLOTS slots each) on $FLINK_REST, logs in $LOGS"
   (
     export FLINK_CONF_DIR="$CONF" FLINK_LOG_DIR="$LOGS" FLINK_LIB_DIR="$STATE/lib"
     export FLINK_PID_DIR="$STATE"
     export PIPELINE_HASH_KEY="$key"
     "$home/bin/jobmanager.sh" start >/dev/null
-    "$home/bin/taskmanager.sh" start >/dev/null
+    for _ in $(seq "$TASKMANAGERS"); do
+      "$home/bin/taskmanager.sh" start >/dev/null
+    done
   )
   local waited=0
   until slots_ready; do

@@ -32,7 +32,7 @@ from metering.detect import (
     window_record,
 )
 from metering.geo import GeoLookup
-from metering.records import Limits, RecordProcessor, SourceRef
+from metering.records import Limits, RecordProcessor, SourceRef, dumps
 from metering.redact import Pseudonymizer
 from metering.settings import read_hash_key
 from metering.windows import OpenWindows, add_event, pop_due
@@ -98,10 +98,6 @@ DEAD_LETTERS = OutputTag("dead-letters", DEAD_TYPE)
 LATE = OutputTag("late", LATE_TYPE)
 # Past this many armed (key, window) entries, drop those whose window the watermark has passed.
 ARMED_SWEEP_SIZE = 100_000
-
-
-def dumps(value: dict[str, Any]) -> str:
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
 
 
 class ParseEnrich(ProcessFunction):

@@ -25,7 +25,7 @@ from payloads import (
 )
 
 from metering.geo import GeoLookup
-from metering.records import Limits, RecordProcessor, Result, SourceRef, _depth_exceeds
+from metering.records import Limits, RecordProcessor, Result, SourceRef, _inspect, dumps
 from metering.redact import Pseudonymizer
 from schemas.events import DeadLetter, EnrichedEvent
 
@@ -977,11 +977,30 @@ def test_process_never_raises_and_every_output_is_writable(
     ],
 )
 def test_depth_check_reads_structure_not_strings(value: Any, limit: int, exceeds: bool) -> None:
-    assert _depth_exceeds(json.dumps(value), limit) is exceeds
+    assert _inspect(value, limit) == (exceeds, False)
 
-    # Agrees with a walk of the parsed value.
+    # Agrees with a recursive walk of the parsed value.
     def depth(v: Any) -> int:
         children = v.values() if isinstance(v, dict) else v if isinstance(v, list) else None
         return 0 if children is None else 1 + max((depth(c) for c in children), default=0)
 
     assert (depth(value) > limit) is exceeds
+
+
+@pytest.mark.parametrize(
+    "number",
+    [2**64, -(2**63) - 1, 10**30, -(10**30)],
+)
+def test_integers_beyond_64_bits_stay_exact(processor: RecordProcessor, number: int) -> None:
+    # orjson reads these as floats; the parser must notice and read the record with json.
+    assert _inspect(float(number), 32) == (False, True)
+    assert _inspect({"n": [1.5, float(number)]}, 32) == (False, True)
+    record = {"n": [number], "m": 1.5}
+    assert processor._decode(json.dumps(record).encode()) == record
+
+
+def test_dumps_matches_json_and_takes_what_orjson_refuses() -> None:
+    value = {"a": [1, 2.5, None, True], "ü": '€ \n "q"', "n": {"x": -0.0}}
+    assert dumps(value) == json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    for refused in ({"big": 2**70}, {"s": "\ud800"}, {1: "non-string key"}):
+        assert dumps(refused) == json.dumps(refused, separators=(",", ":"), ensure_ascii=False)
