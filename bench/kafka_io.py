@@ -4,6 +4,7 @@ contender's output topics the way a downstream reader sees them (read_committed)
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import struct
 import tempfile
@@ -159,6 +160,8 @@ class Paced:
     started: float = 0.0
     ended: float = 0.0
     errors: list[str] = field(default_factory=list)
+    sent_at: list[float] = field(default_factory=list)
+    """When each record (by index in the paced list) was handed to the producer."""
 
 
 def pace(
@@ -205,6 +208,7 @@ def pace(
                 break
             except BufferError:
                 producer.poll(0.05)
+        out.sent_at.append(time.time())
         sent_events += rec.events
         out.records += 1
         out.events += rec.events
@@ -229,8 +233,12 @@ class OutputWatcher:
         other_topics: Sequence[str] = (),
         *,
         track_sources: bool = False,
+        alerts_topic: str | None = None,
     ) -> None:
         self.enriched_topic = enriched_topic
+        self.alerts_topic = alerts_topic
+        # (rule, window start) -> when its first alert became visible
+        self.alerts: dict[tuple[str, int], float] = {}
         self.enriched = 0
         self.other = 0
         self.visible_times: list[float] = []  # one per poll batch with enriched records
@@ -254,7 +262,8 @@ class OutputWatcher:
             }
         )
         assignment = []
-        for topic in (enriched_topic, *other_topics):
+        extra = [alerts_topic] if alerts_topic else []
+        for topic in (enriched_topic, *other_topics, *extra):
             meta = self._consumer.list_topics(topic, timeout=10).topics[topic]
             assignment += [TopicPartition(topic, p, 0) for p in meta.partitions]
         self._consumer.assign(assignment)
@@ -280,6 +289,10 @@ class OutputWatcher:
                     if err is not None:
                         if err.code() != KafkaError._PARTITION_EOF:
                             self.errors.append(str(err))
+                        continue
+                    if msg.topic() == self.alerts_topic:
+                        alert = json.loads(msg.value() or b"{}")
+                        self.alerts.setdefault((alert["rule"], alert["window_start"]), now)
                         continue
                     if msg.topic() != topic:
                         self.other += 1

@@ -18,6 +18,7 @@ Every option has a BENCH_* environment variable (flag wins). See bench/README.md
 from __future__ import annotations
 
 import argparse
+import bisect
 import contextlib
 import glob
 import importlib.metadata
@@ -65,7 +66,7 @@ from bench.metrics import (
 from bench.procs import Contender, TreeSampler
 from metering.settings import HASH_KEY_ENV, PipelineSettings, parse_flink_config
 from tools.topics import TopicSpec, delete_topics, ensure_topics, pipeline_topics
-from tools.traffic import BulkRecord
+from tools.traffic import BulkRecord, auth_failure_burst, random_public_ips
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "bench/results"
@@ -76,6 +77,8 @@ STARTUP_ALLOWANCE_S = 240.0
 MIN_RATE = 200.0
 """Events/s below which a throughput phase is given up as stuck."""
 MAX_DRAIN_S = 900.0
+ATTACK_REQUESTS = 40
+"""401s in each attack burst of the latency phase: twice the default auth_failures threshold."""
 """Longest wait for a latency phase's events once they are all produced."""
 
 
@@ -507,6 +510,9 @@ class Bench:
         self.raw_topic = ""
         self.paced: list[BulkRecord] = []
         self.warmup: list[BulkRecord] = []
+        # Attack windows of the latency phase: (window start, index in ``paced`` of the first
+        # record sent at or after the window's end).
+        self.attacks: list[tuple[int, int]] = []
 
     # -- topics
 
@@ -716,7 +722,9 @@ class Bench:
         raw = f"{self.prefix}.{contender}.live"
         self.create_topics([raw])
         topics = self.topics(contender, "l", raw)
-        watcher = OutputWatcher(opts.bootstrap, topics.enriched, track_sources=True)
+        watcher = OutputWatcher(
+            opts.bootstrap, topics.enriched, track_sources=True, alerts_topic=topics.alerts
+        )
         say(f"{contender}: latency phase ({opts.rate:,.0f} events/s for {opts.latency_seconds} s)")
         launched = self.launch(contender, topics, "l", opts.parallelism)
         sampler = TreeSampler(launched.roots)
@@ -731,7 +739,8 @@ class Bench:
                 last_report = time.monotonic()
                 while time.monotonic() < deadline and launched.alive():
                     seen = sum(1 for p, o, _ in watcher.sources if (p, o) in measured.produced_ms)
-                    if seen >= measured.events:
+                    alerted = all(("auth_failures", w) in watcher.alerts for w, _ in self.attacks)
+                    if seen >= measured.events and (alerted or not alerts_expected(contender)):
                         break
                     if time.monotonic() - last_report > 30:
                         say(f"{contender}: {seen:,}/{measured.events:,} paced events visible")
@@ -746,8 +755,12 @@ class Bench:
         )
         duration = max(measured.ended - measured.started, 1e-9)
         cores = cpu_between(sampler.samples, measured.started, measured.ended) / duration
+        alerting = (
+            self.alert_latency(watcher.alerts, measured) if alerts_expected(contender) else None
+        )
         result = {
             "latency_ms": latency_summary(lat),
+            "alert_latency": alerting,
             "latency_phase": {
                 "rate": opts.rate,
                 "achieved_rate": round(measured.events / duration, 1),
@@ -764,9 +777,38 @@ class Bench:
                 "delivery_errors": len(measured.errors),
             },
         }
-        s = result["latency_ms"]
+        s = latency_summary(lat)
         say(f"{contender}: latency p50 {s['p50']} ms, p99 {s['p99']} ms, {cores:.2f} cores")
+        if alerting is not None:
+            say(
+                f"{contender}: alert latency p50 {alerting['ms']['p50']} ms, "
+                f"max {alerting['max_ms']} ms over {alerting['windows']} attack windows, "
+                f"{alerting['missing']} without an alert"
+            )
         return result
+
+    def alert_latency(
+        self, alerts: dict[tuple[str, int], float], measured: Paced
+    ) -> dict[str, Any]:
+        """Per attack window: from the first record sent at or after the window's end (when the
+        gateway's clock passed it) to its auth_failures alert being readable."""
+        samples: list[float] = []
+        missing = 0
+        for window_start, end_index in self.attacks:
+            seen = alerts.get(("auth_failures", window_start))
+            if seen is None or end_index >= len(measured.sent_at):
+                missing += 1
+                continue
+            samples.append((seen - measured.sent_at[end_index]) * 1000)
+        return {
+            "ms": latency_summary(samples),
+            "max_ms": round(max(samples), 1) if samples else None,
+            "windows": len(self.attacks),
+            "missing": missing,
+            "window_seconds": JOB_DEFAULTS.window_seconds,
+            "out_of_orderness_seconds": JOB_DEFAULTS.out_of_orderness_seconds,
+            "alerts_delivery": "at-least-once (visible without waiting for a checkpoint)",
+        }
 
     def _warm_up(self, raw: str, watcher: OutputWatcher, launched: Launched, name: str) -> bool:
         """Low-rate traffic until the contender's first output is visible (JVM up, job running,
@@ -833,7 +875,13 @@ class Bench:
             self.warmup = GeneratedTraffic(
                 TrafficSpec(warm_n, warm_start, opts.keys, opts.warmup_rate, opts.seed + 2), 1, tmp
             ).load_and_remove()
-            say(f"generated {n:,} paced and {warm_n:,} warm-up events")
+            self.paced, self.attacks = with_attacks(
+                self.paced, start, start + int(opts.latency_seconds * 1000), opts.seed
+            )
+            say(
+                f"generated {n:,} paced and {warm_n:,} warm-up events, "
+                f"{len(self.attacks)} auth-failure bursts"
+            )
 
         results: dict[str, dict[str, Any]] = {}
         for contender in opts.contenders:
@@ -893,6 +941,34 @@ class Bench:
             date=datetime.now(UTC).isoformat(timespec="seconds"),
             extra=extra,
         )
+
+
+def alerts_expected(contender: str) -> bool:
+    """Only the job detects anomalies; the ceiling and the loop count windows."""
+    return contender in ("job", "job_session")
+
+
+def with_attacks(
+    paced: list[BulkRecord], start_ms: int, end_ms: int, seed: int
+) -> tuple[list[BulkRecord], list[tuple[int, int]]]:
+    """``paced`` with one auth-failure burst (one client, ``ATTACK_REQUESTS`` wrong keys, 1 s
+    into the window) in every full window whose end the watermark passes before the phase
+    ends, and per burst (window start, index of the first record at or after its end)."""
+    window_ms = JOB_DEFAULTS.window_seconds * 1000
+    margin = (JOB_DEFAULTS.out_of_orderness_seconds + 1) * 1000
+    starts = []
+    w = (start_ms // window_ms + 1) * window_ms
+    while w + window_ms + margin <= end_ms:
+        starts.append(w)
+        w += window_ms
+    ips = random_public_ips(len(starts), seed + 3, ipv6_share=0.0)
+    out = list(paced)
+    for i, w in enumerate(starts):
+        burst = auth_failure_burst(w + 1000, ATTACK_REQUESTS, ips[i], seed + i)
+        at = bisect.bisect_right([r.emit_ms for r in out], burst.emit_ms)
+        out.insert(at, burst)
+    emits = [r.emit_ms for r in out]
+    return out, [(w, bisect.bisect_left(emits, w + window_ms)) for w in starts]
 
 
 def write_results(doc: dict[str, Any], out: Path) -> tuple[Path, Path]:

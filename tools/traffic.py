@@ -1355,6 +1355,21 @@ class BulkRecord:
     emit_ms: int
 
 
+def auth_failure_burst(start_ms: int, count: int, client_ip: str, seed: int = 0) -> BulkRecord:
+    """One APISIX batch of ``count`` 401s from ``client_ip``, each with a different wrong key,
+    one per millisecond from ``start_ms``: what the auth_failures rule alerts on (the bench's
+    alert latency)."""
+    rng = random.Random(f"burst-{seed}")
+    renderer = _Renderer(rng)
+    entries = [
+        renderer.apisix(
+            _Request("apisix", client_ip, start_ms + i, None, new_api_key(rng), "apikey-header")
+        )[1]
+        for i in range(count)
+    ]
+    return BulkRecord(_encode(entries), count, start_ms + count)
+
+
 def random_public_ips(count: int, seed: int, ipv6_share: float = 0.05) -> list[str]:
     """``count`` distinct public addresses, no GeoIP database needed.
 

@@ -365,3 +365,27 @@ def test_plot_is_written(tmp_path: Path) -> None:
     path = tmp_path / "out" / "latest.png"
     write_png(doc, path)
     assert path.read_bytes().startswith(b"\x89PNG")
+
+
+def test_latency_phase_gets_one_auth_failure_burst_per_full_window() -> None:
+    from bench.run import ATTACK_REQUESTS, JOB_DEFAULTS, with_attacks
+    from tools.traffic import BulkRecord
+
+    window = JOB_DEFAULTS.window_seconds * 1000
+    start = 1_767_225_603_000  # 3 s into a window
+    paced = [BulkRecord(b"{}", 1, start + i * 100) for i in range(600)]  # 60 s
+    out, attacks = with_attacks(paced, start, start + 60_000, seed=1)
+    # Full windows from start + 7 s whose end the watermark passes before the phase ends.
+    margin = (JOB_DEFAULTS.out_of_orderness_seconds + 1) * 1000
+    expected = [
+        w
+        for w in range(start + 7_000, start + 60_000, window)
+        if w + window + margin <= start + 60_000
+    ]
+    assert [w for w, _ in attacks] == expected
+    assert len(out) == len(paced) + len(expected)
+    assert [r.emit_ms for r in out] == sorted(r.emit_ms for r in out)
+    bursts = [r for r in out if r.events == ATTACK_REQUESTS]
+    assert [r.emit_ms for r in bursts] == [w + 1000 + ATTACK_REQUESTS for w in expected]
+    for w, end_index in attacks:
+        assert out[end_index].emit_ms >= w + window > out[end_index - 1].emit_ms
