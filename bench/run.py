@@ -337,9 +337,17 @@ def local_broker(bootstrap: str) -> Iterator[None]:
 class SessionCluster:
     """The standalone session cluster at ``rest`` (scripts/flink-cluster.sh)."""
 
-    def __init__(self, rest: str, env: dict[str, str]) -> None:
+    def __init__(self, rest: str, env: dict[str, str], parallelism: int) -> None:
         self.rest = rest
-        self.env = dict(env, FLINK_REST=rest)
+        # One single-slot TaskManager per subtask unless the caller chose: in thread mode each
+        # TaskManager runs Python in its own interpreter, so subtasks in one TaskManager share
+        # one GIL (README, Performance).
+        self.env = {
+            "FLINK_TASKMANAGERS": str(parallelism),
+            "FLINK_TASK_SLOTS": "1",
+            **env,
+            "FLINK_REST": rest,
+        }
         self.started = False
 
     def _script(self, action: str) -> None:
@@ -611,7 +619,7 @@ class Bench:
         from jobs.submit import Rest, client_environment
 
         if self.cluster is None:
-            self.cluster = SessionCluster(self.opts.flink_rest, self.env)
+            self.cluster = SessionCluster(self.opts.flink_rest, self.env, self.opts.parallelism)
             self.cluster.up()
         cluster = self.cluster
         flags = job_flags(self.opts, topics, group, parallelism, "bench-job-session", checkpoints)
