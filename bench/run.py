@@ -18,7 +18,6 @@ Every option has a BENCH_* environment variable (flag wins). See bench/README.md
 from __future__ import annotations
 
 import argparse
-import bisect
 import contextlib
 import glob
 import importlib.metadata
@@ -77,9 +76,9 @@ STARTUP_ALLOWANCE_S = 240.0
 MIN_RATE = 200.0
 """Events/s below which a throughput phase is given up as stuck."""
 MAX_DRAIN_S = 900.0
+"""Longest wait for a latency phase's events once they are all produced."""
 ATTACK_REQUESTS = 40
 """401s in each attack burst of the latency phase: twice the default auth_failures threshold."""
-"""Longest wait for a latency phase's events once they are all produced."""
 
 
 def say(msg: str) -> None:
@@ -518,8 +517,8 @@ class Bench:
         self.raw_topic = ""
         self.paced: list[BulkRecord] = []
         self.warmup: list[BulkRecord] = []
-        # Attack windows of the latency phase: (window start, index in ``paced`` of the first
-        # record sent at or after the window's end).
+        # Attack windows of the latency phase: (window start, index in ``paced`` of the last
+        # record the gateway emitted before the window's end).
         self.attacks: list[tuple[int, int]] = []
 
     # -- topics
@@ -798,13 +797,14 @@ class Bench:
     def alert_latency(
         self, alerts: dict[tuple[str, int], float], measured: Paced
     ) -> dict[str, Any]:
-        """Per attack window: from the first record sent at or after the window's end (when the
-        gateway's clock passed it) to its auth_failures alert being readable."""
+        """Per attack window: from sending the last record the gateway emitted before the
+        window's end (after it, the gateway's clock is past the end) to its auth_failures alert
+        being readable."""
         samples: list[float] = []
         missing = 0
         for window_start, end_index in self.attacks:
             seen = alerts.get(("auth_failures", window_start))
-            if seen is None or end_index >= len(measured.sent_at):
+            if seen is None or not 0 <= end_index < len(measured.sent_at):
                 missing += 1
                 continue
             samples.append((seen - measured.sent_at[end_index]) * 1000)
@@ -961,7 +961,7 @@ def with_attacks(
 ) -> tuple[list[BulkRecord], list[tuple[int, int]]]:
     """``paced`` with one auth-failure burst (one client, ``ATTACK_REQUESTS`` wrong keys, 1 s
     into the window) in every full window whose end the watermark passes before the phase
-    ends, and per burst (window start, index of the first record at or after its end)."""
+    ends, and per burst (window start, index of the last record emitted before its end)."""
     window_ms = JOB_DEFAULTS.window_seconds * 1000
     margin = (JOB_DEFAULTS.out_of_orderness_seconds + 1) * 1000
     starts = []
@@ -969,14 +969,23 @@ def with_attacks(
     while w + window_ms + margin <= end_ms:
         starts.append(w)
         w += window_ms
-    ips = random_public_ips(len(starts), seed + 3, ipv6_share=0.0)
+    # Not the seeds bulk_traffic draws its consumers' and scanners' addresses from, so each burst
+    # has a rate key of its own.
+    ips = random_public_ips(len(starts), seed + 1000, ipv6_share=0.0)
     out = list(paced)
     for i, w in enumerate(starts):
         burst = auth_failure_burst(w + 1000, ATTACK_REQUESTS, ips[i], seed + i)
-        at = bisect.bisect_right([r.emit_ms for r in out], burst.emit_ms)
-        out.insert(at, burst)
-    emits = [r.emit_ms for r in out]
-    return out, [(w, bisect.bisect_left(emits, w + window_ms)) for w in starts]
+        out.insert(last_sent_before(out, burst.emit_ms + 1) + 1, burst)
+    return out, [(w, last_sent_before(out, w + window_ms)) for w in starts]
+
+
+def last_sent_before(records: Sequence[BulkRecord], emit_ms: int) -> int:
+    """Index of the last record, in send order, emitted before ``emit_ms`` (-1 if none).
+
+    A scan, not a bisection: the generator's parallel time slices overlap by the gateways'
+    batching delay, so send order is not sorted by emit time at slice boundaries.
+    """
+    return max((i for i, r in enumerate(records) if r.emit_ms < emit_ms), default=-1)
 
 
 def write_results(doc: dict[str, Any], out: Path) -> tuple[Path, Path]:

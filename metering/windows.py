@@ -13,6 +13,7 @@ timeit), which was 14 % of the job's Python time in thread mode (py-spy, see REA
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any
 
 from metering.detect import WindowAgg
@@ -20,12 +21,39 @@ from metering.detect import WindowAgg
 # Positions in one window's list.
 _COUNT, _UNITS, _AUTH_FAILURES, _COUNTRIES, _CONSUMER, _FINGERPRINT = range(6)
 
-OpenWindows = dict[int, list[Any]]
+Windows = dict[int, list[Any]]
 """Window start -> [count, units, auth failures, countries (list), consumer, key fingerprint]."""
 
 
+@dataclass
+class OpenWindows:
+    """The state's earlier format, kept so that a savepoint taken with it still restores:
+    pickle finds the class by this name. Read and converted by ``from_state``, never written."""
+
+    windows: dict[int, WindowAgg] = field(default_factory=dict)
+
+
+def from_state(value: Windows | OpenWindows | None) -> Windows:
+    """A key's windows as read from state: the current format as is, the earlier one converted."""
+    if value is None:
+        return {}
+    if isinstance(value, OpenWindows):
+        return {
+            start: [
+                a.count,
+                a.units,
+                a.auth_failures,
+                sorted(a.countries),
+                a.consumer,
+                a.key_fingerprint,
+            ]
+            for start, a in value.windows.items()
+        }
+    return value
+
+
 def add_event(
-    windows: OpenWindows,
+    windows: Windows,
     start: int,
     consumer: str | None,
     fingerprint: str | None,
@@ -56,7 +84,7 @@ def add_event(
     w[_FINGERPRINT] = w[_FINGERPRINT] or fingerprint
 
 
-def pop_due(windows: OpenWindows, timestamp: int, window_ms: int) -> list[tuple[int, WindowAgg]]:
+def pop_due(windows: Windows, timestamp: int, window_ms: int) -> list[tuple[int, WindowAgg]]:
     """Remove and return the windows whose last millisecond is at or before ``timestamp``,
     oldest first."""
     due = sorted(s for s in windows if s + window_ms - 1 <= timestamp)

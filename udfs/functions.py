@@ -35,7 +35,7 @@ from metering.geo import GeoLookup
 from metering.records import Limits, RecordProcessor, SourceRef, dumps
 from metering.redact import Pseudonymizer
 from metering.settings import read_hash_key
-from metering.windows import OpenWindows, add_event, pop_due
+from metering.windows import Windows, add_event, from_state, pop_due
 
 log = logging.getLogger(__name__)
 # Stands in for RocksdbCompactFilterCleanupStrategy's periodic compaction time, which PyFlink
@@ -222,7 +222,7 @@ class KeyedWindows(KeyedProcessFunction):
             yield LATE, Row(value[W_PARTITION], value[W_KAFKA_S])
             yield Row(key, dumps(window_record(key, start, end, agg, "late_correction")))
             return
-        windows: OpenWindows = self._windows.value() or {}
+        windows: Windows = from_state(self._windows.value())
         add_event(windows, start, value[1], value[2], value[3], bool(value[4]), float(value[5]))
         self._windows.update(windows)
         # Process mode can lose a timer registered just before a checkpoint barrier while its
@@ -239,8 +239,8 @@ class KeyedWindows(KeyedProcessFunction):
 
     def on_timer(self, timestamp: int, ctx: KeyedProcessFunction.OnTimerContext) -> Iterable[Any]:
         key = str(ctx.get_current_key())
-        windows: OpenWindows | None = self._windows.value()
-        if windows is None:
+        windows = from_state(self._windows.value())
+        if not windows:
             return
         # Emit this window and any earlier one whose timer was lost (same cause as above).
         due = pop_due(windows, timestamp, self._window_ms)

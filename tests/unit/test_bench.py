@@ -373,7 +373,17 @@ def test_latency_phase_gets_one_auth_failure_burst_per_full_window() -> None:
 
     window = JOB_DEFAULTS.window_seconds * 1000
     start = 1_767_225_603_000  # 3 s into a window
-    paced = [BulkRecord(b"{}", 1, start + i * 100) for i in range(600)]  # 60 s
+
+    def records(first: int, n: int) -> list[BulkRecord]:
+        return [BulkRecord(b"{}", 1, first + i * 100) for i in range(n)]
+
+    # Two generator slices; the first one's final flush runs past the second's start (batched
+    # gateways), so send order is not emit order at the boundary, where a window ends (+27 s).
+    paced = [
+        *records(start, 250),
+        *records(start + 25_000, 30),
+        *records(start + 25_000, 350),
+    ]
     out, attacks = with_attacks(paced, start, start + 60_000, seed=1)
     # Full windows from start + 7 s whose end the watermark passes before the phase ends.
     margin = (JOB_DEFAULTS.out_of_orderness_seconds + 1) * 1000
@@ -384,8 +394,12 @@ def test_latency_phase_gets_one_auth_failure_burst_per_full_window() -> None:
     ]
     assert [w for w, _ in attacks] == expected
     assert len(out) == len(paced) + len(expected)
-    assert [r.emit_ms for r in out] == sorted(r.emit_ms for r in out)
-    bursts = [r for r in out if r.events == ATTACK_REQUESTS]
-    assert [r.emit_ms for r in bursts] == [w + 1000 + ATTACK_REQUESTS for w in expected]
+    bursts = [i for i, r in enumerate(out) if r.events == ATTACK_REQUESTS]
+    assert [out[i].emit_ms for i in bursts] == [w + 1000 + ATTACK_REQUESTS for w in expected]
+    for i in bursts:
+        # Sent right after everything emitted up to the burst's emit time.
+        assert all(r.emit_ms <= out[i].emit_ms for r in out[:i])
     for w, end_index in attacks:
-        assert out[end_index].emit_ms >= w + window > out[end_index - 1].emit_ms
+        # The last record, in send order, that the gateway emitted before the window's end.
+        assert out[end_index].emit_ms < w + window
+        assert all(r.emit_ms >= w + window for r in out[end_index + 1 :])

@@ -6,18 +6,18 @@ import pickle
 from dataclasses import asdict
 
 from metering.detect import WindowAgg
-from metering.windows import OpenWindows, add_event, pop_due
+from metering.windows import OpenWindows, Windows, add_event, from_state, pop_due
 
 W = 10_000
 
 
-def add(windows: OpenWindows, start: int, n: int, country: str | None = "DE") -> None:
+def add(windows: Windows, start: int, n: int, country: str | None = "DE") -> None:
     for _ in range(n):
         add_event(windows, start, "acme", "fp", country, False, 1.0)
 
 
 def test_events_of_one_window_merge_and_due_windows_pop_oldest_first() -> None:
-    windows: OpenWindows = {}
+    windows: Windows = {}
     add(windows, 20_000, 2, "US")
     add(windows, 0, 1)
     add(windows, 0, 3, "JP")
@@ -45,7 +45,7 @@ def test_counts_like_the_window_accumulator() -> None:
         ("acme", "fp-1", "FR", False, 1.0),
     ]
     expected = WindowAgg()
-    windows: OpenWindows = {}
+    windows: Windows = {}
     for e in events:
         expected.add(*e)
         add_event(windows, 0, *e)
@@ -66,11 +66,28 @@ def test_counts_like_the_window_accumulator() -> None:
 
 
 def test_survives_the_pickled_state_round_trip_as_plain_values() -> None:
-    windows: OpenWindows = {}
+    windows: Windows = {}
     add(windows, 0, 5)
     data = pickle.dumps(windows)
     # Plain values only: no class of this project is needed to read the state back.
     assert b"metering" not in data
-    restored: OpenWindows = pickle.loads(data)
+    restored: Windows = pickle.loads(data)
     [(_, agg)] = pop_due(restored, W - 1, W)
     assert agg.count == 5 and agg.countries == {"DE"}
+
+
+def test_state_in_the_earlier_format_still_restores() -> None:
+    # A savepoint taken before the state became plain values holds pickled OpenWindows objects.
+    earlier = OpenWindows(
+        {
+            0: WindowAgg(3, 3.0, 1, {"FR", "DE"}, "acme", "fp"),
+            W: WindowAgg(1, 0.5, 0, set(), None, None),
+        }
+    )
+    windows = from_state(pickle.loads(pickle.dumps(earlier)))
+    assert windows == {0: [3, 3.0, 1, ["DE", "FR"], "acme", "fp"], W: [1, 0.5, 0, [], None, None]}
+    add_event(windows, 0, None, None, "JP", True, 1.0)
+    [(_, agg), (_, later)] = pop_due(windows, 2 * W - 1, W)
+    assert (agg.count, agg.auth_failures, agg.countries) == (4, 2, {"DE", "FR", "JP"})
+    assert later.count == 1
+    assert from_state(None) == {}
