@@ -27,11 +27,12 @@ from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
-from metering.detect import WindowAgg, window_bounds, window_record
+from metering.detect import window_bounds, window_record
 from metering.geo import GeoLookup, default_geoip_db
 from metering.records import RecordProcessor, SourceRef, dumps
 from metering.redact import Pseudonymizer
 from metering.settings import HashKeyError, read_hash_key
+from metering.windows import as_agg, count_event
 
 log = logging.getLogger("python_loop")
 
@@ -43,7 +44,8 @@ class Windows:
     def __init__(self, window_ms: int, out_of_orderness_ms: int) -> None:
         self.window_ms = window_ms
         self.out_of_orderness_ms = out_of_orderness_ms
-        self.open: dict[int, dict[str, WindowAgg]] = {}
+        # window start -> rate key -> accumulator (metering.windows' layout)
+        self.open: dict[int, dict[str, list[Any]]] = {}
         self.max_event_ms: int | None = None
 
     @property
@@ -56,16 +58,21 @@ class Windows:
         """Count one enriched event; returns a late correction if its window already closed."""
         t = int(ev["event_time"])
         start, end = window_bounds(t, self.window_ms)
-        agg = WindowAgg().add(
-            ev["consumer"], ev["key_fingerprint"], ev["country"], ev["auth_failed"], ev["units"]
+        event = (
+            ev["consumer"],
+            ev["key_fingerprint"],
+            ev["country"],
+            ev["auth_failed"],
+            ev["units"],
         )
         key = ev["rate_key"]
         wm = self.watermark
         if wm is not None and end - 1 <= wm:
-            return window_record(key, start, end, agg, "late_correction")
+            return window_record(
+                key, start, end, as_agg(count_event(None, *event)), "late_correction"
+            )
         per_key = self.open.setdefault(start, {})
-        current = per_key.get(key)
-        per_key[key] = agg if current is None else current.merge(agg)
+        per_key[key] = count_event(per_key.get(key), *event)
         if self.max_event_ms is None or t > self.max_event_ms:
             self.max_event_ms = t
         return None
@@ -77,8 +84,8 @@ class Windows:
             return []
         out = []
         for start in sorted(s for s in self.open if s + self.window_ms - 1 <= wm):
-            for key, agg in self.open.pop(start).items():
-                out.append(window_record(key, start, start + self.window_ms, agg))
+            for key, w in self.open.pop(start).items():
+                out.append(window_record(key, start, start + self.window_ms, as_agg(w)))
         return out
 
 

@@ -37,7 +37,8 @@ class DetectorConfig:
 
 @dataclass(slots=True)
 class WindowAgg:
-    """Accumulator of one key's events in one window (also the usage record, once closed)."""
+    """One key's counts in one window, as a usage record reports them (metering.windows
+    accumulates them)."""
 
     count: int = 0
     units: float = 0.0
@@ -45,34 +46,6 @@ class WindowAgg:
     countries: set[str] = field(default_factory=set)
     consumer: str | None = None
     key_fingerprint: str | None = None
-
-    def add(
-        self,
-        consumer: str | None,
-        fingerprint: str | None,
-        country: str | None,
-        auth_failed: bool,
-        units: float,
-    ) -> WindowAgg:
-        self.count += 1
-        self.units += units
-        if auth_failed:
-            self.auth_failures += 1
-        if country:
-            self.countries.add(country)
-        # Keep the identity the gateway gave; a fingerprint stays useful when a name is known.
-        self.consumer = self.consumer or consumer
-        self.key_fingerprint = self.key_fingerprint or fingerprint
-        return self
-
-    def merge(self, other: WindowAgg) -> WindowAgg:
-        self.count += other.count
-        self.units += other.units
-        self.auth_failures += other.auth_failures
-        self.countries |= other.countries
-        self.consumer = self.consumer or other.consumer
-        self.key_fingerprint = self.key_fingerprint or other.key_fingerprint
-        return self
 
 
 def window_bounds(event_time_ms: int, window_ms: int) -> tuple[int, int]:

@@ -52,19 +52,19 @@ def from_state(value: Windows | OpenWindows | None) -> Windows:
     return value
 
 
-def add_event(
-    windows: Windows,
-    start: int,
+def count_event(
+    w: list[Any] | None,
     consumer: str | None,
     fingerprint: str | None,
     country: str | None,
     auth_failed: bool,
     units: float,
-) -> None:
-    """Count one event into the window starting at ``start`` (the same rules as WindowAgg.add)."""
-    w = windows.get(start)
+) -> list[Any]:
+    """One window's accumulator (a list in the layout above) with one more event counted; a new
+    one if ``w`` is None. The one place the counting rules live: the job's windows, its late
+    corrections and the bench's python_loop all count with it."""
     if w is None:
-        windows[start] = [
+        return [
             1,
             units,
             1 if auth_failed else 0,
@@ -72,7 +72,6 @@ def add_event(
             consumer,
             fingerprint,
         ]
-        return
     w[_COUNT] += 1
     w[_UNITS] += units
     if auth_failed:
@@ -82,16 +81,33 @@ def add_event(
     # Keep the identity the gateway gave; a fingerprint stays useful when a name is known.
     w[_CONSUMER] = w[_CONSUMER] or consumer
     w[_FINGERPRINT] = w[_FINGERPRINT] or fingerprint
+    return w
+
+
+def add_event(
+    windows: Windows,
+    start: int,
+    consumer: str | None,
+    fingerprint: str | None,
+    country: str | None,
+    auth_failed: bool,
+    units: float,
+) -> None:
+    """Count one event into the window starting at ``start``."""
+    windows[start] = count_event(
+        windows.get(start), consumer, fingerprint, country, auth_failed, units
+    )
 
 
 def pop_due(windows: Windows, timestamp: int, window_ms: int) -> list[tuple[int, WindowAgg]]:
     """Remove and return the windows whose last millisecond is at or before ``timestamp``,
     oldest first."""
     due = sorted(s for s in windows if s + window_ms - 1 <= timestamp)
-    return [(s, _agg(windows.pop(s))) for s in due]
+    return [(s, as_agg(windows.pop(s))) for s in due]
 
 
-def _agg(w: list[Any]) -> WindowAgg:
+def as_agg(w: list[Any]) -> WindowAgg:
+    """One window's accumulator as the usage record's fields."""
     return WindowAgg(
         count=w[_COUNT],
         units=w[_UNITS],

@@ -25,7 +25,6 @@ from pyflink.datastream.state import StateTtlConfig, ValueStateDescriptor
 from metering.detect import (
     DetectorConfig,
     KeyState,
-    WindowAgg,
     evaluate,
     window_bounds,
     window_closed,
@@ -35,7 +34,7 @@ from metering.geo import GeoLookup
 from metering.records import Limits, RecordProcessor, SourceRef, dumps
 from metering.redact import Pseudonymizer
 from metering.settings import read_hash_key
-from metering.windows import Windows, add_event, from_state, pop_due
+from metering.windows import Windows, add_event, as_agg, count_event, from_state, pop_due
 
 log = logging.getLogger(__name__)
 # Stands in for RocksdbCompactFilterCleanupStrategy's periodic compaction time, which PyFlink
@@ -217,7 +216,9 @@ class KeyedWindows(KeyedProcessFunction):
         start, end = window_bounds(int(value[W_EVENT_TIME]), self._window_ms)
         key = str(value[W_RATE_KEY])
         if window_closed(end, ctx.timer_service().current_watermark()):
-            agg = WindowAgg().add(value[1], value[2], value[3], bool(value[4]), float(value[5]))
+            agg = as_agg(
+                count_event(None, value[1], value[2], value[3], bool(value[4]), float(value[5]))
+            )
             self._late_events.inc()
             yield LATE, Row(value[W_PARTITION], value[W_KAFKA_S])
             yield Row(key, dumps(window_record(key, start, end, agg, "late_correction")))

@@ -27,9 +27,10 @@ from payloads import (
 )
 from pydantic import BaseModel, ValidationError
 
-from metering.detect import DetectorConfig, KeyState, WindowAgg, evaluate, window_record
+from metering.detect import DetectorConfig, KeyState, evaluate, window_record
 from metering.records import RecordProcessor, Result, SourceRef
 from metering.redact import Pseudonymizer
+from metering.windows import Windows, add_event, as_agg
 from schemas.events import Alert, DeadLetter, EnrichedEvent, WindowCount
 from tools.traffic import Generated, Scenario, default_scenario, generate
 
@@ -136,10 +137,11 @@ def test_window_records_and_alerts_match_their_models() -> None:
     alerts: list[dict[str, Any]] = []
     counts = [10] * 12 + [150, 16, 40]
     for i, count in enumerate(counts):
-        agg = WindowAgg()
+        window: Windows = {}
         for n in range(count):
             country = "AU" if i == 13 and n == 0 else "GB"
-            agg.add("acme", "f" * 32, country, auth_failed=(i == 14 and n < 30), units=1.0)
+            add_event(window, 0, "acme", "f" * 32, country, i == 14 and n < 30, 1.0)
+        agg = as_agg(window[0])
         rec = window_record("acme", START_MS + i * 10_000, START_MS + (i + 1) * 10_000, agg)
         assert_exact_model(WindowCount, rec)
         state, fired = evaluate(state, rec, cfg, now_ms=START_MS + 10**6)
@@ -233,19 +235,25 @@ def test_generated_traffic_alerts_only_on_the_attack_and_the_401_burst(
     scenario: Scenario, generated: Generated, metered: Result, pseudonymizer: Pseudonymizer
 ) -> None:
     """Windows and rules over the generated events: the planted incidents and nothing else."""
-    aggs: dict[str, dict[int, WindowAgg]] = defaultdict(dict)
+    aggs: dict[str, Windows] = defaultdict(dict)
     for e in metered.events:
         t = e["event_time"]
         start = t - (t - scenario.start_ms) % scenario.window_ms
-        aggs[e["rate_key"]].setdefault(start, WindowAgg()).add(
-            e["consumer"], e["key_fingerprint"], e["country"], e["auth_failed"], e["units"]
+        add_event(
+            aggs[e["rate_key"]],
+            start,
+            e["consumer"],
+            e["key_fingerprint"],
+            e["country"],
+            e["auth_failed"],
+            e["units"],
         )
     cfg = DetectorConfig(window_ms=scenario.window_ms)
     fired: set[tuple[str, str, int]] = set()
     for key, windows in aggs.items():
         state: KeyState | None = None
         for start in sorted(windows):
-            rec = window_record(key, start, start + scenario.window_ms, windows[start])
+            rec = window_record(key, start, start + scenario.window_ms, as_agg(windows[start]))
             assert_exact_model(WindowCount, rec)
             state, alerts = evaluate(state, rec, cfg, now_ms=0)
             for a in alerts:

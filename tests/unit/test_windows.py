@@ -4,9 +4,18 @@ from __future__ import annotations
 
 import pickle
 from dataclasses import asdict
+from typing import Any
 
 from metering.detect import WindowAgg
-from metering.windows import OpenWindows, Windows, add_event, from_state, pop_due
+from metering.windows import (
+    OpenWindows,
+    Windows,
+    add_event,
+    as_agg,
+    count_event,
+    from_state,
+    pop_due,
+)
 
 W = 10_000
 
@@ -35,25 +44,26 @@ def test_events_of_one_window_merge_and_due_windows_pop_oldest_first() -> None:
     assert not windows
 
 
-def test_counts_like_the_window_accumulator() -> None:
-    # The same events through WindowAgg.add (late corrections use it) and through add_event
-    # give the same usage fields.
+def test_counting_rules_for_windows_and_late_corrections() -> None:
+    # The job's open windows (add_event) and a late correction (count_event from nothing) count
+    # the same events the same way.
     events = [
         (None, None, None, True, 2.0),
         ("acme", "fp-1", "DE", False, 1.0),
         ("other", "fp-2", "DE", True, 0.5),
         ("acme", "fp-1", "FR", False, 1.0),
     ]
-    expected = WindowAgg()
     windows: Windows = {}
+    correction: list[Any] | None = None
     for e in events:
-        expected.add(*e)
         add_event(windows, 0, *e)
+        correction = count_event(correction, *e)
     [(start, got)] = pop_due(windows, W - 1, W)
     assert start == 0
+    assert correction is not None
     assert (
         asdict(got)
-        == asdict(expected)
+        == asdict(as_agg(correction))
         == {
             "count": 4,
             "units": 4.5,
