@@ -797,17 +797,17 @@ class Bench:
     def alert_latency(
         self, alerts: dict[tuple[str, int], float], measured: Paced
     ) -> dict[str, Any]:
-        """Per attack window: from sending the last record the gateway emitted before the
-        window's end (after it, the gateway's clock is past the end) to its auth_failures alert
-        being readable."""
+        """Per attack window: from handing the producer the burst (one record that holds the
+        attack's events, the last of them included) to its auth_failures alert being
+        readable."""
         samples: list[float] = []
         missing = 0
-        for window_start, end_index in self.attacks:
+        for window_start, burst_index in self.attacks:
             seen = alerts.get(("auth_failures", window_start))
-            if seen is None or not 0 <= end_index < len(measured.sent_at):
+            if seen is None or not 0 <= burst_index < len(measured.sent_at):
                 missing += 1
                 continue
-            samples.append((seen - measured.sent_at[end_index]) * 1000)
+            samples.append((seen - measured.sent_at[burst_index]) * 1000)
         return {
             "ms": latency_summary(samples),
             "max_ms": round(max(samples), 1) if samples else None,
@@ -815,6 +815,7 @@ class Bench:
             "missing": missing,
             "window_seconds": JOB_DEFAULTS.window_seconds,
             "out_of_orderness_seconds": JOB_DEFAULTS.out_of_orderness_seconds,
+            "early_alerts": JOB_DEFAULTS.early_alerts,
             "alerts_delivery": "at-least-once (visible without waiting for a checkpoint)",
         }
 
@@ -961,7 +962,7 @@ def with_attacks(
 ) -> tuple[list[BulkRecord], list[tuple[int, int]]]:
     """``paced`` with one auth-failure burst (one client, ``ATTACK_REQUESTS`` wrong keys, 1 s
     into the window) in every full window whose end the watermark passes before the phase
-    ends, and per burst (window start, index of the last record emitted before its end)."""
+    ends, and per burst (window start, index of the burst's record in send order)."""
     window_ms = JOB_DEFAULTS.window_seconds * 1000
     margin = (JOB_DEFAULTS.out_of_orderness_seconds + 1) * 1000
     starts = []
@@ -973,10 +974,13 @@ def with_attacks(
     # has a rate key of its own.
     ips = random_public_ips(len(starts), seed + 1000, ipv6_share=0.0)
     out = list(paced)
+    bursts = []
     for i, w in enumerate(starts):
         burst = auth_failure_burst(w + 1000, ATTACK_REQUESTS, ips[i], seed + i)
         out.insert(last_sent_before(out, burst.emit_ms + 1) + 1, burst)
-    return out, [(w, last_sent_before(out, w + window_ms)) for w in starts]
+        bursts.append(burst)
+    index = {id(r): i for i, r in enumerate(out)}
+    return out, [(w, index[id(b)]) for w, b in zip(starts, bursts, strict=True)]
 
 
 def last_sent_before(records: Sequence[BulkRecord], emit_ms: int) -> int:

@@ -39,6 +39,7 @@ from metering.geo import GeoLookup
 from metering.settings import HashKeyError, PipelineSettings, read_hash_key, settings_from_args
 from udfs.functions import (
     DEAD_LETTERS,
+    EARLY,
     KEYED_JSON_TYPE,
     LATE,
     PARSED_TYPE,
@@ -213,7 +214,10 @@ def build_pipeline(
             .build(),
         ),
     )
-    # Python, per rate key: event-time windows and late corrections -> usage.
+    # Python, per rate key: event-time windows and late corrections -> usage; auth-failure
+    # bursts in windows still open -> early records for the detector.
+    detector = cfg.detector()
+    early_min = detector.auth_failure_min if detector.early_alerts else 0
     usage = (
         keyed_by_first_column(
             t_env.to_append_stream(
@@ -222,15 +226,16 @@ def build_pipeline(
             ),
             WINDOW_TYPE,
         )
-        .process(KeyedWindows(cfg.window_seconds * 1000), output_type=KEYED_JSON_TYPE)
+        .process(KeyedWindows(cfg.window_seconds * 1000, early_min), output_type=KEYED_JSON_TYPE)
         .uid("window-count")
         .name("per-key event-time windows, late corrections")
     )
     t_env.create_temporary_view("late_events", t_env.from_data_stream(usage.get_side_output(LATE)))
-    # Python, per rate key: anomaly detection on the usage records.
+    # Python, per rate key: anomaly detection on the usage and early records.
     alerts = (
-        usage.key_by(RateKey())
-        .process(DetectAnomalies(cfg.detector(), cfg.state_ttl_hours), output_type=KEYED_JSON_TYPE)
+        usage.union(usage.get_side_output(EARLY))
+        .key_by(RateKey())
+        .process(DetectAnomalies(detector, cfg.state_ttl_hours), output_type=KEYED_JSON_TYPE)
         .uid("detect-anomalies")
         .name("per-key anomaly detection")
     )

@@ -9,6 +9,13 @@ Rules, evaluated when a key's event-time window closes:
 - new_country: the key is used from a country it has not used before while its rate rises.
 - auth_failures: a burst of 401/403 answers for the key.
 
+auth_failures is also evaluated while the window is still open (``early`` records, see
+``early_check``): it needs no history, so it can fire on the event that completes the burst
+instead of waiting for the watermark to pass the window's end (window length plus the
+out-of-orderness bound). A window alerts on a rule at most once, early or at its close. The two
+rules that compare with the key's history wait for the close: their baseline is only complete
+once the windows before have closed too.
+
 A key is learned for ``min_history_windows`` windows before the baseline rules may fire, and
 anomalous windows do not enter the baseline, so an attack never becomes the new normal.
 """
@@ -17,7 +24,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import MISSING, dataclass, field, fields
 from typing import Any
 
 
@@ -33,6 +40,7 @@ class DetectorConfig:
     auth_failure_min: int = 20
     auth_failure_ratio: float = 0.5
     max_known_countries: int = 64
+    early_alerts: bool = True
 
 
 @dataclass(slots=True)
@@ -90,11 +98,35 @@ class KeyState:
     # rule -> window_start of the first window of the ongoing run of alerts
     open_incidents: dict[str, int] = field(default_factory=dict)
     last_window_start: int | None = None
+    # rule -> window_start of the window it alerted on before that window closed
+    early_alerts: dict[str, int] = field(default_factory=dict)
+
+    def __setstate__(self, state: Any) -> None:
+        # State pickled before a field existed restores with that field's default.
+        slots = state[1] if isinstance(state, tuple) else state
+        for f in fields(self):
+            if f.name in slots:
+                value = slots[f.name]
+            elif f.default_factory is not MISSING:
+                value = f.default_factory()
+            else:
+                value = f.default
+            object.__setattr__(self, f.name, value)
 
 
 def alert_id(rule: str, rate_key: str, window_start: int) -> str:
     """Same rule, key and window give the same id, so replays after a restart are idempotent."""
     return hashlib.sha256(f"{rule}|{rate_key}|{window_start}".encode()).hexdigest()[:32]
+
+
+def early_check(auth_failures: int, auth_failure_min: int) -> bool:
+    """Whether an open window whose auth-failure count just became ``auth_failures`` goes to the
+    detector early: at the threshold, then at each doubling of it (the share of failures may
+    only reach the rule's ratio later), so a window sends a handful of early records at most."""
+    if auth_failures < auth_failure_min or auth_failures % auth_failure_min:
+        return False
+    multiple = auth_failures // auth_failure_min
+    return multiple & (multiple - 1) == 0
 
 
 def _baseline(state: KeyState, start: int, cfg: DetectorConfig) -> tuple[float, int]:
@@ -107,29 +139,87 @@ def _baseline(state: KeyState, start: int, cfg: DetectorConfig) -> tuple[float, 
     return total / slots, slots
 
 
+def _auth_failures(failures: int, count: int, cfg: DetectorConfig) -> tuple[str, str, str] | None:
+    if failures >= cfg.auth_failure_min and failures >= cfg.auth_failure_ratio * count:
+        severity = "high" if failures >= 5 * cfg.auth_failure_min else "warning"
+        return ("auth_failures", severity, f"{failures} of {count} requests rejected")
+    return None
+
+
+def _alert(
+    fired: tuple[str, str, str],
+    record: dict[str, Any],
+    incident: int,
+    baseline: float,
+    learned: bool,
+    new_countries: list[str],
+    known: Iterable[str],
+    now_ms: int,
+) -> dict[str, Any]:
+    rule, severity, summary = fired
+    start = int(record["window_start"])
+    count = int(record["count"])
+    return {
+        "alert_id": alert_id(rule, record["rate_key"], start),
+        "rule": rule,
+        "severity": severity,
+        "rate_key": record["rate_key"],
+        "consumer": record.get("consumer"),
+        "key_fingerprint": record.get("key_fingerprint"),
+        "window_start": start,
+        "window_end": int(record["window_end"]),
+        "window_closed": record.get("kind", "window") == "window",
+        "incident_start": incident,
+        "observed_count": count,
+        "baseline": round(baseline, 3),
+        "ratio": round(count / max(baseline, 1.0), 3) if learned else None,
+        "countries_seen": list(record["countries"]),
+        "new_countries": new_countries,
+        "known_countries": sorted(known),
+        "auth_failures": int(record["auth_failures"]),
+        "summary": summary,
+        "detected_at": now_ms,
+    }
+
+
 def evaluate(
     state: KeyState | None,
     record: dict[str, Any],
     cfg: DetectorConfig,
     now_ms: int,
 ) -> tuple[KeyState, list[dict[str, Any]]]:
-    """Apply the rules to one closed window of one key; return the new state and any alerts."""
+    """Apply the rules to one window of one key; return the new state and any alerts.
+
+    ``record`` is a usage record: a closed window (kind ``window``), a late correction (never
+    alerts), or an ``early`` record of a window still open (only auth_failures is judged)."""
     start = int(record["window_start"])
     count = int(record["count"])
     countries: list[str] = list(record["countries"])
+    kind = record.get("kind", "window")
     if state is None:
         state = KeyState(first_window_start=start)
-    if record.get("kind", "window") != "window" or (
+    if kind not in ("window", "early") or (
         state.last_window_start is not None and start <= state.last_window_start
     ):
-        # A late correction for a window already judged: never alert twice on the same window.
+        # A late correction, or any record of a window already judged: never alert twice on
+        # the same window.
         return state, []
 
     baseline, slots = _baseline(state, start, cfg)
     learned = slots >= cfg.min_history_windows
+    known = set(state.known_countries)
+    if kind == "early":
+        burst = _auth_failures(int(record["auth_failures"]), count, cfg)
+        if burst is None or state.early_alerts.get(burst[0]) == start:
+            return state, []
+        state.early_alerts[burst[0]] = start
+        incident = state.open_incidents.get(burst[0], start)
+        return state, [_alert(burst, record, incident, baseline, learned, [], known, now_ms)]
+
+    # An early record may have come first and created the state with its later window.
+    state.first_window_start = min(state.first_window_start, start)
     floor = max(baseline, 1.0)
     ratio = count / floor
-    known = set(state.known_countries)
     # On a key's first window every country would be "new"; that says nothing.
     new_countries = sorted(c for c in countries if c not in known) if known else []
 
@@ -153,40 +243,23 @@ def evaluate(
                 f"first use from {','.join(new_countries)} while rate rose to {ratio:.1f}x",
             )
         )
-    failures = int(record["auth_failures"])
-    if failures >= cfg.auth_failure_min and failures >= cfg.auth_failure_ratio * count:
-        severity = "high" if failures >= 5 * cfg.auth_failure_min else "warning"
-        fired.append(("auth_failures", severity, f"{failures} of {count} requests rejected"))
+    burst = _auth_failures(int(record["auth_failures"]), count, cfg)
+    if burst is not None:
+        fired.append(burst)
 
     alerts: list[dict[str, Any]] = []
     fired_rules = {rule for rule, _, _ in fired}
     for rule in list(state.open_incidents):
         if rule not in fired_rules:
             del state.open_incidents[rule]
-    for rule, severity, summary in fired:
-        incident = state.open_incidents.setdefault(rule, start)
-        alerts.append(
-            {
-                "alert_id": alert_id(rule, record["rate_key"], start),
-                "rule": rule,
-                "severity": severity,
-                "rate_key": record["rate_key"],
-                "consumer": record.get("consumer"),
-                "key_fingerprint": record.get("key_fingerprint"),
-                "window_start": start,
-                "window_end": int(record["window_end"]),
-                "incident_start": incident,
-                "observed_count": count,
-                "baseline": round(baseline, 3),
-                "ratio": round(ratio, 3) if learned else None,
-                "countries_seen": countries,
-                "new_countries": new_countries,
-                "known_countries": sorted(known),
-                "auth_failures": failures,
-                "summary": summary,
-                "detected_at": now_ms,
-            }
-        )
+    for f in fired:
+        incident = state.open_incidents.setdefault(f[0], start)
+        if state.early_alerts.get(f[0]) != start:
+            alerts.append(
+                _alert(f, record, incident, baseline, learned, new_countries, known, now_ms)
+            )
+    # Early alerts of this window and of earlier ones are settled now.
+    state.early_alerts = {r: s for r, s in state.early_alerts.items() if s > start}
 
     # Anomalous windows enter the history at the baseline level, so a sustained attack keeps
     # being compared with the key's normal traffic rather than with itself.

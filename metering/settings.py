@@ -209,6 +209,11 @@ class PipelineSettings(BaseSettings):
     new_country_min_count: int = Field(5, ge=1, description="min requests for a new-country alert")
     auth_failure_min: int = Field(20, ge=1, description="401/403 answers per window to alert")
     auth_failure_ratio: float = Field(0.5, gt=0, le=1, description="and their share of requests")
+    early_alerts: bool = Field(
+        True,
+        description="raise auth_failures alerts on the event that crosses the threshold, not "
+        "when the window closes (after the window and the out-of-orderness bound)",
+    )
     state_ttl_hours: int = Field(168, ge=1, description="per-key detector state expires after")
     # Runtime
     parallelism: int = Field(2, ge=1, description="job parallelism (match the raw partitions)")
@@ -313,6 +318,7 @@ class PipelineSettings(BaseSettings):
             new_country_min_count=self.new_country_min_count,
             auth_failure_min=self.auth_failure_min,
             auth_failure_ratio=self.auth_failure_ratio,
+            early_alerts=self.early_alerts,
         )
 
     def flink_overrides(self) -> dict[str, str]:

@@ -99,6 +99,11 @@ def add_event(
     )
 
 
+def auth_failures(w: list[Any]) -> int:
+    """One window's auth failures so far."""
+    return int(w[_AUTH_FAILURES])
+
+
 def pop_due(windows: Windows, timestamp: int, window_ms: int) -> list[tuple[int, WindowAgg]]:
     """Remove and return the windows whose last millisecond is at or before ``timestamp``,
     oldest first."""

@@ -252,6 +252,10 @@ class Alert(_Out):
     key_fingerprint: str | None = None
     window_start: int
     window_end: int
+    window_closed: bool = Field(
+        description="false: raised while the window was still open (auth_failures), so the "
+        "counts are those seen until then"
+    )
     incident_start: int = Field(
         description="window_start of the first window of this run of alerts"
     )

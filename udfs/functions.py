@@ -25,6 +25,7 @@ from pyflink.datastream.state import StateTtlConfig, ValueStateDescriptor
 from metering.detect import (
     DetectorConfig,
     KeyState,
+    early_check,
     evaluate,
     window_bounds,
     window_closed,
@@ -34,7 +35,15 @@ from metering.geo import GeoLookup
 from metering.records import Limits, RecordProcessor, SourceRef, dumps
 from metering.redact import Pseudonymizer
 from metering.settings import read_hash_key
-from metering.windows import Windows, add_event, as_agg, count_event, from_state, pop_due
+from metering.windows import (
+    Windows,
+    add_event,
+    as_agg,
+    auth_failures,
+    count_event,
+    from_state,
+    pop_due,
+)
 
 log = logging.getLogger(__name__)
 # Stands in for RocksdbCompactFilterCleanupStrategy's periodic compaction time, which PyFlink
@@ -95,6 +104,8 @@ LATE_TYPE = Types.ROW_NAMED(["p", "s"], [Types.INT(), Types.LONG()])
 LOG_INTERVAL_S = 10.0
 DEAD_LETTERS = OutputTag("dead-letters", DEAD_TYPE)
 LATE = OutputTag("late", LATE_TYPE)
+# Usage records of windows still open, for the detector only (never the usage topic).
+EARLY = OutputTag("early", KEYED_JSON_TYPE)
 # Past this many armed (key, window) entries, drop those whose window the watermark has passed.
 ARMED_SWEEP_SIZE = 100_000
 
@@ -193,11 +204,15 @@ class KeyedWindows(KeyedProcessFunction):
       watermark passes its end (an event-time timer);
     - an event whose window already closed is never dropped: a ``late_correction`` usage record
       adds it to its window, and a (partition, Kafka second) row tells reconciliation.
+    - an event that takes its open window's auth failures to ``early_auth_failures`` (or a
+      doubling of it) also sends the window so far to the ``EARLY`` side output, so the
+      detector can alert before the window closes (0: never).
     Input: first sightings only (SQL drops gateway retries before this). Main output: usage.
     """
 
-    def __init__(self, window_ms: int) -> None:
+    def __init__(self, window_ms: int, early_auth_failures: int = 0) -> None:
         self._window_ms = window_ms
+        self._early_auth_failures = early_auth_failures
 
     def open(self, runtime_context: RuntimeContext) -> None:
         # Open windows need no TTL: each has an event-time timer that emits and removes it.
@@ -226,6 +241,13 @@ class KeyedWindows(KeyedProcessFunction):
         windows: Windows = from_state(self._windows.value())
         add_event(windows, start, value[1], value[2], value[3], bool(value[4]), float(value[5]))
         self._windows.update(windows)
+        if (
+            value[4]
+            and self._early_auth_failures
+            and early_check(auth_failures(windows[start]), self._early_auth_failures)
+        ):
+            so_far = window_record(key, start, end, as_agg(windows[start]), "early")
+            yield EARLY, Row(key, dumps(so_far))
         # Process mode can lose a timer registered just before a checkpoint barrier while its
         # state is kept (see README, Guarantees). The window's next event after the restore
         # registers it again, since the restored worker's set is empty; Flink keeps one timer

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pickle
 import random
 from typing import Any
 
@@ -12,6 +13,7 @@ from metering.detect import (
     KeyState,
     WindowAgg,
     alert_id,
+    early_check,
     evaluate,
     window_record,
 )
@@ -139,6 +141,7 @@ def test_spike_after_learning_raises_rate_spike() -> None:
             "key_fingerprint": "f" * 32,
             "window_start": start,
             "window_end": start + W,
+            "window_closed": True,
             "incident_start": start,
             "observed_count": 60,
             "baseline": 10.0,
@@ -364,3 +367,112 @@ def test_late_corrections_are_ignored_by_the_detector() -> None:
     state, alerts = evaluate(state, correction, CFG, NOW)
     assert alerts == []
     assert state.last_window_start == T0 + 5 * W
+
+
+def early(
+    index: int, count: int, auth_failures: int, rate_key: str = "client:c1"
+) -> dict[str, Any]:
+    return {**record(index, count, [], auth_failures, rate_key), "kind": "early"}
+
+
+@pytest.mark.parametrize(
+    ("failures", "sent"),
+    [
+        (0, False),
+        (19, False),
+        (20, True),
+        (21, False),
+        (39, False),
+        (40, True),
+        (60, False),
+        (80, True),
+        (160, True),
+        (240, False),
+    ],
+)
+def test_early_records_at_the_threshold_and_its_doublings(failures: int, sent: bool) -> None:
+    assert early_check(failures, 20) is sent
+
+
+def test_auth_failure_burst_alerts_before_its_window_closes_and_not_again_at_the_close() -> None:
+    key = "client:c1"
+    state, alerts = evaluate(None, early(5, 22, 20, key), CFG, NOW)
+    start = T0 + 5 * W
+    assert [
+        (a["rule"], a["window_start"], a["window_closed"], a["observed_count"], a["summary"])
+        for a in alerts
+    ] == [("auth_failures", start, False, 22, "20 of 22 requests rejected")]
+    assert alerts[0]["alert_id"] == alert_id("auth_failures", key, start)
+    assert alerts[0]["incident_start"] == start
+    # The doubling of the same window, and then the window's close: no second alert.
+    state, again = evaluate(state, early(5, 42, 40, key), CFG, NOW)
+    assert again == []
+    state, at_close = evaluate(state, record(5, 50, [], 45, key), CFG, NOW)
+    assert at_close == []
+    assert state.open_incidents == {"auth_failures": start}
+    assert state.early_alerts == {}
+    assert state.last_window_start == start
+    # The next window's burst continues the incident; once the window is judged, early records
+    # of it change nothing.
+    state, next_early = evaluate(state, early(6, 20, 20, key), CFG, NOW)
+    assert [(a["window_start"], a["incident_start"]) for a in next_early] == [(start + W, start)]
+    state, _ = evaluate(state, record(6, 20, [], 20, key), CFG, NOW)
+    assert evaluate(state, early(6, 40, 40, key), CFG, NOW)[1] == []
+
+
+def test_an_early_record_below_the_share_of_failures_waits_for_the_close() -> None:
+    key = "client:c2"
+    # 20 of 50 rejected is under the 0.5 share: no alert yet ...
+    state, alerts = evaluate(None, early(3, 50, 20, key), CFG, NOW)
+    assert alerts == []
+    # ... and at the close 45 of 60 are: the window alerts then, once.
+    state, at_close = evaluate(state, record(3, 60, [], 45, key), CFG, NOW)
+    assert [(a["rule"], a["window_closed"], a["observed_count"]) for a in at_close] == [
+        ("auth_failures", True, 60)
+    ]
+
+
+def test_an_early_alert_stands_when_the_window_closes_below_the_share() -> None:
+    key = "client:c3"
+    state, alerts = evaluate(None, early(3, 25, 20, key), CFG, NOW)
+    assert len(alerts) == 1
+    state, at_close = evaluate(state, record(3, 100, [], 20, key), CFG, NOW)
+    assert at_close == []
+    assert state.open_incidents == {}
+
+
+def test_an_early_record_before_the_key_has_closed_windows_keeps_its_history_right() -> None:
+    # The key's first early record is of window 4; window 3 closes after it.
+    state, _ = evaluate(None, early(4, 20, 20), CFG, NOW)
+    assert state.first_window_start == T0 + 4 * W
+    state, _ = evaluate(state, record(3, 10, ["GB"], 0, "client:c1"), CFG, NOW)
+    assert state.first_window_start == T0 + 3 * W
+    assert state.history == [(T0 + 3 * W, 10)]
+
+
+def test_early_records_are_judged_only_for_auth_failures() -> None:
+    state, _ = feed(steady(12))
+    # A spike and a new country so far, but the history rules wait for the close.
+    _, alerts = evaluate(state, {**record(12, 500, ["KP"]), "kind": "early"}, CFG, NOW)
+    assert alerts == []
+
+
+def test_detector_state_pickled_before_early_alerts_restores() -> None:
+    old = KeyState.__new__(KeyState)
+    old.__setstate__(
+        (
+            None,
+            {
+                "first_window_start": T0,
+                "history": [(T0, 3)],
+                "known_countries": ["GB"],
+                "open_incidents": {},
+                "last_window_start": T0,
+            },
+        )
+    )
+    assert old.early_alerts == {}
+    assert pickle.loads(pickle.dumps(old)) == old
+    state, alerts = evaluate(old, early(1, 20, 20), CFG, NOW)
+    assert state.early_alerts == {"auth_failures": T0 + W}
+    assert [a["rule"] for a in alerts] == ["auth_failures"]
