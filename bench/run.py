@@ -183,14 +183,6 @@ def build_parser() -> argparse.ArgumentParser:
         help="session cluster for job_session; started (and stopped) if none answers "
         "[BENCH_FLINK_REST]",
     )
-    a(
-        "--contender-nice",
-        type=int,
-        default=int(_env("BENCH_CONTENDER_NICE", "10")),
-        help="niceness of the contenders' processes (a session cluster's too): the broker, "
-        "the producer and the output readers stand in for other machines, so a contender "
-        "that wants every core must not slow them (0: same priority) [BENCH_CONTENDER_NICE]",
-    )
     a("--seed", type=int, default=int(_env("BENCH_SEED", "11")), help="[BENCH_SEED]")
     a(
         "--gen-workers",
@@ -220,7 +212,6 @@ class Options:
     flink_rest: str
     seed: int
     gen_workers: int
-    contender_nice: int
     out: Path
     keep_topics: bool
 
@@ -240,8 +231,6 @@ def options_from_args(argv: Sequence[str] | None) -> Options:
         flink_config["python.fn-execution.bundle.time"] = str(ns.bundle_time)
     if ns.events < 1 or ns.keys < 1 or ns.rate <= 0 or ns.parallelism < 1:
         parser.error("--events, --keys, --rate and --parallelism must be positive")
-    if not 0 <= ns.contender_nice <= 19:
-        parser.error("--contender-nice must be within 0..19")
     if ns.checkpoint_seconds < 1 or any(p < 1 for p in sweep):
         parser.error("--checkpoint-seconds and sweep parallelisms must be >= 1")
     return Options(
@@ -260,7 +249,6 @@ def options_from_args(argv: Sequence[str] | None) -> Options:
         flink_rest=ns.flink_rest,
         seed=ns.seed,
         gen_workers=max(1, ns.gen_workers),
-        contender_nice=ns.contender_nice,
         out=ns.out,
         keep_topics=ns.keep_topics,
     )
@@ -348,9 +336,8 @@ def local_broker(bootstrap: str) -> Iterator[None]:
 class SessionCluster:
     """The standalone session cluster at ``rest`` (scripts/flink-cluster.sh)."""
 
-    def __init__(self, rest: str, env: dict[str, str], parallelism: int, nice: int = 0) -> None:
+    def __init__(self, rest: str, env: dict[str, str], parallelism: int) -> None:
         self.rest = rest
-        self.nice = nice
         # One single-slot TaskManager per subtask unless the caller chose: in thread mode each
         # TaskManager runs Python in its own interpreter, so subtasks in one TaskManager share
         # one GIL (README, Performance).
@@ -363,9 +350,7 @@ class SessionCluster:
         self.started = False
 
     def _script(self, action: str) -> None:
-        # The JobManager and TaskManagers inherit the script's niceness.
-        cmd = niced(self.nice, [str(REPO / "scripts/flink-cluster.sh"), action])
-        subprocess.run(cmd, env=self.env, check=True)
+        subprocess.run([str(REPO / "scripts/flink-cluster.sh"), action], env=self.env, check=True)
 
     def up(self) -> None:
         from jobs.submit import Rest
@@ -577,13 +562,7 @@ class Bench:
         if contender in ("job", "java_ceiling"):
             module = "jobs.gateway_pipeline" if contender == "job" else "bench.java_ceiling"
             flags = job_flags(opts, topics, group, parallelism, f"bench-{contender}", checkpoints)
-            proc = Contender(
-                contender,
-                niced(opts.contender_nice, [py, "-m", module, *flags]),
-                env,
-                REPO,
-                log_dir / "out.log",
-            )
+            proc = Contender(contender, [py, "-m", module, *flags], env, REPO, log_dir / "out.log")
 
             def stop_one() -> None:
                 proc.stop()
@@ -599,15 +578,12 @@ class Bench:
             procs = [
                 Contender(
                     f"{contender}-{i}",
-                    niced(
-                        opts.contender_nice,
-                        [
-                            py,
-                            "-m",
-                            "bench.python_loop",
-                            *python_loop_flags(opts, topics, group, i, parallelism),
-                        ],
-                    ),
+                    [
+                        py,
+                        "-m",
+                        "bench.python_loop",
+                        *python_loop_flags(opts, topics, group, i, parallelism),
+                    ],
                     env,
                     REPO,
                     log_dir / f"out-{i}.log",
@@ -642,9 +618,7 @@ class Bench:
         from jobs.submit import Rest, client_environment
 
         if self.cluster is None:
-            self.cluster = SessionCluster(
-                self.opts.flink_rest, self.env, self.opts.parallelism, self.opts.contender_nice
-            )
+            self.cluster = SessionCluster(self.opts.flink_rest, self.env, self.opts.parallelism)
             self.cluster.up()
         cluster = self.cluster
         flags = job_flags(self.opts, topics, group, parallelism, "bench-job-session", checkpoints)
@@ -964,7 +938,6 @@ class Bench:
             "execution_mode": opts.execution_mode,
             "flink_config": opts.flink_config,
             "seed": opts.seed,
-            "contender_nice": opts.contender_nice,
             "contenders": opts.contenders,
             "bootstrap_servers": opts.bootstrap,
         }
@@ -977,11 +950,6 @@ class Bench:
             date=datetime.now(UTC).isoformat(timespec="seconds"),
             extra=extra,
         )
-
-
-def niced(nice: int, cmd: Sequence[str]) -> list[str]:
-    """``cmd`` run at a lower CPU priority (``nice`` execs it: same pid)."""
-    return ["nice", "-n", str(nice), *cmd] if nice else list(cmd)
 
 
 def alerts_expected(contender: str) -> bool:

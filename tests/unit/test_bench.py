@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 import random
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -68,30 +65,10 @@ def test_options_from_flags_and_environment(monkeypatch: pytest.MonkeyPatch) -> 
         "python.fn-execution.bundle.time": "100",
     }
     assert options_from_args(["--events", "7"]).events == 7  # a flag wins
-    assert defaults.contender_nice == 10
-    assert options_from_args(["--contender-nice", "0"]).contender_nice == 0
-
-
-def test_contenders_run_niced_with_the_same_pid() -> None:
-    from bench.run import niced
-
-    assert niced(10, ["python", "-m", "x"]) == ["nice", "-n", "10", "python", "-m", "x"]
-    assert niced(0, ["python"]) == ["python"]
-    cmd = niced(7, [sys.executable, "-c", "import os; print(os.nice(0), os.getpid())"])
-    with subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True) as proc:
-        out, _ = proc.communicate(timeout=60)
-    # Stopping and sampling a contender by its pid reach the niced program itself.
-    assert out.split() == [str(min(19, os.nice(0) + 7)), str(proc.pid)]
 
 
 @pytest.mark.parametrize(
-    "argv",
-    [
-        ["--only", "nope"],
-        ["--events", "0"],
-        ["--flink-config", "novalue"],
-        ["--contender-nice", "20"],
-    ],
+    "argv", [["--only", "nope"], ["--events", "0"], ["--flink-config", "novalue"]]
 )
 def test_bad_options_exit_2(argv: list[str]) -> None:
     with pytest.raises(SystemExit) as exc:
