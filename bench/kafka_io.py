@@ -164,6 +164,10 @@ class Paced:
     """When each record (by index in the paced list) was handed to the producer."""
 
 
+STOP_CHECK_S = 0.25
+"""How often ``pace`` asks whether to stop."""
+
+
 def pace(
     producer: Producer,
     topic: str,
@@ -193,9 +197,14 @@ def pace(
 
     out.started = time.time()
     sent_events = 0
+    next_check = 0.0
     for rec in records:
-        if stop():
-            break
+        # ``stop`` may ask a JobManager over REST: once per record would cap the rate at what
+        # those calls allow (about 2,100 events/s against a session cluster).
+        if (now := time.monotonic()) >= next_check:
+            if stop():
+                break
+            next_check = now + STOP_CHECK_S
         target = out.started + sent_events / rate
         delay = target - time.time()
         if delay > 0:

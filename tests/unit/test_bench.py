@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import random
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -401,3 +402,41 @@ def test_latency_phase_gets_one_auth_failure_burst_per_full_window() -> None:
         assert all(r.emit_ms <= out[i].emit_ms for r in out[:i])
     # Each window's latency is timed from sending its burst.
     assert [(w, i) for w, i in attacks] == list(zip(expected, bursts, strict=True))
+
+
+class _Producer:
+    """Stands in for confluent_kafka.Producer in pace(): accepts everything at once."""
+
+    def __init__(self) -> None:
+        self.values: list[bytes] = []
+
+    def produce(self, topic: str, value: bytes, on_delivery: Any) -> None:
+        self.values.append(value)
+
+    def poll(self, timeout: float) -> int:
+        return 0
+
+    def flush(self, timeout: float) -> int:
+        return 0
+
+
+def test_pace_asks_whether_to_stop_a_few_times_a_second_not_per_record() -> None:
+    from bench.kafka_io import pace
+    from tools.traffic import BulkRecord
+
+    records = [BulkRecord(str(i).encode(), 1, i) for i in range(5_000)]
+    asked = 0
+
+    def stop() -> bool:
+        nonlocal asked
+        asked += 1
+        return False
+
+    producer = _Producer()
+    out = pace(producer, "t", records, rate=1e9, stop=stop)  # type: ignore[arg-type]
+    assert producer.values == [r.value for r in records]
+    assert (out.records, out.events, len(out.sent_at)) == (5_000, 5_000, 5_000)
+    assert 1 <= asked < 50
+
+    stopped = pace(_Producer(), "t", records, rate=1e9, stop=lambda: True)  # type: ignore[arg-type]
+    assert stopped.records == 0
