@@ -246,8 +246,8 @@ class OutputWatcher:
     ) -> None:
         self.enriched_topic = enriched_topic
         self.alerts_topic = alerts_topic
-        # (rule, window start) -> when its first alert became visible
-        self.alerts: dict[tuple[str, int], float] = {}
+        # (rule, rate key, window start) -> when its first alert became visible
+        self.alerts: dict[tuple[str, str, int], float] = {}
         self.enriched = 0
         self.other = 0
         self.visible_times: list[float] = []  # one per poll batch with enriched records
@@ -301,7 +301,9 @@ class OutputWatcher:
                         continue
                     if msg.topic() == self.alerts_topic:
                         alert = json.loads(msg.value() or b"{}")
-                        self.alerts.setdefault((alert["rule"], alert["window_start"]), now)
+                        self.alerts.setdefault(
+                            (alert["rule"], alert["rate_key"], alert["window_start"]), now
+                        )
                         continue
                     if msg.topic() != topic:
                         self.other += 1

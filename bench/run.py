@@ -63,7 +63,8 @@ from bench.metrics import (
     throughput_result,
 )
 from bench.procs import Contender, TreeSampler
-from metering.settings import HASH_KEY_ENV, PipelineSettings, parse_flink_config
+from metering.redact import Pseudonymizer
+from metering.settings import HASH_KEY_ENV, PipelineSettings, parse_flink_config, read_hash_key
 from tools.topics import TopicSpec, delete_topics, ensure_topics, pipeline_topics
 from tools.traffic import BulkRecord, auth_failure_burst, random_public_ips
 
@@ -517,9 +518,9 @@ class Bench:
         self.raw_topic = ""
         self.paced: list[BulkRecord] = []
         self.warmup: list[BulkRecord] = []
-        # Attack windows of the latency phase: (window start, index in ``paced`` of the last
-        # record the gateway emitted before the window's end).
-        self.attacks: list[tuple[int, int]] = []
+        # Attack windows of the latency phase: (window start, index in ``paced`` of the burst's
+        # record, the burst's client address).
+        self.attacks: list[tuple[int, int, str]] = []
 
     # -- topics
 
@@ -746,7 +747,7 @@ class Bench:
                 last_report = time.monotonic()
                 while time.monotonic() < deadline and launched.alive():
                     seen = sum(1 for p, o, _ in watcher.sources if (p, o) in measured.produced_ms)
-                    alerted = all(("auth_failures", w) in watcher.alerts for w, _ in self.attacks)
+                    alerted = all(k in watcher.alerts for k in self.attack_alerts())
                     if seen >= measured.events and (alerted or not alerts_expected(contender)):
                         break
                     if time.monotonic() - last_report > 30:
@@ -795,15 +796,15 @@ class Bench:
         return result
 
     def alert_latency(
-        self, alerts: dict[tuple[str, int], float], measured: Paced
+        self, alerts: dict[tuple[str, str, int], float], measured: Paced
     ) -> dict[str, Any]:
         """Per attack window: from handing the producer the burst (one record that holds the
         attack's events, the last of them included) to its auth_failures alert being
         readable."""
         samples: list[float] = []
         missing = 0
-        for window_start, burst_index in self.attacks:
-            seen = alerts.get(("auth_failures", window_start))
+        for (_, burst_index, _), key in zip(self.attacks, self.attack_alerts(), strict=True):
+            seen = alerts.get(key)
             if seen is None or not 0 <= burst_index < len(measured.sent_at):
                 missing += 1
                 continue
@@ -818,6 +819,12 @@ class Bench:
             "early_alerts": JOB_DEFAULTS.early_alerts,
             "alerts_delivery": "at-least-once (visible without waiting for a checkpoint)",
         }
+
+    def attack_alerts(self) -> list[tuple[str, str, int]]:
+        """The (rule, rate key, window start) of the alert each attack window should raise: the
+        job counts rejected calls per client, under the client address's keyed hash."""
+        ps = Pseudonymizer(read_hash_key(self.env))
+        return [("auth_failures", f"client:{ps.client_hash(ip)}", w) for w, _, ip in self.attacks]
 
     def _warm_up(self, raw: str, watcher: OutputWatcher, launched: Launched, name: str) -> bool:
         """Low-rate traffic until the contender's first output is visible (JVM up, job running,
@@ -959,10 +966,11 @@ def alerts_expected(contender: str) -> bool:
 
 def with_attacks(
     paced: list[BulkRecord], start_ms: int, end_ms: int, seed: int
-) -> tuple[list[BulkRecord], list[tuple[int, int]]]:
+) -> tuple[list[BulkRecord], list[tuple[int, int, str]]]:
     """``paced`` with one auth-failure burst (one client, ``ATTACK_REQUESTS`` wrong keys, 1 s
     into the window) in every full window whose end the watermark passes before the phase
-    ends, and per burst (window start, index of the burst's record in send order)."""
+    ends, and per burst (window start, index of the burst's record in send order, its client
+    address)."""
     window_ms = JOB_DEFAULTS.window_seconds * 1000
     margin = (JOB_DEFAULTS.out_of_orderness_seconds + 1) * 1000
     starts = []
@@ -980,7 +988,7 @@ def with_attacks(
         out.insert(last_sent_before(out, burst.emit_ms + 1) + 1, burst)
         bursts.append(burst)
     index = {id(r): i for i, r in enumerate(out)}
-    return out, [(w, index[id(b)]) for w, b in zip(starts, bursts, strict=True)]
+    return out, [(w, index[id(b)], ip) for w, b, ip in zip(starts, bursts, ips, strict=True)]
 
 
 def last_sent_before(records: Sequence[BulkRecord], emit_ms: int) -> int:

@@ -98,8 +98,8 @@ class KeyState:
     # rule -> window_start of the first window of the ongoing run of alerts
     open_incidents: dict[str, int] = field(default_factory=dict)
     last_window_start: int | None = None
-    # rule -> window_start of the window it alerted on before that window closed
-    early_alerts: dict[str, int] = field(default_factory=dict)
+    # rule -> {window_start: severity} of the alerts raised before their window closed
+    early_alerts: dict[str, dict[int, str]] = field(default_factory=dict)
 
     def __setstate__(self, state: Any) -> None:
         # State pickled before a field existed restores with that field's default.
@@ -114,19 +114,30 @@ class KeyState:
             object.__setattr__(self, f.name, value)
 
 
-def alert_id(rule: str, rate_key: str, window_start: int) -> str:
-    """Same rule, key and window give the same id, so replays after a restart are idempotent."""
-    return hashlib.sha256(f"{rule}|{rate_key}|{window_start}".encode()).hexdigest()[:32]
+def alert_id(rule: str, rate_key: str, window_start: int, escalated_to: str | None = None) -> str:
+    """Same rule, key and window give the same id, so replays after a restart are idempotent.
+    A window's later alert at a higher severity (an escalation) has an id of its own, so
+    consumers that de-duplicate on the id still see it."""
+    text = f"{rule}|{rate_key}|{window_start}"
+    if escalated_to is not None:
+        text += f"|{escalated_to}"
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+SEVERITY_RANK = {"warning": 0, "high": 1, "critical": 2}
+AUTH_FAILURES_HIGH = 5
+"""auth_failures is high from this many times ``auth_failure_min``, else a warning."""
 
 
 def early_check(auth_failures: int, auth_failure_min: int) -> bool:
     """Whether an open window whose auth-failure count just became ``auth_failures`` goes to the
-    detector early: at the threshold, then at each doubling of it (the share of failures may
-    only reach the rule's ratio later), so a window sends a handful of early records at most."""
+    detector early: at the threshold, at each doubling of it (the share of failures may only
+    reach the rule's ratio later) and where the severity rises, so a window sends a handful of
+    early records at most."""
     if auth_failures < auth_failure_min or auth_failures % auth_failure_min:
         return False
     multiple = auth_failures // auth_failure_min
-    return multiple & (multiple - 1) == 0
+    return multiple == AUTH_FAILURES_HIGH or multiple & (multiple - 1) == 0
 
 
 def _baseline(state: KeyState, start: int, cfg: DetectorConfig) -> tuple[float, int]:
@@ -141,7 +152,7 @@ def _baseline(state: KeyState, start: int, cfg: DetectorConfig) -> tuple[float, 
 
 def _auth_failures(failures: int, count: int, cfg: DetectorConfig) -> tuple[str, str, str] | None:
     if failures >= cfg.auth_failure_min and failures >= cfg.auth_failure_ratio * count:
-        severity = "high" if failures >= 5 * cfg.auth_failure_min else "warning"
+        severity = "high" if failures >= AUTH_FAILURES_HIGH * cfg.auth_failure_min else "warning"
         return ("auth_failures", severity, f"{failures} of {count} requests rejected")
     return None
 
@@ -155,12 +166,13 @@ def _alert(
     new_countries: list[str],
     known: Iterable[str],
     now_ms: int,
+    escalation: bool = False,
 ) -> dict[str, Any]:
     rule, severity, summary = fired
     start = int(record["window_start"])
     count = int(record["count"])
     return {
-        "alert_id": alert_id(rule, record["rate_key"], start),
+        "alert_id": alert_id(rule, record["rate_key"], start, severity if escalation else None),
         "rule": rule,
         "severity": severity,
         "rate_key": record["rate_key"],
@@ -210,11 +222,19 @@ def evaluate(
     known = set(state.known_countries)
     if kind == "early":
         burst = _auth_failures(int(record["auth_failures"]), count, cfg)
-        if burst is None or state.early_alerts.get(burst[0]) == start:
+        if burst is None:
             return state, []
-        state.early_alerts[burst[0]] = start
-        incident = state.open_incidents.get(burst[0], start)
-        return state, [_alert(burst, record, incident, baseline, learned, [], known, now_ms)]
+        rule, severity, _ = burst
+        sent = state.early_alerts.get(rule, {}).get(start)
+        if sent is not None and SEVERITY_RANK[severity] <= SEVERITY_RANK[sent]:
+            return state, []
+        state.early_alerts.setdefault(rule, {})[start] = severity
+        # The incident continues only from the window right before, if that one is judged yet
+        # (with the watermark's delay it often is not; then this window starts one).
+        follows = state.last_window_start == start - cfg.window_ms
+        incident = state.open_incidents.get(rule, start) if follows else start
+        alert = _alert(burst, record, incident, baseline, learned, [], known, now_ms, bool(sent))
+        return state, [alert]
 
     # An early record may have come first and created the state with its later window.
     state.first_window_start = min(state.first_window_start, start)
@@ -254,12 +274,20 @@ def evaluate(
             del state.open_incidents[rule]
     for f in fired:
         incident = state.open_incidents.setdefault(f[0], start)
-        if state.early_alerts.get(f[0]) != start:
+        # Raised already while the window was open: again only at a higher severity.
+        sent = state.early_alerts.get(f[0], {}).get(start)
+        if sent is None or SEVERITY_RANK[f[1]] > SEVERITY_RANK[sent]:
             alerts.append(
-                _alert(f, record, incident, baseline, learned, new_countries, known, now_ms)
+                _alert(
+                    f, record, incident, baseline, learned, new_countries, known, now_ms, bool(sent)
+                )
             )
-    # Early alerts of this window and of earlier ones are settled now.
-    state.early_alerts = {r: s for r, s in state.early_alerts.items() if s > start}
+    # Early alerts of this window and of earlier ones are settled now; later windows' stay.
+    state.early_alerts = {
+        rule: later
+        for rule, windows in state.early_alerts.items()
+        if (later := {s: sev for s, sev in windows.items() if s > start})
+    }
 
     # Anomalous windows enter the history at the baseline level, so a sustained attack keeps
     # being compared with the key's normal traffic rather than with itself.

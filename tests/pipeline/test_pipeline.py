@@ -120,10 +120,12 @@ def test_topology_produces_exact_outputs(
     assert {a["rate_key"] for a in out["alerts"]} - {truth.attacked_key} == {
         a["rate_key"] for a in out["alerts"] if a["rule"] == "auth_failures"
     }
-    # A window alerts on a rule once. The 401 bursts are judged as their events arrive, the
-    # history rules when the window closes.
-    judged = [(a["rule"], a["rate_key"], a["window_start"]) for a in out["alerts"]]
+    # A window alerts on a rule once (again only at a higher severity, with an id of its own).
+    # The 401 burst, in window 4 of 10, is judged as its events arrive, long before the
+    # watermark closes its window; the history rules are judged when the window closes.
+    judged = [(a["rule"], a["rate_key"], a["window_start"], a["severity"]) for a in out["alerts"]]
     assert len(judged) == len(set(judged))
+    assert len({a["alert_id"] for a in out["alerts"]}) == len(out["alerts"])
     assert {(a["rule"], a["window_closed"]) for a in out["alerts"]} == {
         ("auth_failures", False),
         ("rate_spike", True),

@@ -393,7 +393,8 @@ def test_latency_phase_gets_one_auth_failure_burst_per_full_window() -> None:
         for w in range(start + 7_000, start + 60_000, window)
         if w + window + margin <= start + 60_000
     ]
-    assert [w for w, _ in attacks] == expected
+    assert [w for w, _, _ in attacks] == expected
+    assert len({ip for _, _, ip in attacks}) == len(expected)
     assert len(out) == len(paced) + len(expected)
     bursts = [i for i, r in enumerate(out) if r.events == ATTACK_REQUESTS]
     assert [out[i].emit_ms for i in bursts] == [w + 1000 + ATTACK_REQUESTS for w in expected]
@@ -401,7 +402,7 @@ def test_latency_phase_gets_one_auth_failure_burst_per_full_window() -> None:
         # Sent right after everything emitted up to the burst's emit time.
         assert all(r.emit_ms <= out[i].emit_ms for r in out[:i])
     # Each window's latency is timed from sending its burst.
-    assert [(w, i) for w, i in attacks] == list(zip(expected, bursts, strict=True))
+    assert [(w, i) for w, i, _ in attacks] == list(zip(expected, bursts, strict=True))
 
 
 class _Producer:

@@ -386,11 +386,17 @@ def early(
         (40, True),
         (60, False),
         (80, True),
+        (100, True),
+        (120, False),
+        (200, False),
+        (320, True),
         (160, True),
         (240, False),
     ],
 )
-def test_early_records_at_the_threshold_and_its_doublings(failures: int, sent: bool) -> None:
+def test_early_records_at_the_threshold_its_doublings_and_where_severity_rises(
+    failures: int, sent: bool
+) -> None:
     assert early_check(failures, 20) is sent
 
 
@@ -457,22 +463,79 @@ def test_early_records_are_judged_only_for_auth_failures() -> None:
     assert alerts == []
 
 
+# KeyState pickled by the detector before early alerts (commit df3256d): no early_alerts.
+OLD_KEY_STATE = (
+    b"\x80\x04\x95\xc3\x00\x00\x00\x00\x00\x00\x00\x8c\x0fmetering.detect\x94\x8c\x08KeyState"
+    b'\x94\x93\x94)\x81\x94N}\x94(\x8c\x12first_window_start\x94\x8a\x06\xf0\xd0"\x12\x90\x01'
+    b'\x8c\x07history\x94]\x94\x8a\x06\xf0\xd0"\x12\x90\x01K\x03\x86\x94a\x8c\x0fknown_countries'
+    b"\x94]\x94\x8c\x02GB\x94a\x8c\x0eopen_incidents\x94}\x94\x8c\rauth_failures\x94\x8a\x06\xf0"
+    b'\xd0"\x12\x90\x01s\x8c\x11last_window_start\x94\x8a\x06\xf0\xd0"\x12\x90\x01u\x86\x94b.'
+)
+
+
 def test_detector_state_pickled_before_early_alerts_restores() -> None:
-    old = KeyState.__new__(KeyState)
-    old.__setstate__(
-        (
-            None,
-            {
-                "first_window_start": T0,
-                "history": [(T0, 3)],
-                "known_countries": ["GB"],
-                "open_incidents": {},
-                "last_window_start": T0,
-            },
-        )
+    old = pickle.loads(OLD_KEY_STATE)
+    assert old == KeyState(
+        first_window_start=T0,
+        history=[(T0, 3)],
+        known_countries=["GB"],
+        open_incidents={"auth_failures": T0},
+        last_window_start=T0,
+        early_alerts={},
     )
-    assert old.early_alerts == {}
     assert pickle.loads(pickle.dumps(old)) == old
     state, alerts = evaluate(old, early(1, 20, 20), CFG, NOW)
-    assert state.early_alerts == {"auth_failures": T0 + W}
-    assert [a["rule"] for a in alerts] == ["auth_failures"]
+    # The window right after an alerting one continues its incident.
+    assert [(a["rule"], a["incident_start"]) for a in alerts] == [("auth_failures", T0)]
+    assert state.early_alerts == {"auth_failures": {T0 + W: "warning"}}
+
+
+def test_a_later_windows_early_alert_does_not_make_an_earlier_window_alert_twice() -> None:
+    # A sustained burst: window 6's early record comes before window 5 closes.
+    key = "client:c4"
+    state, first = evaluate(None, early(5, 20, 20, key), CFG, NOW)
+    state, second = evaluate(state, early(6, 20, 20, key), CFG, NOW)
+    assert [a["window_start"] for a in first + second] == [T0 + 5 * W, T0 + 6 * W]
+    # Window 6 did not know yet that window 5 alerted: it starts its own incident.
+    assert second[0]["incident_start"] == T0 + 6 * W
+    state, close5 = evaluate(state, record(5, 40, [], 40, key), CFG, NOW)
+    assert close5 == []
+    assert state.early_alerts == {"auth_failures": {T0 + 6 * W: "warning"}}
+    state, close6 = evaluate(state, record(6, 40, [], 40, key), CFG, NOW)
+    assert close6 == []
+    assert state.early_alerts == {}
+
+
+def test_an_early_alert_escalates_once_with_an_id_of_its_own() -> None:
+    key = "client:c5"
+    start = T0 + 2 * W
+    state, warning = evaluate(None, early(2, 20, 20, key), CFG, NOW)
+    state, high = evaluate(state, early(2, 100, 100, key), CFG, NOW)
+    assert [(a["severity"], a["alert_id"]) for a in warning + high] == [
+        ("warning", alert_id("auth_failures", key, start)),
+        ("high", alert_id("auth_failures", key, start, "high")),
+    ]
+    state, again = evaluate(state, early(2, 160, 160, key), CFG, NOW)
+    state, at_close = evaluate(state, record(2, 170, [], 170, key), CFG, NOW)
+    assert again == at_close == []
+
+
+def test_the_close_escalates_an_early_warning() -> None:
+    key = "client:c6"
+    start = T0 + 2 * W
+    state, _ = evaluate(None, early(2, 20, 20, key), CFG, NOW)
+    # No early record at 100 reached the detector before the close (they may arrive later).
+    state, at_close = evaluate(state, record(2, 130, [], 120, key), CFG, NOW)
+    assert [(a["severity"], a["window_closed"], a["alert_id"]) for a in at_close] == [
+        ("high", True, alert_id("auth_failures", key, start, "high"))
+    ]
+    assert evaluate(state, early(2, 100, 100, key), CFG, NOW)[1] == []
+
+
+def test_an_early_alert_after_a_quiet_window_starts_a_new_incident() -> None:
+    key = "client:c7"
+    state, _ = evaluate(None, record(1, 20, [], 20, key), CFG, NOW)  # alerts: incident at 1
+    assert state.open_incidents == {"auth_failures": T0 + W}
+    # Window 2 (quiet) has not closed when window 3's burst comes.
+    state, alerts = evaluate(state, early(3, 20, 20, key), CFG, NOW)
+    assert [a["incident_start"] for a in alerts] == [T0 + 3 * W]
