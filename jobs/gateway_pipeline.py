@@ -39,10 +39,10 @@ from metering.geo import GeoLookup
 from metering.settings import HashKeyError, PipelineSettings, read_hash_key, settings_from_args
 from udfs.functions import (
     DEAD_LETTERS,
-    EARLY,
     KEYED_JSON_TYPE,
     LATE,
     PARSED_TYPE,
+    USAGE_TYPE,
     WINDOW_FIELDS,
     WINDOW_TYPE,
     DetectAnomalies,
@@ -215,7 +215,7 @@ def build_pipeline(
         ),
     )
     # Python, per rate key: event-time windows and late corrections -> usage; auth-failure
-    # bursts in windows still open -> early records for the detector.
+    # bursts in windows still open -> early records for the detector (flagged open_window).
     detector = cfg.detector()
     early_min = detector.auth_failure_min if detector.early_alerts else 0
     usage = (
@@ -226,15 +226,15 @@ def build_pipeline(
             ),
             WINDOW_TYPE,
         )
-        .process(KeyedWindows(cfg.window_seconds * 1000, early_min), output_type=KEYED_JSON_TYPE)
+        .process(KeyedWindows(cfg.window_seconds * 1000, early_min), output_type=USAGE_TYPE)
         .uid("window-count")
         .name("per-key event-time windows, late corrections")
     )
     t_env.create_temporary_view("late_events", t_env.from_data_stream(usage.get_side_output(LATE)))
+    t_env.create_temporary_view("usage_records", t_env.from_data_stream(usage))
     # Python, per rate key: anomaly detection on the usage and early records.
     alerts = (
-        usage.union(usage.get_side_output(EARLY))
-        .key_by(RateKey())
+        usage.key_by(RateKey())
         .process(DetectAnomalies(detector, cfg.state_ttl_hours), output_type=KEYED_JSON_TYPE)
         .uid("detect-anomalies")
         .name("per-key anomaly detection")
@@ -242,7 +242,7 @@ def build_pipeline(
     return Outputs(
         enriched=t_env.sql_query(sql.enriched_query()),
         dead_letters=t_env.sql_query("SELECT v FROM dead_letters"),
-        usage=t_env.from_data_stream(usage),
+        usage=t_env.sql_query("SELECT k, v FROM usage_records WHERE NOT open_window"),
         alerts=t_env.from_data_stream(alerts),
         reconciliation=t_env.sql_query(sql.ledger_query(plan)),
     )

@@ -104,8 +104,13 @@ LATE_TYPE = Types.ROW_NAMED(["p", "s"], [Types.INT(), Types.LONG()])
 LOG_INTERVAL_S = 10.0
 DEAD_LETTERS = OutputTag("dead-letters", DEAD_TYPE)
 LATE = OutputTag("late", LATE_TYPE)
-# Usage records of windows still open, for the detector only (never the usage topic).
-EARLY = OutputTag("early", KEYED_JSON_TYPE)
+# The window operator's output: (rate key, usage record JSON, open_window). ``open_window``
+# rows are ``early`` records of windows still open, for the detector only: the usage topic
+# drops them. They share the output with the usage records, not a side output, so that the
+# detector receives a window's early records before its close record (one channel per key).
+USAGE_TYPE = Types.ROW_NAMED(
+    ["k", "v", "open_window"], [Types.STRING(), Types.STRING(), Types.BOOLEAN()]
+)
 # Past this many armed (key, window) entries, drop those whose window the watermark has passed.
 ARMED_SWEEP_SIZE = 100_000
 
@@ -205,9 +210,9 @@ class KeyedWindows(KeyedProcessFunction):
     - an event whose window already closed is never dropped: a ``late_correction`` usage record
       adds it to its window, and a (partition, Kafka second) row tells reconciliation.
     - an event that takes its open window's auth failures to ``early_auth_failures`` (or a
-      doubling of it) also sends the window so far to the ``EARLY`` side output, so the
-      detector can alert before the window closes (0: never).
-    Input: first sightings only (SQL drops gateway retries before this). Main output: usage.
+      doubling of it, or 5 times it) also emits the window so far, flagged ``open_window``,
+      so the detector can alert before the window closes (0: never).
+    Input: first sightings only (SQL drops gateway retries before this). Output: USAGE_TYPE.
     """
 
     def __init__(self, window_ms: int, early_auth_failures: int = 0) -> None:
@@ -236,7 +241,7 @@ class KeyedWindows(KeyedProcessFunction):
             )
             self._late_events.inc()
             yield LATE, Row(value[W_PARTITION], value[W_KAFKA_S])
-            yield Row(key, dumps(window_record(key, start, end, agg, "late_correction")))
+            yield Row(key, dumps(window_record(key, start, end, agg, "late_correction")), False)
             return
         windows: Windows = from_state(self._windows.value())
         add_event(windows, start, value[1], value[2], value[3], bool(value[4]), float(value[5]))
@@ -247,7 +252,7 @@ class KeyedWindows(KeyedProcessFunction):
             and early_check(auth_failures(windows[start]), self._early_auth_failures)
         ):
             so_far = window_record(key, start, end, as_agg(windows[start]), "early")
-            yield EARLY, Row(key, dumps(so_far))
+            yield Row(key, dumps(so_far), True)
         # Process mode can lose a timer registered just before a checkpoint barrier while its
         # state is kept (see README, Guarantees). The window's next event after the restore
         # registers it again, since the restored worker's set is empty; Flink keeps one timer
@@ -273,7 +278,7 @@ class KeyedWindows(KeyedProcessFunction):
             self._windows.clear()
         for start, agg in due:
             self._armed.discard((key, start + self._window_ms))
-            yield Row(key, dumps(window_record(key, start, start + self._window_ms, agg)))
+            yield Row(key, dumps(window_record(key, start, start + self._window_ms, agg)), False)
 
 
 def detector_state_ttl(hours: int) -> StateTtlConfig:
