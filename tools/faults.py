@@ -1350,6 +1350,11 @@ class Harness:
             time.sleep(_POLL_S)
         known = [j["id"] for j in self.cluster.rest.call("GET", "/jobs")["jobs"]]
         no_ha = old not in known
+        # The TaskManager cancels its tasks when it loses the JobManager. In process mode a
+        # Python worker's late state request can then reach a RocksDB backend already closed,
+        # and the TaskManager's JVM dies (SIGSEGV in RocksDB.createColumnFamily, seen once in
+        # make faults). A supervisor (Kubernetes, systemd) restarts it; so does this one.
+        tm_note = self._await_free_taskmanager()
         completed = sorted(
             (n for n, done in _checkpoint_dirs(self.cluster.checkpoints / old).items() if done),
             reverse=True,
@@ -1364,7 +1369,7 @@ class Harness:
                 return (
                     f"kill -9 JobManager {jms[0]}; restarted; it knows "
                     f"{'no' if no_ha else 'the'} job (HA {'off' if no_ha else 'on'}); "
-                    f"resubmitted from retained checkpoint chk-{n} as job {self.job_id}",
+                    f"resubmitted from retained checkpoint chk-{n} as job {self.job_id}" + tm_note,
                     killed_ms,
                 )
             except FaultsError as e:
@@ -1373,6 +1378,23 @@ class Harness:
         raise FaultsError(
             "resubmission failed from every retained checkpoint: " + " | ".join(errors)
         )
+
+    def _await_free_taskmanager(self, timeout_s: float = 180.0) -> str:
+        """Wait until a TaskManager has registered with the (new) JobManager with every slot
+        free, starting a new one if the old one died; says so if it did."""
+        note = ""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            if not self.cluster.tm_pids():
+                self.cluster.start_daemon("taskmanager.sh")
+                note = "; its TaskManager died while the JobManager was down, started anew"
+            with suppress(urllib.error.URLError, OSError, KeyError):
+                tms = self.cluster.rest.call("GET", "/taskmanagers")["taskmanagers"]
+                if tms and all(t["freeSlots"] == t["slotsNumber"] for t in tms):
+                    return note
+            if time.monotonic() > deadline:
+                raise FaultsError("no TaskManager with free slots registered with the JobManager")
+            time.sleep(_POLL_S)
 
     # -- the end -------------------------------------------------------------------------------
 
