@@ -338,7 +338,8 @@ def format_table(doc: Mapping[str, Any]) -> str:
     lines.append("")
     lines.append(
         f"events {doc.get('events', 0):,} | checkpoint {p.get('checkpoint_seconds')} s | "
-        f"parallelism {p.get('parallelism')} | mode {p.get('execution_mode')} | "
+        f"parallelism {p.get('parallelism')} | mode {p.get('execution_mode')} "
+        f"(parse: {p.get('parse_execution_mode', p.get('execution_mode'))}) | "
         f"paced {_num(p.get('rate'))} ev/s x {p.get('latency_seconds')} s | {doc.get('date')}"
     )
     lines.append(

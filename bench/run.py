@@ -146,7 +146,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--execution-mode",
         choices=["process", "thread"],
         default=_env("BENCH_EXECUTION_MODE", JOB_DEFAULTS.execution_mode),
-        help="PyFlink execution mode of the job [BENCH_EXECUTION_MODE]",
+        help="PyFlink execution mode of the job's keyed functions [BENCH_EXECUTION_MODE]",
+    )
+    a(
+        "--parse-execution-mode",
+        choices=["process", "thread"],
+        default=_env("BENCH_PARSE_EXECUTION_MODE", JOB_DEFAULTS.parse_execution_mode),
+        help="PyFlink execution mode of the job's parse operator [BENCH_PARSE_EXECUTION_MODE]",
     )
     a(
         "--bundle-size",
@@ -207,6 +213,7 @@ class Options:
     checkpoint_seconds: int
     parallelism: int
     execution_mode: str
+    parse_execution_mode: str
     flink_config: dict[str, str]
     sweep: list[int]
     bootstrap: str
@@ -244,6 +251,7 @@ def options_from_args(argv: Sequence[str] | None) -> Options:
         checkpoint_seconds=ns.checkpoint_seconds,
         parallelism=ns.parallelism,
         execution_mode=ns.execution_mode,
+        parse_execution_mode=ns.parse_execution_mode,
         flink_config=flink_config,
         sweep=sweep,
         bootstrap=ns.bootstrap_servers,
@@ -448,6 +456,8 @@ def job_flags(
         str(parallelism),
         "--execution-mode",
         opts.execution_mode,
+        "--parse-execution-mode",
+        opts.parse_execution_mode,
         "--job-name",
         name,
     ]
@@ -943,6 +953,7 @@ class Bench:
             "parallelism": opts.parallelism,
             "partitions": opts.parallelism,
             "execution_mode": opts.execution_mode,
+            "parse_execution_mode": opts.parse_execution_mode,
             "flink_config": opts.flink_config,
             "seed": opts.seed,
             "contenders": opts.contenders,

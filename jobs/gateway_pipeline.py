@@ -21,7 +21,8 @@ import logging
 import os
 import sys
 import sysconfig
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,6 +32,7 @@ from pyflink.datastream import CheckpointingMode, DataStream, StreamExecutionEnv
 from pyflink.datastream.data_stream import KeyedStream
 from pyflink.java_gateway import get_gateway
 from pyflink.table import Schema, StreamTableEnvironment, Table
+from pyflink.util.java_utils import get_j_env_configuration
 
 from jobs import pipeline_sql as sql
 from jobs.kafka_tables import SourceSpec, sink_ddl, sink_specs, source_ddl
@@ -163,6 +165,25 @@ def keyed_by_first_column(stream: DataStream, value_type: RowTypeInfo) -> KeyedS
     return KeyedStream(j_keyed, value_type, stream)
 
 
+@contextmanager
+def python_operators_in_mode(stream: DataStream, mode: str) -> Iterator[None]:
+    """Python operators created inside the block run in ``mode`` (process or thread).
+
+    PyFlink picks each Python operator's runtime (a Python worker process, or the interpreter
+    embedded in the TaskManager's JVM) when the operator is created, from the environment's
+    ``python.execution-mode`` at that moment; so one job can mix them.
+    """
+    gateway = get_gateway()
+    option = gateway.jvm.org.apache.flink.python.PythonOptions.PYTHON_EXECUTION_MODE
+    conf = get_j_env_configuration(stream._j_data_stream.getExecutionEnvironment())
+    before = conf.get(option)
+    conf.set(option, mode)
+    try:
+        yield
+    finally:
+        conf.set(option, before)
+
+
 def build_pipeline(
     t_env: StreamTableEnvironment, raw: DataStream, cfg: PipelineSettings
 ) -> Outputs:
@@ -170,15 +191,20 @@ def build_pipeline(
 
     Tests call this with a bounded in-memory source; ``main()`` with the Kafka table source.
     """
-    # Python: parse, validate, redact, geo-enrich. Dead letters go to a side output.
-    parsed = (
-        raw.process(
-            ParseEnrich(cfg.raw_topic, cfg.resolved_geoip_db(), cfg.geo_cache_size, cfg.limits()),
-            output_type=PARSED_TYPE,
+    # Python: parse, validate, redact, geo-enrich. Dead letters go to a side output. Stateless,
+    # so by default in Python worker processes: beside the keyed functions' thread mode, the
+    # parse then has interpreters (and locks) of its own (README, Performance).
+    with python_operators_in_mode(raw, cfg.parse_execution_mode):
+        parsed = (
+            raw.process(
+                ParseEnrich(
+                    cfg.raw_topic, cfg.resolved_geoip_db(), cfg.geo_cache_size, cfg.limits()
+                ),
+                output_type=PARSED_TYPE,
+            )
+            .uid("parse-redact-enrich")
+            .name("parse, validate, redact, geo-enrich")
         )
-        .uid("parse-redact-enrich")
-        .name("parse, validate, redact, geo-enrich")
-    )
     # Event time from the payload. The watermark is generated right after the parser, per source
     # subtask, before any shuffle mixes partitions.
     t_env.create_temporary_view(

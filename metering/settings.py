@@ -218,7 +218,13 @@ class PipelineSettings(BaseSettings):
     # Runtime
     parallelism: int = Field(2, ge=1, description="job parallelism (match the raw partitions)")
     execution_mode: Literal["process", "thread"] = Field(
-        "process", description="PyFlink Python execution mode"
+        "process",
+        description="PyFlink execution mode of the keyed Python functions (windows, detector)",
+    )
+    parse_execution_mode: Literal["process", "thread"] = Field(
+        "process",
+        description="PyFlink execution mode of the stateless parse/redact/geo operator; process "
+        "gives each subtask its own Python process beside the JVM's (see README, Performance)",
     )
     checkpoint_interval_seconds: int = Field(
         10, ge=1, description="checkpoint interval; exactly-once output is visible after each"

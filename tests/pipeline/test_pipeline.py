@@ -1,7 +1,8 @@
 """The job's topology on the embedded MiniCluster over a bounded in-memory input.
 
 Stateful operators (windows, anomaly detection) run in both Python execution modes, as PyFlink's
-own window tests do: thread mode embeds the interpreter and has failure modes of its own.
+own window tests do: thread mode embeds the interpreter and has failure modes of its own. The
+stateless parse operator runs in process mode beside either, and in thread mode with thread mode.
 """
 
 from __future__ import annotations
@@ -36,8 +37,12 @@ def generated() -> Any:
     return generate(default_scenario(country_ips, START_MS, windows=11), seed=9)
 
 
-def _run(mode: str, records: list[bytes], hash_key: str) -> dict[str, list[dict[str, Any]]]:
-    cfg = PipelineSettings(execution_mode=mode, parallelism=2, bounded=True)
+def _run(
+    mode: str, parse_mode: str, records: list[bytes], hash_key: str
+) -> dict[str, list[dict[str, Any]]]:
+    cfg = PipelineSettings(
+        execution_mode=mode, parse_execution_mode=parse_mode, parallelism=2, bounded=True
+    )
     # The test's collecting maps would otherwise be fused into the uid'd Python operators.
     env, t_env = create_environment(cfg, {"python.operator-chaining.enabled": "false"})
     # Two partitions, Kafka timestamps one second apart per 100 records: several intervals.
@@ -60,7 +65,7 @@ def _run(mode: str, records: list[bytes], hash_key: str) -> dict[str, list[dict[
     got: dict[str, list[dict[str, Any]]] = {r: [] for r in ("enriched", "dlq", "usage", "alerts")}
     # Reconciliation is an upsert stream: the latest row per key holds the counts.
     latest: dict[str, dict[str, Any]] = {}
-    with tagged.execute_and_collect(f"pipeline-test-{mode}") as results:
+    with tagged.execute_and_collect(f"pipeline-test-{mode}-{parse_mode}") as results:
         for row in results:
             if row[0] == "recon":
                 latest[row[1]] = json.loads(row[2])
@@ -70,16 +75,19 @@ def _run(mode: str, records: list[bytes], hash_key: str) -> dict[str, list[dict[
     return got
 
 
-@pytest.mark.parametrize("mode", ["process", "thread"])
+# (keyed functions, parse operator): the default, the bench's, and thread mode throughout.
+@pytest.mark.parametrize(
+    ("mode", "parse_mode"), [("process", "process"), ("thread", "process"), ("thread", "thread")]
+)
 def test_topology_produces_exact_outputs(
-    mode: str, generated: Any, monkeypatch: pytest.MonkeyPatch
+    mode: str, parse_mode: str, generated: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # The JVM (and its Python workers) inherit the environment once, at the first job of this
     # pytest process, so every test here uses the same key.
     hash_key = HASH_KEY
     monkeypatch.setenv("PIPELINE_HASH_KEY", hash_key)
     truth = generated.truth
-    out = _run(mode, generated.records, hash_key)
+    out = _run(mode, parse_mode, generated.records, hash_key)
     ps = Pseudonymizer(hash_key.encode())
 
     assert len(out["enriched"]) == truth.events

@@ -102,6 +102,7 @@ def test_every_field_has_a_flag() -> None:
             "startup_mode": "latest-offset",
             "alerts_delivery": "exactly-once",
             "execution_mode": "thread",
+            "parse_execution_mode": "thread",
             "kafka_security_protocol": "SSL",
             # Doubling these would break the timeout's bounds (tested in test_delivery_config).
             "transaction_timeout_ms": "700000",
