@@ -164,7 +164,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--bundle-time",
         type=int,
         default=int(_env("BENCH_BUNDLE_TIME", "0")) or None,
-        help="python.fn-execution.bundle.time in ms (default: Flink's) [BENCH_BUNDLE_TIME]",
+        help="python.fn-execution.bundle.time in ms (default: the job's, 100) [BENCH_BUNDLE_TIME]",
     )
     a(
         "--flink-config",
