@@ -755,9 +755,10 @@ class Bench:
                 pace(producer, raw, self.paced, opts.rate, lambda: not launched.alive(), measured)
                 deadline = time.monotonic() + self.drain_allowance(sustained_rate)
                 last_report = time.monotonic()
+                expected_alerts = self.attack_alerts()
                 while time.monotonic() < deadline and launched.alive():
                     seen = sum(1 for p, o, _ in watcher.sources if (p, o) in measured.produced_ms)
-                    alerted = all(k in watcher.alerts for k in self.attack_alerts())
+                    alerted = all(k in watcher.alerts for k in expected_alerts)
                     if seen >= measured.events and (alerted or not alerts_expected(contender)):
                         break
                     if time.monotonic() - last_report > 30:
