@@ -170,6 +170,18 @@ def keyed_by_first_column(stream: DataStream, value_type: RowTypeInfo) -> KeyedS
     return KeyedStream(j_keyed, value_type, stream)
 
 
+def keyed_operator_uids(execution_mode: str) -> dict[str, str]:
+    """The keyed Python operators' uids, which name their runtime unless it is process mode.
+
+    Keyed state written in one runtime does not come back in the other: a savepoint taken with
+    the windows in thread mode, resumed in process mode, restored them empty, with no error
+    (tests/integration/test_cluster.py). With the mode in the uid, Flink refuses that restore
+    ("cannot map checkpoint/savepoint state") instead of losing the open windows silently.
+    """
+    suffix = "" if execution_mode == "process" else f"-{execution_mode}"
+    return {"windows": f"window-count{suffix}", "detector": f"detect-anomalies{suffix}"}
+
+
 @contextmanager
 def python_operators_in_mode(stream: DataStream, mode: str) -> Iterator[None]:
     """Python operators created inside the block run in ``mode`` (process or thread).
@@ -249,6 +261,7 @@ def build_pipeline(
     # bursts in windows still open -> early records for the detector (flagged open_window).
     detector = cfg.detector()
     early_min = detector.auth_failure_min if detector.early_alerts else 0
+    keyed_uid = keyed_operator_uids(cfg.execution_mode)
     usage = (
         keyed_by_first_column(
             t_env.to_append_stream(
@@ -258,7 +271,7 @@ def build_pipeline(
             WINDOW_TYPE,
         )
         .process(KeyedWindows(cfg.window_seconds * 1000, early_min), output_type=USAGE_TYPE)
-        .uid("window-count")
+        .uid(keyed_uid["windows"])
         .name("per-key event-time windows, late corrections")
     )
     t_env.create_temporary_view("late_events", t_env.from_data_stream(usage.get_side_output(LATE)))
@@ -267,7 +280,7 @@ def build_pipeline(
     alerts = (
         usage.key_by(RateKey())
         .process(DetectAnomalies(detector, cfg.state_ttl_hours), output_type=KEYED_JSON_TYPE)
-        .uid("detect-anomalies")
+        .uid(keyed_uid["detector"])
         .name("per-key anomaly detection")
     )
     return Outputs(

@@ -1,6 +1,7 @@
 """Submit the pipeline to a running Flink cluster as `flink run` does; stop it with a savepoint.
 
     python -m jobs.submit <jobs.gateway_pipeline flags> [--wait] [--from-savepoint PATH]
+        [--allow-non-restored-state]
     python -m jobs.submit --stop-with-savepoint JOB_ID
 
 The job's own flags pass through unchanged to ``python -m jobs.gateway_pipeline``, which runs as
@@ -143,10 +144,13 @@ def flink_run_command(
     python: str,
     code_zip: Path,
     from_savepoint: str | None,
+    allow_non_restored_state: bool = False,
 ) -> list[str]:
     cmd = [str(flink_home() / "bin/flink"), "run", "--detached", "-m", rest]
     if from_savepoint:
         cmd += ["--fromSavepoint", from_savepoint]
+        if allow_non_restored_state:
+            cmd.append("--allowNonRestoredState")
     cmd += [
         "-pyclientexec",
         python,
@@ -177,6 +181,12 @@ def _parser() -> argparse.ArgumentParser:
     group.add_argument("--wait", action="store_true", help="block until the job finishes")
     group.add_argument("--from-savepoint", metavar="PATH", help="resume from this savepoint")
     group.add_argument(
+        "--allow-non-restored-state",
+        action="store_true",
+        help="with --from-savepoint: drop the savepoint's state that no operator of the job "
+        "takes, e.g. the keyed functions' after a change of --execution-mode (README)",
+    )
+    group.add_argument(
         "--stop-with-savepoint",
         metavar="JOB_ID",
         help="stop a running job with a savepoint, print its path, and exit",
@@ -198,7 +208,12 @@ def submit(
     t0 = time.monotonic()
     code_zip = build_code_zip()
     cmd = flink_run_command(
-        ns.flink_rest, passthrough_flags(ns), ns.python, code_zip, ns.from_savepoint
+        ns.flink_rest,
+        passthrough_flags(ns),
+        ns.python,
+        code_zip,
+        ns.from_savepoint,
+        ns.allow_non_restored_state,
     )
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
     match = _JOB_ID.search(proc.stdout + proc.stderr)

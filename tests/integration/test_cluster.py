@@ -2,7 +2,9 @@
 
 run 1 reads the first half of a known mix, is stopped with a savepoint, the second half is
 produced while nothing runs, run 2 resumes from the savepoint, and a final drain closes the open
-windows. Totals must be exact: nothing lost, nothing twice, across the savepoint.
+windows. Totals must be exact: nothing lost, nothing twice, across the savepoint; also when
+the upgrade moves the stateless parse from thread mode to process mode. Moving the keyed
+functions to the other runtime must be refused, not lose their state.
 """
 
 from __future__ import annotations
@@ -54,8 +56,25 @@ def _await(what: str, probe: Callable[[], int], want: int) -> None:
     wait_until(what, reached, STEP_TIMEOUT_S, detail=lambda: f"{got} of {want}")
 
 
+THREAD_THROUGHOUT = ["--execution-mode", "thread", "--parse-execution-mode", "thread"]
+
+
+# (run 1's flags, run 2's flags). The second case upgrades a job that ran every Python operator
+# in thread mode: it first tries to resume with the defaults (process mode), which must be
+# refused, since keyed state does not carry across runtimes (jobs.gateway_pipeline,
+# keyed_operator_uids); then resumes with the keyed functions still in thread mode and the
+# stateless parse moved to process mode, which must lose nothing.
+@pytest.mark.parametrize(
+    ("run1_flags", "run2_flags"),
+    [([], []), (THREAD_THROUGHOUT, ["--execution-mode", "thread"])],
+    ids=["same-modes", "parse-thread-to-process"],
+)
 def test_submit_savepoint_resume_gives_exact_totals(
-    flink_cluster: Any, kafka_bootstrap: str, unique_topics: dict[str, str]
+    flink_cluster: Any,
+    kafka_bootstrap: str,
+    unique_topics: dict[str, str],
+    run1_flags: list[str],
+    run2_flags: list[str],
 ) -> None:
     country_ips = ips_for_countries(default_geoip_db(), ["DE", "US", "JP", "GB", "BR"], 4, seed=2)
     generated = generate(default_scenario(country_ips, START_MS, windows=12), seed=21)
@@ -86,7 +105,7 @@ def test_submit_savepoint_resume_gives_exact_totals(
 
     # Run 1: the first half.
     _produce(kafka_bootstrap, unique_topics["raw"], first, 0)
-    run1 = _submit_cli(flink_cluster, *job_flags)
+    run1 = _submit_cli(flink_cluster, *job_flags, *run1_flags)
     assert run1.returncode == 0, run1.stderr[-4000:]
     job1 = run1.stdout.strip()
     _await("enriched after run 1", enriched_count, events_in_first)
@@ -99,7 +118,13 @@ def test_submit_savepoint_resume_gives_exact_totals(
     # The second half arrives while no job runs.
     _produce(kafka_bootstrap, unique_topics["raw"], second, half)
 
-    run2 = _submit_cli(flink_cluster, *job_flags, "--from-savepoint", savepoint)
+    if run1_flags != run2_flags:
+        # The keyed functions in the other runtime: their state has no operator to go to.
+        refused = _submit_cli(flink_cluster, *job_flags, "--from-savepoint", savepoint)
+        assert refused.returncode != 0
+        assert "allowNonRestoredState" in refused.stderr + refused.stdout, refused.stderr[-4000:]
+
+    run2 = _submit_cli(flink_cluster, *job_flags, *run2_flags, "--from-savepoint", savepoint)
     assert run2.returncode == 0, run2.stderr[-4000:]
     job2 = run2.stdout.strip()
     assert job2 != job1

@@ -1,0 +1,33 @@
+"""Upgrades through a savepoint: the keyed operators' uids, and the submitter's restore flags."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from jobs.gateway_pipeline import keyed_operator_uids
+from jobs.submit import flink_run_command
+
+
+def test_process_mode_keeps_the_uids_earlier_savepoints_hold() -> None:
+    assert keyed_operator_uids("process") == {
+        "windows": "window-count",
+        "detector": "detect-anomalies",
+    }
+
+
+def test_thread_mode_has_uids_of_its_own() -> None:
+    # Its keyed state does not restore in process mode, so its savepoint must not map there.
+    assert keyed_operator_uids("thread") == {
+        "windows": "window-count-thread",
+        "detector": "detect-anomalies-thread",
+    }
+
+
+def test_submit_passes_allow_non_restored_state_only_with_a_savepoint(tmp_path: Path) -> None:
+    code = tmp_path / "code.zip"
+    cmd = flink_run_command("h:8081", ["--parallelism", "2"], "py", code, "file:/sp", True)
+    at = cmd.index("--fromSavepoint")
+    assert cmd[at : at + 3] == ["--fromSavepoint", "file:/sp", "--allowNonRestoredState"]
+    assert cmd[-2:] == ["--parallelism", "2"]
+    assert "--allowNonRestoredState" not in flink_run_command("h:8081", [], "py", code, "file:/sp")
+    assert "--allowNonRestoredState" not in flink_run_command("h:8081", [], "py", code, None, True)
