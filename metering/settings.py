@@ -74,6 +74,25 @@ def check_transaction_timeout(
         )
 
 
+# Flink configuration the job refuses, as key -> (refused value, why). Each was seen to break the
+# job's output without an error.
+REFUSED_FLINK_CONFIG = {
+    "table.exec.mini-batch.enabled": (
+        "true",
+        "Flink SQL then puts processing-time mini-batch assigners into every plan, also before "
+        "the Python windows, and their watermarks replace the event-time ones: every event "
+        "became a late correction instead of counting into its window",
+    ),
+}
+
+
+def refuse_flink_config(config: dict[str, str]) -> None:
+    """Raise ValueError for a key of REFUSED_FLINK_CONFIG set to its refused value."""
+    for key, (bad, why) in REFUSED_FLINK_CONFIG.items():
+        if config.get(key, "").lower() == bad:
+            raise ValueError(f"flink_config: {key}={bad} is refused: {why}")
+
+
 def parse_flink_config(text: str) -> dict[str, str]:
     """``"k1=v1,k2=v2"`` -> ``{"k1": "v1", "k2": "v2"}``; blanks around items are ignored.
 
@@ -257,7 +276,7 @@ class PipelineSettings(BaseSettings):
     @field_validator("flink_config")
     @classmethod
     def _flink_config(cls, v: str) -> str:
-        parse_flink_config(v)  # raises ValueError on a malformed pair
+        refuse_flink_config(parse_flink_config(v))  # ValueError: malformed or refused
         return v
 
     @model_validator(mode="after")

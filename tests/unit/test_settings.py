@@ -224,6 +224,10 @@ def test_flink_config_from_flag_and_environment(monkeypatch: pytest.MonkeyPatch)
         ("python.fn-execution.bundle.size", "expected key=value"),
         ("=5", "expected key=value"),
         ("a=1,a=2", "a given twice"),
+        (
+            "table.exec.mini-batch.enabled=TRUE,table.exec.mini-batch.size=1000",
+            "table.exec.mini-batch.enabled=true is refused: ",
+        ),
     ],
 )
 def test_malformed_flink_config_exits_2(
@@ -233,6 +237,11 @@ def test_malformed_flink_config_exits_2(
         settings_from_args(["--flink-config", value])
     assert exc.value.code == 2
     assert message in capsys.readouterr().err
+
+
+def test_mini_batch_off_is_accepted() -> None:
+    s = PipelineSettings(flink_config="table.exec.mini-batch.enabled=false")
+    assert s.flink_overrides() == {"table.exec.mini-batch.enabled": "false"}
 
 
 def test_parse_flink_config() -> None:
