@@ -154,6 +154,10 @@ def create_environment(
     # The reconciliation sink is keyed by (partition, interval), which the planner cannot see
     # through the key column's expression; the aggregate upstream already upserts by it.
     tc.set("table.exec.sink.upsert-materialize", "NONE")
+    # Also if a cluster's configuration enables it: mini-batch puts processing-time watermarks
+    # before the Python windows, and every event becomes late (metering.settings,
+    # REFUSED_FLINK_CONFIG, which refuses it in --flink-config).
+    tc.set("table.exec.mini-batch.enabled", "false")
     return env, t_env
 
 
