@@ -91,7 +91,8 @@ cluster-up: setup
 cluster-down:
 	scripts/flink-cluster.sh down
 
-# make submit ARGS="--bounded --wait"  (flags of jobs.gateway_pipeline plus --wait/--from-savepoint)
+# make submit ARGS="--bounded --wait"  (flags of jobs.gateway_pipeline plus --wait,
+# --from-savepoint, --allow-non-restored-state)
 submit: setup
 	$(PY) -m jobs.submit --bootstrap-servers 127.0.0.1:$(KAFKA_PORT) $(ARGS)
 

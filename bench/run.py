@@ -64,7 +64,13 @@ from bench.metrics import (
 )
 from bench.procs import Contender, TreeSampler
 from metering.redact import Pseudonymizer
-from metering.settings import HASH_KEY_ENV, PipelineSettings, parse_flink_config, read_hash_key
+from metering.settings import (
+    HASH_KEY_ENV,
+    PipelineSettings,
+    parse_flink_config,
+    read_hash_key,
+    refuse_flink_config,
+)
 from tools.topics import TopicSpec, delete_topics, ensure_topics, pipeline_topics
 from tools.traffic import BulkRecord, auth_failure_burst, random_public_ips
 
@@ -230,6 +236,7 @@ def options_from_args(argv: Sequence[str] | None) -> Options:
     try:
         contenders = parse_contenders(ns.only)
         flink_config = parse_flink_config(ns.flink_config)
+        refuse_flink_config(flink_config)  # the job would refuse it, after the set-up
         sweep = [int(x) for x in ns.parallelism_sweep.split(",") if x.strip()]
     except ValueError as e:
         parser.error(str(e))

@@ -213,8 +213,8 @@ def build_pipeline(
     Tests call this with a bounded in-memory source; ``main()`` with the Kafka table source.
     """
     # Python: parse, validate, redact, geo-enrich. Dead letters go to a side output. Stateless,
-    # so by default in Python worker processes: beside the keyed functions' thread mode, the
-    # parse then has interpreters (and locks) of its own (README, Performance).
+    # so by default in process mode: beside the keyed functions' thread mode, the parse then
+    # has an interpreter (and lock) apart from the JVM's (README, Execution mode).
     with python_operators_in_mode(raw, cfg.parse_execution_mode):
         parsed = (
             raw.process(

@@ -86,7 +86,9 @@ class Rest:
 
     def stop_with_savepoint(self, job_id: str, timeout_s: float, drain: bool = False) -> str:
         """Stop with a savepoint; ``drain`` first advances event time to the end, firing every
-        open window (for a final stop, never for an upgrade: the next run would miss them)."""
+        open window. For a final stop; in an upgrade, events that arrive later for a window the
+        drain fired open it again in the next run, which emits it a second time with their
+        count (the one exception: changing the keyed functions' execution mode, README)."""
         trigger = self.call(
             "POST", f"/jobs/{job_id}/stop", {"drain": drain, "formatType": "CANONICAL"}
         )
@@ -194,7 +196,8 @@ def _parser() -> argparse.ArgumentParser:
     group.add_argument(
         "--drain",
         action="store_true",
-        help="with --stop-with-savepoint: close every open window first (final stop only)",
+        help="with --stop-with-savepoint: close every open window first (a final stop, or "
+        "before changing --execution-mode: README)",
     )
     group.add_argument("--timeout", type=float, default=600.0, help="seconds to wait for each step")
     return parser
@@ -243,6 +246,8 @@ def client_environment(rest: str) -> dict[str, str]:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     ns = parser.parse_args(argv)
+    if ns.allow_non_restored_state and not ns.from_savepoint:
+        parser.error("--allow-non-restored-state needs --from-savepoint")
     rest = Rest(ns.flink_rest)
     try:
         if ns.stop_with_savepoint:

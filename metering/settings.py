@@ -243,7 +243,9 @@ class PipelineSettings(BaseSettings):
     parse_execution_mode: Literal["process", "thread"] = Field(
         "process",
         description="PyFlink execution mode of the stateless parse/redact/geo operator; process "
-        "gives each subtask its own Python process beside the JVM's (see README, Performance)",
+        "runs it outside the JVM's interpreter: in Python worker processes on a cluster, in "
+        "threads of the job's client process on the embedded MiniCluster (see README, "
+        "Execution mode)",
     )
     checkpoint_interval_seconds: int = Field(
         10, ge=1, description="checkpoint interval; exactly-once output is visible after each"

@@ -46,10 +46,12 @@ def _run(
     # The test's collecting maps would otherwise be fused into the uid'd Python operators.
     # Mini-batch stands for a cluster configuration that enables it: the job must switch it off
     # (its processing-time watermarks made every event late).
-    env, t_env = create_environment(
-        cfg,
-        {"python.operator-chaining.enabled": "false", "table.exec.mini-batch.enabled": "true"},
-    )
+    mini_batch = {
+        "table.exec.mini-batch.enabled": "true",
+        "table.exec.mini-batch.allow-latency": "1 s",
+        "table.exec.mini-batch.size": "1000",
+    }
+    env, t_env = create_environment(cfg, {"python.operator-chaining.enabled": "false"} | mini_batch)
     # Two partitions, Kafka timestamps one second apart per 100 records: several intervals.
     rows = [Row(value, i % 2, i // 2, 1_767_225_600 + i // 100) for i, value in enumerate(records)]
     out = build_pipeline(t_env, env.from_collection(rows, type_info=RAW_TYPE), cfg)

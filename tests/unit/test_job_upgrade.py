@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from jobs.gateway_pipeline import keyed_operator_uids
-from jobs.submit import flink_run_command
+from jobs.submit import flink_run_command, main
 
 
 def test_process_mode_keeps_the_uids_earlier_savepoints_hold() -> None:
@@ -31,3 +33,12 @@ def test_submit_passes_allow_non_restored_state_only_with_a_savepoint(tmp_path: 
     assert cmd[-2:] == ["--parallelism", "2"]
     assert "--allowNonRestoredState" not in flink_run_command("h:8081", [], "py", code, "file:/sp")
     assert "--allowNonRestoredState" not in flink_run_command("h:8081", [], "py", code, None, True)
+
+
+def test_submit_refuses_allow_non_restored_state_without_a_savepoint(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(["--allow-non-restored-state"])
+    assert exc.value.code == 2
+    assert "--allow-non-restored-state needs --from-savepoint" in capsys.readouterr().err
