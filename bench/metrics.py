@@ -13,6 +13,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from bench.task_time import METRICS as TASK_TIME_METRICS
+from bench.task_time import busiest
+
 CONTENDERS = ("job", "java_ceiling", "python_loop")
 """The contenders ``make bench`` runs, in this order, and the result JSON's keys."""
 OPTIONAL_CONTENDERS = ("job_session",)
@@ -294,10 +297,28 @@ def assemble(
     return doc
 
 
+TASK_TIME_KEYS = tuple(TASK_TIME_METRICS.values())
+TASK_TIME_HEAD = "busy / backpressured / idle"
+
+
 def _num(value: Any, digits: int = 0) -> str:
     if value is None:
         return "-"
     return f"{value:,.{digits}f}"
+
+
+def _task_time_lines(doc: Mapping[str, Any], width: int = 70) -> list[str]:
+    """Per Flink contender, its two busiest vertices in the throughput phase (bench.task_time)."""
+    lines = []
+    for name in CONTENDERS + OPTIONAL_CONTENDERS:
+        vertices = ((doc.get(name) or {}).get("task_time") or {}).get("vertices") or []
+        for v in busiest(vertices):
+            ms = [(v.get(k) or {}).get("max") for k in TASK_TIME_KEYS]
+            label = v["vertex"] if len(v["vertex"]) <= width else v["vertex"][: width - 1] + "…"
+            lines.append(f"{name:<14}{' / '.join(_num(x) for x in ms):>20}  {label}")
+    if lines:
+        lines[:0] = ["", "busiest Flink vertices, ms/s (max over subtasks): " + TASK_TIME_HEAD]
+    return lines
 
 
 def format_table(doc: Mapping[str, Any]) -> str:
@@ -334,6 +355,7 @@ def format_table(doc: Mapping[str, Any]) -> str:
             f"{_num(lat.get('p99')):>10}{_num(r.get('cpu_s_per_million')):>12}"
             f"{_num(r.get('peak_rss_mb')):>13}  {'; '.join(notes)}"
         )
+    lines += _task_time_lines(doc)
     m, v, p = doc.get("machine", {}), doc.get("versions", {}), doc.get("params", {})
     lines.append("")
     lines.append(

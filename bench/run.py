@@ -63,6 +63,7 @@ from bench.metrics import (
     throughput_result,
 )
 from bench.procs import Contender, TreeSampler
+from bench.task_time import TaskTimeSampler, busiest, free_port, minicluster_rest_config
 from metering.redact import Pseudonymizer
 from metering.settings import (
     HASH_KEY_ENV,
@@ -428,6 +429,7 @@ def job_flags(
     parallelism: int,
     name: str,
     checkpoint_dir: str | None = None,
+    extra_config: dict[str, str] | None = None,
 ) -> list[str]:
     """Flags of jobs.gateway_pipeline (and bench.java_ceiling) for one contender run.
 
@@ -470,8 +472,9 @@ def job_flags(
     ]
     if checkpoint_dir:
         flags += ["--checkpoint-dir", checkpoint_dir]
-    if opts.flink_config:
-        flags += ["--flink-config", ",".join(f"{k}={v}" for k, v in opts.flink_config.items())]
+    config = opts.flink_config | (extra_config or {})
+    if config:
+        flags += ["--flink-config", ",".join(f"{k}={v}" for k, v in config.items())]
     return flags
 
 
@@ -514,6 +517,10 @@ class Launched:
     stop: Callable[[], None]
     logs: list[Path] = field(default_factory=list)
     tail: Callable[[], str] = lambda: ""
+    # The Flink REST endpoint that reports the contender's job (None: not a Flink job), and
+    # the job's id where that endpoint may run others.
+    rest: str | None = None
+    job_id: str | None = None
 
 
 class Bench:
@@ -579,7 +586,17 @@ class Bench:
         checkpoints = (self.checkpoints / f"{contender}-{tag}").as_uri()
         if contender in ("job", "java_ceiling"):
             module = "jobs.gateway_pipeline" if contender == "job" else "bench.java_ceiling"
-            flags = job_flags(opts, topics, group, parallelism, f"bench-{contender}", checkpoints)
+            # The MiniCluster's REST endpoint, on 127.0.0.1 only, for its task time.
+            port = free_port()
+            flags = job_flags(
+                opts,
+                topics,
+                group,
+                parallelism,
+                f"bench-{contender}",
+                checkpoints,
+                minicluster_rest_config(port),
+            )
             proc = Contender(contender, [py, "-m", module, *flags], env, REPO, log_dir / "out.log")
 
             def stop_one() -> None:
@@ -591,6 +608,7 @@ class Bench:
                 stop=stop_one,
                 logs=[proc.log_path],
                 tail=proc.log_tail,
+                rest=f"http://127.0.0.1:{port}",
             )
         if contender == "python_loop":
             procs = [
@@ -668,7 +686,14 @@ class Bench:
             while alive() and time.monotonic() < deadline:
                 time.sleep(0.5)
 
-        return Launched(roots=cluster.pids, alive=alive, stop=stop, logs=[log_dir / "submit.log"])
+        return Launched(
+            roots=cluster.pids,
+            alive=alive,
+            stop=stop,
+            logs=[log_dir / "submit.log"],
+            rest=cluster.rest,
+            job_id=job_id,
+        )
 
     # -- phases
 
@@ -680,8 +705,9 @@ class Bench:
         started = time.time()
         launched = self.launch(contender, topics, tag, parallelism)
         sampler = TreeSampler(launched.roots)
+        task_time = TaskTimeSampler(launched.rest, launched.job_id) if launched.rest else None
         try:
-            with sampler:
+            with sampler, task_time or contextlib.nullcontext():
                 timeout = STARTUP_ALLOWANCE_S + self.events / MIN_RATE
                 complete = self._wait(watcher, self.events, timeout, launched, contender)
         finally:
@@ -706,6 +732,13 @@ class Bench:
             )
         )
         result["logs"] = [str(p) for p in launched.logs]
+        if task_time is not None:
+            result["task_time"] = task_time.result()
+            for v in busiest(result["task_time"]["vertices"]):
+                say(
+                    f"{contender}: busy {v['busy_ms_per_s']['max']:,.0f} ms/s, backpressured "
+                    f"{v.get('backpressured_ms_per_s', {}).get('max', '-')} ms/s: {v['vertex']}"
+                )
         say(
             f"{contender}: {result['events_per_s']:,.0f} events/s, "
             f"{result['cpu_s_per_million']} CPU s/M, peak RSS {result['peak_rss_mb']} MB"

@@ -19,6 +19,7 @@ import pytest
 from cluster_helpers import submit, wait_until
 from confluent_kafka import Producer
 
+from bench.task_time import METRICS, TaskTimeSampler
 from jobs.submit import Rest
 from metering.geo import GeoLookup, default_geoip_db
 from metering.records import RecordProcessor, SourceRef
@@ -111,6 +112,8 @@ def test_submit_savepoint_resume_gives_exact_totals(
     assert run1.returncode == 0, run1.stderr[-4000:]
     job1 = run1.stdout.strip()
     _await("enriched after run 1", enriched_count, events_in_first)
+    if not run1_flags:
+        _assert_task_time_per_vertex(flink_cluster, job1)
 
     stop1 = _submit_cli(flink_cluster, "--stop-with-savepoint", job1)
     assert stop1.returncode == 0, stop1.stderr[-4000:]
@@ -163,6 +166,29 @@ def test_submit_savepoint_resume_gives_exact_totals(
     _assert_no_secret_in_cluster_output(flink_cluster, truth, [run1, stop1, run2, final])
     assert {a["window_start"] for a in victim} >= {truth.attack_windows[0]}
     assert {a["rule"] for a in victim} == {"rate_spike", "new_country"}
+
+
+def _assert_task_time_per_vertex(cluster: Any, job_id: str) -> None:
+    """What make bench reads of a running job (bench.task_time): Flink's busy, backpressured and
+    idle time of every vertex, which add up to a second per second."""
+    with TaskTimeSampler(cluster.rest, job_id, interval_s=1.0) as task_time:
+
+        def every_vertex() -> bool:
+            n = len(task_time.vertex_order)
+            return n > 0 and any(len(s) == n for s in task_time.samples)
+
+        wait_until(
+            "task time of every vertex",
+            every_vertex,
+            STEP_TIMEOUT_S,
+            detail=lambda: f"{task_time.samples[-1:]} {task_time.error}",
+        )
+    full = next(s for s in task_time.samples if len(s) == len(task_time.vertex_order))
+    assert any("parse, validate, redact, geo-enrich" in v for v in full), list(full)
+    for vertex, metrics in full.items():
+        assert set(metrics) == set(METRICS), (vertex, metrics)
+        total = sum(m["avg"] for m in metrics.values())
+        assert 990 <= total <= 1010, (vertex, metrics)
 
 
 def _assert_no_secret_in_cluster_output(

@@ -34,6 +34,7 @@ from bench.metrics import (
 )
 from bench.python_loop import Windows
 from bench.run import Bench, Topics, job_flags, options_from_args, python_loop_flags
+from bench.task_time import busiest, minicluster_rest_config, parse_vertex_metrics, summarize
 from metering.settings import PipelineSettings, settings_from_args
 
 # -- contenders and options ---------------------------------------------------------------------
@@ -92,6 +93,19 @@ def test_job_flags_are_the_jobs_own_flags() -> None:
     assert cfg.checkpoint_dir == "file:///tmp/ckpt"
     # The Java ceiling takes the same flags.
     assert java_ceiling.sink_specs(cfg)[0].transactional_id_prefix == "bench.x.job.t-enriched"
+
+
+def test_job_flags_give_the_minicluster_a_rest_endpoint_on_loopback() -> None:
+    opts = options_from_args(["--bundle-size", "200"])
+    topics = Topics.for_run("bench.x.job.t", "bench.x.raw")
+    extra = minicluster_rest_config(41234)
+    cfg = settings_from_args(job_flags(opts, topics, "g", 2, "bench-job", None, extra))
+    assert cfg.flink_overrides() == {
+        "python.fn-execution.bundle.size": "200",
+        "rest.bind-address": "127.0.0.1",
+        "rest.address": "127.0.0.1",
+        "rest.port": "41234",
+    }
 
 
 def test_python_loop_processes_split_the_partitions() -> None:
@@ -248,6 +262,75 @@ def _result(rate: float) -> dict[str, object]:
         "peak_rss_mb": 900.0,
         "latency_phase": {"missing": 0, "cpu_cores": 1.2, "rate": 5000.0},
     }
+
+
+# -- task time per vertex ------------------------------------------------------------------------
+
+
+def test_vertex_metrics_keep_measured_values_only() -> None:
+    rows = [
+        {"id": "busyTimeMsPerSecond", "min": 10.0, "max": 900.0, "avg": 455.0, "sum": 910.0},
+        {"id": "backPressuredTimeMsPerSecond", "max": 80, "avg": 40},
+        {"id": "idleTimeMsPerSecond", "max": float("nan"), "avg": float("nan")},
+        {"id": "numRecordsIn", "max": 5.0, "avg": 5.0},
+    ]
+    assert parse_vertex_metrics(rows) == {
+        "busyTimeMsPerSecond": {"avg": 455.0, "max": 900.0},
+        "backPressuredTimeMsPerSecond": {"avg": 40.0, "max": 80.0},
+    }
+
+
+def _vertex(busy: float, bp: float, idle: float) -> dict[str, dict[str, float]]:
+    return {
+        "busyTimeMsPerSecond": {"avg": busy, "max": busy + 10},
+        "backPressuredTimeMsPerSecond": {"avg": bp, "max": bp},
+        "idleTimeMsPerSecond": {"avg": idle, "max": idle},
+    }
+
+
+def test_task_time_is_the_median_per_vertex_in_graph_order() -> None:
+    samples = [
+        {"src": _vertex(800, 100, 100), "win": _vertex(300, 0, 700)},
+        {"src": _vertex(900, 50, 50), "win": _vertex(500, 0, 500)},
+        {"src": _vertex(850, 0, 150)},
+    ]
+    summary = summarize(samples, ["src", "win", "sink"])
+    assert [v["vertex"] for v in summary] == ["src", "win", "sink"]
+    assert summary[0]["busy_ms_per_s"] == {"avg": 850.0, "max": 860.0}
+    assert summary[0]["backpressured_ms_per_s"] == {"avg": 50.0, "max": 50.0}
+    assert summary[0]["samples"] == 3
+    assert summary[1]["idle_ms_per_s"] == {"avg": 600.0, "max": 600.0}
+    assert summary[1]["samples"] == 2
+    assert summary[2] == {"vertex": "sink", "samples": 0}
+    assert [v["vertex"] for v in busiest(summary)] == ["src", "win"]
+    assert [v["vertex"] for v in busiest(summary, n=1)] == ["src"]
+
+
+def test_table_names_each_flink_contenders_busiest_vertices() -> None:
+    results = {name: _result(1000.0) for name in CONTENDERS}
+    samples = [{"Source: raw -> parse": _vertex(860, 130, 10), "windows": _vertex(500, 0, 500)}]
+    results["job"]["task_time"] = {
+        "vertices": summarize(samples, ["Source: raw -> parse", "windows"])
+    }
+    doc = assemble(results, machine={}, versions={}, params={}, events=1, date="")
+    lines = format_table(doc).splitlines()
+    at = lines.index(
+        "busiest Flink vertices, ms/s (max over subtasks): busy / backpressured / idle"
+    )
+    assert lines[at + 1].split() == [
+        "job",
+        "870",
+        "/",
+        "130",
+        "/",
+        "10",
+        "Source:",
+        "raw",
+        "->",
+        "parse",
+    ]
+    assert lines[at + 2].split() == ["job", "510", "/", "0", "/", "500", "windows"]
+    assert lines[at + 3] == ""
 
 
 def test_assemble_has_exactly_the_documented_keys() -> None:

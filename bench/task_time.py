@@ -1,0 +1,165 @@
+"""Where a Flink contender's time goes, per job vertex, from Flink's REST API while it runs.
+
+Flink measures, for every subtask, how many milliseconds of each second it was busy, waited for
+output buffers (backpressured) or waited for input (idle). They are its own bottleneck signals:
+the vertex that limits a job is busy and not backpressured, and what runs upstream of it is
+backpressured. The bench samples them through the throughput phase and keeps, per vertex, the
+median over the samples of the subtasks' average and maximum.
+
+A Python operator in process mode counts as busy while it waits for its Python worker to finish
+a bundle, so "busy" there is not CPU: the README (Performance) sets it beside the CPU split.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import socket
+import statistics
+import threading
+import urllib.error
+import urllib.request
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+METRICS = {
+    "busyTimeMsPerSecond": "busy_ms_per_s",
+    "backPressuredTimeMsPerSecond": "backpressured_ms_per_s",
+    "idleTimeMsPerSecond": "idle_ms_per_s",
+}
+# One sample per interval: often enough for a 60 s phase, cheap for the JobManager.
+INTERVAL_S = 5.0
+
+Sample = dict[str, dict[str, dict[str, float]]]
+"""Vertex name -> metric name -> {"avg": ms, "max": ms} over its subtasks."""
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago, for a MiniCluster's REST endpoint."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def minicluster_rest_config(port: int) -> dict[str, str]:
+    """Flink options that give an embedded MiniCluster a REST endpoint on 127.0.0.1:``port``."""
+    return {"rest.bind-address": "127.0.0.1", "rest.address": "127.0.0.1", "rest.port": str(port)}
+
+
+def parse_vertex_metrics(rows: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, float]]:
+    """The answer of ``/jobs/<id>/vertices/<id>/subtasks/metrics?get=…&agg=avg,max`` as
+    metric -> {"avg", "max"}; metrics Flink has not measured yet (absent or NaN) are left out."""
+    out: dict[str, dict[str, float]] = {}
+    for row in rows:
+        name = row.get("id")
+        if name not in METRICS:
+            continue
+        values = {k: row.get(k) for k in ("avg", "max")}
+        if all(isinstance(v, int | float) and math.isfinite(v) for v in values.values()):
+            out[str(name)] = {k: float(v) for k, v in values.items() if v is not None}
+    return out
+
+
+def summarize(samples: Sequence[Sample], vertex_order: Sequence[str]) -> list[dict[str, Any]]:
+    """Per vertex, in the job graph's order: the median over the samples of each metric's
+    average and maximum over the subtasks, in ms per second."""
+    summary = []
+    for vertex in vertex_order:
+        row: dict[str, Any] = {"vertex": vertex}
+        seen = [s[vertex] for s in samples if vertex in s]
+        for metric, key in METRICS.items():
+            values = [m[metric] for m in seen if metric in m]
+            if values:
+                row[key] = {
+                    agg: round(statistics.median(v[agg] for v in values), 1)
+                    for agg in ("avg", "max")
+                }
+        row["samples"] = len(seen)
+        summary.append(row)
+    return summary
+
+
+def busiest(summary: Sequence[Mapping[str, Any]], n: int = 2) -> list[Mapping[str, Any]]:
+    """The ``n`` vertices with the highest busy time of their busiest subtask."""
+    measured = [r for r in summary if "busy_ms_per_s" in r]
+    return sorted(measured, key=lambda r: -float(r["busy_ms_per_s"]["max"]))[:n]
+
+
+class TaskTimeSampler:
+    """Samples a running job's per-vertex task time in a thread, until the block exits.
+
+    ``job_id`` names the job; without it, the first running job at ``rest`` is taken (an
+    embedded MiniCluster runs one). Errors are kept, not raised: a contender whose REST endpoint
+    never answers still has its throughput measured, and its result says why this is missing.
+    """
+
+    def __init__(self, rest: str, job_id: str | None = None, interval_s: float = INTERVAL_S):
+        # "host:port", as scripts/flink-cluster.sh takes it, or a URL.
+        rest = rest.rstrip("/")
+        self.rest = rest if "://" in rest else f"http://{rest}"
+        self.job_id = job_id
+        self.interval_s = interval_s
+        self.samples: list[Sample] = []
+        self.vertex_order: list[str] = []
+        self.error: str | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="task-time", daemon=True)
+
+    def __enter__(self) -> TaskTimeSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=30)
+
+    def _get(self, path: str) -> Any:
+        with urllib.request.urlopen(self.rest + path, timeout=5) as resp:
+            return json.load(resp)
+
+    def _running_job(self) -> str | None:
+        if self.job_id:
+            return self.job_id
+        jobs = self._get("/jobs").get("jobs", [])
+        running = [j["id"] for j in jobs if j.get("status") == "RUNNING"]
+        return running[0] if running else None
+
+    def _sample(self, job_id: str) -> None:
+        job = self._get(f"/jobs/{job_id}")
+        if job.get("state") != "RUNNING":
+            return
+        sample: Sample = {}
+        get = ",".join(METRICS)
+        for vertex in job.get("vertices", []):
+            name = str(vertex["name"])
+            if name not in self.vertex_order:
+                self.vertex_order.append(name)
+            rows = self._get(
+                f"/jobs/{job_id}/vertices/{vertex['id']}/subtasks/metrics?get={get}&agg=avg,max"
+            )
+            metrics = parse_vertex_metrics(rows)
+            if metrics:
+                sample[name] = metrics
+        if sample:
+            self.samples.append(sample)
+
+    def _run(self) -> None:
+        job_id: str | None = None
+        while not self._stop.wait(self.interval_s):
+            try:
+                job_id = job_id or self._running_job()
+                if job_id:
+                    self._sample(job_id)
+            except (urllib.error.URLError, OSError, ValueError, KeyError) as e:
+                # Start-up (no endpoint yet) and shut-down: keep the last reason, try again.
+                self.error = f"{type(e).__name__}: {e}"
+
+    def result(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "interval_s": self.interval_s,
+            "samples": len(self.samples),
+            "vertices": summarize(self.samples, self.vertex_order),
+        }
+        if not self.samples and self.error:
+            out["error"] = self.error
+        return out
