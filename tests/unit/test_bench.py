@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from bench import java_ceiling
+from bench import java_ceiling, parse_stage
 from bench.metrics import (
     CONTENDERS,
     METRIC_KEYS,
@@ -524,3 +524,12 @@ def test_pace_asks_whether_to_stop_a_few_times_a_second_not_per_record() -> None
 
     stopped = pace(_Producer(), "t", records, rate=1e9, stop=lambda: True)  # type: ignore[arg-type]
     assert stopped.records == 0
+
+
+def test_parse_stage_rate_cancels_start_up() -> None:
+    # 10 s of start-up in both runs, 20 s per 150,000 events.
+    assert parse_stage.rate(150_000, 30.0, 50.0) == 7_500.0
+    with pytest.raises(ValueError, match="not slower"):
+        parse_stage.rate(150_000, 30.0, 29.0)
+    args = parse_stage.build_parser().parse_args([])
+    assert (args.events, args.parallelism, args.parse_execution_mode) == (150_000, 2, "process")
