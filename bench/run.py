@@ -733,11 +733,12 @@ class Bench:
         )
         result["logs"] = [str(p) for p in launched.logs]
         if task_time is not None:
-            result["task_time"] = task_time.result()
+            last = span[1] / 1000 if span else t1
+            result["task_time"] = task_time.result(t0, last)
             for v in busiest(result["task_time"]["vertices"]):
                 say(
                     f"{contender}: busy {v['busy_ms_per_s']['max']:,.0f} ms/s, backpressured "
-                    f"{v.get('backpressured_ms_per_s', {}).get('max', '-')} ms/s: {v['vertex']}"
+                    f"{v.get('backpressured_ms_per_s', {}).get('max', 0):,.0f} ms/s: {v['vertex']}"
                 )
         say(
             f"{contender}: {result['events_per_s']:,.0f} events/s, "

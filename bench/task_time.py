@@ -6,6 +6,11 @@ the vertex that limits a job is busy and not backpressured, and what runs upstre
 backpressured. The bench samples them through the throughput phase and keeps, per vertex, the
 median over the samples of the subtasks' average and maximum.
 
+Flink averages each of the three over the last 60 s, and its REST API refreshes metrics every
+10 s. So a sample taken in a phase's first minute still holds start-up, when a task that is
+deploying counts as busy; the bench keeps only the samples taken from 60 s after the first
+event was processed to the last one (``TaskTimeSampler.result``).
+
 A Python operator in process mode counts as busy while it waits for its Python worker to finish
 a bundle, so "busy" there is not CPU: the README (Performance) sets it beside the CPU split.
 """
@@ -17,7 +22,7 @@ import math
 import socket
 import statistics
 import threading
-import urllib.error
+import time
 import urllib.request
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -27,8 +32,11 @@ METRICS = {
     "backPressuredTimeMsPerSecond": "backpressured_ms_per_s",
     "idleTimeMsPerSecond": "idle_ms_per_s",
 }
-# One sample per interval: often enough for a 60 s phase, cheap for the JobManager.
-INTERVAL_S = 5.0
+# The REST API's metrics are refreshed every 10 s (metrics.fetcher.update-interval).
+INTERVAL_S = 10.0
+# Flink's busy, backpressured and idle times are averages over this many seconds.
+METRIC_WINDOW_S = 60.0
+REQUEST_TIMEOUT_S = 2.0
 
 Sample = dict[str, dict[str, dict[str, float]]]
 """Vertex name -> metric name -> {"avg": ms, "max": ms} over its subtasks."""
@@ -54,9 +62,9 @@ def parse_vertex_metrics(rows: Sequence[Mapping[str, Any]]) -> dict[str, dict[st
         name = row.get("id")
         if name not in METRICS:
             continue
-        values = {k: row.get(k) for k in ("avg", "max")}
-        if all(isinstance(v, int | float) and math.isfinite(v) for v in values.values()):
-            out[str(name)] = {k: float(v) for k, v in values.items() if v is not None}
+        values = [row.get("avg"), row.get("max")]
+        if all(isinstance(v, int | float) and math.isfinite(v) for v in values):
+            out[str(name)] = {"avg": float(row["avg"]), "max": float(row["max"])}
     return out
 
 
@@ -100,6 +108,7 @@ class TaskTimeSampler:
         self.job_id = job_id
         self.interval_s = interval_s
         self.samples: list[Sample] = []
+        self.sampled_at: list[float] = []  # epoch seconds, one per sample
         self.vertex_order: list[str] = []
         self.error: str | None = None
         self._stop = threading.Event()
@@ -114,7 +123,7 @@ class TaskTimeSampler:
         self._thread.join(timeout=30)
 
     def _get(self, path: str) -> Any:
-        with urllib.request.urlopen(self.rest + path, timeout=5) as resp:
+        with urllib.request.urlopen(self.rest + path, timeout=REQUEST_TIMEOUT_S) as resp:
             return json.load(resp)
 
     def _running_job(self) -> str | None:
@@ -131,6 +140,8 @@ class TaskTimeSampler:
         sample: Sample = {}
         get = ",".join(METRICS)
         for vertex in job.get("vertices", []):
+            if self._stop.is_set():
+                return
             name = str(vertex["name"])
             if name not in self.vertex_order:
                 self.vertex_order.append(name)
@@ -142,6 +153,7 @@ class TaskTimeSampler:
                 sample[name] = metrics
         if sample:
             self.samples.append(sample)
+            self.sampled_at.append(time.time())
 
     def _run(self) -> None:
         job_id: str | None = None
@@ -150,16 +162,38 @@ class TaskTimeSampler:
                 job_id = job_id or self._running_job()
                 if job_id:
                     self._sample(job_id)
-            except (urllib.error.URLError, OSError, ValueError, KeyError) as e:
-                # Start-up (no endpoint yet) and shut-down: keep the last reason, try again.
+                    self.error = None
+                else:
+                    self.error = "no running job"
+            except Exception as e:  # a sampler must never end the bench's run
+                # Start-up (no endpoint yet), shut-down, or an answer not as expected: keep the
+                # last reason, and try again.
                 self.error = f"{type(e).__name__}: {e}"
 
-    def result(self) -> dict[str, Any]:
+    def result(self, first_s: float | None = None, last_s: float | None = None) -> dict[str, Any]:
+        """The summary over the samples taken from ``METRIC_WINDOW_S`` after ``first_s`` (the
+        first event processed) to ``last_s`` (the last one), epoch seconds; over all samples,
+        with ``steady`` false, if none fall in there (a phase shorter than that window)."""
+        kept = steady_samples(self.samples, self.sampled_at, first_s, last_s)
         out: dict[str, Any] = {
             "interval_s": self.interval_s,
-            "samples": len(self.samples),
-            "vertices": summarize(self.samples, self.vertex_order),
+            "samples": len(kept or self.samples),
+            "steady": bool(kept),
+            "vertices": summarize(kept or self.samples, self.vertex_order),
         }
         if not self.samples and self.error:
             out["error"] = self.error
         return out
+
+
+def steady_samples(
+    samples: Sequence[Sample],
+    sampled_at: Sequence[float],
+    first_s: float | None,
+    last_s: float | None,
+) -> list[Sample]:
+    """The samples whose 60 s metric window lies within [first_s, last_s]."""
+    if first_s is None or last_s is None:
+        return []
+    start = first_s + METRIC_WINDOW_S
+    return [s for s, t in zip(samples, sampled_at, strict=True) if start <= t <= last_s]

@@ -34,7 +34,14 @@ from bench.metrics import (
 )
 from bench.python_loop import Windows
 from bench.run import Bench, Topics, job_flags, options_from_args, python_loop_flags
-from bench.task_time import busiest, minicluster_rest_config, parse_vertex_metrics, summarize
+from bench.task_time import (
+    TaskTimeSampler,
+    busiest,
+    minicluster_rest_config,
+    parse_vertex_metrics,
+    steady_samples,
+    summarize,
+)
 from metering.settings import PipelineSettings, settings_from_args
 
 # -- contenders and options ---------------------------------------------------------------------
@@ -533,3 +540,69 @@ def test_parse_stage_rate_cancels_start_up() -> None:
         parse_stage.rate(150_000, 30.0, 29.0)
     args = parse_stage.build_parser().parse_args([])
     assert (args.events, args.parallelism, args.parse_execution_mode) == (150_000, 2, "process")
+
+
+def test_steady_samples_leave_out_the_metrics_window_after_start_up() -> None:
+    samples = [{"v": _vertex(t, 0, 1000 - t)} for t in (100, 150, 170, 250, 320)]
+    at = [100.0, 150.0, 170.0, 250.0, 320.0]
+    # First event processed at 100 s, last at 300 s: Flink's 60 s averages are clean from 160.
+    kept = steady_samples(samples, at, 100.0, 300.0)
+    assert [s["v"]["busyTimeMsPerSecond"]["avg"] for s in kept] == [170, 250]
+    assert steady_samples(samples, at, None, 300.0) == []
+
+
+class _FakeRest(TaskTimeSampler):
+    """The sampler's own logic over canned REST answers (no thread, no server)."""
+
+    def __init__(self, answers: dict[str, Any]) -> None:
+        super().__init__("127.0.0.1:1")
+        self.answers = answers
+
+    def _get(self, path: str) -> Any:
+        return self.answers[path]
+
+
+def test_sampler_takes_the_running_job_and_samples_each_vertex() -> None:
+    get = "busyTimeMsPerSecond,backPressuredTimeMsPerSecond,idleTimeMsPerSecond"
+    rows = [
+        {"id": "busyTimeMsPerSecond", "avg": 700.0, "max": 800.0},
+        {"id": "backPressuredTimeMsPerSecond", "avg": 100.0, "max": 150.0},
+        {"id": "idleTimeMsPerSecond", "avg": 200.0, "max": 250.0},
+    ]
+    fake = _FakeRest(
+        {
+            "/jobs": {
+                "jobs": [{"id": "a", "status": "FINISHED"}, {"id": "b", "status": "RUNNING"}]
+            },
+            "/jobs/b": {
+                "state": "RUNNING",
+                "vertices": [{"id": "v1", "name": "Source"}, {"id": "v2", "name": "Sink"}],
+            },
+            f"/jobs/b/vertices/v1/subtasks/metrics?get={get}&agg=avg,max": rows,
+            f"/jobs/b/vertices/v2/subtasks/metrics?get={get}&agg=avg,max": [],
+        }
+    )
+    assert fake.rest == "http://127.0.0.1:1"
+    assert fake._running_job() == "b"
+    fake._sample("b")
+    assert fake.vertex_order == ["Source", "Sink"]
+    assert fake.samples == [{"Source": parse_vertex_metrics(rows)}]
+    result = fake.result()
+    assert (result["samples"], result["steady"]) == (1, False)
+    assert result["vertices"][0]["busy_ms_per_s"] == {"avg": 700.0, "max": 800.0}
+    assert result["vertices"][1] == {"vertex": "Sink", "samples": 0}
+    fake.answers["/jobs/b"] = {"state": "FINISHED", "vertices": []}
+    fake._sample("b")
+    assert len(fake.samples) == 1
+
+
+def test_sampler_reports_why_it_has_no_samples() -> None:
+    fake = _FakeRest({})
+    fake.error = "URLError: <urlopen error [Errno 111] Connection refused>"
+    assert fake.result() == {
+        "interval_s": 10.0,
+        "samples": 0,
+        "steady": False,
+        "vertices": [],
+        "error": "URLError: <urlopen error [Errno 111] Connection refused>",
+    }
