@@ -608,7 +608,7 @@ class Bench:
                 stop=stop_one,
                 logs=[proc.log_path],
                 tail=proc.log_tail,
-                rest=f"http://127.0.0.1:{port}",
+                rest=f"127.0.0.1:{port}",
             )
         if contender == "python_loop":
             procs = [

@@ -17,15 +17,15 @@ a bundle, so "busy" there is not CPU: the README (Performance) sets it beside th
 
 from __future__ import annotations
 
-import json
 import math
 import socket
 import statistics
 import threading
 import time
-import urllib.request
 from collections.abc import Mapping, Sequence
 from typing import Any
+
+from jobs.submit import Rest
 
 METRICS = {
     "busyTimeMsPerSecond": "busy_ms_per_s",
@@ -102,9 +102,8 @@ class TaskTimeSampler:
     """
 
     def __init__(self, rest: str, job_id: str | None = None, interval_s: float = INTERVAL_S):
-        # "host:port", as scripts/flink-cluster.sh takes it, or a URL.
-        rest = rest.rstrip("/")
-        self.rest = rest if "://" in rest else f"http://{rest}"
+        # "host:port", as scripts/flink-cluster.sh and jobs.submit take it.
+        self.rest = Rest(rest, timeout_s=REQUEST_TIMEOUT_S)
         self.job_id = job_id
         self.interval_s = interval_s
         self.samples: list[Sample] = []
@@ -123,8 +122,7 @@ class TaskTimeSampler:
         self._thread.join(timeout=30)
 
     def _get(self, path: str) -> Any:
-        with urllib.request.urlopen(self.rest + path, timeout=REQUEST_TIMEOUT_S) as resp:
-            return json.load(resp)
+        return self.rest.call("GET", path)
 
     def _running_job(self) -> str | None:
         if self.job_id:

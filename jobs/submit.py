@@ -49,6 +49,7 @@ class Rest:
     """The cluster's REST API (``FLINK_REST`` / ``--flink-rest``)."""
 
     address: str
+    timeout_s: float = 30.0
 
     def call(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
         data = json.dumps(body).encode() if body is not None else None
@@ -58,7 +59,7 @@ class Rest:
             method=method,
             headers={"Content-Type": "application/json"},
         )
-        with urllib.request.urlopen(req, timeout=30) as resp:
+        with urllib.request.urlopen(req, timeout=self.timeout_s) as resp:
             return json.loads(resp.read() or b"null")
 
     def job(self, job_id: str) -> dict[str, Any]:

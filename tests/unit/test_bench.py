@@ -582,7 +582,7 @@ def test_sampler_takes_the_running_job_and_samples_each_vertex() -> None:
             f"/jobs/b/vertices/v2/subtasks/metrics?get={get}&agg=avg,max": [],
         }
     )
-    assert fake.rest == "http://127.0.0.1:1"
+    assert fake.rest.address == "127.0.0.1:1"
     assert fake._running_job() == "b"
     fake._sample("b")
     assert fake.vertex_order == ["Source", "Sink"]
