@@ -130,6 +130,12 @@ def create_environment(
     # 2,373 ms against 452 ms with 100 ms at 2,500 events/s, with no difference in throughput
     # (README, Performance).
     conf.set_string("python.fn-execution.bundle.time", "100")
+    # Without it, every chained hand-off deep-copies the row, and the enriched JSON in it is
+    # re-encoded as UTF-8 each time: about 8 % of the JVM's time in a profile. No function of
+    # this job keeps or changes a row it was handed: the Python operators serialize theirs at
+    # once, and the SQL operators copy what they store. Two alternating A/B rounds, 600,000
+    # events: 18-20 % more events/s, 13-15 % less CPU per event (README, Optimizations tried).
+    conf.set_string("pipeline.object-reuse", "true")
     for k, v in (overrides or {}).items():
         conf.set_string(k, v)
     env = StreamExecutionEnvironment.get_execution_environment(conf)

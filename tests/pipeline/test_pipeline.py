@@ -52,6 +52,8 @@ def _run(
         "table.exec.mini-batch.size": "1000",
     }
     env, t_env = create_environment(cfg, {"python.operator-chaining.enabled": "false"} | mini_batch)
+    # The exact outputs below hold with the job's object reuse (rows handed on without a copy).
+    assert env.get_config().is_object_reuse_enabled()
     # Two partitions, Kafka timestamps one second apart per 100 records: several intervals.
     rows = [Row(value, i % 2, i // 2, 1_767_225_600 + i // 100) for i, value in enumerate(records)]
     out = build_pipeline(t_env, env.from_collection(rows, type_info=RAW_TYPE), cfg)
