@@ -236,6 +236,24 @@ def throughput_result(tp: Throughput) -> dict[str, Any]:
     }
 
 
+def alert_latencies(
+    expected: Sequence[tuple[str, str, int]],
+    burst_indexes: Sequence[int],
+    alerts: Mapping[tuple[str, str, int], float],
+    sent_at: Sequence[float],
+) -> list[float | None]:
+    """Per attack window, in order: ms from handing the producer its burst (``sent_at`` at the
+    burst's index) to the first read of the window's expected alert; None if either is missing."""
+    out: list[float | None] = []
+    for key, burst_index in zip(expected, burst_indexes, strict=True):
+        seen = alerts.get(key)
+        if seen is None or not 0 <= burst_index < len(sent_at):
+            out.append(None)
+        else:
+            out.append((seen - sent_at[burst_index]) * 1000)
+    return out
+
+
 def latency_ms(
     visible: Iterable[tuple[int, int, float]],
     produced_ms: Mapping[tuple[int, int], int],

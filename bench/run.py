@@ -52,6 +52,7 @@ from bench.kafka_io import (
 )
 from bench.metrics import (
     Throughput,
+    alert_latencies,
     assemble,
     bursts,
     cpu_between,
@@ -853,19 +854,16 @@ class Bench:
         """Per attack window: from handing the producer the burst (one record that holds the
         attack's events, the last of them included) to its auth_failures alert being
         readable."""
-        samples: list[float] = []
-        missing = 0
-        for (_, burst_index, _), key in zip(self.attacks, self.attack_alerts(), strict=True):
-            seen = alerts.get(key)
-            if seen is None or not 0 <= burst_index < len(measured.sent_at):
-                missing += 1
-                continue
-            samples.append((seen - measured.sent_at[burst_index]) * 1000)
+        burst_indexes = [burst_index for _, burst_index, _ in self.attacks]
+        per_window = alert_latencies(self.attack_alerts(), burst_indexes, alerts, measured.sent_at)
+        samples = [ms for ms in per_window if ms is not None]
         return {
             "ms": latency_summary(samples),
             "max_ms": round(max(samples), 1) if samples else None,
             "windows": len(self.attacks),
-            "missing": missing,
+            "missing": len(per_window) - len(samples),
+            # In window order, so a cold JVM's first minutes show apart from what follows.
+            "per_window_ms": [None if ms is None else round(ms, 1) for ms in per_window],
             "window_seconds": JOB_DEFAULTS.window_seconds,
             "out_of_orderness_seconds": JOB_DEFAULTS.out_of_orderness_seconds,
             "early_alerts": JOB_DEFAULTS.early_alerts,

@@ -17,6 +17,7 @@ from bench.metrics import (
     ProcessingSpan,
     Sample,
     Throughput,
+    alert_latencies,
     assemble,
     bursts,
     cpu_at,
@@ -256,6 +257,16 @@ def test_latency_maps_outputs_to_produce_times_and_censors_missing_events() -> N
     # One event of (0, 10) and the one of (1, 5) never showed: counted as seen at 1010 s.
     assert missing == 2
     assert sorted(lat) == [1000.0, 1500.0, 9500.0, 10000.0]
+
+
+def test_alert_latency_per_window_in_order_with_missing_ones() -> None:
+    expected = [("auth_failures", "client:a", 0), ("auth_failures", "client:b", 10_000)]
+    expected.append(("auth_failures", "client:c", 20_000))
+    sent_at = [100.0, 110.0, 120.0]
+    # Window 2's alert never came; window 3's burst index lies past what was sent.
+    alerts = {expected[0]: 100.25, expected[2]: 121.0, ("auth_failures", "client:b", 0): 111.0}
+    assert alert_latencies(expected, [0, 1, 3], alerts, sent_at) == [250.0, None, None]
+    assert alert_latencies(expected, [0, 1, 2], alerts, sent_at) == [250.0, None, 1000.0]
 
 
 # -- result document and table ----------------------------------------------------------------
