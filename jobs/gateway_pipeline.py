@@ -131,10 +131,13 @@ def create_environment(
     # (README, Performance).
     conf.set_string("python.fn-execution.bundle.time", "100")
     # Without it, every chained hand-off deep-copies the row, and the enriched JSON in it is
-    # re-encoded as UTF-8 each time: about 8 % of the JVM's time in a profile. No function of
-    # this job keeps or changes a row it was handed: the Python operators serialize theirs at
-    # once, and the SQL operators copy what they store. Two alternating A/B rounds, 600,000
-    # events: 18-20 % more events/s, 13-15 % less CPU per event (README, Optimizations tried).
+    # re-encoded as UTF-8 each time: about 8 % of the JVM's time in a profile. Two alternating
+    # A/B rounds, 600,000 events: 18-20 % more events/s, 13-15 % less CPU per event (README,
+    # Optimizations tried). It holds because no operator of this job keeps or changes a row
+    # it was handed: the Python operators serialize theirs at once, the conversions and SQL
+    # operators build new rows, and the upsert Kafka sink copies what it buffers. The rule to
+    # keep: a thread-mode Python operator emits one reused row object, so a JVM operator
+    # chained after it that keeps rows (a buffer, a window, custom code) must copy them.
     conf.set_string("pipeline.object-reuse", "true")
     for k, v in (overrides or {}).items():
         conf.set_string(k, v)
