@@ -2,9 +2,10 @@
 
     python -m tools.topics --bootstrap-servers 127.0.0.1:9092 [--partitions 2]
 
-creates gateway.raw, gateway.enriched, gateway.alerts, gateway.dlq and gateway.usage if they are
-missing; existing topics are left untouched, so the command is safe to re-run. The alerts and
-dead-letter topics keep 14 days of data; the others use the broker's retention default.
+creates gateway.raw, gateway.enriched, gateway.alerts, gateway.dlq, gateway.usage and
+gateway.reconciliation if they are missing; existing topics are left untouched, so the command is
+safe to re-run. The alerts, dead-letter and reconciliation topics keep 14 days of data; the others
+use the broker's retention default. The reconciliation topic is also compacted.
 """
 
 from __future__ import annotations
@@ -24,6 +25,10 @@ from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 
 RETENTION_14_DAYS_MS = str(14 * 24 * 60 * 60 * 1000)
+# The reconciliation topic is an upsert topic: per key, only the latest record counts, and the job
+# rewrites an interval's record up to once a second while its events arrive. Compaction drops the
+# superseded records; "delete" still ends the retention of old intervals.
+COMPACT_AND_DELETE = "compact,delete"
 DEFAULT_PARTITIONS = 2
 
 
@@ -141,7 +146,8 @@ def pipeline_topics(
     reconciliation: str = "gateway.reconciliation",
     partitions: int = DEFAULT_PARTITIONS,
 ) -> dict[str, TopicSpec]:
-    """The pipeline's six topics; alerts, dead letters and reconciliation keep 14 days."""
+    """The pipeline's six topics; alerts, dead letters and reconciliation keep 14 days, and
+    reconciliation, an upsert topic, is compacted as well."""
     long_retention = {"retention.ms": RETENTION_14_DAYS_MS}
     return {
         raw: TopicSpec(partitions),
@@ -149,7 +155,9 @@ def pipeline_topics(
         alerts: TopicSpec(partitions, dict(long_retention)),
         dlq: TopicSpec(partitions, dict(long_retention)),
         usage: TopicSpec(partitions),
-        reconciliation: TopicSpec(partitions, dict(long_retention)),
+        reconciliation: TopicSpec(
+            partitions, long_retention | {"cleanup.policy": COMPACT_AND_DELETE}
+        ),
     }
 
 

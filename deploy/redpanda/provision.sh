@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Provisions a Redpanda cluster for the pipeline with rpk: the five topics, a SCRAM user for the
+# Provisions a Redpanda cluster for the pipeline with rpk: the six topics, a SCRAM user for the
 # job, and that user's ACLs. Safe to re-run: existing topics and an existing user are left as
 # they are (their settings are not changed), and re-creating an existing ACL is a no-op.
 #
@@ -26,8 +26,11 @@
 #                          and does not use this setting; Apache Kafka brokers do.
 #   Retention (ms): RAW_RETENTION_MS (7 days), ENRICHED_RETENTION_MS (7 days),
 #     USAGE_RETENTION_MS (400 days: window counts become invoices, keep them past a year of
-#     billing disputes), ALERTS_RETENTION_MS (30 days), DLQ_RETENTION_MS (30 days).
-#     cleanup.policy is delete on every topic.
+#     billing disputes), ALERTS_RETENTION_MS (30 days), DLQ_RETENTION_MS (30 days),
+#     RECON_RETENTION_MS (400 days, like the usage it covers).
+#     cleanup.policy is delete on every topic but the reconciliation topic's, compact,delete: it
+#     is an upsert topic (the latest record per key counts), and compaction drops the records
+#     the job has since rewritten.
 #   Job principal:
 #     JOB_PRINCIPAL=gateway-pipeline     SCRAM user name (ACL principal User:<name>)
 #     JOB_PASSWORD                       its password; required unless CREATE_USER=0. Read from
@@ -92,7 +95,7 @@ is_count() {
 check_settings() {
   local name
   for name in PARTITIONS SMALL_PARTITIONS REPLICAS RAW_RETENTION_MS ENRICHED_RETENTION_MS \
-    USAGE_RETENTION_MS ALERTS_RETENTION_MS DLQ_RETENTION_MS; do
+    USAGE_RETENTION_MS ALERTS_RETENTION_MS DLQ_RETENTION_MS RECON_RETENTION_MS; do
     is_count "${!name}" || die "$name must be a positive integer, not '${!name}'"
   done
   if [[ -n "$MIN_INSYNC_REPLICAS" ]]; then
@@ -118,17 +121,17 @@ check_settings() {
   fi
 }
 
-# create_topic NAME PARTITIONS RETENTION_MS: creates the topic unless it exists.
+# create_topic NAME PARTITIONS RETENTION_MS [CLEANUP_POLICY]: creates the topic unless it exists.
 create_topic() {
-  local topic="$1" partitions="$2" retention_ms="$3" out
+  local topic="$1" partitions="$2" retention_ms="$3" policy="${4:-delete}" out
   local args=(topic create "$topic" -p "$partitions" -r "$REPLICAS"
-    -c "cleanup.policy=delete" -c "retention.ms=$retention_ms")
+    -c "cleanup.policy=$policy" -c "retention.ms=$retention_ms")
   if [[ -n "$MIN_INSYNC_REPLICAS" ]]; then
     args+=(-c "min.insync.replicas=$MIN_INSYNC_REPLICAS")
   fi
   if out="$(rpk "${args[@]}" 2>&1)"; then
     echo "topic $topic created: $partitions partitions, $REPLICAS replicas," \
-      "retention.ms=$retention_ms"
+      "retention.ms=$retention_ms, cleanup.policy=$policy"
   elif grep -q TOPIC_ALREADY_EXISTS <<<"$out"; then
     echo "topic $topic exists; left unchanged (check it with: rpk topic describe $topic)"
   else
@@ -187,7 +190,7 @@ main() {
   create_topic "$USAGE_TOPIC" "$PARTITIONS" "$USAGE_RETENTION_MS"
   create_topic "$ALERTS_TOPIC" "$SMALL_PARTITIONS" "$ALERTS_RETENTION_MS"
   create_topic "$DLQ_TOPIC" "$SMALL_PARTITIONS" "$DLQ_RETENTION_MS"
-  create_topic "$RECON_TOPIC" "$SMALL_PARTITIONS" "$RECON_RETENTION_MS"
+  create_topic "$RECON_TOPIC" "$SMALL_PARTITIONS" "$RECON_RETENTION_MS" compact,delete
 
   create_user
 

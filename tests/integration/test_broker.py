@@ -1,4 +1,5 @@
-"""The test broker honours Kafka transactions: read_committed hides an aborted transaction."""
+"""The test broker honours Kafka transactions (read_committed hides an aborted transaction), and
+creates the pipeline's topics with their settings."""
 
 from __future__ import annotations
 
@@ -7,6 +8,9 @@ import uuid
 
 import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, ConfigResource
+
+from tools.topics import RETENTION_14_DAYS_MS
 
 pytestmark = pytest.mark.integration
 
@@ -95,3 +99,35 @@ def test_read_committed_sees_only_committed_transaction(
         "committed-1",
         "committed-2",
     ]
+
+
+def test_topics_are_created_with_their_retention_and_cleanup_policy(
+    kafka_bootstrap: str, unique_topics: dict[str, str]
+) -> None:
+    admin = AdminClient({"bootstrap.servers": kafka_bootstrap})
+    resources = {
+        role: ConfigResource(ConfigResource.Type.TOPIC, name)
+        for role, name in unique_topics.items()
+    }
+    futures = admin.describe_configs(list(resources.values()), request_timeout=TIMEOUT_S)
+    configs = {
+        role: {
+            key: entry.value
+            for key, entry in futures[resource].result(TIMEOUT_S).items()
+            if key in ("cleanup.policy", "retention.ms")
+        }
+        for role, resource in resources.items()
+    }
+    week_ms = str(7 * 24 * 60 * 60 * 1000)  # the broker's default log.retention.hours, 168
+    assert configs == {
+        "raw": {"cleanup.policy": "delete", "retention.ms": week_ms},
+        "enriched": {"cleanup.policy": "delete", "retention.ms": week_ms},
+        "usage": {"cleanup.policy": "delete", "retention.ms": week_ms},
+        "alerts": {"cleanup.policy": "delete", "retention.ms": RETENTION_14_DAYS_MS},
+        "dlq": {"cleanup.policy": "delete", "retention.ms": RETENTION_14_DAYS_MS},
+        # The upsert topic: compacted to the latest record per key, and still aged out.
+        "reconciliation": {
+            "cleanup.policy": "compact,delete",
+            "retention.ms": RETENTION_14_DAYS_MS,
+        },
+    }

@@ -10,8 +10,11 @@ from __future__ import annotations
 import fnmatch
 import hashlib
 import importlib.util
+import json
+import os
 import re
 import shlex
+import subprocess
 import tomllib
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,6 +22,7 @@ from typing import Any
 
 import pytest
 import yaml
+from fake_rpk import install_fake_rpk, topic_creations
 
 from metering.settings import HASH_KEY_ENV, PipelineSettings, build_parser
 from tools.topics import DEFAULT_PARTITIONS, pipeline_topics
@@ -213,6 +217,38 @@ def test_topics_service_creates_the_jobs_default_topics(
     script = "\n".join(as_argv(services["topics"].get("command")))
     for variable in ("TOPICS", "LONG_RETENTION_TOPICS", "PARTITIONS", "LONG_RETENTION_MS"):
         assert f"$${variable}" in script, f"the topics script does not use {variable}"
+
+
+def test_topics_service_script_creates_the_same_topics_as_tools_topics(
+    services: dict[str, dict[str, Any]], tmp_path: Path
+) -> None:
+    """Runs the service's script, as the Redpanda image would, against a stand-in rpk."""
+    service = services["topics"]
+    assert as_argv(service["entrypoint"]) == ["/bin/sh", "-c"]
+    # Compose turns $$ into $ before the container's shell sees the script.
+    script = as_argv(service["command"])[0].replace("$$", "$")
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    install_fake_rpk(bin_dir)
+    log = tmp_path / "rpk-calls.jsonl"
+    env = environment(service) | {
+        "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
+        "FAKE_RPK_LOG": str(log),
+    }
+    result = subprocess.run(
+        ["sh", "-c", script], env=env, capture_output=True, text=True, timeout=60, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    calls = [json.loads(line) for line in log.read_text(encoding="utf-8").splitlines()]
+    created = topic_creations(calls)
+
+    expected = pipeline_topics()
+    assert set(created) == set(expected)
+    for name, spec in expected.items():
+        assert created[name]["-p"] == str(spec.partitions), name
+        assert created[name]["-X"] == f"brokers={env['BROKERS']}", name
+        assert created[name]["config"] == spec.config, name
+    assert created["gateway.reconciliation"]["config"]["cleanup.policy"] == "compact,delete"
 
 
 def test_broker_does_not_auto_create_topics(services: dict[str, dict[str, Any]]) -> None:

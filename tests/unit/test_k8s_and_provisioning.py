@@ -11,16 +11,14 @@ import json
 import os
 import re
 import secrets
-import stat
 import subprocess
-import sys
-import textwrap
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from fake_rpk import install_fake_rpk, topic_creations
 
 from metering.settings import (
     ENV_PREFIX,
@@ -464,39 +462,6 @@ def test_geoip_database_is_on_the_taskmanagers_volume(
 
 # --- provision.sh -------------------------------------------------------------------------------
 
-FAKE_RPK = textwrap.dedent(
-    """\
-    import json, os, sys
-    args = sys.argv[1:]
-    with open(os.environ["FAKE_RPK_LOG"], "a", encoding="utf-8") as log:
-        log.write(json.dumps(args) + "\\n")
-    mode = os.environ.get("FAKE_RPK_MODE", "fresh")
-    if args[:2] == ["topic", "create"]:
-        print("TOPIC  STATUS")
-        if mode == "existing":
-            print(args[2], "TOPIC_ALREADY_EXISTS: The topic has already been created.")
-            sys.exit(1)
-        print(args[2], "OK")
-    elif args[:3] == ["security", "user", "list"]:
-        print("USERNAME")
-        print("admin")
-        if mode == "existing":
-            print("gateway-pipeline")
-    elif args[:3] == ["security", "user", "create"]:
-        print('Created user "%s".' % args[3])
-    elif args[:3] == ["security", "acl", "create"]:
-        print("PRINCIPAL HOST RESOURCE-TYPE RESOURCE-NAME RESOURCE-PATTERN-TYPE OPERATION "
-              "PERMISSION ERROR")
-        row = "User:gateway-pipeline * TOPIC gateway.raw LITERAL READ ALLOW"
-        if mode == "acl-error":
-            row += " CLUSTER_AUTHORIZATION_FAILED: not authorized"
-        print(row)
-    else:
-        print("fake rpk: unexpected call", args, file=sys.stderr)
-        sys.exit(2)
-    """
-)
-
 
 class Provision:
     """Runs provision.sh with a stand-in `rpk` that records its arguments."""
@@ -504,9 +469,7 @@ class Provision:
     def __init__(self, tmp_path: Path) -> None:
         self.bin = tmp_path / "bin"
         self.bin.mkdir()
-        rpk = self.bin / "rpk"
-        rpk.write_text(f"#!{sys.executable}\n{FAKE_RPK}", encoding="utf-8")
-        rpk.chmod(rpk.stat().st_mode | stat.S_IXUSR)
+        install_fake_rpk(self.bin)
         self.log = tmp_path / "rpk-calls.jsonl"
         self.password = secrets.token_urlsafe(24)
 
@@ -532,23 +495,6 @@ class Provision:
     def calls(self) -> list[list[str]]:
         lines = self.log.read_text(encoding="utf-8").splitlines()
         return [json.loads(line) for line in lines if line]
-
-
-def topic_creations(calls: list[list[str]]) -> dict[str, dict[str, Any]]:
-    topics: dict[str, dict[str, Any]] = {}
-    for call in calls:
-        if call[:2] != ["topic", "create"]:
-            continue
-        name, rest = call[2], call[3:]
-        spec: dict[str, Any] = {"config": {}}
-        for flag, value in zip(rest[::2], rest[1::2], strict=True):
-            if flag == "-c":
-                key, _, val = value.partition("=")
-                spec["config"][key] = val
-            else:
-                spec[flag] = value
-        topics[name] = spec
-    return topics
 
 
 def acl_creations(calls: list[list[str]]) -> list[dict[str, Any]]:
@@ -601,7 +547,8 @@ def test_provision_creates_the_jobs_topics(provision: Provision) -> None:
         assert spec["-p"] == partitions[role], name
         assert spec["-r"] == "3", name
         assert spec["config"] == {
-            "cleanup.policy": "delete",
+            # An upsert topic: compaction keeps the latest record per key.
+            "cleanup.policy": "compact,delete" if role == "reconciliation" else "delete",
             "retention.ms": str(retention_days[role] * DAY_MS),
             "min.insync.replicas": "2",
         }, name
