@@ -193,7 +193,8 @@ def test_topics_service_creates_the_jobs_default_topics(
 ) -> None:
     env = environment(services["topics"])
     plain = env["TOPICS"].split()
-    long_retention = env["LONG_RETENTION_TOPICS"].split()
+    # Compacted topics keep LONG_RETENTION_MS as well.
+    long_retention = env["LONG_RETENTION_TOPICS"].split() + env["COMPACTED_TOPICS"].split()
     defaults = PipelineSettings.model_fields
     expected = {
         defaults[f"{role}_topic"].default
@@ -215,7 +216,13 @@ def test_topics_service_creates_the_jobs_default_topics(
     assert env["BROKERS"] == "redpanda:9092"
 
     script = "\n".join(as_argv(services["topics"].get("command")))
-    for variable in ("TOPICS", "LONG_RETENTION_TOPICS", "PARTITIONS", "LONG_RETENTION_MS"):
+    for variable in (
+        "TOPICS",
+        "LONG_RETENTION_TOPICS",
+        "COMPACTED_TOPICS",
+        "PARTITIONS",
+        "LONG_RETENTION_MS",
+    ):
         assert f"$${variable}" in script, f"the topics script does not use {variable}"
 
 
