@@ -39,10 +39,13 @@ setup: $(SETUP_STAMP)
 
 $(SETUP_STAMP): pyproject.toml deploy/pom.xml
 	@mkdir -p $(BUILD)
-	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q "apache-flink==$(FLINK_VERSION)" -e ".[dev]"
-	mvn -q -B -f deploy/pom.xml \
+	@test -x $(PY) || { echo "==> creating the virtualenv $(VENV) ($(PYTHON))"; $(PYTHON) -m venv $(VENV); }
+	@echo "==> installing apache-flink $(FLINK_VERSION) and the package with its dev extras (log: $(BUILD)/pip.log)"
+	@$(PY) -m pip install -q --upgrade pip > $(BUILD)/pip.log 2>&1 \
+		&& $(PY) -m pip install -q "apache-flink==$(FLINK_VERSION)" -e ".[dev]" >> $(BUILD)/pip.log 2>&1 \
+		|| { cat $(BUILD)/pip.log; exit 1; }
+	@echo "==> resolving the Flink Kafka connector $(KAFKA_CONNECTOR_VERSION) and Kafka $(KAFKA_VERSION) jars into $(BUILD)/jars"
+	@mvn -q -B -f deploy/pom.xml \
 		-Dflink.version=$(FLINK_VERSION) \
 		-Dkafka.connector.version=$(KAFKA_CONNECTOR_VERSION) \
 		-Dkafka.version=$(KAFKA_VERSION) \
@@ -60,7 +63,8 @@ pinot-jars: $(PINOT_STAMP)
 
 $(PINOT_STAMP): deploy/pinot/pom.xml
 	@mkdir -p $(BUILD)/pinot
-	mvn -q -B -f deploy/pinot/pom.xml -Dpinot.version=$(PINOT_VERSION) \
+	@echo "==> resolving Apache Pinot $(PINOT_VERSION) jars into $(BUILD)/pinot/lib"
+	@mvn -q -B -f deploy/pinot/pom.xml -Dpinot.version=$(PINOT_VERSION) \
 		-Dpinot.lib.dir=$(CURDIR)/$(BUILD)/pinot/lib process-resources
 	@rm -f $(BUILD)/pinot/.jars-*
 	@touch $@
