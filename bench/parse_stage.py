@@ -9,8 +9,8 @@ full job does before SQL takes over. It runs twice, over N and over 2N events, e
 process on the embedded MiniCluster, and reports N / (t(2N) - t(N)), so that what both runs pay
 once (job submission, deployment, Python worker start-up, the final checkpoint) cancels out.
 A run that fails over is refused rather than timed: its restart strategy is none. Environment
-variables such as ``_python_worker_execution_mode`` reach the job unchanged. The README
-(Performance) compares the variants.
+variables such as ``_python_worker_execution_mode`` reach the job unchanged. docs/performance.md
+compares the variants.
 """
 
 from __future__ import annotations

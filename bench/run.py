@@ -358,7 +358,7 @@ class SessionCluster:
         self.rest = rest
         # One single-slot TaskManager per subtask unless the caller chose: in thread mode each
         # TaskManager runs Python in its own interpreter, so subtasks in one TaskManager share
-        # one GIL (README, Performance).
+        # one GIL (docs/performance.md).
         self.env = {
             "FLINK_TASKMANAGERS": str(parallelism),
             "FLINK_TASK_SLOTS": "1",

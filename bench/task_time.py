@@ -12,7 +12,7 @@ deploying counts as busy; the bench keeps only the samples taken from 60 s after
 event was processed to the last one (``TaskTimeSampler.result``).
 
 A Python operator in process mode counts as busy while it waits for its Python worker to finish
-a bundle, so "busy" there is not CPU: the README (Performance) sets it beside the CPU split.
+a bundle, so "busy" there is not CPU: docs/performance.md sets it beside the CPU split.
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ worker's state cache and then served locally. A key rarely has more than two win
 The value is plain dicts, lists and scalars, not dataclasses: the operator pickles it on every
 event, and pickle handles those in C. Pickling a dataclass instead goes through Python-level
 reduce and setattr calls: 13.6 µs against 1.2 µs per read and write of one window (measured with
-timeit), which was 14 % of the job's Python time in thread mode (py-spy, see README).
+timeit), which was 14 % of the job's Python time in thread mode (py-spy, see docs/performance-log.md).
 """
 
 from __future__ import annotations
