@@ -12,11 +12,22 @@ _LOGIN_MODULES = {
 }
 
 
+def check_plain_over_tls(protocol: str, sasl_mechanism: str | None, allow: bool) -> None:
+    """Refuse SASL/PLAIN without TLS unless ``allow`` (demo only): PLAIN sends the password itself,
+    so over SASL_PLAINTEXT anyone on the network path reads it."""
+    if sasl_mechanism == "PLAIN" and protocol == "SASL_PLAINTEXT" and not allow:
+        raise ValueError(
+            "SASL mechanism PLAIN over SASL_PLAINTEXT sends the password unencrypted; use "
+            "SASL_SSL (or SCRAM), or for a local demo set kafka_allow_plain_without_tls"
+        )
+
+
 def kafka_security_options(
     protocol: str,
     sasl_mechanism: str | None = None,
     sasl_username: str | None = None,
     ssl_ca_location: str | None = None,
+    allow_plain_without_tls: bool = False,
 ) -> dict[str, str]:
     """Client properties for TLS and SASL, as ``properties.*`` table options.
 
@@ -25,6 +36,7 @@ def kafka_security_options(
     Secret there). The provider may read that one variable and nothing else, so no other
     secret (PIPELINE_HASH_KEY) can be pulled into a client config.
     """
+    check_plain_over_tls(protocol, sasl_mechanism, allow_plain_without_tls)
     opts: dict[str, str] = {"properties.security.protocol": protocol}
     if protocol in ("SSL", "SASL_SSL"):
         opts["properties.ssl.endpoint.identification.algorithm"] = "https"
@@ -54,3 +66,29 @@ def kafka_security_options(
 
 def _jaas_escape(value: str) -> str:
     return value.replace("\\", "\\\\").replace('"', '\\"')
+
+
+def librdkafka_security(
+    protocol: str,
+    sasl_mechanism: str | None,
+    sasl_username: str | None,
+    ssl_ca_location: str | None,
+    sasl_password: str | None,
+) -> dict[str, str]:
+    """The same client security as ``kafka_security_options``, for a confluent_kafka (librdkafka)
+    client in this process: the preflight's admin client. The password is given, not resolved
+    from the environment, so the caller decides where it comes from and whether to skip."""
+    conf = {"security.protocol": protocol}
+    if protocol in ("SSL", "SASL_SSL"):
+        conf["ssl.endpoint.identification.algorithm"] = "https"
+        if ssl_ca_location:
+            conf["ssl.ca.location"] = ssl_ca_location
+    if protocol in ("SASL_PLAINTEXT", "SASL_SSL"):
+        if not sasl_mechanism or not sasl_username or not sasl_password:
+            raise ValueError(f"{protocol} needs a SASL mechanism, username and password")
+        conf |= {
+            "sasl.mechanism": sasl_mechanism,
+            "sasl.username": sasl_username,
+            "sasl.password": sasl_password,
+        }
+    return conf

@@ -187,6 +187,17 @@ class PipelineSettings(BaseSettings):
     kafka_ssl_ca_location: str | None = Field(
         None, description="PEM file of the CA that signed the brokers' certificates"
     )
+    kafka_allow_plain_without_tls: bool = Field(
+        False,
+        description="demo only: accept SASL mechanism PLAIN over SASL_PLAINTEXT, which sends the "
+        "password unencrypted; refused otherwise",
+    )
+    broker_preflight: bool = Field(
+        True,
+        description="before building the job, check on the brokers that every topic exists and "
+        "the transaction timeout fits; --no-broker-preflight for a client that cannot reach the "
+        "brokers the cluster uses",
+    )
     # Input and enrichment
     geoip_db: str | None = Field(
         None,
@@ -316,7 +327,19 @@ class PipelineSettings(BaseSettings):
             self.kafka_sasl_mechanism,
             self.kafka_sasl_username,
             self.kafka_ssl_ca_location,
+            self.kafka_allow_plain_without_tls,
         )
+
+    def topics_by_role(self) -> dict[str, str]:
+        """Every topic the job reads or writes, by role."""
+        return {
+            "raw": self.raw_topic,
+            "enriched": self.enriched_topic,
+            "alerts": self.alerts_topic,
+            "dlq": self.dlq_topic,
+            "usage": self.usage_topic,
+            "reconciliation": self.reconciliation_topic,
+        }
 
     def resolved_geoip_db(self) -> str:
         if self.geoip_db:

@@ -1,10 +1,16 @@
 """The test broker honours Kafka transactions (read_committed hides an aborted transaction), and
-creates the pipeline's topics with their settings."""
+creates the pipeline's topics with their settings; the job refuses to start without its topics."""
 
 from __future__ import annotations
 
+import os
+import re
+import secrets
+import subprocess
+import sys
 import time
 import uuid
+from pathlib import Path
 
 import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Producer, TopicPartition
@@ -15,6 +21,9 @@ from tools.topics import RETENTION_14_DAYS_MS
 pytestmark = pytest.mark.integration
 
 TIMEOUT_S = 60.0
+REPO = Path(__file__).resolve().parents[2]
+# The job's log format (jobs.gateway_pipeline.main: logging.basicConfig).
+LOG_LINE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} (DEBUG|INFO|WARNING) \S+ ")
 
 
 def _produce_transactions(bootstrap: str, topic: str) -> None:
@@ -131,3 +140,30 @@ def test_topics_are_created_with_their_retention_and_cleanup_policy(
             "retention.ms": RETENTION_14_DAYS_MS,
         },
     }
+
+
+def test_the_job_refuses_a_missing_topic_at_start(
+    kafka_bootstrap: str, unique_topics: dict[str, str]
+) -> None:
+    # Some topic flags given, one of them naming a topic the broker does not have (the local
+    # broker does not auto-create topics): the job must refuse before building anything.
+    missing = f"{unique_topics['usage']}.missing"
+    flags = {role: name for role, name in unique_topics.items() if role != "usage"}
+    cmd = [sys.executable, "-m", "jobs.gateway_pipeline", "--bootstrap-servers", kafka_bootstrap]
+    for role, name in (flags | {"usage": missing}).items():
+        cmd += [f"--{role}-topic", name]
+    env = dict(os.environ, PIPELINE_HASH_KEY=secrets.token_hex(32))
+    started = time.monotonic()
+    proc = subprocess.run(
+        cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=120, check=False
+    )
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert time.monotonic() - started < 60, "refused only after a producer timeout"
+    assert proc.stdout == ""
+    lines = proc.stderr.splitlines()
+    errors = [line for line in lines if not LOG_LINE.match(line)]
+    assert errors == [
+        f"error: topic '{missing}' does not exist on {kafka_bootstrap}; "
+        "create it with make topics (or tools.topics)"
+    ]
+    assert "Traceback" not in proc.stderr

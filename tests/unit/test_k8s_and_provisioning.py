@@ -39,6 +39,11 @@ LOG4J_CONSOLE = REPO_ROOT / "deploy" / "flink" / "log4j-console.properties"
 SECRET_NAME = "gateway-pipeline-secrets"
 KAFKA_PASSWORD_ENV = "PIPELINE_KAFKA_SASL_PASSWORD"
 SECRET_ENVS = {HASH_KEY_ENV, KAFKA_PASSWORD_ENV}
+# Which pod gets which secret: the hash key only where the Python workers run.
+ROLE_SECRETS = {"jobManager": {KAFKA_PASSWORD_ENV}, "taskManager": SECRET_ENVS}
+REST_PORT = 8081
+REST_CLIENT_LABEL = {"gateway-pipeline/flink-rest-client": "true"}
+OPERATOR_POD_LABEL = {"app.kubernetes.io/name": "flink-kubernetes-operator"}
 MAIN_CONTAINER = "flink-main-container"
 
 # What each manifest file holds (kustomizeconfig.yaml is a kustomize transformer configuration,
@@ -49,7 +54,9 @@ EXPECTED_KINDS = {
         ("v1", "ServiceAccount"),
         ("rbac.authorization.k8s.io/v1", "Role"),
         ("rbac.authorization.k8s.io/v1", "RoleBinding"),
-    ],
+    ]
+    * 2,  # the JobManager's, then the TaskManagers'
+    "networkpolicy.yaml": [("networking.k8s.io/v1", "NetworkPolicy")],
     "pvc-geoip.yaml": [("v1", "PersistentVolumeClaim")],
     "flinkdeployment.yaml": [("flink.apache.org/v1beta1", "FlinkDeployment")],
     "secret.example.yaml": [("v1", "Secret")],
@@ -343,9 +350,9 @@ def test_upgrades_use_savepoints_on_durable_storage(spec: dict[str, Any]) -> Non
 def test_secrets_come_from_the_secret(
     spec: dict[str, Any], manifests: dict[str, list[dict[str, Any]]]
 ) -> None:
-    for role in ("jobManager", "taskManager"):
+    for role, wanted in ROLE_SECRETS.items():
         env = effective_container(spec, role)["env"]
-        assert set(env) >= SECRET_ENVS, f"{role} lacks {SECRET_ENVS - set(env)}"
+        assert set(env) & SECRET_ENVS == wanted, f"{role}: {set(env) & SECRET_ENVS} != {wanted}"
         for name, entry in env.items():
             if name in SECRET_ENVS:
                 assert "value" not in entry, f"{role}: {name} has a literal value"
@@ -419,25 +426,101 @@ def test_pods_run_as_non_root(spec: dict[str, Any]) -> None:
         assert "securityContext" not in template, f"{role} must not override the pod's user"
 
 
-def test_service_account_and_its_role(
+def granted_to(
+    account: str, manifests: dict[str, list[dict[str, Any]]]
+) -> set[tuple[str, str, str]]:
+    """(api group, resource, verb) the Roles bound to a service account grant it."""
+    docs = manifests["serviceaccount.yaml"]
+    accounts = {doc["metadata"]["name"] for doc in docs if doc["kind"] == "ServiceAccount"}
+    assert account in accounts
+    roles = {doc["metadata"]["name"]: doc for doc in docs if doc["kind"] == "Role"}
+    granted: set[tuple[str, str, str]] = set()
+    for binding in (doc for doc in docs if doc["kind"] == "RoleBinding"):
+        if {"kind": "ServiceAccount", "name": account} not in binding["subjects"]:
+            continue
+        assert binding["roleRef"]["kind"] == "Role"
+        for rule in roles[binding["roleRef"]["name"]]["rules"]:
+            granted |= {
+                (group, resource, verb)
+                for group in rule["apiGroups"]
+                for resource in rule["resources"]
+                for verb in rule["verbs"]
+            }
+    return granted
+
+
+def test_jobmanager_service_account_and_its_role(
     spec: dict[str, Any], manifests: dict[str, list[dict[str, Any]]]
 ) -> None:
-    objects = {doc["kind"]: doc for doc in manifests["serviceaccount.yaml"]}
-    account = objects["ServiceAccount"]["metadata"]["name"]
-    assert spec["serviceAccount"] == account
-    binding = objects["RoleBinding"]
-    assert binding["roleRef"]["name"] == objects["Role"]["metadata"]["name"]
-    assert {"kind": "ServiceAccount", "name": account} in binding["subjects"]
+    granted = granted_to(spec["serviceAccount"], manifests)
     # What a native-mode JobManager needs: TaskManager pods and HA ConfigMaps.
-    granted = {
-        (resource, verb)
-        for rule in objects["Role"]["rules"]
-        for resource in rule["resources"]
-        for verb in rule["verbs"]
-    }
     for resource in ("pods", "configmaps"):
         for verb in ("get", "list", "watch", "create", "delete"):
-            assert (resource, verb) in granted
+            assert ("", resource, verb) in granted
+
+
+def test_taskmanagers_have_their_own_account_that_cannot_create_pods(
+    spec: dict[str, Any], manifests: dict[str, list[dict[str, Any]]]
+) -> None:
+    conf = spec["flinkConfiguration"]
+    # The operator writes spec.serviceAccount as kubernetes.service-account, the fallback of both
+    # per-role keys; the TaskManager key overrides it, the JobManager key must not.
+    account = conf["kubernetes.taskmanager.service-account"]
+    assert account != spec["serviceAccount"]
+    assert "kubernetes.service-account" not in conf
+    assert "kubernetes.jobmanager.service-account" not in conf
+    # A pod template's serviceAccountName would be overwritten by Flink; it must not pretend.
+    for role in ("jobManager", "taskManager"):
+        template = (spec[role].get("podTemplate") or {}).get("spec") or {}
+        assert "serviceAccountName" not in template, role
+    assert "serviceAccountName" not in spec["podTemplate"]["spec"]
+    # Read-only on ConfigMaps (Kubernetes HA leader lookup), nothing else.
+    assert granted_to(account, manifests) == {
+        ("", "configmaps", "get"),
+        ("", "configmaps", "list"),
+        ("", "configmaps", "watch"),
+    }
+
+
+def test_network_policy_fronts_the_rest_api(
+    deployment: dict[str, Any], manifests: dict[str, list[dict[str, Any]]]
+) -> None:
+    (policy,) = manifests["networkpolicy.yaml"]
+    cluster_id = deployment["metadata"]["name"]
+    # Native mode's labels on the JobManager pods (Flink's KubernetesUtils).
+    assert policy["spec"]["podSelector"] == {
+        "matchLabels": {"app": cluster_id, "component": "jobmanager"}
+    }
+    assert policy["spec"]["policyTypes"] == ["Ingress"]
+    rest_rules, other_rules = [], []
+    for rule in policy["spec"]["ingress"]:
+        ports = rule.get("ports")
+        if ports == [{"protocol": "TCP", "port": REST_PORT}]:
+            rest_rules.append(rule)
+        else:
+            other_rules.append(rule)
+    (rest,) = rest_rules
+    peers = rest["from"]
+    # The operator's pods, in its namespace only (both selectors in one peer: AND).
+    operator = [p for p in peers if "namespaceSelector" in p]
+    assert operator == [
+        {
+            "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "flink-operator"}},
+            "podSelector": {"matchLabels": OPERATOR_POD_LABEL},
+        }
+    ]
+    # Labelled clients in this namespace.
+    assert {"podSelector": {"matchLabels": REST_CLIENT_LABEL}} in peers
+    assert len(peers) == 2
+    assert all("ipBlock" not in p for p in peers)
+    # Any other ingress comes from the cluster's own pods only (TaskManagers: RPC, blob server).
+    for rule in other_rules:
+        assert rule["from"] == [{"podSelector": {"matchLabels": {"app": cluster_id}}}]
+    # Nothing else in the manifests may publish the REST API around the policy.
+    assert "ingress" not in deployment["spec"]
+    conf = deployment["spec"]["flinkConfiguration"]
+    assert conf.get("kubernetes.rest-service.exposed.type", "ClusterIP") == "ClusterIP"
+    assert int(conf.get("rest.port", REST_PORT)) == REST_PORT
 
 
 def test_geoip_database_is_on_the_taskmanagers_volume(

@@ -178,6 +178,27 @@ def test_api_events_indexes() -> None:
     assert index_config["sortedColumn"] == ["consumer"]
 
 
+def test_alerts_are_deduplicated_on_alert_id() -> None:
+    """An at-least-once alert replayed after a restart (same deterministic alert_id) is stored
+    once. What Pinot 0.11's TableConfigUtils.validateUpsertAndDedupConfig demands of a dedup
+    table: a primary key in the schema, the low-level consumer, strictReplicaGroup routing, no
+    upsert. The stream must be partitioned by the key: the topic's record key is the rate key,
+    and alert_id is derived from it (metering.detect.alert_id), so one id always lands in one
+    partition."""
+    schema, table = _raw("alerts", "schema"), _raw("alerts", "table")
+    assert schema["primaryKeyColumns"] == ["alert_id"]
+    assert _specs(schema)["alert_id"]["dataType"] == "STRING"
+    assert table["tableType"] == "REALTIME"
+    assert table["dedupConfig"] == {"dedupEnabled": True, "hashFunction": "NONE"}
+    assert table["routing"]["instanceSelectorType"] == "strictReplicaGroup"
+    assert _stream("alerts")["stream.kafka.consumer.type"] == "lowlevel"
+    assert "upsertConfig" not in table
+    assert table["tableIndexConfig"].get("starTreeIndexConfigs") in (None, [])
+    # Only alerts are deduplicated: every enriched event is a distinct request.
+    assert "dedupConfig" not in _raw("api_events", "table")
+    assert "primaryKeyColumns" not in _raw("api_events", "schema")
+
+
 @pytest.mark.parametrize("table", TABLES)
 def test_every_record_field_has_a_column_of_a_compatible_type(table: str) -> None:
     _, model = TOPICS[table]

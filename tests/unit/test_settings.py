@@ -260,6 +260,65 @@ def test_duplicate_topics_are_rejected_by_the_model() -> None:
     assert s.usage_topic == "e"
 
 
+def test_topics_by_role_names_every_topic_the_job_uses() -> None:
+    s = PipelineSettings()
+    topics = s.topics_by_role()
+    assert set(topics) == {"raw", "enriched", "alerts", "dlq", "usage", "reconciliation"}
+    topic_fields = {name for name in PipelineSettings.model_fields if name.endswith("_topic")}
+    assert sorted(topics.values()) == sorted(getattr(s, name) for name in topic_fields)
+
+
+# -- Kafka security ----------------------------------------------------------------------------
+
+PLAIN_WITHOUT_TLS = [
+    "--kafka-security-protocol", "SASL_PLAINTEXT",
+    "--kafka-sasl-mechanism", "PLAIN",
+    "--kafka-sasl-username", "gateway-pipeline",
+]  # fmt: skip
+
+
+def test_sasl_plain_without_tls_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        settings_from_args(PLAIN_WITHOUT_TLS)
+    assert exc.value.code == 2
+    assert "PLAIN over SASL_PLAINTEXT sends the password unencrypted" in capsys.readouterr().err
+    with pytest.raises(ValidationError, match="kafka_allow_plain_without_tls"):
+        PipelineSettings(
+            kafka_security_protocol="SASL_PLAINTEXT",
+            kafka_sasl_mechanism="PLAIN",
+            kafka_sasl_username="u",
+        )
+
+
+def test_sasl_plain_without_tls_only_with_the_demo_allowance(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    s = settings_from_args([*PLAIN_WITHOUT_TLS, "--kafka-allow-plain-without-tls"])
+    assert s.kafka_security()["properties.sasl.mechanism"] == "PLAIN"
+    monkeypatch.setenv("PIPELINE_KAFKA_ALLOW_PLAIN_WITHOUT_TLS", "true")
+    assert settings_from_args(PLAIN_WITHOUT_TLS).kafka_allow_plain_without_tls is True
+
+
+@pytest.mark.parametrize(
+    ("protocol", "mechanism"),
+    [("SASL_SSL", "PLAIN"), ("SASL_PLAINTEXT", "SCRAM-SHA-256"), ("SASL_SSL", "SCRAM-SHA-512")],
+)
+def test_other_sasl_combinations_need_no_allowance(protocol: str, mechanism: str) -> None:
+    s = settings_from_args(
+        [
+            "--kafka-security-protocol", protocol,
+            "--kafka-sasl-mechanism", mechanism,
+            "--kafka-sasl-username", "u",
+        ]
+    )  # fmt: skip
+    assert s.kafka_security()["properties.security.protocol"] == protocol
+
+
+def test_broker_preflight_is_on_by_default() -> None:
+    assert settings_from_args([]).broker_preflight is True
+    assert settings_from_args(["--no-broker-preflight"]).broker_preflight is False
+
+
 # -- the hash key ------------------------------------------------------------------------------
 
 
