@@ -408,7 +408,7 @@ def test_redact_query_keeps_names_and_ordinary_values() -> None:
         ),
         ("https://h:9443/p?token=t#frag", "https://h:9443/p?token=[REDACTED]#frag"),
         ("/p?expand&jwt=", "/p?expand&jwt=[REDACTED]"),
-        ("/p;jsessionid=x;session=y", "/p;jsessionid=x;session=[REDACTED]"),
+        ("/p;jsessionid=x;session=y", "/p;jsessionid=[REDACTED];session=[REDACTED]"),
     ],
 )
 def test_redact_uri(uri: str, expected: str) -> None:
