@@ -108,6 +108,9 @@ savepoint-stop: setup
 # Fault injection on its own broker (FAULTS_KAFKA_PORT, 29092) and session cluster
 # (FAULTS_FLINK_REST, 127.0.0.1:28081), both started and stopped by the run.
 # make faults ARGS="--faults 12 --duration 400 --seed 2"
+# A realistic rate (40 events/s by default), e.g. 2,000 events/s with five faults (about 8 min):
+# make faults ARGS="--rate 2000 --duration 120 --plan tm-kill:during,broker-kill9,py-worker-kill,broker-stop,tm-kill:every-checkpoint"
+# make faults ARGS="--plan broker-kill9,tm-pause-past-txn --duration 60"   (fault kinds: --help)
 faults: setup
 	$(PY) -m tools.faults $(ARGS)
 

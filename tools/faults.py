@@ -1,7 +1,8 @@
 """Fault injection on the real session cluster and broker, checked against ground truth.
 
-    python -m tools.faults [--faults N] [--duration S] [--rate R] [--seed X]
-    make faults                       (the full run: 10 faults)
+    python -m tools.faults [--faults N | --plan KIND,...] [--duration S] [--rate R] [--seed X]
+    make faults                       (the full run: 15 faults at 40 events/s)
+    make faults ARGS="--rate 2000 --duration 120 --plan ..."   (a realistic rate, see Makefile)
 
 What one run does:
 
@@ -12,15 +13,19 @@ What one run does:
    at the end, also on failure or Ctrl-C. The JobManagers and TaskManagers this run restarts
    use the cluster's own environment and pid files (``.local/flink-<port>/``).
 2. Creates fresh topics for the run and submits the job with ``jobs.submit``: 3 s checkpoints,
-   parallelism 2, 5 s idle timeout, 2 s out-of-orderness, a transactional-id prefix and group
-   id stable for the run.
+   parallelism 2 (1 when the plan rescales from 1), 5 s idle timeout, 2 s out-of-orderness, a
+   transactional-id prefix and group id stable for the run. With ``tm-pause-past-txn`` in the
+   plan, the sinks' transaction timeout is the shortest the job accepts (60 s, with
+   ``--expected-restart-seconds`` 56 so the job's own check passes), so a pause past it fits.
 3. Produces sequenced APISIX log entries in real time (``tools.traffic.SequencedEvents``) for
    256 rate keys: event time is the wall clock, and every event's ``x-request-id`` is
    ``<key>-<seq>`` with per-key sequence numbers 1, 2, 3, ... without gaps. Records go to
    explicit partitions: partition 1 starts late (the first 15 % of the run only partition 0
    gets data), and half-way through partition 0 goes idle for longer than the job's idle
    timeout. The producer is idempotent and retries through broker outages (10 min delivery
-   timeout).
+   timeout. After each fault has recovered, a key of its own ("fb<n>") sends one batch of
+   30 refused calls (403) within one window, and the run goes on once the enriched topic holds
+   it: each must raise one ``auth_failures`` alert (``alert_bursts``).
 4. Injects the faults one after another, each once the job has recovered from the previous
    one (job RUNNING, every task RUNNING, and a checkpoint triggered after the fault
    COMPLETED), with deadlines. After each recovery, every output partition's read_committed
@@ -38,10 +43,30 @@ What one run does:
    - ``broker-restart``: stop the broker (``kafka.sh down``), keep it down a few seconds while
      the producer and the job retry, start it again.
    - ``jm-kill``: ``kill -9`` the JobManager, see below.
+   - ``tm-kill:every-checkpoint``: ``kill -9`` the TaskManager right after each of 3
+     checkpoints in a row, each the first one the restored job completed.
+   - ``kill-during-recovery``: ``kill -9`` the TaskManager, then its successor while tasks
+     restore their state on it (INITIALIZING).
+   - ``tm-pause-past-txn``: SIGSTOP the TaskManager and its workers at a moment its sinks'
+     transactions hold records, until Kafka has aborted them (the transaction timeout passed
+     and every output partition's read_committed end reached its high watermark), then
+     SIGCONT. The JobManager declares the TaskManager lost meanwhile, and the TaskManager may
+     exit once it runs again.
 
-   The full plan (``make faults``) is tm-kill:during, broker-restart, tm-kill:after,
-   tm-pause, tm-kill:before, jm-kill, tm-kill:random, tm-kill:during, broker-restart,
-   tm-kill:after; ``--faults N`` takes the first N, cycling for N > 10.
+   Whenever no TaskManager process runs while the job recovers, the run starts one, as a
+   supervisor (Kubernetes, systemd) would, and says so in the fault's line.
+   - ``py-worker-kill``: ``kill -9`` one Python worker (``beam_boot``) of the TaskManager.
+   - ``broker-kill9``: ``kill -9`` the broker, keep it down a few seconds, start it again (log
+     recovery after an unclean shutdown).
+   - ``broker-stop``: SIGSTOP the broker for 32 to 40 s, longer than the clients' 30 s request
+     timeout, then SIGCONT.
+   - ``rescale:1-2``: stop with a savepoint (no drain) at parallelism 1, resubmit from it at
+     parallelism 2.
+
+   The full plan (``make faults``, about 16 minutes) is rescale:1-2, tm-kill:during,
+   broker-restart, tm-kill:after, py-worker-kill, broker-kill9, tm-pause, tm-kill:before,
+   jm-kill, tm-kill:every-checkpoint, broker-stop, kill-during-recovery, tm-pause-past-txn,
+   tm-kill:random, tm-kill:after; ``--faults N`` takes the first N, cycling for N > 15.
 5. Stops producing, waits until the enriched topic (read_committed) holds every source event,
    stops the job with ``--stop-with-savepoint --drain`` (closing every window), and checks:
 
@@ -52,10 +77,18 @@ What one run does:
    - no dead letters; the reconciliation topic balances per source partition and matches the
      raw and enriched topics;
    - no transaction is left open: on every output partition the read_committed end (last
-     stable offset) equals the high watermark.
+     stable offset) equals the high watermark;
+   - the alerts topic holds every alert the ground truth calls for (``expected_alerts``) and no
+     other; an alert sent more than once (at-least-once delivery) always has the same
+     ``alert_id``.
 
-   It ends with one line, ``faults injected N, events checked M, lost L, duplicated D``, and
-   exits non-zero if L or D is not 0 or any check failed.
+   It ends with one line, ``faults injected N, events checked M, lost L, duplicated D, windows
+   differing W``, and exits non-zero if L, D or W is not 0 or any check failed.
+
+The progress reader (``CommittedIds``) reads the enriched topic throughout the run and must
+survive every fault: one that stops fetching while committed data grows is replaced by a new
+consumer from where it stopped, and fails the run if that does not help (``StallWatch``). The
+final wait never sits out its timeout: it ends once the job's committed output stops growing.
 
 JobManager failure without high availability
 --------------------------------------------
@@ -101,6 +134,7 @@ import threading
 import time
 import traceback
 import urllib.error
+import urllib.parse
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
@@ -108,7 +142,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
-from confluent_kafka import Consumer, IsolationLevel, KafkaException, Producer, TopicPartition
+from confluent_kafka import (
+    Consumer,
+    IsolationLevel,
+    KafkaError,
+    KafkaException,
+    Producer,
+    TopicPartition,
+)
 from confluent_kafka.admin import AdminClient
 
 # confluent_kafka.admin re-exports OffsetSpec without listing it, which mypy --strict rejects.
@@ -116,7 +157,8 @@ from confluent_kafka.admin._listoffsets import OffsetSpec
 
 from jobs.submit import Rest, flink_home
 from metering import reconciliation
-from metering.settings import PipelineSettings
+from metering.records import AUTH_FAILURE_STATUSES
+from metering.settings import PipelineSettings, check_transaction_timeout
 from tools.readback import Record, drain
 from tools.topics import delete_topics, ensure_topics, pipeline_topics
 from tools.traffic import SequencedEvents, parse_sequenced_request_id
@@ -129,15 +171,20 @@ WINDOW_SECONDS: Final = 10
 PARTITIONS: Final = 2
 
 FULL_PLAN: Final = (
+    "rescale:1-2",
     "tm-kill:during",
     "broker-restart",
     "tm-kill:after",
+    "py-worker-kill",
+    "broker-kill9",
     "tm-pause",
     "tm-kill:before",
     "jm-kill",
+    "tm-kill:every-checkpoint",
+    "broker-stop",
+    "kill-during-recovery",
+    "tm-pause-past-txn",
     "tm-kill:random",
-    "tm-kill:during",
-    "broker-restart",
     "tm-kill:after",
 )
 FAULT_KINDS: Final = frozenset(
@@ -146,11 +193,26 @@ FAULT_KINDS: Final = frozenset(
         "tm-kill:during",
         "tm-kill:after",
         "tm-kill:random",
+        "tm-kill:every-checkpoint",
+        "kill-during-recovery",
         "tm-pause",
+        "tm-pause-past-txn",
+        "py-worker-kill",
         "broker-restart",
+        "broker-kill9",
+        "broker-stop",
         "jm-kill",
+        "rescale:1-2",
     }
 )
+EVERY_CHECKPOINT_KILLS: Final = 3
+"""``tm-kill:every-checkpoint`` kills the TaskManager on this many completed checkpoints in a
+row, each the first one the restored job completes."""
+ALERT_BURST_EVENTS_OVER_MIN: Final = 10
+"""An alert burst is ``auth_failure_min`` + this many refused calls: over the threshold, under
+its doubling and under the high severity, so each burst window alerts exactly once."""
+_BROKER_CLASS: Final = "kafka.Kafka"
+_PY_WORKER_MODULE: Final = "pyflink.fn_execution.beam.beam_boot"
 _TM_CLASS: Final = "org.apache.flink.runtime.taskexecutor.TaskManagerRunner"
 _JM_CLASS: Final = "org.apache.flink.runtime.entrypoint.StandaloneSessionClusterEntrypoint"
 _TERMINAL: Final = frozenset({"FAILED", "CANCELED", "FINISHED", "SUSPENDED"})
@@ -169,7 +231,7 @@ class FaultsError(RuntimeError):
 
 @dataclass(frozen=True)
 class FaultsConfig:
-    faults: int = 10
+    faults: int = len(FULL_PLAN)
     duration_s: float = 300.0
     """Traffic runs at least this long; the run stretches until every fault has recovered."""
     rate: float = 40.0
@@ -190,6 +252,14 @@ class FaultsConfig:
     keep_topics: bool = False
     job_args: tuple[str, ...] = ()
     """Extra ``jobs.gateway_pipeline`` flags, e.g. ("--execution-mode", "thread")."""
+    alert_bursts: bool = True
+    """After each recovered fault, a refused-call burst by a key of its own, which must raise
+    one auth_failures alert (see ``expected_alerts``). Sent once the job has recovered: refused
+    calls that reach the job after the watermark passed their window (a partition held up by a
+    broker outage while the other one's events move the watermark on) raise no alert."""
+    stall_after_s: float = 30.0
+    """The progress reader is stalled when a partition's committed end stays ahead of what it
+    read for this long without any progress on it (``StallWatch``)."""
 
     def fault_plan(self) -> list[str]:
         plan = (
@@ -200,7 +270,60 @@ class FaultsConfig:
         unknown = sorted(set(plan) - FAULT_KINDS)
         if unknown:
             raise ValueError(f"unknown fault kinds {unknown}; known: {sorted(FAULT_KINDS)}")
+        initial_parallelism(plan)  # a rescale chain that does not add up is refused here
         return plan
+
+
+def rescale_step(kind: str) -> tuple[int, int] | None:
+    """(from, to) parallelism of a ``rescale:<from>-<to>`` fault; None for any other kind."""
+    if not kind.startswith("rescale:"):
+        return None
+    low, sep, high = kind.removeprefix("rescale:").partition("-")
+    if not sep or not low.isdigit() or not high.isdigit() or min(int(low), int(high)) < 1:
+        raise ValueError(f"bad rescale fault {kind!r}; expected rescale:<from>-<to>")
+    return int(low), int(high)
+
+
+def initial_parallelism(plan: Sequence[str], default: int = PARTITIONS) -> int:
+    """The parallelism the job starts at: the first rescale's ``from``, else ``default``. Each
+    rescale must start from the parallelism the previous one ended at."""
+    current: int | None = None
+    for kind in plan:
+        step = rescale_step(kind)
+        if step is None:
+            continue
+        if current is not None and step[0] != current:
+            raise ValueError(f"{kind} follows a rescale to parallelism {current}")
+        current = step[1]
+        if current > PARTITIONS:
+            raise ValueError(f"{kind}: more subtasks than the raw topic's {PARTITIONS} partitions")
+    first = next((s for s in map(rescale_step, plan) if s is not None), None)
+    return first[0] if first is not None else default
+
+
+def _setting_floor(name: str) -> int:
+    """The ``ge`` bound of an integer PipelineSettings field."""
+    for meta in PipelineSettings.model_fields[name].metadata:
+        bound = getattr(meta, "ge", None)
+        if isinstance(bound, int):
+            return bound
+    raise LookupError(f"PipelineSettings.{name} has no lower bound")
+
+
+def short_transaction_flags(checkpoint_interval_s: int) -> tuple[int, int]:
+    """(transaction timeout ms, expected restart s) for a run with ``tm-pause-past-txn``: the
+    shortest sink transaction timeout the job accepts, so a pause past it fits the run, and the
+    longest expected restart the job's own check (``check_transaction_timeout``) still accepts
+    with it."""
+    timeout_ms = _setting_floor("transaction_timeout_ms")
+    restart_s = (timeout_ms - 1) // 1000 - checkpoint_interval_s
+    check_transaction_timeout(
+        timeout_ms,
+        PipelineSettings.model_fields["broker_transaction_max_timeout_ms"].default,
+        checkpoint_interval_s,
+        restart_s,
+    )
+    return timeout_ms, restart_s
 
 
 @dataclass
@@ -238,6 +361,8 @@ class Verification:
     dead_letters: int = 0
     reconciliation: list[str] = field(default_factory=list)
     reconciliation_checked: bool = False
+    alerts: AlertCheck | None = None
+    """None when the alerts topic was not read."""
 
     def problems(self) -> list[str]:
         out: list[str] = []
@@ -264,6 +389,8 @@ class Verification:
         if self.dead_letters:
             out.append(f"{self.dead_letters} dead letters (every source record is valid)")
         out.extend(f"reconciliation: {p}" for p in self.reconciliation)
+        if self.alerts is not None:
+            out.extend(f"alerts: {p}" for p in self.alerts.problems())
         return out
 
 
@@ -273,6 +400,7 @@ class Report:
     events_checked: int = 0
     lost: int = 0
     duplicated: int = 0
+    windows_differing: int = 0
     problems: list[str] = field(default_factory=list)
     verification: Verification | None = None
     interrupted: bool = False
@@ -286,12 +414,14 @@ class Report:
             and self.verification is not None
             and self.lost == 0
             and self.duplicated == 0
+            and self.windows_differing == 0
         )
 
     def line(self) -> str:
         return (
             f"faults injected {len(self.faults)}, events checked {self.events_checked}, "
-            f"lost {self.lost}, duplicated {self.duplicated}"
+            f"lost {self.lost}, duplicated {self.duplicated}, "
+            f"windows differing {self.windows_differing}"
         )
 
 
@@ -306,6 +436,7 @@ class SourceEvent:
     seq: int
     event_ms: int
     partition: int
+    status: int = 200
 
 
 def source_events(raw: Sequence[Record]) -> tuple[dict[str, SourceEvent], int, Counter[int]]:
@@ -323,7 +454,8 @@ def source_events(raw: Sequence[Record]) -> tuple[dict[str, SourceEvent], int, C
             if rid in events:
                 repeated += 1
                 continue
-            events[rid] = SourceEvent(key, seq, int(entry["start_time"]), rec.partition)
+            status = int(entry.get("response", {}).get("status", 200))
+            events[rid] = SourceEvent(key, seq, int(entry["start_time"]), rec.partition, status)
     return events, repeated, records
 
 
@@ -342,6 +474,83 @@ def sequence_gaps(events: dict[str, SourceEvent]) -> int:
     return sum(max(s) - len(s) for s in seqs.values())
 
 
+AlertSlot = tuple[str, str, int]
+"""(rule, rate key, window start): what an alert is about; its ``alert_id`` hashes the same."""
+
+
+def expected_alerts(
+    events: dict[str, SourceEvent],
+    window_ms: int,
+    auth_failure_min: int = PipelineSettings.model_fields["auth_failure_min"].default,
+    auth_failure_ratio: float = PipelineSettings.model_fields["auth_failure_ratio"].default,
+) -> set[AlertSlot]:
+    """The auth_failures alerts the source events call for, from ground truth: per (key,
+    window), at least ``auth_failure_min`` refused calls that are at least ``auth_failure_ratio``
+    of the window's calls. (The traffic's steady keys stay far below every rule.)"""
+    calls: Counter[tuple[str, int]] = Counter()
+    refused: Counter[tuple[str, int]] = Counter()
+    for ev in events.values():
+        slot = (ev.key, ev.event_ms - ev.event_ms % window_ms)
+        calls[slot] += 1
+        if ev.status in AUTH_FAILURE_STATUSES:
+            refused[slot] += 1
+    return {
+        ("auth_failures", key, start)
+        for (key, start), n in refused.items()
+        if n >= auth_failure_min and n >= auth_failure_ratio * calls[(key, start)]
+    }
+
+
+@dataclass
+class AlertCheck:
+    """The alerts topic against the expected alerts (pure; see ``check_alerts``)."""
+
+    expected: int = 0
+    alerts: int = 0
+    missing: list[AlertSlot] = field(default_factory=list)
+    unexpected: list[AlertSlot] = field(default_factory=list)
+    repeated: int = 0
+    """Alerts sent again with the same ``alert_id`` (at-least-once delivery; allowed)."""
+    conflicting_ids: list[tuple[AlertSlot, str, list[str]]] = field(default_factory=list)
+    """(slot, severity, ids): one alert sent under different ids (not allowed)."""
+
+    def problems(self) -> list[str]:
+        out: list[str] = []
+        if self.missing:
+            out.append(
+                f"{len(self.missing)} of {self.expected} expected missing: {self.missing[:5]}"
+            )
+        if self.unexpected:
+            out.append(f"{len(self.unexpected)} unexpected: {self.unexpected[:5]}")
+        if self.conflicting_ids:
+            out.append(f"duplicates with different alert ids: {self.conflicting_ids[:5]}")
+        return out
+
+
+def check_alerts(expected: set[AlertSlot], alerts: Sequence[dict[str, Any]]) -> AlertCheck:
+    """Every expected alert present; no other alert; an alert sent more than once always with
+    the same ``alert_id`` (per slot and severity: an escalation has an id of its own)."""
+    ids: defaultdict[tuple[AlertSlot, str], set[str]] = defaultdict(set)
+    sent: Counter[str] = Counter()
+    for a in alerts:
+        slot = (str(a["rule"]), str(a["rate_key"]), int(a["window_start"]))
+        ids[(slot, str(a.get("severity")))].add(str(a["alert_id"]))
+        sent[str(a["alert_id"])] += 1
+    seen = {slot for slot, _ in ids}
+    return AlertCheck(
+        expected=len(expected),
+        alerts=len(alerts),
+        missing=sorted(expected - seen),
+        unexpected=sorted(seen - expected),
+        repeated=sum(n - 1 for n in sent.values()),
+        conflicting_ids=sorted(
+            (slot, severity, sorted(found))
+            for (slot, severity), found in ids.items()
+            if len(found) > 1
+        ),
+    )
+
+
 def _json_values(records: Sequence[Record]) -> list[dict[str, Any]]:
     return [json.loads(r.value or b"null") for r in records]
 
@@ -353,9 +562,12 @@ def verify(
     dead_letters: Sequence[Record],
     reconciliation: Sequence[Record] | None,
     window_ms: int = WINDOW_SECONDS * 1000,
+    alerts: Sequence[Record] | None = None,
 ) -> Verification:
     events, repeated, raw_records = source_events(raw)
     v = Verification(events=len(events), raw_duplicates=repeated)
+    if alerts is not None:
+        v.alerts = check_alerts(expected_alerts(events, window_ms), _json_values(alerts))
     v.sequence_gaps = sequence_gaps(events)
 
     enriched_values = _json_values(enriched)
@@ -546,6 +758,19 @@ class Broker:
         if proc.returncode != 0:
             raise FaultsError(f"kafka.sh down failed:\n{(proc.stdout + proc.stderr)[-3000:]}")
 
+    def pid(self) -> int:
+        """The broker JVM's pid, from the pid file ``scripts/kafka.sh`` keeps, checked against
+        the process's command line (pids are reused)."""
+        state = LOCAL / f"kafka-{self.port}"
+        try:
+            pid = int((state / "kafka.pid").read_text().strip())
+        except (OSError, ValueError) as e:
+            raise FaultsError(f"no broker pid file in {state}: {e}") from e
+        args = _cmdline(pid)
+        if _BROKER_CLASS not in args or str(state / "server.properties") not in args:
+            raise FaultsError(f"pid {pid} in {state}/kafka.pid is not this run's broker")
+        return pid
+
 
 class Cluster:
     """The local session cluster of ``scripts/flink-cluster.sh`` on this run's REST port, and
@@ -707,12 +932,18 @@ class Traffic(threading.Thread):
         keys: int,
         seed: int,
         client_log: logging.Logger,
+        burst_events: int = 0,
     ) -> None:
         super().__init__(name="faults-traffic", daemon=True)
         self.bootstrap = bootstrap
         self.topic = topic
         self.plan = plan
         self.events = SequencedEvents([f"fk{i:02d}" for i in range(keys)], seed)
+        # Each burst is a key of its own ("fb<n>"): no history, so no baseline rule can fire
+        # for it, and its window's calls are all refused.
+        self.burst_events = burst_events
+        self.bursts_requested = 0
+        self.bursts_sent = 0
         self.rng = random.Random(seed * 7919 + 1)
         self.client_log = client_log
         self.stop_event = threading.Event()
@@ -798,43 +1029,229 @@ class Traffic(threading.Thread):
                     with self.lock:
                         self.produced += size
                         self.records += 1
+                if self.bursts_sent < self.bursts_requested:
+                    self._burst(producer, parts)
                 producer.poll(0)
                 self.stop_event.wait(0.05)
         finally:
             self.unflushed = producer.flush(120)
+
+    def _burst(self, producer: Producer, parts: list[int]) -> None:
+        """One APISIX batch of refused calls by one key, all in one window: sent only early in
+        a window (1 to 5 s in), so the batch cannot straddle a window boundary."""
+        now_ms = int(time.time() * 1000)
+        into = now_ms % (WINDOW_SECONDS * 1000)
+        if not 1000 <= into <= 5000:
+            return
+        key = self.burst_key(self.bursts_sent)
+        self.bursts_sent += 1
+        events = SequencedEvents([key], self.rng.randrange(1 << 30))
+        entries = []
+        ids = []
+        refused = min(AUTH_FAILURE_STATUSES)
+        for i in range(self.burst_events):
+            entry, _, seq = events.next_entry(now_ms + i)
+            entry["response"]["status"] = refused
+            entries.append(entry)
+            ids.append(f"{key}-{seq}")
+        partition = self.rng.choice(parts)
+        payload = json.dumps(entries, separators=(",", ":")).encode()
+        producer.produce(
+            self.topic, value=payload, partition=partition,
+            on_delivery=self._on_delivery(ids, partition),
+        )  # fmt: skip
+        with self.lock:
+            self.produced += len(entries)
+            self.records += 1
+
+    @staticmethod
+    def burst_key(n: int) -> str:
+        return f"fb{n}"
+
+    def request_burst(self) -> str:
+        """Ask for the next burst (sent within a window's first seconds); its key."""
+        with self.lock:
+            self.bursts_requested += 1
+            return self.burst_key(self.bursts_requested - 1)
 
     def snapshot(self) -> tuple[int, int, int]:
         with self.lock:
             return self.produced, self.delivered, len(self.failed)
 
 
-class CommittedIds:
-    """An incremental read_committed reader of the enriched topic: request ids seen so far."""
+@dataclass
+class StallWatch:
+    """Decides, without any broker, whether an incremental reader is stalled (pure).
 
-    def __init__(self, bootstrap: str, topic: str, client_log: logging.Logger) -> None:
-        self.consumer = Consumer(
+    Per partition, ``reached`` is how far the reader is known to have read: the offset after
+    its last record, or the offset of an end-of-partition event (for a read_committed reader
+    that is the last stable offset, past aborted records and transaction markers). The reader
+    is stalled on a partition whose committed end (from the broker) stays above ``reached``
+    for ``stall_after_s`` while ``reached`` does not move: committed data it does not fetch.
+    A reader that merely has not been polled is not judged: only observations count.
+    """
+
+    stall_after_s: float
+    reached: dict[int, int] = field(default_factory=dict)
+    behind_since: dict[int, float] = field(default_factory=dict)
+
+    def progress(self, partition: int, offset: int) -> bool:
+        """The reader got a record at ``offset - 1`` or reached the end at ``offset``; whether
+        that is further than before."""
+        if offset <= self.reached.get(partition, 0):
+            return False
+        self.reached[partition] = offset
+        self.behind_since.pop(partition, None)
+        return True
+
+    def stalled(self, now: float, committed_ends: dict[int, int]) -> list[int]:
+        """Partitions stalled at ``now`` given the broker's committed ends (read_committed
+        end offsets) observed at ``now``."""
+        out = []
+        for p, end in committed_ends.items():
+            if end <= self.reached.get(p, 0):
+                self.behind_since.pop(p, None)
+                continue
+            since = self.behind_since.setdefault(p, now)
+            if now - since >= self.stall_after_s:
+                out.append(p)
+        return sorted(out)
+
+    def restart(self, now: float) -> None:
+        """A new reader starts from ``reached``: its own time to show progress."""
+        for p in self.behind_since:
+            self.behind_since[p] = now
+
+
+class CommittedIds:
+    """An incremental read_committed reader of the enriched topic: request ids seen so far.
+
+    It must survive every fault the run injects. A librdkafka consumer with assigned partitions
+    can stop fetching after a broker restart without any error (librdkafka issue 5153; seen in
+    ``make faults`` on 2026-12-05: stuck at 2,546 of 17,096 events). So every few seconds it
+    compares what it read with the topic's committed ends (``StallWatch``); a stalled consumer
+    is replaced by a new one that starts where the old one stopped, and if that does not help
+    either, the run fails with the reader named as the cause.
+    """
+
+    CHECK_EVERY_S: Final = 2.0
+    MAX_RESTARTS_WITHOUT_PROGRESS: Final = 3
+
+    def __init__(
+        self,
+        bootstrap: str,
+        topic: str,
+        client_log: logging.Logger,
+        stall_after_s: float = 30.0,
+        log: Callable[[str], None] | None = None,
+    ) -> None:
+        self.bootstrap = bootstrap
+        self.topic = topic
+        self.client_log = client_log
+        self.log = log or (lambda _m: None)
+        self.ids: Counter[str] = Counter()
+        self.watch = StallWatch(stall_after_s)
+        self.restarts = 0
+        self.restarts_without_progress = 0
+        self.errors = 0
+        admin_conf: dict[str, Any] = {"bootstrap.servers": bootstrap, "logger": client_log}
+        self._admin = AdminClient(admin_conf)
+        self._next_check = 0.0
+        self._pending: tuple[float, dict[TopicPartition, Any]] | None = None
+        self.committed_ends: dict[int, int] = {}
+        self.consumer = self._consumer(dict.fromkeys(range(PARTITIONS), 0))
+
+    def _consumer(self, start: dict[int, int]) -> Consumer:
+        consumer = Consumer(
             {
-                "bootstrap.servers": bootstrap,
+                "bootstrap.servers": self.bootstrap,
                 "group.id": f"faults-progress-{secrets.token_hex(4)}",
                 "isolation.level": "read_committed",
                 "enable.auto.commit": False,
+                "enable.partition.eof": True,
                 "auto.offset.reset": "earliest",
-                "logger": client_log,
+                "logger": self.client_log,
             }
         )
-        self.consumer.assign([TopicPartition(topic, p, 0) for p in range(PARTITIONS)])
-        self.ids: Counter[str] = Counter()
+        consumer.assign([TopicPartition(self.topic, p, o) for p, o in sorted(start.items())])
+        return consumer
 
     def poll(self, budget_s: float = 1.0) -> None:
         deadline = time.monotonic() + budget_s
         while time.monotonic() < deadline:
             msgs = self.consumer.consume(num_messages=5000, timeout=0.2)
-            if not msgs:
-                return
             for m in msgs:
-                if m.error() is None:
-                    value = json.loads(m.value() or b"null")
-                    self.ids[str(value.get("request_id"))] += 1
+                partition, offset, err = m.partition(), m.offset(), m.error()
+                if err is not None:
+                    if err.code() == KafkaError._PARTITION_EOF:
+                        if (
+                            partition is not None
+                            and offset is not None
+                            and self.watch.progress(partition, offset)
+                        ):
+                            self.restarts_without_progress = 0
+                    else:
+                        self.errors += 1
+                        self.client_log.warning("progress reader: %s", err)
+                    continue
+                value = json.loads(m.value() or b"null")
+                self.ids[str(value.get("request_id"))] += 1
+                if partition is not None and offset is not None:
+                    self.watch.progress(partition, offset + 1)
+                    self.restarts_without_progress = 0
+            if not msgs:
+                break
+        self._check()
+
+    def _check(self) -> None:
+        """Judge the reader by the committed ends; the request is asynchronous, so a broker
+        that is down delays the judgement, never the caller."""
+        now = time.monotonic()
+        if self._pending is None:
+            if now >= self._next_check:
+                request = {
+                    TopicPartition(self.topic, p): OffsetSpec.latest() for p in range(PARTITIONS)
+                }
+                futures = self._admin.list_offsets(
+                    request, isolation_level=IsolationLevel.READ_COMMITTED, request_timeout=10
+                )
+                self._pending = (now, futures)
+            return
+        asked_at, futures = self._pending
+        if not all(f.done() for f in futures.values()):
+            return
+        self._pending = None
+        self._next_check = now + self.CHECK_EVERY_S
+        try:
+            self.committed_ends = {tp.partition: f.result().offset for tp, f in futures.items()}
+        except KafkaException:
+            return  # the broker is down or busy: nothing to judge the reader by
+        # Judged as of the request: what the reader reached since then only helps it.
+        stalled = self.watch.stalled(asked_at, self.committed_ends)
+        if not stalled:
+            return
+        if self.restarts_without_progress >= self.MAX_RESTARTS_WITHOUT_PROGRESS:
+            raise FaultsError(
+                f"progress reader of {self.topic} stalled on partitions {stalled} at "
+                f"{self.watch.reached} (committed ends {self.committed_ends}) through "
+                f"{self.restarts_without_progress} new consumers"
+            )
+        self.restarts += 1
+        self.restarts_without_progress += 1
+        self.log(
+            f"progress reader stalled on partitions {stalled} at {self.watch.reached} while "
+            f"the committed ends are {self.committed_ends}; new consumer from there"
+        )
+        with suppress(KafkaException, RuntimeError):
+            self.consumer.close()
+        self.consumer = self._consumer({p: self.watch.reached.get(p, 0) for p in range(PARTITIONS)})
+        self.watch.restart(now)
+
+    def caught_up(self) -> bool:
+        """Read everything committed as of the last check."""
+        return bool(self.committed_ends) and all(
+            end <= self.watch.reached.get(p, 0) for p, end in self.committed_ends.items()
+        )
 
     @property
     def total(self) -> int:
@@ -845,10 +1262,10 @@ class CommittedIds:
 
 
 def _end_offsets(
-    admin: AdminClient, topics: Sequence[str], level: IsolationLevel
+    admin: AdminClient, topics: Sequence[str], level: IsolationLevel, timeout_s: float = 30
 ) -> dict[tuple[str, int], int]:
     request = {TopicPartition(t, p): OffsetSpec.latest() for t in topics for p in range(PARTITIONS)}
-    futures = admin.list_offsets(request, isolation_level=level, request_timeout=30)
+    futures = admin.list_offsets(request, isolation_level=level, request_timeout=timeout_s)
     return {(tp.topic, tp.partition): f.result().offset for tp, f in futures.items()}
 
 
@@ -903,6 +1320,49 @@ def _checkpoint_dirs(root: Path) -> dict[int, bool]:
     return out
 
 
+@dataclass
+class CheckpointKills:
+    """When ``tm-kill:every-checkpoint`` kills (pure): on the first checkpoint that completes
+    after the previous kill, ``kills`` times in a row.
+
+    ``seen_at`` is when each ``chk-<n>`` directory was first seen. A checkpoint counts only if
+    its directory appeared after the previous kill (after the fault began, for the first): one
+    the dying job completed (its acks were in before the kill) is not the restored job's.
+    """
+
+    kills: int
+    since: float
+    """Monotonic time of the previous kill (of the fault's start, before the first)."""
+    killed: list[int] = field(default_factory=list)
+
+    @property
+    def finished(self) -> bool:
+        return len(self.killed) >= self.kills
+
+    def due(self, dirs: dict[int, bool], seen_at: dict[int, float]) -> int | None:
+        """The checkpoint to kill on now, or None to keep waiting."""
+        if self.finished:
+            return None
+        done = [
+            n
+            for n, complete in dirs.items()
+            if complete
+            and seen_at.get(n, self.since) > self.since
+            and n > max(self.killed, default=0)
+        ]
+        return max(done, default=None)
+
+    def record(self, checkpoint: int, at: float) -> None:
+        self.killed.append(checkpoint)
+        self.since = at
+
+
+def restoring_tasks(job: dict[str, Any]) -> int:
+    """Tasks of a job (REST ``/jobs/<id>``) that are INITIALIZING: deployed on a TaskManager
+    and restoring their state, the moment ``kill-during-recovery`` kills again."""
+    return sum(int(v.get("tasks", {}).get("INITIALIZING", 0)) for v in job.get("vertices", []))
+
+
 class Harness:
     def __init__(self, cfg: FaultsConfig, log: Callable[[str], None]) -> None:
         self.cfg = cfg
@@ -924,6 +1384,15 @@ class Harness:
             roles.append("reconciliation")
         self.topics = {r: f"faults.{self.run_id}.{r}" for r in roles}
         self.plan = TrafficPlan.for_run(cfg.duration_s, cfg.rate, cfg.idle_timeout_s)
+        faults = cfg.fault_plan()
+        self.parallelism = initial_parallelism(faults)
+        # A pause past the sinks' transaction timeout must fit the run: the shortest timeout
+        # the job accepts, for the whole run (a restored job keeps its sinks' settings).
+        self.transaction: tuple[int, int] | None = (
+            short_transaction_flags(cfg.checkpoint_interval_s)
+            if "tm-pause-past-txn" in faults
+            else None
+        )
         self.traffic: Traffic | None = None
         self.progress: CommittedIds | None = None
         self.job_id: str | None = None
@@ -931,6 +1400,8 @@ class Harness:
         self.paused: list[int] = []
         self.orphan_candidates: list[tuple[int, list[str]]] = []
         self.orphans_killed = 0
+        self.supervised = 0
+        """TaskManagers started because none ran (see ``_supervise``)."""
         self.problems: list[str] = []
         self.started_broker = False
         self.started_cluster = False
@@ -1031,9 +1502,15 @@ class Harness:
             "--idle-timeout-seconds", str(self.cfg.idle_timeout_s),
             "--out-of-orderness-seconds", str(self.cfg.out_of_orderness_s),
             "--window-seconds", str(WINDOW_SECONDS),
-            "--parallelism", str(PARTITIONS),
+            "--parallelism", str(self.parallelism),
             "--job-name", f"faults-{self.run_id}",
         ]  # fmt: skip
+        if self.transaction is not None:
+            timeout_ms, restart_s = self.transaction
+            flags += [
+                "--transaction-timeout-ms", str(timeout_ms),
+                "--expected-restart-seconds", str(restart_s),
+            ]  # fmt: skip
         if self.has_reconciliation:
             flags += ["--reconciliation-topic", t["reconciliation"]]
         return flags + list(self.cfg.job_args)
@@ -1115,6 +1592,8 @@ class Harness:
         status = ""
         while True:
             self._check_traffic()
+            self.poll_progress()
+            self._supervise()
             ok, status = self._recovered(since_ms)
             if ok:
                 return time.time() - since_ms / 1000 if since_ms else 0.0
@@ -1124,10 +1603,27 @@ class Harness:
                 )
             time.sleep(_POLL_S)
 
-    def reap_orphans(self) -> str:
-        """Worker processes of a killed TaskManager that outlived it: killed, never left behind."""
+    def _supervise(self) -> None:
+        """Start a TaskManager when none runs, as a supervisor (Kubernetes, systemd) would: a
+        TaskManager that its JobManager declared lost (after a long pause) exits on its own
+        once it can run again."""
+        if self.paused or self.cluster.tm_pids():
+            return
+        self.log("no TaskManager process; starting one, as a supervisor would")
+        self.cluster.start_daemon("taskmanager.sh")
+        self.supervised += 1
+
+    def reap_orphans(self, keep_under: int | None = None) -> str:
+        """Worker processes of a killed TaskManager (or of a killed Python worker) that outlived
+        it: killed, never left behind; those still under ``keep_under`` (a live TaskManager)
+        are its own and stay."""
+        keep = set(descendants(keep_under)) if keep_under is not None else set()
         # Same pid and same command line: a pid reused meanwhile belongs to someone else.
-        left = [p for p, args in self.orphan_candidates if alive(p) and _cmdline(p) == args]
+        left = [
+            p
+            for p, args in self.orphan_candidates
+            if p not in keep and alive(p) and _cmdline(p) == args
+        ]
         self.orphan_candidates = []
         if not left:
             return ""
@@ -1155,7 +1651,30 @@ class Harness:
         end = time.monotonic() + seconds
         while time.monotonic() < end:
             self._check_traffic()
+            self.poll_progress()
             time.sleep(min(_POLL_S, max(0.0, end - time.monotonic())))
+
+    def poll_progress(self, budget_s: float = 0.2) -> None:
+        """Keep the progress reader reading (and judged) through every fault, not only at the
+        end: a reader that stalls at a broker restart is replaced right then."""
+        if self.progress is not None:
+            self.progress.poll(budget_s)
+
+    def alert_burst(self) -> None:
+        """One refused-call burst, waited for until the enriched topic holds all of it."""
+        assert self.traffic is not None and self.progress is not None
+        key = self.traffic.request_burst()
+        last = f"{key}-{self.traffic.burst_events}"
+        t0 = time.monotonic()
+        while last not in self.progress.ids:
+            self._check_traffic()
+            if time.monotonic() - t0 > self.cfg.recovery_timeout_s:
+                raise FaultsError(
+                    f"burst {key} not in the enriched topic after {time.monotonic() - t0:.0f}s"
+                )
+            self.poll_progress()
+            time.sleep(_POLL_S)
+        self.log(f"burst {key} enriched ({time.monotonic() - t0:.1f}s)")
 
     def progress_line(self) -> str:
         assert self.traffic is not None and self.progress is not None
@@ -1175,20 +1694,43 @@ class Harness:
         restarts_before = self.restarts()
         checkpoint: int | None = None
         phase = kind.split(":", 1)[1] if kind.startswith("tm-kill:") else ""
-        if phase:
+        step = rescale_step(kind)
+        if phase == "every-checkpoint":
+            result.detail, since_ms = self.tm_kill_every_checkpoint(index, kind)
+        elif phase:
             result.detail, since_ms, checkpoint = self.tm_kill(phase)
+        elif kind == "kill-during-recovery":
+            result.detail, since_ms = self.kill_during_recovery()
         elif kind == "tm-pause":
             result.detail, since_ms = self.tm_pause()
+        elif kind == "tm-pause-past-txn":
+            result.detail, since_ms = self.tm_pause_past_txn()
+        elif kind == "py-worker-kill":
+            result.detail, since_ms = self.py_worker_kill()
         elif kind == "broker-restart":
             result.detail, since_ms = self.broker_restart()
+        elif kind == "broker-kill9":
+            result.detail, since_ms = self.broker_kill9()
+        elif kind == "broker-stop":
+            result.detail, since_ms = self.broker_stop()
         elif kind == "jm-kill":
             result.detail, since_ms = self.jm_kill()
+        elif step is not None:
+            result.detail, since_ms = self.rescale(*step)
         else:
             raise FaultsError(f"unknown fault {kind}")
         injected.append(result)
+        supervised = self.supervised
         result.recovery_s = self.wait_recovered(since_ms, f"fault {index} ({kind})")
-        if phase:
+        if self.supervised > supervised:
+            result.detail += (
+                f"; the TaskManager exited on its own, {self.supervised - supervised} started anew"
+            )
+        if kind == "py-worker-kill":
+            result.detail += self.reap_orphans(keep_under=self._one_tm())
+        elif phase or kind == "kill-during-recovery":
             result.detail += self.reap_orphans()
+        if phase or kind in ("kill-during-recovery", "py-worker-kill", "tm-pause-past-txn"):
             result.detail += (
                 f"; restarts {restarts_before}->{self.restarts()}, restored checkpoint "
                 f"{self.restored_checkpoint()}"
@@ -1330,6 +1872,215 @@ class Harness:
             up_ms,
         )
 
+    def _kill_tm(self) -> tuple[int, int]:
+        """kill -9 the TaskManager, start a new one; (old pid, kill time in epoch ms). Its
+        Python workers become orphan candidates (reaped after recovery)."""
+        pid = self._one_tm()
+        workers = [(w, _cmdline(w)) for w in descendants(pid)]
+        os.kill(pid, signal.SIGKILL)
+        killed_ms = int(time.time() * 1000)
+        if wait_gone([pid], 15):
+            raise FaultsError(f"TaskManager {pid} survived SIGKILL")
+        self.cluster.start_daemon("taskmanager.sh")
+        self.orphan_candidates.extend(workers)
+        return pid, killed_ms
+
+    def tm_kill_every_checkpoint(self, index: int, kind: str) -> tuple[str, int]:
+        """kill -9 the TaskManager right after each of ``EVERY_CHECKPOINT_KILLS`` checkpoints
+        in a row, each the first one the restored job completes: it never runs a checkpoint
+        interval without being killed again."""
+        self._one_tm()
+        assert self.job_id is not None
+        root = self.cluster.checkpoints / self.job_id
+        kills = CheckpointKills(EVERY_CHECKPOINT_KILLS, since=time.monotonic())
+        seen_at = dict.fromkeys(_checkpoint_dirs(root), kills.since - 1)
+        deadline = time.monotonic() + self.cfg.recovery_timeout_s
+        killed_ms = 0
+        pids: list[int] = []
+        while not kills.finished:
+            self._check_traffic()
+            dirs = _checkpoint_dirs(root)
+            now = time.monotonic()
+            for n in dirs:
+                seen_at.setdefault(n, now)
+            due = kills.due(dirs, seen_at)
+            if due is not None:
+                pid, killed_ms = self._kill_tm()
+                pids.append(pid)
+                kills.record(due, time.monotonic())
+                self.log(f"fault {index} ({kind}): kill {len(kills.killed)} on checkpoint {due}")
+                deadline = time.monotonic() + self.cfg.recovery_timeout_s
+            elif now > deadline:
+                raise FaultsError(
+                    f"fault {index} ({kind}): no checkpoint completed after kill "
+                    f"{len(kills.killed)} within {self.cfg.recovery_timeout_s:.0f}s"
+                )
+            time.sleep(_PHASE_POLL_S)
+        return (
+            f"kill -9 TaskManagers {pids} right after checkpoints {kills.killed} completed, each "
+            "the first one completed after the previous kill; a new TaskManager each time",
+            killed_ms,
+        )
+
+    def kill_during_recovery(self) -> tuple[str, int]:
+        """kill -9 the TaskManager, then the new one while the job's tasks restore their state
+        on it (INITIALIZING)."""
+        assert self.job_id is not None
+        self._one_tm()
+        delay = self.rng.uniform(0.0, self.cfg.checkpoint_interval_s)
+        time.sleep(delay)  # a random moment relative to the checkpoints
+        first, _ = self._kill_tm()
+        t0 = time.monotonic()
+        deadline = t0 + self.cfg.recovery_timeout_s
+        failed_over = False  # the JobManager notices the lost TaskManager only after a while
+        while True:
+            self._check_traffic()
+            with suppress(urllib.error.URLError, OSError, ValueError, KeyError):
+                job = self.cluster.rest.job(self.job_id)
+                restoring = restoring_tasks(job)
+                if restoring:
+                    break
+                tasks = [str(v["status"]) for v in job.get("vertices", [])]
+                running = job["state"] == "RUNNING" and all(t == "RUNNING" for t in tasks)
+                if running and failed_over:
+                    raise FaultsError("the job recovered before a task was seen restoring")
+                failed_over = failed_over or not running
+            if time.monotonic() > deadline:
+                raise FaultsError("no task restored its state after the first kill")
+            time.sleep(0.02)
+        second, killed_ms = self._kill_tm()
+        return (
+            f"kill -9 TaskManager {first} at a random moment ({delay:.2f}s), then its successor "
+            f"{second} {time.monotonic() - t0:.1f}s later while {restoring} tasks were restoring "
+            "state (INITIALIZING); a new TaskManager each time",
+            killed_ms,
+        )
+
+    def tm_pause_past_txn(self) -> tuple[str, int]:
+        """SIGSTOP the TaskManager and its workers while its sinks' transactions hold records
+        (some output partition's read_committed end is below its high watermark), until Kafka
+        has aborted them (the transaction timeout has passed and every read_committed end
+        reached its high watermark), then SIGCONT. The JobManager meanwhile declares the
+        TaskManager lost and fails over; the job must write the aborted records again."""
+        assert self.transaction is not None
+        timeout_s = self.transaction[0] / 1000
+        pid = self._one_tm()
+        attempts = 20
+        attempt = 0
+        while True:
+            attempt += 1
+            # A random moment; right after a commit the new transactions may hold nothing yet.
+            time.sleep(self.rng.uniform(0.0, self.cfg.checkpoint_interval_s))
+            pids = [pid, *descendants(pid)]
+            self.paused = pids
+            _signal(pids, signal.SIGSTOP)
+            paused_at = time.monotonic()
+            # Frozen writers: what is open now stays open until Kafka aborts it.
+            open_at_pause = stuck_transactions(
+                self.broker.bootstrap, self.output_topics(), self.client_log, 0
+            )
+            if open_at_pause:
+                break
+            _signal(list(reversed(pids)), signal.SIGCONT)
+            self.paused = []
+            if attempt == attempts:
+                raise FaultsError(f"no open transaction at any of {attempts} pauses")
+        while time.monotonic() - paused_at < timeout_s:
+            self.poll_progress()
+            time.sleep(_POLL_S)
+        # The broker aborts expired transactions on its own schedule (every 10 s by default).
+        still_open = stuck_transactions(
+            self.broker.bootstrap, self.output_topics(), self.client_log, 60
+        )
+        aborted_after = time.monotonic() - paused_at
+        _signal(list(reversed(pids)), signal.SIGCONT)
+        self.paused = []
+        resumed_ms = int(time.time() * 1000)
+        if still_open:
+            self.problems.append(f"tm-pause-past-txn: transactions still open: {still_open}")
+        return (
+            f"SIGSTOP TaskManager {pid} and {len(pids) - 1} worker processes (attempt "
+            f"{attempt}) while {len(open_at_pause)} output partitions had open transactions; "
+            + (
+                f"still open after {aborted_after:.0f}s"
+                if still_open
+                else f"Kafka had aborted them {aborted_after:.0f}s in"
+            )
+            + f" (transaction timeout {timeout_s:.0f}s); SIGCONT",
+            resumed_ms,
+        )
+
+    def py_worker_kill(self) -> tuple[str, int]:
+        """kill -9 one Python worker process of the TaskManager (the TaskManager lives on)."""
+        tm = self._one_tm()
+        delay = self.rng.uniform(0.0, self.cfg.checkpoint_interval_s)
+        time.sleep(delay)  # a random moment relative to the checkpoints
+        before = [(w, _cmdline(w)) for w in descendants(tm)]
+        workers = sorted(w for w, args in before if _PY_WORKER_MODULE in args)
+        if not workers:
+            raise FaultsError(f"no Python worker ({_PY_WORKER_MODULE}) under TaskManager {tm}")
+        victim = self.rng.choice(workers)
+        os.kill(victim, signal.SIGKILL)
+        killed_ms = int(time.time() * 1000)
+        if wait_gone([victim], 15):
+            raise FaultsError(f"Python worker {victim} survived SIGKILL")
+        self.orphan_candidates = before
+        return (
+            f"kill -9 Python worker {victim}, one of {len(workers)} of TaskManager {tm}",
+            killed_ms,
+        )
+
+    def broker_kill9(self) -> tuple[str, int]:
+        pid = self.broker.pid()
+        os.kill(pid, signal.SIGKILL)
+        if wait_gone([pid], 15):
+            raise FaultsError(f"broker {pid} survived SIGKILL")
+        hold = self.rng.uniform(3.0, 6.0)
+        time.sleep(hold)  # the fault itself: the broker stays down
+        t1 = time.monotonic()
+        self.broker.up()
+        up_ms = int(time.time() * 1000)
+        return (
+            f"kill -9 broker {pid}, kept down {hold:.1f}s, restarted with log recovery "
+            f"({time.monotonic() - t1:.1f}s)",
+            up_ms,
+        )
+
+    def broker_stop(self) -> tuple[str, int]:
+        """SIGSTOP the broker (its controller too) for longer than the clients' 30 s request
+        timeout: requests in flight time out while their connections stay open."""
+        pid = self.broker.pid()
+        hold = self.rng.uniform(32.0, 40.0)
+        self.paused = [pid]
+        _signal([pid], signal.SIGSTOP)
+        time.sleep(hold)  # the fault itself: a frozen broker
+        _signal([pid], signal.SIGCONT)
+        self.paused = []
+        resumed_ms = int(time.time() * 1000)
+        return f"SIGSTOP broker {pid} for {hold:.1f}s, then SIGCONT", resumed_ms
+
+    def rescale(self, low: int, high: int) -> tuple[str, int]:
+        """Stop with a savepoint (no drain: windows stay open in it) at parallelism ``low``,
+        resubmit from it at ``high``."""
+        assert self.job_id is not None
+        if self.parallelism != low:
+            raise FaultsError(f"rescale {low}->{high}: the job runs at {self.parallelism}")
+        old = self.job_id
+        t0 = time.monotonic()
+        proc = self._submit_cli("--stop-with-savepoint", old, "--timeout", "300")
+        if proc.returncode != 0:
+            raise FaultsError(f"stop-with-savepoint failed:\n{proc.stderr[-3000:]}")
+        location = proc.stdout.strip().splitlines()[-1]
+        stopped = time.monotonic() - t0
+        self.parallelism = high
+        since_ms = int(time.time() * 1000)
+        self.submit(from_checkpoint=Path(urllib.parse.urlparse(location).path))
+        return (
+            f"stop-with-savepoint of job {old} at parallelism {low} ({stopped:.1f}s), "
+            f"resubmitted from it at parallelism {high} as job {self.job_id}",
+            since_ms,
+        )
+
     def jm_kill(self) -> tuple[str, int]:
         assert self.job_id is not None
         old = self.job_id
@@ -1399,23 +2150,40 @@ class Harness:
     # -- the end -------------------------------------------------------------------------------
 
     def wait_enriched(self, expected: int) -> None:
+        """Until the enriched topic holds ``expected`` distinct events, as long as the job's
+        committed output grows. A stalled reader is replaced or fails the run (``CommittedIds``);
+        a reader that read everything committed while the job's output stays put for
+        ``job_quiet_s`` ends the wait early: the final checks then name what is missing."""
         assert self.progress is not None
         deadline = time.monotonic() + self.cfg.final_timeout_s
+        job_quiet_s = max(60.0, 10.0 * self.cfg.checkpoint_interval_s)
+        last_ends: dict[int, int] = {}
+        ends_moved = time.monotonic()
         next_log = 0.0
         while True:
             self.progress.poll(2.0)
             distinct = len(self.progress.ids)
             if distinct >= expected:
                 return
-            if time.monotonic() > deadline:
+            now = time.monotonic()
+            ends = self.progress.committed_ends
+            if ends != last_ends:
+                last_ends, ends_moved = dict(ends), now
+            if self.progress.caught_up() and now - ends_moved > job_quiet_s:
                 self.log(
-                    f"enriched holds {distinct} of {expected} events after "
-                    f"{self.cfg.final_timeout_s:.0f}s; stopping anyway"
+                    f"enriched holds {distinct} of {expected} events and the job's committed "
+                    f"output has not grown for {job_quiet_s:.0f}s; checking what is there"
                 )
                 return
-            if time.monotonic() >= next_log:
+            if now > deadline:
+                raise FaultsError(
+                    f"enriched holds {distinct} of {expected} events after "
+                    f"{self.cfg.final_timeout_s:.0f}s while its committed output still grows "
+                    f"(reader at {self.progress.watch.reached}, committed ends {ends})"
+                )
+            if now >= next_log:
                 self.log(f"waiting for the job to catch up: enriched {distinct} of {expected}")
-                next_log = time.monotonic() + 10
+                next_log = now + 10
             time.sleep(_POLL_S)
 
     def output_topics(self) -> list[str]:
@@ -1453,17 +2221,34 @@ def run(cfg: FaultsConfig, log: Callable[[str], None] | None = None) -> Report:
         h.start()
         h.submit()
         h.wait_recovered(0, "first checkpoint")
-        h.progress = CommittedIds(h.broker.bootstrap, h.topics["enriched"], h.client_log)
+        h.progress = CommittedIds(
+            h.broker.bootstrap, h.topics["enriched"], h.client_log, cfg.stall_after_s, h.log
+        )
         h.traffic = Traffic(
-            h.broker.bootstrap, h.topics["raw"], h.plan, cfg.keys, cfg.seed, h.client_log
+            h.broker.bootstrap,
+            h.topics["raw"],
+            h.plan,
+            cfg.keys,
+            cfg.seed,
+            h.client_log,
+            burst_events=PipelineSettings.model_fields["auth_failure_min"].default
+            + ALERT_BURST_EVENTS_OVER_MIN,
         )
         h.traffic.start()
-        h.log(f"traffic at {cfg.rate:.0f} events/s: {h.plan.describe()}; plan {plan}")
+        h.log(
+            f"traffic at {cfg.rate:.0f} events/s: {h.plan.describe()}; "
+            f"{'a refused-call burst after each fault; ' if cfg.alert_bursts else ''}"
+            f"job parallelism {h.parallelism}"
+            + (f", transaction timeout {h.transaction[0]} ms" if h.transaction is not None else "")
+            + f"; plan {plan}"
+        )
         for i, kind in enumerate(plan, start=1):
             target = cfg.duration_s * (0.1 + 0.8 * (i - 1) / max(1, len(plan)))
             h.idle(max(0.0, target - h.now_s()))
             h.log(h.progress_line())
             h.inject(i, kind, report.faults)
+            if cfg.alert_bursts:
+                h.alert_burst()
             h.idle(h.rng.uniform(2.0, 5.0))
         h.idle(max(cfg.duration_s - h.now_s(), 10.0))
         h.log(h.progress_line())
@@ -1480,6 +2265,7 @@ def run(cfg: FaultsConfig, log: Callable[[str], None] | None = None) -> Report:
         report.events_checked = report.verification.events
         report.lost = len(report.verification.lost)
         report.duplicated = report.verification.duplicated
+        report.windows_differing = len(report.verification.window_mismatches)
     except FaultsError as e:
         report.problems.append(str(e))
         h.log(f"error: {e}")
@@ -1501,7 +2287,7 @@ def run(cfg: FaultsConfig, log: Callable[[str], None] | None = None) -> Report:
 def _final_checks(h: Harness, raw: list[Record], report: Report) -> Verification:
     bootstrap = h.broker.bootstrap
     outputs: dict[str, list[Record]] = {}
-    for role in ("enriched", "usage", "dlq", "reconciliation"):
+    for role in ("enriched", "usage", "dlq", "reconciliation", "alerts"):
         if role not in h.topics:
             continue
         try:
@@ -1515,6 +2301,7 @@ def _final_checks(h: Harness, raw: list[Record], report: Report) -> Verification
         outputs["usage"],
         outputs["dlq"],
         outputs.get("reconciliation"),
+        alerts=outputs["alerts"],
     )
     report.problems.extend(v.problems())
     stuck = stuck_transactions(bootstrap, h.output_topics(), h.client_log, 30)
@@ -1560,6 +2347,18 @@ def _summarise(h: Harness, report: Report) -> None:
             else "format not recognised, not checked"
         )
         h.log(f"  dead letters: {v.dead_letters}; reconciliation: {recon}")
+        if v.alerts is not None:
+            a = v.alerts
+            h.log(
+                f"  alerts: {a.alerts} read, {a.expected} expected, {len(a.missing)} missing, "
+                f"{len(a.unexpected)} unexpected, {a.repeated} sent again with the same id, "
+                f"{len(a.conflicting_ids)} with different ids"
+            )
+    if h.progress is not None:
+        h.log(
+            f"  progress reader: {h.progress.restarts} stalls recovered with a new consumer, "
+            f"{h.progress.errors} consumer errors"
+        )
     if h.orphans_killed:
         h.log(
             f"  note: {h.orphans_killed} Python worker processes (pyflink-udf-runner.sh, "
@@ -1576,7 +2375,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         description=(__doc__ or "").split("\n\n")[0],
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    parser.add_argument("--faults", type=int, default=10, help="faults to inject")
+    parser.add_argument(
+        "--faults", type=int, default=len(FULL_PLAN), help="faults to inject (from the full plan)"
+    )
     parser.add_argument("--duration", type=float, default=300.0, help="seconds of traffic at least")
     parser.add_argument("--rate", type=float, default=40.0, help="events per second")
     parser.add_argument("--seed", type=int, default=1)
@@ -1585,7 +2386,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument(
         "--plan",
-        help=f"comma-separated fault kinds instead of the default plan ({', '.join(FULL_PLAN)})",
+        help=f"comma-separated fault kinds, any of {', '.join(sorted(FAULT_KINDS))}, instead "
+        f"of the full plan ({', '.join(FULL_PLAN)})",
     )
     parser.add_argument(
         "--kafka-port",
