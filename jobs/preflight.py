@@ -76,11 +76,21 @@ def admin_config(cfg: PipelineSettings, environ: Mapping[str, str]) -> dict[str,
     )
 
 
-def missing_topics_message(missing: Sequence[str], bootstrap: str) -> str:
+def missing_topics_message(
+    missing: Sequence[str], bootstrap: str, principal: str | None = None
+) -> str:
+    # Under ACLs a topic the principal may not describe is absent from the metadata too, and
+    # `make topics` would then fail on it: name both causes.
+    seen = "" if principal is None else f" or is not visible to principal '{principal}'"
     if len(missing) == 1:
-        return f"topic '{missing[0]}' does not exist on {bootstrap}; create it with {TOPICS_HINT}"
+        return (
+            f"topic '{missing[0]}' does not exist on {bootstrap}{seen}; "
+            f"create it with {TOPICS_HINT}"
+        )
     names = ", ".join(f"'{t}'" for t in missing)
-    return f"topics {names} do not exist on {bootstrap}; create them with {TOPICS_HINT}"
+    verb = "do not exist" if principal is None else "do not exist or are not visible"
+    who = "" if principal is None else f" to principal '{principal}'"
+    return f"topics {names} {verb} on {bootstrap}{who}; create them with {TOPICS_HINT}"
 
 
 def check_topics(cfg: PipelineSettings, partitions: Mapping[str, int]) -> int:
@@ -88,7 +98,10 @@ def check_topics(cfg: PipelineSettings, partitions: Mapping[str, int]) -> int:
     brokers do not have."""
     missing = [t for t in cfg.topics_by_role().values() if t not in partitions]
     if missing:
-        raise PreflightError(missing_topics_message(missing, cfg.bootstrap_servers))
+        principal = (
+            cfg.kafka_sasl_username if cfg.kafka_security_protocol.startswith("SASL") else None
+        )
+        raise PreflightError(missing_topics_message(missing, cfg.bootstrap_servers, principal))
     raw = partitions[cfg.raw_topic]
     log.info("raw topic %s has %d partitions (parallelism %d)", cfg.raw_topic, raw, cfg.parallelism)
     if cfg.parallelism > raw:
@@ -108,15 +121,25 @@ def _reason(e: KafkaException) -> str:
     return str(error.str()) if isinstance(error, KafkaError) else str(e)
 
 
-def read_brokers(admin: Any, bootstrap: str, timeout_s: float) -> BrokerView:
+def read_brokers(
+    admin: Any, bootstrap: str, timeout_s: float, authenticated: bool = False
+) -> BrokerView:
     """Topic partitions and transaction.max.timeout.ms; PreflightError if unreachable."""
     try:
         metadata = admin.list_topics(timeout=timeout_s)
     except KafkaException as e:
+        # With TLS or SASL a refused handshake or password looks the same from here as a broker
+        # that is down, so the advice names the credentials too.
+        creds = (
+            f"check --kafka-security-protocol, the SASL/TLS settings and {SASL_PASSWORD_ENV}, "
+            if authenticated
+            else ""
+        )
         raise PreflightError(
             f"cannot read topic metadata from the Kafka brokers at {bootstrap} within "
             f"{timeout_s:.0f} s ({_reason(e)}); start them (make kafka-up), fix "
-            f"--bootstrap-servers, or pass {NO_PREFLIGHT_FLAG} if only the cluster reaches them"
+            f"--bootstrap-servers, {creds}or pass {NO_PREFLIGHT_FLAG} if only the cluster "
+            "reaches them"
         ) from None
     partitions = {
         name: len(topic.partitions)
@@ -160,7 +183,9 @@ def check_brokers(
         return None
     # librdkafka's own log lines go through this logger instead of raw to stderr.
     admin = admin_factory(conf | {"logger": log})
-    view = read_brokers(admin, cfg.bootstrap_servers, timeout_s)
+    view = read_brokers(
+        admin, cfg.bootstrap_servers, timeout_s, cfg.kafka_security_protocol != "PLAINTEXT"
+    )
     raw_partitions = check_topics(cfg, view.partitions)
     broker_max = view.transaction_max_timeout_ms
     if broker_max is None:

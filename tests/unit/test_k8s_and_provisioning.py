@@ -513,12 +513,19 @@ def test_network_policy_fronts_the_rest_api(
     assert {"podSelector": {"matchLabels": REST_CLIENT_LABEL}} in peers
     assert len(peers) == 2
     assert all("ipBlock" not in p for p in peers)
-    # Any other ingress comes from the cluster's own pods only (TaskManagers: RPC, blob server).
-    for rule in other_rules:
-        assert rule["from"] == [{"podSelector": {"matchLabels": {"app": cluster_id}}}]
+    # The only other ingress: the cluster's own pods, on the RPC and blob server ports only (a
+    # TaskManager on the REST port could submit code that runs in the JobManager).
+    conf = deployment["spec"]["flinkConfiguration"]
+    (internal,) = other_rules
+    assert internal["from"] == [{"podSelector": {"matchLabels": {"app": cluster_id}}}]
+    internal_ports = {p["port"] for p in internal["ports"]}
+    assert internal_ports == {
+        int(conf["jobmanager.rpc.port"]),
+        int(conf["blob.server.port"]),
+    }
+    assert REST_PORT not in internal_ports
     # Nothing else in the manifests may publish the REST API around the policy.
     assert "ingress" not in deployment["spec"]
-    conf = deployment["spec"]["flinkConfiguration"]
     assert conf.get("kubernetes.rest-service.exposed.type", "ClusterIP") == "ClusterIP"
     assert int(conf.get("rest.port", REST_PORT)) == REST_PORT
 

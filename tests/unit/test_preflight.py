@@ -248,3 +248,25 @@ def test_admin_config_per_protocol() -> None:
         PASSWORD,
     )
     assert "ssl.endpoint.identification.algorithm" not in conf
+
+
+def test_a_topic_hidden_by_acls_is_named_as_possibly_invisible_to_the_principal() -> None:
+    cfg = _settings(**SASL)
+    topics = _all_topics(cfg)
+    del topics["gateway.alerts"]
+    with pytest.raises(PreflightError) as exc:
+        check_brokers(cfg, {SASL_PASSWORD_ENV: PASSWORD}, FakeAdmin(topics))
+    assert str(exc.value) == (
+        f"topic 'gateway.alerts' does not exist on {BOOTSTRAP} or is not visible to principal "
+        "'gateway-pipeline'; create it with make topics (or tools.topics)"
+    )
+
+
+def test_an_unreachable_secured_broker_names_the_credentials() -> None:
+    cfg = _settings(**SASL)
+    with pytest.raises(PreflightError) as exc:
+        check_brokers(cfg, {SASL_PASSWORD_ENV: PASSWORD}, FakeAdmin({}, unreachable=True))
+    assert f"check --kafka-security-protocol, the SASL/TLS settings and {SASL_PASSWORD_ENV}" in str(
+        exc.value
+    )
+    assert PASSWORD not in str(exc.value)
