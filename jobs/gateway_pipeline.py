@@ -283,7 +283,10 @@ def build_pipeline(
             ),
             WINDOW_TYPE,
         )
-        .process(KeyedWindows(cfg.window_seconds * 1000, early_min), output_type=USAGE_TYPE)
+        .process(
+            KeyedWindows(cfg.window_seconds * 1000, early_min, cfg.max_open_windows_per_key),
+            output_type=USAGE_TYPE,
+        )
         .uid(keyed_uid["windows"])
         .name("per-key event-time windows, late corrections")
     )
@@ -292,7 +295,10 @@ def build_pipeline(
     # Python, per rate key: anomaly detection on the usage and early records.
     alerts = (
         usage.key_by(RateKey())
-        .process(DetectAnomalies(detector, cfg.state_ttl_hours), output_type=KEYED_JSON_TYPE)
+        .process(
+            DetectAnomalies(detector, cfg.state_ttl_hours, cfg.client_state_ttl_hours),
+            output_type=KEYED_JSON_TYPE,
+        )
         .uid(keyed_uid["detector"])
         .name("per-key anomaly detection")
     )

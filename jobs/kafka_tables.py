@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from metering.kafka_security import kafka_security_options
+from metering.records import SINK_MAX_REQUEST_BYTES
 from metering.settings import PipelineSettings
 
 __all__ = [
@@ -81,6 +82,7 @@ class SinkSpec:
     # Upsert: the latest record per key is the value (a compacted topic), for updating tables.
     upsert: bool = False
     security: Mapping[str, str] = field(default_factory=dict)
+    max_request_bytes: int = SINK_MAX_REQUEST_BYTES
 
 
 def sink_ddl(spec: SinkSpec) -> str:
@@ -93,6 +95,12 @@ def sink_ddl(spec: SinkSpec) -> str:
         # Losing data on a broker hiccup is not an option for billing records.
         "properties.acks": "all",
         "properties.enable.idempotence": "true",
+        # Set deliberately, not left to the client's default: the job dead-letters enriched
+        # records over --max-enriched-bytes, which stays below this, so no record reaches the
+        # producer too large (that failed the job in a restart loop). Brokers must accept it:
+        # message.max.bytes, or the topic's max.message.bytes, at least this (Kafka's default
+        # 1,048,588 accepts the default 1,048,576).
+        "properties.max.request.size": str(spec.max_request_bytes),
     }
     if spec.upsert:
         # The key is the primary key. Updates to one key within a second are written as one.
@@ -139,6 +147,7 @@ def sink_specs(cfg: PipelineSettings) -> list[SinkSpec]:
             keyed=keyed,
             upsert=upsert,
             security=cfg.kafka_security(),
+            max_request_bytes=cfg.sink_max_request_bytes(),
         )
 
     return [

@@ -7,9 +7,11 @@ from the Python worker to the JVM (every request id is new, so no cache helps). 
 state lives in the JVM.
 
 - ``events_query``: one row per event, ``role`` ``enriched`` for the first sighting of its
-  (rate key, request id) within the dedup horizon and ``dup`` for a gateway retry. The
-  sightings are an unbounded OVER count whose state expires after the horizon
-  (``table.exec.state.ttl``). Deterministic, so it can be read by several plans.
+  (rate key, dedup id) within the dedup horizon and ``dup`` for a gateway retry. The dedup id
+  is the parse's fingerprint of the entry's bytes (metering.records), never a client-chosen
+  header: a client sending one constant x-request-id is billed for every call. The sightings
+  are an unbounded OVER count whose state expires after the horizon (``table.exec.state.ttl``).
+  Deterministic, so it can be read by several plans.
 - ``windows_query``: the first sightings, as the Python window operator reads them. Windows stay
   in Python (udfs.functions.KeyedWindows) because the lateness decision must see the window's
   own watermark: a SQL window drops late rows silently.
@@ -43,8 +45,8 @@ def _quote(s: str) -> str:
 def events_query(plan: SqlPlan, parsed: str = "parsed") -> str:
     """One row per event: role (enriched or dup), and what windows, sinks and the ledger need."""
     seen = (
-        "CASE WHEN request_id IS NULL THEN CAST(1 AS BIGINT) ELSE "
-        "COUNT(*) OVER (PARTITION BY rate_key, request_id ORDER BY pt) END"
+        "CASE WHEN dedup_id IS NULL THEN CAST(1 AS BIGINT) ELSE "
+        "COUNT(*) OVER (PARTITION BY rate_key, dedup_id ORDER BY pt) END"
         if plan.dedup
         else "CAST(1 AS BIGINT)"
     )

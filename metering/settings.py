@@ -22,7 +22,14 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from metering.detect import DetectorConfig
 from metering.kafka_security import kafka_security_options
-from metering.records import Limits
+from metering.records import (
+    DEFAULT_MAX_ENRICHED_BYTES,
+    DEFAULT_MAX_EVENT_AGE_S,
+    DEFAULT_MAX_FUTURE_SKEW_S,
+    SINK_MAX_REQUEST_BYTES,
+    SINK_RECORD_FRAMING_BYTES,
+    Limits,
+)
 
 ENV_PREFIX = "PIPELINE_"
 HASH_KEY_ENV = "PIPELINE_HASH_KEY"
@@ -71,6 +78,22 @@ def check_transaction_timeout(
         raise ValueError(
             f"transaction_timeout_ms {timeout_ms} must exceed checkpoint interval + expected "
             f"restart time ({floor_ms} ms), or Kafka may abort checkpointed transactions"
+        )
+
+
+def check_dedup_horizon(horizon_s: int, max_age_s: int, max_skew_s: int) -> None:
+    """The dedup horizon must not outlast what the event-time bounds let through.
+
+    A resend is processed at most max age + max skew after its original (later, its event time
+    is too old and it is dead-lettered), so a fingerprint kept longer could never match: state
+    for nothing. What the pair guarantees: a resend within the horizon is dropped, one older
+    than the max age is dead-lettered, one in between is counted twice.
+    """
+    if horizon_s > max_age_s + max_skew_s:
+        raise ValueError(
+            f"dedup_horizon_seconds {horizon_s} exceeds max_event_age_seconds + "
+            f"max_future_skew_seconds ({max_age_s + max_skew_s}): older entries are "
+            "dead-lettered, so no retry could match that state"
         )
 
 
@@ -214,8 +237,34 @@ class PipelineSettings(BaseSettings):
     dedup_horizon_seconds: int = Field(
         900,
         ge=0,
-        description="events repeating a request id seen this recently are gateway retries and "
-        "are dropped (0 turns deduplication off)",
+        description="an entry whose bytes repeat an entry of the same rate key seen this "
+        "recently is a gateway retry and is dropped (generic usage events: same consumer and "
+        "id); at most max-event-age + max-future-skew, since anything older is dead-lettered "
+        "before it could match (0 turns deduplication off)",
+    )
+    max_future_skew_seconds: int = Field(
+        DEFAULT_MAX_FUTURE_SKEW_S,
+        ge=0,
+        le=86_400,
+        description="entries whose event time is further ahead of processing time are "
+        "dead-lettered (event_time_future): one would move the watermark ahead and make every "
+        "later event late",
+    )
+    max_event_age_seconds: int = Field(
+        DEFAULT_MAX_EVENT_AGE_S,
+        ge=60,
+        description="entries whose event time is further behind processing time are "
+        "dead-lettered (event_time_too_old); keep it within the usage topic's retention, or a "
+        "late correction refers to a window record readers no longer have; a job that is down "
+        "longer than this dead-letters its backlog",
+    )
+    max_enriched_bytes: int = Field(
+        DEFAULT_MAX_ENRICHED_BYTES,
+        ge=65_536,
+        description="entries whose enriched record (key + value) is larger are dead-lettered "
+        "(enriched_too_large) instead of failing in the producer; the sinks' max.request.size "
+        f"is this + {SINK_RECORD_FRAMING_BYTES}, at least {SINK_MAX_REQUEST_BYTES}, and the "
+        "brokers' message.max.bytes (or the topics' max.message.bytes) must be at least that",
     )
     reconcile_interval_seconds: int = Field(
         10, ge=1, description="how often each source partition's reconciliation is emitted"
@@ -245,6 +294,19 @@ class PipelineSettings(BaseSettings):
         "when the window closes (after the window and the out-of-orderness bound)",
     )
     state_ttl_hours: int = Field(168, ge=1, description="per-key detector state expires after")
+    client_state_ttl_hours: int = Field(
+        1,
+        ge=1,
+        description="detector state of client:<network> keys (rejected calls) expires after; at "
+        "most state-ttl-hours: such keys are many and short-lived",
+    )
+    max_open_windows_per_key: int = Field(
+        64,
+        ge=2,
+        description="open event-time windows one rate key may hold; an event for a further "
+        "window goes straight to a late_correction usage record (bounds the per-key state that "
+        "is rewritten on every event)",
+    )
     # Runtime
     parallelism: int = Field(2, ge=1, description="job parallelism (match the raw partitions)")
     execution_mode: Literal["process", "thread"] = Field(
@@ -317,6 +379,15 @@ class PipelineSettings(BaseSettings):
         return self
 
     @model_validator(mode="after")
+    def _event_time_bounds(self) -> PipelineSettings:
+        check_dedup_horizon(
+            self.dedup_horizon_seconds, self.max_event_age_seconds, self.max_future_skew_seconds
+        )
+        if self.client_state_ttl_hours > self.state_ttl_hours:
+            raise ValueError("client_state_ttl_hours must not exceed state_ttl_hours")
+        return self
+
+    @model_validator(mode="after")
     def _security(self) -> PipelineSettings:
         self.kafka_security()  # raises ValueError on an inconsistent combination
         return self
@@ -375,12 +446,19 @@ class PipelineSettings(BaseSettings):
         """``flink_config`` as a dict, for ``create_environment(overrides=...)``."""
         return parse_flink_config(self.flink_config)
 
+    def sink_max_request_bytes(self) -> int:
+        """The sinks' max.request.size: room for the largest enriched record the job emits."""
+        return max(SINK_MAX_REQUEST_BYTES, self.max_enriched_bytes + SINK_RECORD_FRAMING_BYTES)
+
     def limits(self) -> Limits:
         return Limits(
             max_record_bytes=self.max_record_bytes,
             max_depth=self.max_depth,
             max_batch_entries=self.max_batch_entries,
             dlq_payload_chars=self.dlq_payload_chars,
+            max_future_skew_s=self.max_future_skew_seconds,
+            max_event_age_s=self.max_event_age_seconds,
+            max_enriched_bytes=self.max_enriched_bytes,
         )
 
 

@@ -12,7 +12,7 @@ it emits against these models with ``extra="forbid"``.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -20,10 +20,42 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 MIN_EVENT_TIME_MS = 946_684_800_000  # 2000-01-01
 MAX_EVENT_TIME_MS = 4_102_444_800_000  # 2100-01-01
 
+# Bounds on the numbers an entry carries: anything beyond them is an invalid_event, so no sum
+# downstream (window units, latency percentiles) can overflow to infinity, which JSON writes as
+# null.
+MAX_UNITS = 1e9
+"""Billable units of one generic usage event."""
+MAX_LATENCY_MS = 86_400_000.0
+"""One day: a gateway times out long before."""
+MAX_SIZE_BYTES = float(2**53)
+"""Request and response sizes: the largest integer a double (and JSON readers) hold exactly."""
+
 HeaderValue = str | list[str]
 QueryValue = str | bool | list[str | bool]
 EpochMs = Annotated[float, Field(ge=MIN_EVENT_TIME_MS, lt=MAX_EVENT_TIME_MS)]
-NonNegative = Annotated[float, Field(ge=0)]
+Size = Annotated[float, Field(ge=0, le=MAX_SIZE_BYTES)]
+Latency = Annotated[float, Field(ge=0, le=MAX_LATENCY_MS)]
+# Kong writes -1 for a phase that did not happen (proxy: Kong answered itself).
+KongLatency = Annotated[float, Field(ge=-1, le=MAX_LATENCY_MS)]
+Units = Annotated[float, Field(ge=0, le=MAX_UNITS)]
+
+DeadLetterReason = Literal[
+    "empty_record",
+    "too_large",
+    "not_utf8",
+    "not_json",
+    "too_deep",
+    "wrong_type",
+    "empty_batch",
+    "unknown_format",
+    "missing_event_time",
+    "invalid_event",
+    "event_time_future",
+    "event_time_too_old",
+    "enriched_too_large",
+]
+"""Why a record or entry was dead-lettered: the one list of reason codes."""
+DEAD_LETTER_REASONS: tuple[str, ...] = get_args(DeadLetterReason)
 
 
 class _In(BaseModel):
@@ -41,14 +73,14 @@ class ApisixRequest(_In):
     method: str
     headers: dict[str, HeaderValue] = Field(default_factory=dict)
     querystring: dict[str, QueryValue] = Field(default_factory=dict)
-    size: NonNegative | None = None
+    size: Size | None = None
     body: str | None = None
 
 
 class ApisixResponse(_In):
     status: Annotated[int, Field(ge=0, le=999)]
     headers: dict[str, HeaderValue] = Field(default_factory=dict)
-    size: NonNegative | None = None
+    size: Size | None = None
     body: str | None = None
 
 
@@ -74,9 +106,9 @@ class ApisixEntry(_In):
     consumer: ApisixConsumer | None = None
     client_ip: str
     start_time: EpochMs
-    latency: NonNegative | None = None
-    upstream_latency: NonNegative | None = None
-    apisix_latency: NonNegative | None = None
+    latency: Latency | None = None
+    upstream_latency: Latency | None = None
+    apisix_latency: Latency | None = None
 
 
 # --- Kong http-log (kong.log.serialize()) -------------------------------------------------------
@@ -89,20 +121,20 @@ class KongRequest(_In):
     querystring: dict[str, QueryValue] = Field(default_factory=dict)
     method: str
     headers: dict[str, HeaderValue] = Field(default_factory=dict)
-    size: NonNegative | None = None
+    size: Size | None = None
 
 
 class KongResponse(_In):
     status: Annotated[int, Field(ge=0, le=999)]
     headers: dict[str, HeaderValue] = Field(default_factory=dict)
-    size: NonNegative | None = None
+    size: Size | None = None
 
 
 class KongLatencies(_In):
-    kong: float | None = None
-    proxy: float | None = None
-    request: float | None = None
-    receive: float | None = None
+    kong: KongLatency | None = None
+    proxy: KongLatency | None = None
+    request: KongLatency | None = None
+    receive: KongLatency | None = None
 
 
 class KongConsumer(_In):
@@ -134,8 +166,13 @@ class GenericUsageEvent(_In):
     user_id: str | None = None
     consumer: str | None = None
     endpoint: str
-    units: Annotated[float, Field(ge=0)] = 1
+    units: Units = 1
     timestamp: datetime | EpochMs
+    id: str | None = Field(
+        None,
+        description="idempotency key (CloudEvents, Stripe meter events): a second event with "
+        "the same consumer and id within the dedup horizon is a retry",
+    )
     client_ip: str | None = None
     method: str | None = None
     status: Annotated[int, Field(ge=0, le=999)] | None = None
@@ -165,7 +202,7 @@ class EnrichedEvent(_Out):
     gateway_host: str | None = None
     rate_key: str = Field(
         description="what windows count by: consumer name, else key:<fingerprint>, else "
-        "client:<client hash>"
+        "client:<HMAC of the client's /24 (IPv4) or /64 (IPv6) network>"
     )
     consumer: str | None = Field(None, description="consumer name the gateway identified")
     key_fingerprint: str | None = Field(None, description="HMAC-SHA256 of the presented API key")
@@ -199,18 +236,7 @@ class EnrichedEvent(_Out):
 class DeadLetter(_Out):
     """A record (or one element of a batch) the job could not use."""
 
-    reason: Literal[
-        "empty_record",
-        "too_large",
-        "not_utf8",
-        "not_json",
-        "too_deep",
-        "wrong_type",
-        "empty_batch",
-        "unknown_format",
-        "missing_event_time",
-        "invalid_event",
-    ]
+    reason: DeadLetterReason
     detail: str = Field(description="field paths and error types; never input values")
     source_topic: str
     source_partition: int

@@ -35,6 +35,7 @@ JSON. ``--self-check`` runs the job's parser over the mix instead of producing.
 from __future__ import annotations
 
 import argparse
+import base64
 import json
 import random
 import re
@@ -45,6 +46,7 @@ from collections.abc import Callable, Iterable, Sequence, Set
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, Final
+from urllib.parse import quote, unquote
 
 # The broker's default message.max.bytes (scripts/kafka.sh keeps Kafka's default): the largest
 # record batch it accepts. Producers must stay under it with a single record plus framing.
@@ -98,6 +100,9 @@ class HostileMix:
     secrets: set[str] = field(default_factory=set)
     """Credentials planted in hostile records (the good records' are the caller's to know)."""
     client_ips: set[str] = field(default_factory=set)
+    processing_ms: int = DEFAULT_START_MS
+    """A processing time at which every good entry's event time is within the job's bounds (the
+    newest event time of the mix): the clock to run the parser with in a self-check."""
 
     @property
     def events(self) -> int:
@@ -558,11 +563,247 @@ def _huge_truncated(c: _Ctx) -> _Out:
     return _bad(value[: len(value) - c.rng.randint(2, 400_000)], "not_json")
 
 
+# Event times no clock of this century accepts: ahead of it by far more than the skew bound,
+# behind it by far more than the age bound. The mix's good entries stay within both.
+FAR_FUTURE_MS: Final = 4_102_358_400_000  # 2099-12-31
+ANCIENT_MS: Final = 978_307_200_000  # 2001-01-01
+CONSTANT_REQUEST_ID: Final = "hostile-constant-request-id"
+
+
+def _event_time_batch(c: _Ctx, t: int, reason: str) -> _Out:
+    entries: list[Any] = [c.any_entry() for _ in range(c.rng.randint(2, 4))]
+    index = c.rng.randrange(len(entries) + 1)
+    entries.insert(index, _with(c.apisix(), ("start_time",), t))
+    return _Out(_enc(entries), len(entries) - 1, (reason,))
+
+
+def _constant_request_id(c: _Ctx, n: int) -> _Out:
+    # Distinct calls that all carry the same client-chosen x-request-id: each is billed.
+    entries = []
+    for _ in range(n):
+        entry = c.apisix(consumer="probe-constant-id")
+        entry["request"]["headers"]["x-request-id"] = CONSTANT_REQUEST_ID
+        entries.append(entry)
+    return _Out(_enc(entries[0] if n == 1 else entries), n, ())
+
+
+def _amplifying_path(c: _Ctx) -> _Out:
+    # ~600 KB of matrix parameters that redaction rewrites one by one: the enriched copy grew to
+    # twice the record, past the producer's max.request.size.
+    entry = c.apisix(path="/x")
+    request = entry["request"]
+    if "?" in request["uri"]:
+        request["headers"]["apikey"] = request["uri"].rsplit("=", 1)[1]
+    request["uri"] = "/x;&sig=a" * 66_000
+    request["querystring"] = {}
+    request.pop("url", None)
+    return _bad(_enc(entry), "enriched_too_large")
+
+
+def _amplifying_consumer(c: _Ctx) -> _Out:
+    # A 400 KB consumer name is the rate key (the Kafka key) and the consumer: three copies.
+    return _bad(_enc(c.apisix(consumer="c" * 400_000)), "enriched_too_large")
+
+
+def _rotating_ipv6(c: _Ctx) -> _Out:
+    # Key guessing from addresses rotated inside one /64: 401s, each from another address and
+    # with another wrong key; the job counts them as one client network (one burst).
+    net = c.rng.randrange(0x100, 0xFFFF)
+    entries = []
+    for i in range(c.rng.randint(5, 30)):
+        ip = f"2001:db8:{net:x}::{i + 1:x}"
+        c.client_ips.add(ip)
+        c.record_ips.append(ip)
+        entry = c.apisix(consumer=None, status=401)
+        entry["client_ip"] = ip
+        entries.append(entry)
+    return _Out(_enc(entries), len(entries), ())
+
+
 def _huge_not_utf8(c: _Ctx) -> _Out:
     entry = c.apisix()
     entry["request"]["headers"]["x-client-name"] = "@@BAD@@"
     value = _fit(lambda s: _with(entry, ("request", "headers", "user-agent"), s))
     return _bad(value.replace(b"@@BAD@@", b"M\xfcller@@"), "not_utf8")
+
+
+# --------------------------------------------------------------------------------------------
+# Secret shapes: credentials recognised by their form wherever they stand, not by their name
+# --------------------------------------------------------------------------------------------
+
+_ALNUM: Final = string.ascii_letters + string.digits
+_WRAPPED_FIELD: Final = "hsk_wrapped"
+SHAPED_SECRET_PATTERN: Final = re.compile(
+    r"(?:AKIA|ASIA)HSK[0-9A-Z]{13}"
+    r"|(?<!\d)4\d{3}(?:[ -]?\d{4}){3}(?!\d)"
+    r"|(?<![0-9a-f])[0-9a-f]{40}(?![0-9a-f])"
+    r"|eyJoc2tfd3JhcHBlZCI6[A-Za-z0-9+/_-]+={0,2}"
+)
+"""Finds the planted credentials that cannot carry the ``hsk`` marker: AWS key ids, card
+numbers, hex keys, and base64-wrapped records (``{"hsk_wrapped": ...`` encodes to
+``eyJoc2tfd3JhcHBlZCI6``); check candidates against ``HostileMix.secrets``."""
+
+
+def _plant(c: _Ctx, value: str) -> str:
+    c.secrets.add(value)
+    c.record_secrets.append(value)
+    return value
+
+
+def _hsk(c: _Ctx, alphabet: str = _ALNUM) -> str:
+    """A planted ``hsk`` credential drawn from ``alphabet``, with upper and lower case and
+    digits, as real keys have (the job's randomness test asks for all three)."""
+    while True:
+        body = "".join(c.rng.choice(alphabet) for _ in range(SECRET_LENGTH - 3))
+        if (
+            any(ch.isupper() for ch in body)
+            and any(ch.islower() for ch in body)
+            and any(ch.isdigit() for ch in body)
+        ):
+            return _plant(c, SECRET_PREFIX + body)
+
+
+def _luhn_card(c: _Ctx) -> str:
+    digits = [4] + [c.rng.randrange(10) for _ in range(14)]
+    total = sum(d if i % 2 else (d * 2 - 9 if d > 4 else d * 2) for i, d in enumerate(digits))
+    number = "".join(map(str, digits)) + str(-total % 10)
+    sep = c.rng.choice(["", " ", "-"])
+    return _plant(c, sep.join(number[i : i + 4] for i in range(0, 16, 4)) if sep else number)
+
+
+def _shaped(c: _Ctx) -> dict[str, str]:
+    """One planted credential of each shape the job recognises by form."""
+    more = "".join(c.rng.choice(_ALNUM) for _ in range(11))
+    digits = "".join(c.rng.choice(string.digits) for _ in range(25))
+    return {
+        "stripe": c.rng.choice(["sk_live_", "rk_live_"]) + _hsk(c),
+        "github": "ghp_" + _hsk(c) + more[:4],
+        "github_pat": "github_pat_" + _hsk(c, _ALNUM + "_") + "_" + more,
+        "slack": f"xoxb-{digits[:12]}-{digits[12:]}-{_hsk(c)}",
+        "google": "AIza" + _hsk(c, _URLSAFE) + more[:3],
+        "telegram": f"{c.rng.randint(10**8, 10**9 - 1)}:{_hsk(c, _URLSAFE)}{more[:3]}",
+        "jwt": "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiJob3N0aWxlIn0."
+        + _hsk(c, _URLSAFE)
+        + more,
+        "aws_key_id": _plant(
+            c,
+            c.rng.choice(["AKIA", "ASIA"])
+            + "HSK"
+            + "".join(c.rng.choice(string.ascii_uppercase + string.digits) for _ in range(13)),
+        ),
+        "aws_secret": _hsk(c) + "".join(c.rng.choice(_ALNUM + "+/") for _ in range(8)),
+        "hex": _plant(c, "".join(c.rng.choice("0123456789abcdef") for _ in range(40))),
+        "card": _luhn_card(c),
+        # 40 base62 characters: the length of many real keys.
+        "random": _hsk(c) + more[:8],
+    }
+
+
+def _pct_all(text: str) -> str:
+    return "".join(f"%{b:02X}" for b in text.encode())
+
+
+def _secret_path(c: _Ctx) -> _Out:
+    # Every shape as a path segment (one percent-encoded), a Telegram-style /bot<token>/ and
+    # a ;jsessionid= matrix parameter: the enriched path must hold none of them.
+    s = _shaped(c)
+    segments = [quote(s[name], safe="") for name in sorted(s) if name != "telegram"]
+    pct = c.rng.randrange(len(segments))
+    segments[pct] = _pct_all(unquote(segments[pct]))
+    path = f"/bot{s['telegram']}/v1/" + "/".join(segments) + f";jsessionid={_hsk(c, _URLSAFE)}"
+    if c.rng.random() < 0.5:
+        return _good(c.apisix(path=path))
+    entry = c.kong()
+    entry["request"]["uri"] = path
+    entry["request"]["url"] = f"https://{_API_HOST}:8443{path}"
+    return _good(entry)
+
+
+def _secret_agent(c: _Ctx) -> _Out:
+    s = _shaped(c)
+    ua = (
+        f"deploy-bot/1.0 (token={s['github']}; {s['aws_key_id']}) {s['jwt']} Bearer {_hsk(c)} "
+        f"{s['stripe']} key={_hsk(c)} card {s['card']} {s['aws_secret']} {s['random']} "
+        f"{s['slack']} {s['google']} {s['hex']}"
+    )
+    if c.rng.random() < 0.5:
+        return _good(c.apisix(ua=ua))
+    return _good(c.kong(ua=ua))
+
+
+def _secret_key_headers(c: _Ctx) -> _Out:
+    # Credential headers beyond apikey/Authorization: dropped from the event, the key
+    # fingerprinted.
+    entry = c.apisix()
+    headers = entry["request"]["headers"]
+    headers["x-goog-api-key"] = "AIza" + _hsk(c, _URLSAFE) + "abc"
+    headers["ocp-apim-subscription-key"] = _hsk(c)
+    headers["x-hub-signature-256"] = "sha256=" + _shaped(c)["hex"]
+    headers["cookie"] = f"theme=dark; session_token={_hsk(c)}"
+    return _good(entry)
+
+
+def _free_text(c: _Ctx) -> str:
+    s = _shaped(c)
+    return (
+        f"upstream said {s['stripe']} and {s['github']}, retried with {s['aws_key_id']} / "
+        f"{s['aws_secret']} (jwt {s['jwt']}); card {s['card']}; {s['slack']} {s['google']} "
+        f"{s['telegram']} {s['hex']} {s['random']} {s['github_pat']} "
+        f"Cookie: theme=dark; session_token={_hsk(c)}"
+    )
+
+
+def _secret_custom_fields(c: _Ctx) -> _Out:
+    # Custom fields named in camelCase, with inner underscores, percent-encoded; a card in a
+    # body field; every shape in free text. Status "abc": dead-lettered.
+    entry = c.apisix(status="abc")
+    entry["accessToken"] = _hsk(c)
+    entry["clientSecret"] = _hsk(c)
+    entry["sessionToken"] = _hsk(c)
+    entry["aws_secret_access_key"] = _shaped(c)["aws_secret"]
+    entry["access%5Ftoken"] = _hsk(c)
+    entry["x-hub-signature-256"] = "sha256=" + _shaped(c)["hex"]
+    entry["request"]["body"] = {"cardNumber": _luhn_card(c), "note": _free_text(c)}
+    entry["note"] = _free_text(c)
+    return _bad(_enc(entry), "invalid_event")
+
+
+def _raw_http(c: _Ctx, newline: str = "\r\n") -> str:
+    s = _shaped(c)
+    lines = [
+        f"POST /v1/keys/{s['stripe']}/charges?apikey={_hsk(c)}&limit=1 HTTP/1.1",
+        f"Host: {_API_HOST}",
+        f"apikey: {_hsk(c)}",
+        f"x-goog-api-key: {s['google']}",
+        f"X-Hub-Signature-256: sha256={s['hex']}",
+        f"Cookie: theme=dark; session_token={_hsk(c)}",
+        f"Authorization: Basic {_hsk(c)}",
+        f"User-Agent: deploy-bot/1.0 token={s['github']}",
+        f"X-Client-IP: {c.ip()}",
+        "",
+        _dumps({"accessToken": _hsk(c), "card": s["card"], "note": _free_text(c)}),
+    ]
+    return newline.join(lines)
+
+
+def _secret_base64(c: _Ctx) -> _Out:
+    entry = {_WRAPPED_FIELD: True, **c.apisix(status="abc")}
+    entry["accessToken"] = _hsk(c)
+    entry["note"] = _free_text(c)
+    encode = base64.b64encode if c.rng.random() < 0.5 else base64.urlsafe_b64encode
+    blob = _plant(c, encode(_enc(entry)).decode())
+    if c.rng.random() < 0.5:
+        return _bad(blob.encode(), "not_json")
+    return _bad(_enc({"data": blob}), "unknown_format")
+
+
+def _secret_double_escaped(c: _Ctx) -> _Out:
+    s = _shaped(c)
+    inner = _dumps({"apikey": _hsk(c), "accessToken": _hsk(c), "note": f"{s['stripe']} {s['jwt']}"})
+    envelope = _enc({"envelope": _dumps({"payload": inner, "note": s["github"]})})
+    if c.rng.random() < 0.5:
+        return _bad(envelope, "unknown_format")
+    return _bad(b"garbage " + envelope, "not_json")
 
 
 @dataclass(frozen=True)
@@ -793,6 +1034,70 @@ KINDS: Final[tuple[Kind, ...]] = (
     _k("big_batch", 1, lambda c: _batch_to_size(c, None), huge=True),
     _k("big_batch_one_bad", 1, lambda c: _batch_to_size(c, c.rng.randrange(10**6)), huge=True),
     _k("deep_100000", 1, lambda c: _bad(b"[" * 100_000 + b"]" * 100_000, "too_deep"), huge=True),
+    # issue 18: event-time bounds, retries by fingerprint, numeric and size bounds
+    _k(
+        "future_event_time",
+        2,
+        lambda c: _bad(
+            _enc(_with(c.apisix(), ("start_time",), FAR_FUTURE_MS)), "event_time_future"
+        ),
+    ),
+    _k(
+        "kong_future_event_time",
+        1,
+        lambda c: _bad(_enc(_with(c.kong(), ("started_at",), FAR_FUTURE_MS)), "event_time_future"),
+    ),
+    _k("future_in_batch", 1, lambda c: _event_time_batch(c, FAR_FUTURE_MS, "event_time_future")),
+    _k(
+        "ancient_event_time",
+        2,
+        lambda c: _bad(_enc(_with(c.apisix(), ("start_time",), ANCIENT_MS)), "event_time_too_old"),
+    ),
+    _k(
+        "generic_ancient_iso",
+        1,
+        lambda c: _bad(_enc(c.generic(timestamp=_iso(ANCIENT_MS))), "event_time_too_old"),
+    ),
+    _k("ancient_in_batch", 1, lambda c: _event_time_batch(c, ANCIENT_MS, "event_time_too_old")),
+    _k("constant_request_id", 2, lambda c: _constant_request_id(c, 1)),
+    _k("constant_request_id_batch", 1, lambda c: _constant_request_id(c, 3)),
+    _k(
+        "huge_units",
+        1,
+        lambda c: _bad(_enc(_with(c.generic(), ("units",), 1e308)), "invalid_event"),
+    ),
+    _k(
+        "units_over_max",
+        1,
+        lambda c: _bad(_enc(_with(c.generic(), ("units",), 1e10)), "invalid_event"),
+    ),
+    _k(
+        "latency_over_a_day",
+        1,
+        lambda c: _bad(_enc(_with(c.apisix(lean=False), ("latency",), 1e12)), "invalid_event"),
+    ),
+    _k(
+        "size_over_2_53",
+        1,
+        lambda c: _bad(_enc(_with(c.kong(), ("request", "size"), 2.0**60)), "invalid_event"),
+    ),
+    _k("ipv6_rotation", 1, _rotating_ipv6),
+    _k("amplifying_path", 1, _amplifying_path, huge=True),
+    _k("amplifying_consumer", 1, _amplifying_consumer, huge=True),
+    # issue 18: secrets recognised by shape and by normalized name
+    _k("secret_shapes_in_path", 2, _secret_path),
+    _k("secret_shapes_in_user_agent", 2, _secret_agent),
+    _k("secret_key_headers", 1, _secret_key_headers),
+    _k("secret_custom_fields", 2, _secret_custom_fields),
+    _k("secret_raw_http", 1, lambda c: _bad(_raw_http(c).encode(), "not_json")),
+    _k(
+        "secret_raw_http_in_field",
+        1,
+        lambda c: _bad(_enc({"raw": _raw_http(c, c.rng.choice(["\r\n", "\n"]))}), "unknown_format"),
+    ),
+    _k("secret_free_text", 1, lambda c: _bad(_free_text(c).encode(), "not_json")),
+    _k("secret_base64_wrapped", 1, _secret_base64),
+    _k("secret_double_escaped_json", 1, _secret_double_escaped),
 )
 KIND_NAMES: Final = frozenset(k.name for k in KINDS)
 
@@ -963,6 +1268,7 @@ def hostile_mix(
             )
         )
     mix.secrets = ctx.secrets
+    mix.processing_ms = newest
     mix.client_ips = ctx.client_ips
     return mix
 
@@ -989,6 +1295,7 @@ def find_planted(text: str, secrets: Set[str], client_ips: Set[str]) -> set[str]
     """The planted credentials and addresses that occur in ``text`` (after ``normalized``)."""
     flat = normalized(text)
     found = {m.group(0) for m in SECRET_PATTERN.finditer(flat)} & secrets
+    found |= {m.group(0) for m in SHAPED_SECRET_PATTERN.finditer(flat)} & secrets
     found |= {m.group(0).lower() for m in ADDRESS_PATTERN.finditer(flat)} & client_ips
     return found
 
@@ -1185,7 +1492,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         from metering.redact import Pseudonymizer
 
         geo = GeoLookup(default_geoip_db())
-        processor = RecordProcessor(Pseudonymizer(pysecrets.token_bytes(32)), geo.lookup)
+        processor = RecordProcessor(
+            Pseudonymizer(pysecrets.token_bytes(32)),
+            geo.lookup,
+            clock=lambda: mix.processing_ms / 1000,
+        )
         findings = self_check(mix, processor)
         geo.close()
         probes = set(mix.probe_indexes)

@@ -1121,6 +1121,13 @@ class _AddressPool:
         raise ValueError(f"country_ips has too few unused {family} addresses (wanted {country})")
 
 
+def max_event_age_covering(start_ms: int, now_s: float | None = None) -> int:
+    """The ``--max-event-age-seconds`` a job needs to accept traffic generated from
+    ``start_ms`` on (tests replay fixed dates): the age of ``start_ms`` now, plus a day."""
+    now = time.time() if now_s is None else now_s
+    return max(0, int(now - start_ms / 1000)) + 86_400
+
+
 def default_scenario(
     country_ips: Mapping[str, Sequence[str]],
     start_ms: int,

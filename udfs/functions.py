@@ -32,12 +32,13 @@ from metering.detect import (
     window_record,
 )
 from metering.geo import GeoLookup
-from metering.records import Limits, RecordProcessor, SourceRef, dumps
+from metering.records import CLIENT_KEY_PREFIX, Limits, RecordProcessor, SourceRef, dumps
 from metering.redact import Pseudonymizer
 from metering.settings import read_hash_key
 from metering.windows import (
     Windows,
     add_event,
+    admits,
     as_agg,
     auth_failures,
     count_event,
@@ -52,8 +53,9 @@ _JAVA_DEFAULT_PERIODIC_COMPACTION = "java default (30 days)"
 
 # What the parse/enrich operator hands downstream: the fields SQL deduplicates, windows and
 # reconciles on, plus the finished JSON for the enriched topic (serialised once, where the dict
-# already is). ``kafka_s`` (the record's Kafka timestamp, epoch seconds) and ``first_of_record``
-# let the ledger count records per interval without a row of its own per record.
+# already is). ``dedup_id`` is the entry's retry fingerprint (metering.records.Result).
+# ``kafka_s`` (the record's Kafka timestamp, epoch seconds) and ``first_of_record`` let the
+# ledger count records per interval without a row of its own per record.
 PARSED_FIELDS = [
     "rate_key",
     "consumer",
@@ -62,7 +64,7 @@ PARSED_FIELDS = [
     "auth_failed",
     "units",
     "event_time",
-    "request_id",
+    "dedup_id",
     "source_partition",
     "source_offset",
     "kafka_s",
@@ -150,7 +152,7 @@ class ParseEnrich(ProcessFunction):
         partition, offset, kafka_s = value[1], value[2], value[3]
         result = self._processor.process(value[0], SourceRef(self._topic, partition, offset))
         first = True
-        for ev in result.events:
+        for ev, text, dedup_id in zip(result.events, result.encoded, result.dedup_ids, strict=True):
             yield Row(
                 ev["rate_key"],
                 ev["consumer"],
@@ -159,12 +161,12 @@ class ParseEnrich(ProcessFunction):
                 ev["auth_failed"],
                 ev["units"],
                 ev["event_time"],
-                ev["request_id"],
+                dedup_id,
                 partition,
                 offset,
                 kafka_s,
                 first,
-                dumps(ev),
+                text,
             )
             first = False
         if result.events:
@@ -208,16 +210,21 @@ class KeyedWindows(KeyedProcessFunction):
     - an event whose window is still open joins its accumulator; the window is emitted when the
       watermark passes its end (an event-time timer);
     - an event whose window already closed is never dropped: a ``late_correction`` usage record
-      adds it to its window, and a (partition, Kafka second) row tells reconciliation.
+      adds it to its window, and a (partition, Kafka second) row tells reconciliation. So is an
+      event for a further window of a key that already holds ``max_open_windows`` (a bound on
+      the per-key state, see metering.windows.admits).
     - an event that takes its open window's auth failures to ``early_auth_failures`` (or a
       doubling of it, or 5 times it) also emits the window so far, flagged ``open_window``,
       so the detector can alert before the window closes (0: never).
     Input: first sightings only (SQL drops gateway retries before this). Output: USAGE_TYPE.
     """
 
-    def __init__(self, window_ms: int, early_auth_failures: int = 0) -> None:
+    def __init__(
+        self, window_ms: int, early_auth_failures: int = 0, max_open_windows: int = 64
+    ) -> None:
         self._window_ms = window_ms
         self._early_auth_failures = early_auth_failures
+        self._max_open_windows = max_open_windows
 
     def open(self, runtime_context: RuntimeContext) -> None:
         # Open windows need no TTL: each has an event-time timer that emits and removes it.
@@ -230,20 +237,29 @@ class KeyedWindows(KeyedProcessFunction):
         # JVM. A restored job starts new workers with an empty set, so the first event of a
         # window after a restore registers its timer again (see the timer note below).
         self._armed: set[tuple[str, int]] = set()
-        self._late_events = runtime_context.get_metrics_group().counter("late_events")
+        metrics = runtime_context.get_metrics_group()
+        self._late_events = metrics.counter("late_events")
+        self._over_cap = metrics.counter("events_over_open_window_cap")
 
     def process_element(self, value: Any, ctx: KeyedProcessFunction.Context) -> Iterable[Any]:
         start, end = window_bounds(int(value[W_EVENT_TIME]), self._window_ms)
         key = str(value[W_RATE_KEY])
+        windows: Windows | None = None
         if window_closed(end, ctx.timer_service().current_watermark()):
+            self._late_events.inc()
+        else:
+            windows = from_state(self._windows.value())
+            if not admits(windows, start, self._max_open_windows):
+                self._over_cap.inc()
+                windows = None
+        if windows is None:
+            # Counted by a correction record of its own: reconciliation counts it as late.
             agg = as_agg(
                 count_event(None, value[1], value[2], value[3], bool(value[4]), float(value[5]))
             )
-            self._late_events.inc()
             yield LATE, Row(value[W_PARTITION], value[W_KAFKA_S])
             yield Row(key, dumps(window_record(key, start, end, agg, "late_correction")), False)
             return
-        windows: Windows = from_state(self._windows.value())
         add_event(windows, start, value[1], value[2], value[3], bool(value[4]), float(value[5]))
         self._windows.update(windows)
         if (
@@ -302,25 +318,53 @@ def detector_state_ttl(hours: int) -> StateTtlConfig:
     )
 
 
+DETECTOR_STATE = "key-state"
+CLIENT_DETECTOR_STATE = "client-state"
+
+
+def detector_state_name(rate_key: str) -> str:
+    """Which of the detector's two states holds a key's: rejected-call keys (``client:``) are
+    many and short-lived (a guesser rotating networks makes one per network), so they have a
+    state of their own with a much shorter TTL. PyFlink sets a TTL per state descriptor."""
+    return CLIENT_DETECTOR_STATE if rate_key.startswith(CLIENT_KEY_PREFIX) else DETECTOR_STATE
+
+
+def detector_state_descriptors(
+    ttl_hours: int, client_ttl_hours: int
+) -> dict[str, ValueStateDescriptor]:
+    """The detector's state descriptors by name, each with its TTL: keys that stop calling must
+    not keep state forever."""
+    out = {}
+    for name, hours in ((DETECTOR_STATE, ttl_hours), (CLIENT_DETECTOR_STATE, client_ttl_hours)):
+        descriptor = ValueStateDescriptor(name, Types.PICKLED_BYTE_ARRAY())
+        descriptor.enable_time_to_live(detector_state_ttl(hours))
+        out[name] = descriptor
+    return out
+
+
 class DetectAnomalies(KeyedProcessFunction):
     """Per-key baseline and known countries in keyed state; emits alerts as (key, json)."""
 
-    def __init__(self, cfg: DetectorConfig, state_ttl_hours: int) -> None:
+    def __init__(
+        self, cfg: DetectorConfig, state_ttl_hours: int, client_state_ttl_hours: int | None = None
+    ) -> None:
         self._cfg = cfg
         self._ttl_hours = state_ttl_hours
+        self._client_ttl_hours = client_state_ttl_hours or state_ttl_hours
 
     def open(self, runtime_context: RuntimeContext) -> None:
-        descriptor = ValueStateDescriptor("key-state", Types.PICKLED_BYTE_ARRAY())
-        # Keys that stop calling must not keep state forever.
-        descriptor.enable_time_to_live(detector_state_ttl(self._ttl_hours))
-        self._state = runtime_context.get_state(descriptor)
+        descriptors = detector_state_descriptors(self._ttl_hours, self._client_ttl_hours)
+        self._states = {
+            name: runtime_context.get_state(descriptor) for name, descriptor in descriptors.items()
+        }
         self._alerts = runtime_context.get_metrics_group().counter("alerts")
 
     def process_element(self, value: Any, ctx: KeyedProcessFunction.Context) -> Iterable[Row]:
         record = json.loads(value[1])
-        state: KeyState | None = self._state.value()
+        store = self._states[detector_state_name(str(value[0]))]
+        state: KeyState | None = store.value()
         state, alerts = evaluate(state, record, self._cfg, int(time.time() * 1000))
-        self._state.update(state)
+        store.update(state)
         for alert in alerts:
             self._alerts.inc()
             yield Row(alert["rate_key"], dumps(alert))

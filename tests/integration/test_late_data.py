@@ -7,6 +7,7 @@ passed its end, so an event for that window produced afterwards is late by const
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -17,6 +18,7 @@ from confluent_kafka import Producer
 from metering import reconciliation
 from tools.readback import drain
 from tools.topics import job_topic_flags
+from tools.traffic import auth_failure_burst, max_event_age_covering
 
 pytestmark = pytest.mark.integration
 
@@ -65,6 +67,7 @@ def test_late_event_is_enriched_and_corrected_and_a_retry_is_dropped(
         "--idle-timeout-seconds", "1",
         "--reconcile-interval-seconds", "1",
         "--execution-mode", mode,
+        "--max-event-age-seconds", str(max_event_age_covering(T0)),
     ]  # fmt: skip
     run = submit(flink_cluster, *flags)
     assert run.returncode == 0, run.stderr[-4000:]
@@ -129,3 +132,89 @@ def test_late_event_is_enriched_and_corrected_and_a_retry_is_dropped(
     assert recon["enriched_out"] == 6
     assert recon["deduplicated"] == 1
     assert recon["late"] == 1
+
+
+def _apisix(user: str, ts: int, request_id: str, path: str = "/v1/x") -> bytes:
+    return json.dumps(
+        {
+            "request": {"uri": path, "method": "GET", "headers": {"x-request-id": request_id}},
+            "response": {"status": 200},
+            "consumer": {"username": user},
+            "client_ip": "10.1.2.3",
+            "start_time": ts,
+        }
+    ).encode()
+
+
+def test_a_future_event_time_cannot_blind_the_detector_and_a_constant_request_id_is_billed(
+    flink_cluster: Any, kafka_bootstrap: str, unique_topics: dict[str, str]
+) -> None:
+    """One entry stamped a year ahead used to move its subtask's watermark a year ahead; with
+    the other subtask idle, every later event was late: no early alert, only corrections. And
+    a client sending one constant x-request-id had every call after its first dropped."""
+    producer = Producer({"bootstrap.servers": kafka_bootstrap, "acks": "all"})
+
+    def send(partition: int, *values: bytes) -> None:
+        for v in values:
+            producer.produce(unique_topics["raw"], value=v, partition=partition)
+        assert producer.flush(30) == 0
+
+    run = submit(
+        flink_cluster,
+        "--bootstrap-servers", kafka_bootstrap,
+        *job_topic_flags(unique_topics),
+        "--startup-mode", "earliest-offset",
+        "--group-id", f"g-{unique_topics['raw']}",
+        "--transactional-id-prefix", f"t-{unique_topics['raw']}",
+        "--checkpoint-interval-seconds", "1",
+        "--out-of-orderness-seconds", "0",
+        "--idle-timeout-seconds", "1",
+        "--reconcile-interval-seconds", "1",
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr[-4000:]
+    job = run.stdout.strip()
+
+    def values(role: str) -> list[dict[str, Any]]:
+        return [json.loads(r.value or b"") for r in drain(kafka_bootstrap, unique_topics[role])]
+
+    now_ms = int(time.time() * 1000)
+    t0 = now_ms - now_ms % W - 120_000  # a window boundary two minutes ago
+    # The poisoned entry, alone on partition 0; partition 1 stays idle until later.
+    send(0, _apisix("poisoner", now_ms + 366 * 86_400_000, "p1"))
+    _await("the poisoned entry's dead letter", lambda: len(values("dlq")) == 1)
+    [letter] = values("dlq")
+    assert letter["reason"] == "event_time_future"
+    assert (letter["source_partition"], letter["source_offset"]) == (0, 0)
+
+    # A client guessing keys (40 401s in one window), and 5 distinct calls of one consumer that
+    # all carry the same x-request-id, on the partition that carried the poisoned entry.
+    burst = auth_failure_burst(t0 + 1_000, 40, "203.0.113.9")
+    constant = [_apisix("constant-id", t0 + 2_000 + i, "same-id", f"/v1/c/{i}") for i in range(5)]
+    send(0, burst.value, *constant)
+    _await(
+        "the auth_failures alert",
+        lambda: any(a["rule"] == "auth_failures" for a in values("alerts")),
+    )
+    # Later events on both partitions close t0's window.
+    send(0, _apisix("acme", t0 + 30_000, "r-late-0"))
+    send(1, _apisix("acme", t0 + 30_000, "r-late-1"))
+    _await("t0's window to close", lambda: any(u["window_start"] == t0 for u in values("usage")))
+    stop = submit(flink_cluster, "--stop-with-savepoint", job, "--drain")
+    assert stop.returncode == 0, stop.stderr[-4000:]
+
+    alerts = [a for a in values("alerts") if a["rule"] == "auth_failures"]
+    assert {(a["window_start"], a["window_closed"]) for a in alerts} >= {(t0, False)}
+    assert all(a["rate_key"].startswith("client:") for a in alerts)
+
+    enriched = values("enriched")
+    assert sum(1 for e in enriched if e["consumer"] == "constant-id") == 5
+    assert not any(e["consumer"] == "poisoner" for e in enriched)
+    usage = values("usage")
+    # Nothing was late: the poisoned entry never moved a watermark.
+    assert {u["kind"] for u in usage} == {"window"}
+    assert [u["count"] for u in usage if u["rate_key"] == "constant-id"] == [5]
+    clients = [u for u in usage if u["rate_key"].startswith("client:")]
+    assert [(u["count"], u["auth_failures"]) for u in clients] == [(40, 40)]
+    recon = reconciliation.totals(values("reconciliation"))
+    assert (recon["dead_lettered"], recon["deduplicated"], recon["late"]) == (1, 0, 0)
+    assert recon["enriched_out"] == len(enriched) == 40 + 5 + 2

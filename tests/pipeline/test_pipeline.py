@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import secrets
+import time
 from collections import Counter
 from typing import Any
 
@@ -19,9 +20,10 @@ from pyflink.table import Table
 
 from jobs.gateway_pipeline import build_pipeline, create_environment
 from metering.geo import default_geoip_db
+from metering.records import client_rate_key
 from metering.redact import Pseudonymizer
 from metering.settings import PipelineSettings
-from tools.traffic import default_scenario, generate, ips_for_countries
+from tools.traffic import default_scenario, generate, ips_for_countries, max_event_age_covering
 from udfs.functions import RAW_TYPE
 
 pytestmark = pytest.mark.pipeline
@@ -29,6 +31,39 @@ pytestmark = pytest.mark.pipeline
 START_MS = 1_767_225_600_000
 HASH_KEY = secrets.token_hex(32)
 TAGGED = Types.ROW_NAMED(["role", "k", "json"], [Types.STRING(), Types.STRING(), Types.STRING()])
+CONSTANT_ID_CALLS = 7
+
+
+def _poisoned() -> bytes:
+    """One APISIX entry stamped a year after now: it used to be enriched and move its parse
+    subtask's watermark a year ahead, after which every event was late and nothing alerted."""
+    start = int(time.time() * 1000) + 366 * 86_400_000
+    return json.dumps(
+        {
+            "request": {"uri": "/v1/x", "method": "GET", "headers": {"x-request-id": "p"}},
+            "response": {"status": 200},
+            "consumer": {"username": "poisoner"},
+            "client_ip": "10.9.8.7",
+            "start_time": start,
+        }
+    ).encode()
+
+
+def _constant_request_id_calls() -> list[bytes]:
+    """Distinct calls of one consumer, all with the same client-chosen x-request-id: each is
+    billed (the dedup key used to be that id, so all but the first were dropped)."""
+    return [
+        json.dumps(
+            {
+                "request": {"uri": f"/v1/c/{i}", "method": "GET", "headers": {"x-request-id": "c"}},
+                "response": {"status": 200},
+                "consumer": {"username": "constant-id-client"},
+                "client_ip": "10.9.8.7",
+                "start_time": START_MS + 110_000 + i * 1_000,
+            }
+        ).encode()
+        for i in range(CONSTANT_ID_CALLS)
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +76,11 @@ def _run(
     mode: str, parse_mode: str, records: list[bytes], hash_key: str
 ) -> dict[str, list[dict[str, Any]]]:
     cfg = PipelineSettings(
-        execution_mode=mode, parse_execution_mode=parse_mode, parallelism=2, bounded=True
+        execution_mode=mode,
+        parse_execution_mode=parse_mode,
+        parallelism=2,
+        bounded=True,
+        max_event_age_seconds=max_event_age_covering(START_MS),
     )
     # The test's collecting maps would otherwise be fused into the uid'd Python operators.
     # Mini-batch stands for a cluster configuration that enables it: the job must switch it off
@@ -96,22 +135,38 @@ def test_topology_produces_exact_outputs(
     hash_key = HASH_KEY
     monkeypatch.setenv("PIPELINE_HASH_KEY", hash_key)
     truth = generated.truth
-    out = _run(mode, parse_mode, generated.records, hash_key)
+    # The poisoned entry first, twice, so that both parse subtasks see one before any good
+    # record; the constant-id calls after the scenario.
+    constant = _constant_request_id_calls()
+    records = [_poisoned(), _poisoned(), *generated.records, *constant]
+    out = _run(mode, parse_mode, records, hash_key)
     ps = Pseudonymizer(hash_key.encode())
 
-    assert len(out["enriched"]) == truth.events
-    assert len({e["event_id"] for e in out["enriched"]}) == truth.events
+    events = truth.events + CONSTANT_ID_CALLS
+    assert len(out["enriched"]) == events
+    assert len({e["event_id"] for e in out["enriched"]}) == events
+    client = [e for e in out["enriched"] if e["consumer"] == "constant-id-client"]
+    assert len(client) == CONSTANT_ID_CALLS
+    assert {e["request_id"] for e in client} == {"c"}
 
-    assert len(out["dlq"]) == truth.dead_letters
-    assert Counter(d["reason"] for d in out["dlq"]) == truth.dead_letter_reasons
+    assert len(out["dlq"]) == truth.dead_letters + 2
+    assert Counter(d["reason"] for d in out["dlq"]) == truth.dead_letter_reasons + Counter(
+        event_time_future=2
+    )
 
     def key(k: str) -> str:
-        return "client:" + ps.client_hash(k[7:]) if k.startswith("client:") else k
+        return client_rate_key(ps, k[7:]) if k.startswith("client:") else k
 
-    assert {u["kind"] for u in out["usage"]} == {"window"}  # no late data in this input
-    want = {(key(k), start): n for (k, start), n in truth.per_key_window.items()}
+    # No late data in this input: the poisoned entries did not move the watermark.
+    assert {u["kind"] for u in out["usage"]} == {"window"}
+    want: Counter[tuple[str, int]] = Counter()
+    for (k, start), n in truth.per_key_window.items():
+        want[(key(k), start)] += n
+    for value in constant:
+        t = json.loads(value)["start_time"]
+        want[("constant-id-client", t - t % 10_000)] += 1
     got = {(w["rate_key"], w["window_start"]): w["count"] for w in out["usage"]}
-    assert got == want
+    assert got == dict(want)
     assert len(out["usage"]) == len(want)
 
     # Reconciliation per source partition: every record and entry accounted for.
@@ -120,8 +175,8 @@ def test_topology_produces_exact_outputs(
         recon[r["source_partition"]].update(
             {k: r[k] for k in ("records_in", "entries_in", "enriched_out", "dead_lettered")}
         )
-    assert recon[0]["records_in"] + recon[1]["records_in"] == len(generated.records)
-    assert sum(r["entries_in"] for r in recon.values()) == truth.events + truth.dead_letters
+    assert recon[0]["records_in"] + recon[1]["records_in"] == len(records)
+    assert sum(r["entries_in"] for r in recon.values()) == events + truth.dead_letters + 2
     for p in (0, 1):
         events_p = sum(1 for e in out["enriched"] if e["source_partition"] == p)
         dead_p = sum(1 for d in out["dlq"] if d["source_partition"] == p)

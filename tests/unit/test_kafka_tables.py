@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from jobs.kafka_tables import SinkSpec, SourceSpec, sink_ddl, sink_specs, source_ddl
+from metering.records import SINK_MAX_REQUEST_BYTES, SINK_RECORD_FRAMING_BYTES
 from metering.settings import PipelineSettings
 
 KAFKA_SH = Path(__file__).resolve().parents[2] / "scripts" / "kafka.sh"
@@ -114,6 +115,7 @@ def test_exactly_once_sink() -> None:
         "value.format": "raw",
         "properties.acks": "all",
         "properties.enable.idempotence": "true",
+        "properties.max.request.size": "1048576",
         "key.format": "raw",
         "key.fields": "k",
         "value.fields-include": "EXCEPT_KEY",
@@ -128,6 +130,18 @@ def test_at_least_once_sink_has_no_transactions() -> None:
     assert "sink.transactional-id-prefix" not in opts
     assert "properties.transaction.timeout.ms" not in opts
     assert (opts["properties.acks"], opts["properties.enable.idempotence"]) == ("all", "true")
+
+
+def test_every_sink_takes_the_largest_enriched_record_the_job_emits() -> None:
+    # Set deliberately: the producer's max.request.size fits --max-enriched-bytes plus framing,
+    # so no record that passed the job's size check fails in the producer.
+    default = PipelineSettings()
+    assert default.max_enriched_bytes + SINK_RECORD_FRAMING_BYTES <= SINK_MAX_REQUEST_BYTES
+    sizes = {options(sink_ddl(s))["properties.max.request.size"] for s in sink_specs(default)}
+    assert sizes == {str(SINK_MAX_REQUEST_BYTES)}
+    raised = PipelineSettings(max_enriched_bytes=2_000_000)
+    sizes = {options(sink_ddl(s))["properties.max.request.size"] for s in sink_specs(raised)}
+    assert sizes == {str(2_000_000 + SINK_RECORD_FRAMING_BYTES)}
 
 
 def test_reconciliation_sink_upserts_by_partition_and_interval() -> None:

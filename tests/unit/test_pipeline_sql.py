@@ -4,16 +4,25 @@ tests run it on the MiniCluster."""
 from __future__ import annotations
 
 from jobs import pipeline_sql as sql
-from udfs.functions import W_EVENT_TIME, W_KAFKA_S, W_PARTITION, W_RATE_KEY, WINDOW_FIELDS
+from udfs.functions import (
+    PARSED_FIELDS,
+    W_EVENT_TIME,
+    W_KAFKA_S,
+    W_PARTITION,
+    W_RATE_KEY,
+    WINDOW_FIELDS,
+)
 
 PLAN = sql.SqlPlan(dedup=True, reconcile_interval_s=10, source_topic="raw")
 
 
 def test_deduplication_is_an_over_count_only_when_enabled() -> None:
-    over = "COUNT(*) OVER (PARTITION BY rate_key, request_id ORDER BY pt)"
+    # By the parse's fingerprint of the entry, never by the client-chosen request id.
+    over = "COUNT(*) OVER (PARTITION BY rate_key, dedup_id ORDER BY pt)"
     assert over in sql.events_query(PLAN)
-    # Events without a request id are never retries.
-    assert "CASE WHEN request_id IS NULL THEN CAST(1 AS BIGINT)" in sql.events_query(PLAN)
+    assert "request_id" not in sql.events_query(PLAN)
+    # Events without a fingerprint (generic events without an id) are never retries.
+    assert "CASE WHEN dedup_id IS NULL THEN CAST(1 AS BIGINT)" in sql.events_query(PLAN)
     off = sql.events_query(sql.SqlPlan(False, 10, "raw"))
     assert "OVER" not in off and "CAST(1 AS BIGINT) AS seen" in off
 
@@ -46,3 +55,8 @@ def test_every_entry_lands_in_exactly_one_ledger_column() -> None:
 def test_the_source_topic_is_a_quoted_literal() -> None:
     q = sql.ledger_query(sql.SqlPlan(True, 10, "it's"))
     assert "'source_topic' VALUE 'it''s'" in q
+
+
+def test_the_parse_hands_sql_the_fingerprint_it_deduplicates_on() -> None:
+    assert "dedup_id" in PARSED_FIELDS
+    assert "request_id" not in PARSED_FIELDS

@@ -28,7 +28,7 @@ from payloads import (
 from pydantic import BaseModel, ValidationError
 
 from metering.detect import DetectorConfig, KeyState, evaluate, window_record
-from metering.records import RecordProcessor, Result, SourceRef
+from metering.records import RecordProcessor, Result, SourceRef, client_rate_key
 from metering.redact import Pseudonymizer
 from metering.windows import Windows, add_event, as_agg
 from schemas.events import Alert, DeadLetter, EnrichedEvent, WindowCount
@@ -192,7 +192,7 @@ def test_generated_traffic_gives_exactly_the_truth(
         if kind == "key":
             return "key:" + pseudonymizer.key_fingerprint(raw)
         if kind == "client":
-            return "client:" + pseudonymizer.client_hash(raw)
+            return client_rate_key(pseudonymizer, raw)
         return rate_key
 
     expected = {(translate(k), w): n for (k, w), n in truth.per_key_window.items()}
@@ -263,9 +263,7 @@ def test_generated_traffic_alerts_only_on_the_attack_and_the_401_burst(
     victim = scenario.attack.victim
     attack = set(generated.truth.attack_windows)
     burst_start = scenario.window_start(scenario.auth_failures.window)
-    burst_keys = {
-        "client:" + pseudonymizer.client_hash(ip) for ip in scenario.auth_failures.client_ips
-    }
+    burst_keys = {client_rate_key(pseudonymizer, ip) for ip in scenario.auth_failures.client_ips}
     assert fired == (
         {("rate_spike", victim, w) for w in attack}
         | {("new_country", victim, w) for w in attack}

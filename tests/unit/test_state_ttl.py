@@ -37,3 +37,26 @@ def test_the_implicit_default_would_need_one(monkeypatch: pytest.MonkeyPatch) ->
     with pytest.raises(RuntimeError):
         implicit.get_cleanup_strategies().get_rocksdb_compact_filter_cleanup_strategy()
     assert calls == ["get_gateway"]
+
+
+def test_client_keys_have_a_state_of_their_own_with_a_shorter_ttl(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from udfs.functions import (
+        CLIENT_DETECTOR_STATE,
+        DETECTOR_STATE,
+        detector_state_descriptors,
+        detector_state_name,
+    )
+
+    def no_gateway() -> None:
+        raise AssertionError("get_gateway() called: a TaskManager would start a JVM here")
+
+    monkeypatch.setattr(pyflink.common.time, "get_gateway", no_gateway)
+    descriptors = detector_state_descriptors(168, 1)
+    ttl_ms = {name: d._ttl_config.get_ttl().to_milliseconds() for name, d in descriptors.items()}
+    assert ttl_ms == {DETECTOR_STATE: 168 * 3600 * 1000, CLIENT_DETECTOR_STATE: 3600 * 1000}
+    # Rejected calls per client network (many, short-lived keys) against everything else.
+    assert detector_state_name("client:0fafaa6cf7ee3f1e96c13c438b2d8657") == CLIENT_DETECTOR_STATE
+    for key in ("acme-analytics", "key:0fafaa6cf7ee3f1e", "anonymous", "clientele"):
+        assert detector_state_name(key) == DETECTOR_STATE
