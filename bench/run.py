@@ -65,6 +65,7 @@ from bench.metrics import (
 )
 from bench.procs import Contender, TreeSampler
 from bench.task_time import TaskTimeSampler, busiest, free_port, minicluster_rest_config
+from metering.records import client_rate_key
 from metering.redact import Pseudonymizer
 from metering.settings import (
     HASH_KEY_ENV,
@@ -874,7 +875,7 @@ class Bench:
         """The (rule, rate key, window start) of the alert each attack window should raise: the
         job counts rejected calls per client, under the client address's keyed hash."""
         ps = Pseudonymizer(read_hash_key(self.env))
-        return [("auth_failures", f"client:{ps.client_hash(ip)}", w) for w, _, ip in self.attacks]
+        return [("auth_failures", client_rate_key(ps, ip), w) for w, _, ip in self.attacks]
 
     def _warm_up(self, raw: str, watcher: OutputWatcher, launched: Launched, name: str) -> bool:
         """Low-rate traffic until the contender's first output is visible (JVM up, job running,

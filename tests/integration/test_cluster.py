@@ -24,11 +24,11 @@ from confluent_kafka import Producer
 from bench.task_time import METRICS, TaskTimeSampler
 from jobs.submit import TERMINAL, Rest
 from metering.geo import GeoLookup, default_geoip_db
-from metering.records import RecordProcessor, SourceRef
+from metering.records import Limits, RecordProcessor, SourceRef, client_rate_key
 from metering.redact import Pseudonymizer
 from tools.readback import drain
 from tools.topics import job_topic_flags
-from tools.traffic import default_scenario, generate, ips_for_countries
+from tools.traffic import default_scenario, generate, ips_for_countries, max_event_age_covering
 
 pytestmark = pytest.mark.integration
 
@@ -105,7 +105,9 @@ def test_submit_savepoint_resume_gives_exact_totals(
 
     ps = Pseudonymizer(flink_cluster.hash_key.encode())
     geo = GeoLookup(default_geoip_db())
-    processor = RecordProcessor(ps, geo.lookup)
+    processor = RecordProcessor(
+        ps, geo.lookup, Limits(max_event_age_s=max_event_age_covering(START_MS))
+    )
     events_in_first = sum(
         len(processor.process(v, SourceRef("t", 0, i)).events) for i, v in enumerate(first)
     )
@@ -119,6 +121,7 @@ def test_submit_savepoint_resume_gives_exact_totals(
         "--transactional-id-prefix", f"cl-{unique_topics['raw']}",
         "--checkpoint-interval-seconds", "2",
         "--geoip-db", default_geoip_db(),
+        "--max-event-age-seconds", str(max_event_age_covering(START_MS)),
     ]  # fmt: skip
 
     def enriched_count() -> int:
@@ -172,7 +175,7 @@ def test_submit_savepoint_resume_gives_exact_totals(
     assert Counter(d["reason"] for d in dead) == truth.dead_letter_reasons
 
     def key(k: str) -> str:
-        return "client:" + ps.client_hash(k[7:]) if k.startswith("client:") else k
+        return client_rate_key(ps, k[7:]) if k.startswith("client:") else k
 
     usage = [json.loads(r.value or b"") for r in drain(kafka_bootstrap, unique_topics["usage"])]
     got = Counter({(u["rate_key"], u["window_start"]): u["count"] for u in usage})
@@ -248,6 +251,7 @@ def test_bounded_submit_waits_and_reports_the_outcome(
         "--transactional-id-prefix", f"b-{unique_topics['raw']}",
         "--bounded",
         "--wait",
+        "--max-event-age-seconds", str(max_event_age_covering(START_MS)),
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-4000:]
     assert "FINISHED" in done.stderr
