@@ -1857,18 +1857,22 @@ class Harness:
             resumed_ms,
         )
 
-    def broker_restart(self) -> tuple[str, int]:
-        t0 = time.monotonic()
-        self.broker.down()
-        stopped = time.monotonic() - t0
+    def _keep_broker_down(self) -> tuple[float, float, int]:
+        """Keep the stopped broker down a few seconds, then start it: (held s, start-up s,
+        epoch ms when it answered)."""
         hold = self.rng.uniform(3.0, 6.0)
         time.sleep(hold)  # the fault itself: the broker stays down
         t1 = time.monotonic()
         self.broker.up()
-        up_ms = int(time.time() * 1000)
+        return hold, time.monotonic() - t1, int(time.time() * 1000)
+
+    def broker_restart(self) -> tuple[str, int]:
+        t0 = time.monotonic()
+        self.broker.down()
+        stopped = time.monotonic() - t0
+        hold, start_s, up_ms = self._keep_broker_down()
         return (
-            f"broker stopped ({stopped:.1f}s), kept down {hold:.1f}s, restarted "
-            f"({time.monotonic() - t1:.1f}s)",
+            f"broker stopped ({stopped:.1f}s), kept down {hold:.1f}s, restarted ({start_s:.1f}s)",
             up_ms,
         )
 
@@ -2035,14 +2039,10 @@ class Harness:
         os.kill(pid, signal.SIGKILL)
         if wait_gone([pid], 15):
             raise FaultsError(f"broker {pid} survived SIGKILL")
-        hold = self.rng.uniform(3.0, 6.0)
-        time.sleep(hold)  # the fault itself: the broker stays down
-        t1 = time.monotonic()
-        self.broker.up()
-        up_ms = int(time.time() * 1000)
+        hold, start_s, up_ms = self._keep_broker_down()
         return (
             f"kill -9 broker {pid}, kept down {hold:.1f}s, restarted with log recovery "
-            f"({time.monotonic() - t1:.1f}s)",
+            f"({start_s:.1f}s)",
             up_ms,
         )
 

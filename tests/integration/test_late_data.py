@@ -43,6 +43,23 @@ def _await(what: str, probe: Callable[[], bool]) -> None:
     wait_until(what, probe, 240.0)
 
 
+def _job_flags(kafka_bootstrap: str, unique_topics: dict[str, str], *extra: str) -> list[str]:
+    """One-second checkpoints, idleness and reconciliation, no out-of-orderness: the tests see
+    each step's output at once."""
+    return [
+        "--bootstrap-servers", kafka_bootstrap,
+        *job_topic_flags(unique_topics),
+        "--startup-mode", "earliest-offset",
+        "--group-id", f"g-{unique_topics['raw']}",
+        "--transactional-id-prefix", f"t-{unique_topics['raw']}",
+        "--checkpoint-interval-seconds", "1",
+        "--out-of-orderness-seconds", "0",
+        "--idle-timeout-seconds", "1",
+        "--reconcile-interval-seconds", "1",
+        *extra,
+    ]  # fmt: skip
+
+
 # Thread mode too: on a session cluster it failed in PyFlink 2.2.1 until the detector's state TTL
 # stopped needing a Py4J gateway (udfs.functions.detector_state_ttl).
 @pytest.mark.parametrize("mode", ["process", "thread"])
@@ -56,19 +73,12 @@ def test_late_event_is_enriched_and_corrected_and_a_retry_is_dropped(
             producer.produce(unique_topics["raw"], value=v, partition=partition)
         assert producer.flush(30) == 0
 
-    flags = [
-        "--bootstrap-servers", kafka_bootstrap,
-        *job_topic_flags(unique_topics),
-        "--startup-mode", "earliest-offset",
-        "--group-id", f"g-{unique_topics['raw']}",
-        "--transactional-id-prefix", f"t-{unique_topics['raw']}",
-        "--checkpoint-interval-seconds", "1",
-        "--out-of-orderness-seconds", "0",
-        "--idle-timeout-seconds", "1",
-        "--reconcile-interval-seconds", "1",
+    flags = _job_flags(
+        kafka_bootstrap,
+        unique_topics,
         "--execution-mode", mode,
         "--max-event-age-seconds", str(max_event_age_covering(T0)),
-    ]  # fmt: skip
+    )  # fmt: skip
     run = submit(flink_cluster, *flags)
     assert run.returncode == 0, run.stderr[-4000:]
     job = run.stdout.strip()
@@ -159,18 +169,7 @@ def test_a_future_event_time_cannot_blind_the_detector_and_a_constant_request_id
             producer.produce(unique_topics["raw"], value=v, partition=partition)
         assert producer.flush(30) == 0
 
-    run = submit(
-        flink_cluster,
-        "--bootstrap-servers", kafka_bootstrap,
-        *job_topic_flags(unique_topics),
-        "--startup-mode", "earliest-offset",
-        "--group-id", f"g-{unique_topics['raw']}",
-        "--transactional-id-prefix", f"t-{unique_topics['raw']}",
-        "--checkpoint-interval-seconds", "1",
-        "--out-of-orderness-seconds", "0",
-        "--idle-timeout-seconds", "1",
-        "--reconcile-interval-seconds", "1",
-    )  # fmt: skip
+    run = submit(flink_cluster, *_job_flags(kafka_bootstrap, unique_topics))
     assert run.returncode == 0, run.stderr[-4000:]
     job = run.stdout.strip()
 
