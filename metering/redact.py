@@ -45,9 +45,7 @@ from detect_secrets.plugins.basic_auth import BasicAuthDetector
 from detect_secrets.plugins.discord import DiscordBotTokenDetector
 from detect_secrets.plugins.github_token import GitHubTokenDetector
 from detect_secrets.plugins.gitlab_token import GitLabTokenDetector
-from detect_secrets.plugins.jwt import JwtTokenDetector
 from detect_secrets.plugins.mailchimp import MailchimpDetector
-from detect_secrets.plugins.openai import OpenAIDetector
 from detect_secrets.plugins.pypi_token import PypiTokenDetector
 from detect_secrets.plugins.sendgrid import SendGridDetector
 from detect_secrets.plugins.slack import SlackDetector
@@ -240,7 +238,18 @@ POLICY: Final = RedactionPolicy(
         }
     ),
     shapes=(
-        TokenShape("jwt", _ds(JwtTokenDetector), ("eyJ",), EVERYWHERE),
+        # detect-secrets' JWT pattern retries its unbounded first part from every "eyJ" of a
+        # run (quadratic on "eyJeyJ..."): this one starts only where a run starts, and takes the
+        # signature too.
+        TokenShape(
+            "jwt",
+            re.compile(
+                r"(?<![A-Za-z0-9_=-])(?=[A-Za-z0-9_=-]*?eyJ)[A-Za-z0-9_=-]++"
+                r"\.[A-Za-z0-9_=-]++(?:\.[A-Za-z0-9_.+/=-]*+)?"
+            ),
+            ("eyJ",),
+            EVERYWHERE,
+        ),
         TokenShape(
             "aws_access_key_id",
             _ds(AWSKeyDetector),
@@ -279,7 +288,14 @@ POLICY: Final = RedactionPolicy(
             ("gl", "GR1348941"),
             EVERYWHERE,
         ),
-        TokenShape("openai_key", _ds(OpenAIDetector), ("T3BlbkFJ",), EVERYWHERE),
+        # detect-secrets' pattern starts with an unbounded run retried from every "sk-" of a
+        # run; the marker and its fixed-length neighbours are enough, widening takes the rest.
+        TokenShape(
+            "openai_key",
+            re.compile(r"[A-Za-z0-9]{20}T3BlbkFJ[A-Za-z0-9]{20}"),
+            ("T3BlbkFJ",),
+            EVERYWHERE,
+        ),
         TokenShape("sendgrid_key", _ds(SendGridDetector), ("SG.",), EVERYWHERE),
         TokenShape(
             "twilio_key",
@@ -402,7 +418,13 @@ _UUID = re.compile(r"[0-9a-fA-F]{8}-(?:[0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}")
 # has "/" and "+"); in dead-letter text also JSON-escaped slashes (APISIX writes "/" as "\/").
 _AGENT_RUN = re.compile(r"[A-Za-z0-9+/_-]{20,}={0,2}")
 _TEXT_RUN = re.compile(r"(?:[A-Za-z0-9+_-]|\\?/){20,}={0,2}")
-_PCT_RUN = re.compile(r"[A-Za-z0-9_.~+/=-]*(?:%[0-9A-Fa-f]{2}[A-Za-z0-9_.~+/=-]*)+")
+# Every pattern that can meet hostile text is linear: a repetition that could fail and be
+# retried from each later start of the same run is anchored at the run's start (a lookbehind)
+# and possessive, so a megabyte of ``z`` followed by ``%`` is scanned once, not once per start.
+_PCT_CHARS = r"A-Za-z0-9_.~+/=-"
+_PCT_RUN = re.compile(
+    rf"(?<![{_PCT_CHARS}])[{_PCT_CHARS}]*+(?:%[0-9A-Fa-f]{{2}}[{_PCT_CHARS}]*+)++"
+)
 # 13 to 19 digits, optionally grouped by spaces or dashes, starting like a card network's
 # numbers (2221-2720, 3, 4, 5, 6): a millisecond timestamp (1...) is never taken for a card.
 _CARD = re.compile(r"(?<![\d.])[2-6]\d(?:[ -]?\d){11,17}(?!\d)")
@@ -427,6 +449,10 @@ def _secret_head(run: str) -> bool:
     if chars <= _DIGITS | _SEPARATORS:
         return sum(ch in _DIGITS for ch in run) >= 16
     if not chars.isdisjoint(_DIGITS):
+        return True
+    # A cut may leave only one case of a key's head (``AAAA…``); a 16-letter word with no
+    # separator is rare enough in reasons and payload tails to lose.
+    if len(run) >= 16 and chars.isdisjoint(_SEPARATORS):
         return True
     return (
         len(run) >= 12
@@ -571,7 +597,8 @@ def _secret_spans(text: str, where: str, depth: int = 0) -> list[tuple[int, int]
         # A payload cut off inside a credential ends with its head, which no shape matches any
         # more: a trailing run that is not a word or a short number goes.
         body = text.rstrip("\\")
-        tail = len(body) - len(body.rstrip(_URLSAFE_CHARS + ".:"))
+        # Standard base64 too (AWS secrets): its '/', '+' and '=' belong to the head.
+        tail = len(body) - len(body.rstrip(_URLSAFE_CHARS + ".:/+="))
         if tail >= 10 and _secret_head(body[-tail:]):
             spans.append((len(body) - tail, len(text)))
         last = body[-_CARD_TAIL_CHARS:]
@@ -612,11 +639,11 @@ def redact_tokens(text: str, where: str = TEXT) -> str:
 
 # "name": value, at any depth of JSON-in-a-JSON-string: the quotes of a string embedded n levels
 # deep carry 2^n - 1 backslashes, and the name's quotes say which level the value is at.
-_JSON_NAME = re.compile(r'(\\*)"([^"\\\r\n]{1,128})\1"\s*:\s*')
+_JSON_NAME = re.compile(r'(?<!\\)(\\*+)"([^"\\\r\n]{1,128})\1"\s*+:\s*+')
 # A string value at the top level (it may be cut off at the end of a truncated payload, even
 # right after the backslash of an escaped quote: without `\\?$` the match would stop at an
 # earlier escaped quote and leave the rest of the value, an embedded secret, in the clear).
-_JSON_STRING = re.compile(r'"(?:[^"\\]|\\[\s\S])*(?:"|\\?$)')
+_JSON_STRING = re.compile(r'"(?:[^"\\]|\\[\s\S])*+(?:"|\\?$)')
 _JSON_SCALAR = re.compile(r"[-\w.+]+")
 _BRACKET = re.compile(r"[\[\]{}]")
 
@@ -671,7 +698,8 @@ def _redact_json_pairs(text: str) -> str:
 # Python reprs, cookies).
 _TEXT_NAME = re.compile(r"(?<![\w%])([A-Za-z_][\w.%-]{0,63})(['\"]?)\s*(?:=>?|:)\s*")
 _TEXT_QUOTED = re.compile(
-    r"\"(?:[^\"\\]|\\.)*(?:\"|\\?$)|'(?:[^'\\]|\\.)*(?:'|\\?$)|\[\s*['\"][^\]]*(?:\]|$)"
+    r"\"(?:[^\"\\]|\\[\s\S])*+(?:\"|\\?$)|'(?:[^'\\]|\\[\s\S])*+(?:'|\\?$)"
+    r"|\[\s*+['\"][^\]]*+(?:\]|$)"
 )
 _TEXT_BARE = re.compile(r"[^\s&,;\"'})\]]+")
 
@@ -735,7 +763,7 @@ def _header_line(m: re.Match[str]) -> str:
 
 
 _AUTH_SCHEME = re.compile(
-    r"\b(" + "|".join(re.escape(s) for s in POLICY.auth_schemes) + r")\s+(?![=:])[^\s\"',}]+",
+    r"\b(" + "|".join(re.escape(s) for s in POLICY.auth_schemes) + r")\s++(?![=:])[^\s\"',}]+",
     re.IGNORECASE,
 )
 _IPV4 = re.compile(r"(?<![\w.])(?:\d{1,3}\.){3}\d{1,3}(?![\w.]*\d)")
@@ -743,12 +771,12 @@ _IPV4 = re.compile(r"(?<![\w.])(?:\d{1,3}\.){3}\d{1,3}(?![\w.]*\d)")
 # neither, so they survive.
 _IPV6 = re.compile(
     r"(?<![\w:])(?:(?:[0-9A-Fa-f]{1,4}:){7}[0-9A-Fa-f]{1,4}"
-    r"|(?:[0-9A-Fa-f]{1,4}:){0,7}:(?::?[0-9A-Fa-f]{1,4}){0,7}(?:%\w+)?)(?![\w:])"
+    r"|(?:[0-9A-Fa-f]{1,4}+:){0,7}+:(?::?[0-9A-Fa-f]{1,4}+){0,7}+(?:%\w++)?)(?![\w:])"
 )
 
 
 # Any number of backslashes: \\u0061 is "a" two JSON levels down.
-_ASCII_ESCAPE = re.compile(r"\\+u00([2-7][0-9a-fA-F])")
+_ASCII_ESCAPE = re.compile(r"(?<!\\)\\++u00([2-7][0-9a-fA-F])")
 _PLAIN = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.:=")
 
 
