@@ -1830,14 +1830,8 @@ class Harness:
     def tm_kill(self, phase: str) -> tuple[str, int, int | None]:
         self._one_tm()  # before waiting for the moment: fail early
         moment, checkpoint = self._await_phase(phase)
-        pid = self._one_tm()
-        workers = [(w, _cmdline(w)) for w in descendants(pid)]
-        os.kill(pid, signal.SIGKILL)
-        killed_ms = int(time.time() * 1000)
-        if wait_gone([pid], 15):
-            raise FaultsError(f"TaskManager {pid} survived SIGKILL")
-        self.cluster.start_daemon("taskmanager.sh")
-        self.orphan_candidates = [(w, args) for w, args in workers]
+        self.orphan_candidates = []
+        pid, killed_ms = self._kill_tm()
         detail = f"kill -9 TaskManager {pid} {moment}; new TaskManager started"
         return detail, killed_ms, checkpoint
 
