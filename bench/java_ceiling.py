@@ -106,29 +106,113 @@ def source_ddl(cfg: PipelineSettings, table: str = "entries_source") -> str:
 )"""
 
 
-# Two views, so each value is written once: identity first, then the enriched projection.
-IDENTITY_VIEW = """CREATE TEMPORARY VIEW identity_view AS
+# Flink 2.2 inlines views into one Calc and then evaluates an expression again at every reference
+# to it (no common sub-expression reuse), and COALESCE evaluates all of its arguments
+# (FLINK-38468). Plain views would parse each consumer's JSON some twenty times per event and hash
+# each key several times. So the values are computed in stages, each stage a Calc of its
+# own that reads the previous one's results as fields (see BARRIER), and CASE chains, which do
+# stop at the first match, reach a JSON_VALUE only when the cheaper candidates before it are null.
+BARRIER = "_unmerged"
+"""A RAND() column that the next stage references twice, in an always-true filter. The planner
+never merges a Calc into one that references its non-deterministic result more than once (that
+would draw a different number at each reference), so each stage's results are computed once."""
+OBJECT_CONSUMER = "`consumer` LIKE '{%'"
+
+
+def _barrier_filter(column: str = BARRIER) -> str:
+    return f"`{column}` <> `{column}` + 1.0"
+
+
+# What the later stages and the inserts read, as flat columns: a nested ROW passed through a Calc is
+# copied whole, strings included, at each stage.
+FLAT_COLUMNS = {
+    "req_id": "`request`.`id`",
+    "req_x_request_id": "`request`.`headers`.`x-request-id`",
+    "req_uri": "`request`.`uri`",
+    "req_method": "`request`.`method`",
+    "req_size": "`request`.`size`",
+    "req_host": "`request`.`headers`.`host`",
+    "req_user_agent": "`request`.`headers`.`user-agent`",
+    "resp_status": "`response`.`status`",
+    "resp_size": "`response`.`size`",
+    "server_hostname": "`server`.`hostname`",
+    "server_version": "`server`.`version`",
+    "lat_kong": "`latencies`.`kong`",
+    "lat_proxy": "`latencies`.`proxy`",
+    "lat_request": "`latencies`.`request`",
+    "route_entity_id": "`route`.`id`",
+    "route_name": "`route`.`name`",
+    "service_entity_id": "`service`.`id`",
+    "service_name": "`service`.`name`",
+}
+PASSED_COLUMNS = [
+    "start_time",
+    "started_at",
+    "client_ip",
+    "route_id",
+    "service_id",
+    "latency",
+    "upstream_latency",
+    "apisix_latency",
+    "endpoint",
+    "units",
+    "method",
+    "topic",
+    "partition",
+    "offset",
+    "event_ms",
+    "ts",
+    *FLAT_COLUMNS,
+]
+"""Columns the identity stage hands on unchanged to ``entries``."""
+
+
+def _columns(names: list[str]) -> str:
+    return ", ".join(f"`{n}`" for n in names)
+
+
+# Stage 1: flat columns, the consumer's username and the API key, each read once.
+PARSED_VIEW = f"""CREATE TEMPORARY VIEW parsed_view AS
 SELECT
-  *,
-  COALESCE(
-    CASE WHEN `consumer` LIKE '{%' THEN COALESCE(
-      JSON_VALUE(`consumer`, '$.username'),
-      JSON_VALUE(`consumer`, '$.custom_id'),
-      JSON_VALUE(`consumer`, '$.id')) ELSE `consumer` END,
-    `user_id`) AS consumer_name,
-  COALESCE(
-    NULLIF(`request`.`headers`.`apikey`, 'REDACTED'),
-    `request`.`headers`.`x-api-key`,
-    `request`.`querystring`.`apikey`,
-    `request`.`querystring`.`api_key`,
-    NULLIF(REGEXP_EXTRACT(
-      NULLIF(`request`.`headers`.`authorization`, 'REDACTED'), '^\\S+\\s+(.+)$', 1), ''),
-    CASE WHEN `consumer` LIKE '{%' THEN
-      JSON_VALUE(`consumer`, '$.plugins."key-auth".key') END) AS api_key,
-  COALESCE(`response`.`status`, `status`) AS http_status
+  {_columns([c for c in PASSED_COLUMNS if c not in FLAT_COLUMNS])},
+  `user_id`, `consumer`, `status`,
+  {", ".join(f"{expr} AS `{name}`" for name, expr in FLAT_COLUMNS.items())},
+  CASE WHEN {OBJECT_CONSUMER} THEN JSON_VALUE(`consumer`, '$.username') END AS consumer_username,
+  CASE
+    WHEN NULLIF(`request`.`headers`.`apikey`, 'REDACTED') IS NOT NULL
+      THEN `request`.`headers`.`apikey`
+    WHEN `request`.`headers`.`x-api-key` IS NOT NULL THEN `request`.`headers`.`x-api-key`
+    WHEN `request`.`querystring`.`apikey` IS NOT NULL THEN `request`.`querystring`.`apikey`
+    WHEN `request`.`querystring`.`api_key` IS NOT NULL THEN `request`.`querystring`.`api_key`
+    ELSE COALESCE(
+      NULLIF(REGEXP_EXTRACT(
+        NULLIF(`request`.`headers`.`authorization`, 'REDACTED'), '^\\S+\\s+(.+)$', 1), ''),
+      CASE WHEN {OBJECT_CONSUMER} THEN
+        JSON_VALUE(`consumer`, '$.plugins."key-auth".key') END)
+  END AS api_key,
+  RAND() AS `{BARRIER}`
 FROM entries_source
 WHERE `ts` IS NOT NULL"""
 
+# Stage 2: identity, fingerprints and status.
+IDENTITY_VIEW = f"""CREATE TEMPORARY VIEW identity_view AS
+SELECT
+  {_columns(PASSED_COLUMNS)},
+  COALESCE(
+    CASE WHEN {OBJECT_CONSUMER} THEN COALESCE(consumer_username,
+      CASE WHEN consumer_username IS NULL THEN COALESCE(
+        JSON_VALUE(`consumer`, '$.custom_id'), JSON_VALUE(`consumer`, '$.id')) END)
+    ELSE `consumer` END,
+    `user_id`) AS consumer_name,
+  SHA256('{SALT}' || api_key) AS key_fingerprint,
+  SHA256('{SALT}' || `client_ip`) AS client_hash,
+  COALESCE(`resp_status`, `status`) AS http_status,
+  COALESCE(COALESCE(`resp_status`, `status`) IN (401, 403), FALSE) AS auth_failed,
+  RAND() AS `{BARRIER}`
+FROM parsed_view
+WHERE {_barrier_filter()}"""
+
+# Stage 3: the rate key, read by both inserts.
 ENTRIES_VIEW = f"""CREATE TEMPORARY VIEW entries AS
 SELECT
   *,
@@ -138,42 +222,36 @@ SELECT
       THEN 'key:' || key_fingerprint END,
     CASE WHEN client_hash IS NOT NULL THEN 'client:' || client_hash END,
     'anonymous') AS rate_key
-FROM (
-  SELECT
-    *,
-    SHA256('{SALT}' || api_key) AS key_fingerprint,
-    SHA256('{SALT}' || `client_ip`) AS client_hash,
-    COALESCE(http_status IN (401, 403), FALSE) AS auth_failed
-  FROM identity_view
-)"""
+FROM identity_view
+WHERE {_barrier_filter()}"""
 
 ENRICHED_VALUE = """JSON_OBJECT(
     'event_id' VALUE
       `topic` || '-' || CAST(`partition` AS STRING) || '-' || CAST(`offset` AS STRING),
-    'request_id' VALUE COALESCE(`request`.`id`, `request`.`headers`.`x-request-id`),
+    'request_id' VALUE COALESCE(`req_id`, `req_x_request_id`),
     'gateway' VALUE CASE WHEN `started_at` IS NOT NULL THEN 'kong'
       WHEN `start_time` IS NOT NULL THEN 'apisix' ELSE 'generic' END,
-    'gateway_version' VALUE `server`.`version`,
-    'gateway_host' VALUE `server`.`hostname`,
+    'gateway_version' VALUE `server_version`,
+    'gateway_host' VALUE `server_hostname`,
     'rate_key' VALUE rate_key,
     'consumer' VALUE consumer_name,
     'key_fingerprint' VALUE key_fingerprint,
-    'route' VALUE COALESCE(NULLIF(`route_id`, ''), `route`.`name`, `route`.`id`),
-    'service' VALUE COALESCE(NULLIF(`service_id`, ''), `service`.`name`, `service`.`id`),
-    'method' VALUE COALESCE(`request`.`method`, `method`),
-    'host' VALUE `request`.`headers`.`host`,
-    'path' VALUE REGEXP_EXTRACT(COALESCE(`request`.`uri`, `endpoint`), '^([^?#]*)', 1),
+    'route' VALUE COALESCE(NULLIF(`route_id`, ''), `route_name`, `route_entity_id`),
+    'service' VALUE COALESCE(NULLIF(`service_id`, ''), `service_name`, `service_entity_id`),
+    'method' VALUE COALESCE(`req_method`, `method`),
+    'host' VALUE `req_host`,
+    'path' VALUE REGEXP_EXTRACT(COALESCE(`req_uri`, `endpoint`), '^([^?#]*)', 1),
     'status' VALUE http_status,
     'auth_failed' VALUE auth_failed,
-    'latency_ms' VALUE COALESCE(`latency`, `latencies`.`request`),
+    'latency_ms' VALUE COALESCE(`latency`, `lat_request`),
     'upstream_latency_ms' VALUE COALESCE(`upstream_latency`,
-      CASE WHEN `latencies`.`proxy` >= 0 THEN `latencies`.`proxy` END),
-    'gateway_latency_ms' VALUE COALESCE(`apisix_latency`, `latencies`.`kong`,
+      CASE WHEN `lat_proxy` >= 0 THEN `lat_proxy` END),
+    'gateway_latency_ms' VALUE COALESCE(`apisix_latency`, `lat_kong`,
       `latency` - `upstream_latency`),
-    'request_bytes' VALUE `request`.`size`,
-    'response_bytes' VALUE `response`.`size`,
+    'request_bytes' VALUE `req_size`,
+    'response_bytes' VALUE `resp_size`,
     'units' VALUE COALESCE(`units`, 1.0),
-    'user_agent' VALUE `request`.`headers`.`user-agent`,
+    'user_agent' VALUE `req_user_agent`,
     'client_hash' VALUE client_hash,
     'client_prefix' VALUE CASE
       WHEN `client_ip` LIKE '%:%' THEN
@@ -242,6 +320,7 @@ def statements(cfg: PipelineSettings) -> list[str]:
     return [
         source_ddl(cfg),
         *(sink_ddl(s) for s in sink_specs(cfg)),
+        PARSED_VIEW,
         IDENTITY_VIEW,
         ENTRIES_VIEW,
         insert_enriched(),
@@ -263,6 +342,11 @@ def flink_config(cfg: PipelineSettings) -> dict[str, str]:
         "execution.checkpointing.min-pause": "500 ms",
         "execution.checkpointing.checkpoints-after-tasks-finish": "true",
         "restart-strategy.type": "fixed-delay" if cfg.bounded else "exponential-delay",
+        # As the job sets it: chained operators hand rows on instead of copying each one.
+        "pipeline.object-reuse": "true",
+        # Both inserts read the view ``entries``; recognised as one block, it is planned and
+        # computed once, instead of once per insert with each insert's columns pruned.
+        "table.optimizer.reuse-optimize-block-with-digest-enabled": "true",
     }
     if cfg.checkpoint_dir:
         conf["execution.checkpointing.dir"] = cfg.checkpoint_dir

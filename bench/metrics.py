@@ -23,6 +23,11 @@ OPTIONAL_CONTENDERS = ("job_session",)
 METRIC_KEYS = ("events_per_s", "latency_ms", "cpu_s_per_million", "peak_rss_mb")
 MIN_COMMITS = 4
 """Visible commits needed before first-to-last visible output is trusted as the rate."""
+STEADY_SKIP_FRACTION = 0.4
+"""Share of a throughput phase's events, by processing stamp, left out of its steady-state
+figures: the JVM compiles its hot code during roughly the first minute of a run."""
+MIN_STEADY_S = 5.0
+"""Shortest steady window worth a figure."""
 
 
 def parse_contenders(text: str) -> list[str]:
@@ -106,15 +111,18 @@ def stamp_ms(text: str) -> int:
 
 
 class ProcessingSpan:
-    """Earliest and latest ``processing_time`` stamp seen in output records.
+    """Earliest and latest ``processing_time`` stamp seen in output records, and how many records
+    carry a stamp in each second.
 
     The job and the Python loop write epoch ms; the Java ceiling writes a UTC text stamp, which
-    sorts like the time it names, so only the extremes are ever converted.
+    sorts like the time it names, so only the extremes and each second's label are converted.
     """
 
     def __init__(self) -> None:
         self._ms: list[int] = []
         self._text: list[bytes] = []
+        self._per_second: Counter[int] = Counter()
+        self._per_text_second: Counter[bytes] = Counter()
 
     def update(self, value: bytes) -> None:
         m = _STAMP.search(value)
@@ -122,6 +130,7 @@ class ProcessingSpan:
             return
         if m.group("ms") is not None:
             ms = int(m.group("ms"))
+            self._per_second[ms // 1000] += 1
             if not self._ms:
                 self._ms = [ms, ms]
             elif ms < self._ms[0]:
@@ -130,6 +139,7 @@ class ProcessingSpan:
                 self._ms[1] = ms
         else:
             text = m.group("text")
+            self._per_text_second[text[:19]] += 1
             if not self._text:
                 self._text = [text, text]
             elif text < self._text[0]:
@@ -143,6 +153,14 @@ class ProcessingSpan:
         if self._text:
             return stamp_ms(self._text[0].decode()), stamp_ms(self._text[1].decode())
         return None
+
+    def per_second(self) -> dict[int, int]:
+        """Records per epoch second of their processing stamp."""
+        out = dict(self._per_second)
+        for label, n in self._per_text_second.items():
+            second = stamp_ms(label.decode() + ".000") // 1000
+            out[second] = out.get(second, 0) + n
+        return out
 
 
 # -- CPU and memory samples --------------------------------------------------------------------
@@ -196,6 +214,52 @@ class Throughput:
     peak_rss_mb: float
     wall_s: float
     complete: bool
+    steady: dict[str, Any] | None = None
+    """``steady_state`` of the phase (None: too short for one)."""
+
+
+def events_between(per_second: Mapping[int, int], t0: float, t1: float) -> int:
+    """Records stamped in the whole seconds from ``t0`` up to, not including, ``t1``."""
+    return sum(n for second, n in per_second.items() if t0 <= second < t1)
+
+
+def steady_state(
+    per_second: Mapping[int, int],
+    bounds_ms: tuple[int, int] | None,
+    samples: Sequence[Sample],
+    skip_fraction: float = STEADY_SKIP_FRACTION,
+) -> dict[str, Any] | None:
+    """Rate and CPU per event after warm-up: over the processing-stamp seconds that follow the
+    first ``skip_fraction`` of the events, up to the last stamp. None when that window is shorter
+    than ``MIN_STEADY_S`` (or there are no stamps).
+
+    The window starts at a whole second, so the events counted in it (those stamped in that
+    second or later) match the CPU sampled from that moment to the last stamp.
+    """
+    if not per_second or bounds_ms is None:
+        return None
+    total = sum(per_second.values())
+    skipped = 0
+    start: int | None = None
+    for second in sorted(per_second):
+        if skipped >= skip_fraction * total:
+            start = second
+            break
+        skipped += per_second[second]
+    end_s = bounds_ms[1] / 1000
+    if start is None or end_s - start < MIN_STEADY_S:
+        return None
+    events = total - skipped
+    window_s = end_s - start
+    cpu = cpu_between(samples, float(start), end_s)
+    return {
+        "events_per_s": round(events / window_s, 1),
+        "cpu_s_per_million": round(cpu / events * 1e6, 1),
+        "events": events,
+        "window_s": round(window_s, 1),
+        "cpu_s": round(cpu, 2),
+        "skipped_events": skipped,
+    }
 
 
 def throughput_result(tp: Throughput) -> dict[str, Any]:
@@ -219,6 +283,7 @@ def throughput_result(tp: Throughput) -> dict[str, Any]:
         "events_per_s_basis": basis,
         "processing_events_per_s": None if processing_rate is None else round(processing_rate, 1),
         "cpu_s_per_million": round(tp.cpu_s / tp.events_in * 1e6, 1) if tp.events_in else None,
+        "steady": tp.steady,
         "peak_rss_mb": tp.peak_rss_mb,
         "throughput": {
             "events_in": tp.events_in,
@@ -340,10 +405,13 @@ def _task_time_lines(doc: Mapping[str, Any], width: int = 70) -> list[str]:
 
 
 def format_table(doc: Mapping[str, Any]) -> str:
-    """The table ``make bench`` prints: one row per contender, then machine and versions."""
+    """The table ``make bench`` prints: one row per contender, then machine and versions.
+
+    Each throughput figure stands beside its steady-state one (``steady_state``: after the
+    first ``STEADY_SKIP_FRACTION`` of the events)."""
     header = (
-        f"{'contender':<14}{'events/s':>11}{'p50 ms':>10}{'p99 ms':>10}"
-        f"{'CPU s/M ev':>12}{'peak RSS MB':>13}  notes"
+        f"{'contender':<14}{'events/s':>11}{'steady ev/s':>13}{'p50 ms':>10}{'p99 ms':>10}"
+        f"{'CPU s/M ev':>12}{'steady s/M':>12}{'peak RSS MB':>13}  notes"
     )
     lines = [header, "-" * len(header)]
     for name in CONTENDERS + OPTIONAL_CONTENDERS:
@@ -351,6 +419,7 @@ def format_table(doc: Mapping[str, Any]) -> str:
         if r is None:
             continue
         lat = r.get("latency_ms") or {}
+        steady = r.get("steady") or {}
         notes = []
         if r.get("events_per_s_basis") == "processing_stamps":
             notes.append(f"rate from processing stamps (<{MIN_COMMITS} commits seen)")
@@ -369,8 +438,9 @@ def format_table(doc: Mapping[str, Any]) -> str:
         if r.get("error"):
             notes.append(f"error: {r['error']}")
         lines.append(
-            f"{name:<14}{_num(r.get('events_per_s')):>11}{_num(lat.get('p50')):>10}"
-            f"{_num(lat.get('p99')):>10}{_num(r.get('cpu_s_per_million')):>12}"
+            f"{name:<14}{_num(r.get('events_per_s')):>11}{_num(steady.get('events_per_s')):>13}"
+            f"{_num(lat.get('p50')):>10}{_num(lat.get('p99')):>10}"
+            f"{_num(r.get('cpu_s_per_million')):>12}{_num(steady.get('cpu_s_per_million')):>12}"
             f"{_num(r.get('peak_rss_mb')):>13}  {'; '.join(notes)}"
         )
     lines += _task_time_lines(doc)

@@ -29,9 +29,10 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, Topi
 
 from metering.detect import window_bounds, window_record
 from metering.geo import GeoLookup, default_geoip_db
+from metering.kafka_producer import librdkafka_batching
 from metering.records import RecordProcessor, SourceRef, dumps
 from metering.redact import Pseudonymizer
-from metering.settings import HashKeyError, read_hash_key
+from metering.settings import HashKeyError, PipelineSettings, read_hash_key
 from metering.windows import as_agg, count_event
 
 log = logging.getLogger("python_loop")
@@ -89,12 +90,30 @@ class Windows:
         return out
 
 
+def producer_config(args: argparse.Namespace) -> dict[str, Any]:
+    """The loop's transactional producer, batching as the job's sinks do."""
+    return {
+        "bootstrap.servers": args.bootstrap_servers,
+        "transactional.id": args.transactional_id,
+        "transaction.timeout.ms": args.transaction_timeout_ms,
+        "acks": "all",
+        "enable.idempotence": True,
+        **librdkafka_batching(),
+        "queue.buffering.max.messages": 1000000,
+        "queue.buffering.max.kbytes": 1048576,
+    }
+
+
 class Loop:
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
         self.stop = False
         self.geo = GeoLookup(args.geoip_db or default_geoip_db(), args.geo_cache_size)
-        self.processor = RecordProcessor(Pseudonymizer(read_hash_key()), self.geo.lookup)
+        # The job's parse, with the job's limits: its settings come from the same PIPELINE_*
+        # environment (udfs.functions.ParseEnrich builds the same processor).
+        self.processor = RecordProcessor(
+            Pseudonymizer(read_hash_key()), self.geo.lookup, PipelineSettings().limits()
+        )
         self.windows = Windows(args.window_seconds * 1000, args.out_of_orderness_seconds * 1000)
         self.consumer = Consumer(
             {
@@ -107,19 +126,7 @@ class Loop:
                 "max.partition.fetch.bytes": 10485760,
             }
         )
-        self.producer = Producer(
-            {
-                "bootstrap.servers": args.bootstrap_servers,
-                "transactional.id": args.transactional_id,
-                "transaction.timeout.ms": args.transaction_timeout_ms,
-                "acks": "all",
-                "enable.idempotence": True,
-                "linger.ms": 20,
-                "batch.size": 1048576,
-                "queue.buffering.max.messages": 1000000,
-                "queue.buffering.max.kbytes": 1048576,
-            }
-        )
+        self.producer = Producer(producer_config(args))
         self.records = 0
 
     def _produce(self, topic: str, key: str | None, value: str) -> None:
@@ -178,8 +185,9 @@ class Loop:
 
     def _handle(self, topic: str, partition: int, offset: int, msg: Any) -> None:
         result = self.processor.process(msg.value(), SourceRef(topic, partition, offset))
-        for ev in result.events:
-            self._produce(self.args.enriched_topic, ev["rate_key"], dumps(ev))
+        # ``encoded`` is each event's JSON as the job writes it, already within the size limit.
+        for ev, text in zip(result.events, result.encoded, strict=True):
+            self._produce(self.args.enriched_topic, ev["rate_key"], text)
             late = self.windows.add(ev)
             if late is not None:
                 self._produce(self.args.usage_topic, late["rate_key"], dumps(late))

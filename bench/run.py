@@ -56,14 +56,17 @@ from bench.metrics import (
     assemble,
     bursts,
     cpu_between,
+    events_between,
     format_table,
     latency_ms,
     latency_summary,
     parse_contenders,
     peak_rss_mb,
+    steady_state,
     throughput_result,
 )
 from bench.procs import Contender, TreeSampler
+from bench.profile import jvm_option, summarize_recording
 from bench.task_time import TaskTimeSampler, busiest, free_port, minicluster_rest_config
 from metering.records import client_rate_key
 from metering.redact import Pseudonymizer
@@ -206,6 +209,21 @@ def build_parser() -> argparse.ArgumentParser:
         default=int(_env("BENCH_GEN_WORKERS", str(min(2, os.cpu_count() or 1)))),
         help="processes generating the pre-load [BENCH_GEN_WORKERS]",
     )
+    a(
+        "--profile-seconds",
+        type=int,
+        default=int(_env("BENCH_PROFILE_SECONDS", "0")),
+        help="record this long a JDK Flight Recording of each Flink contender's JVM in the "
+        "throughput phase and sum it by operator and SQL function; 0: none "
+        "[BENCH_PROFILE_SECONDS]",
+    )
+    a(
+        "--profile-delay",
+        type=int,
+        default=int(_env("BENCH_PROFILE_DELAY", "60")),
+        help="seconds after the JVM starts before the recording begins, past the JIT's warm-up "
+        "[BENCH_PROFILE_DELAY]",
+    )
     a("--out", type=Path, default=RESULTS, help="results directory (default: bench/results)")
     a("--keep-topics", action="store_true", help="keep this run's topics (default: delete them)")
     return p
@@ -231,6 +249,8 @@ class Options:
     gen_workers: int
     out: Path
     keep_topics: bool
+    profile_seconds: int = 0
+    profile_delay: int = 60
 
 
 def options_from_args(argv: Sequence[str] | None) -> Options:
@@ -269,6 +289,8 @@ def options_from_args(argv: Sequence[str] | None) -> Options:
         seed=ns.seed,
         gen_workers=max(1, ns.gen_workers),
         out=ns.out,
+        profile_seconds=max(0, ns.profile_seconds),
+        profile_delay=max(0, ns.profile_delay),
         keep_topics=ns.keep_topics,
     )
 
@@ -584,6 +606,12 @@ class Bench:
         group = f"{self.prefix}.{contender}.{tag}"
         log_dir = self.logs / f"{contender}-{tag}"
         env = dict(self.env, FLINK_LOG_DIR=str(log_dir))
+        if contender in ("job", "java_ceiling") and tag == "t" and opts.profile_seconds:
+            # PyFlink starts the MiniCluster's JVM with JVM_ARGS (pyflink_gateway_server).
+            option = jvm_option(
+                self.recording(contender, tag), opts.profile_delay, opts.profile_seconds
+            )
+            env["JVM_ARGS"] = f"{env.get('JVM_ARGS', '')} {option}".strip()
         py = sys.executable
         checkpoints = (self.checkpoints / f"{contender}-{tag}").as_uri()
         if contender in ("job", "java_ceiling"):
@@ -731,9 +759,12 @@ class Bench:
                 peak_rss_mb=peak_rss_mb(sampler.samples),
                 wall_s=time.time() - started,
                 complete=complete,
+                steady=steady_state(watcher.span.per_second(), span, sampler.samples),
             )
         )
         result["logs"] = [str(p) for p in launched.logs]
+        if contender in ("job", "java_ceiling") and tag == "t" and opts.profile_seconds:
+            result["profile"] = self.profile(contender, tag, watcher, sampler)
         if task_time is not None:
             last = span[1] / 1000 if span else t1
             result["task_time"] = task_time.result(t0, last)
@@ -742,12 +773,37 @@ class Bench:
                     f"{contender}: busy {v['busy_ms_per_s']['max']:,.0f} ms/s, backpressured "
                     f"{v.get('backpressured_ms_per_s', {}).get('max', 0):,.0f} ms/s: {v['vertex']}"
                 )
+        steady = result["steady"] or {}
         say(
             f"{contender}: {result['events_per_s']:,.0f} events/s, "
-            f"{result['cpu_s_per_million']} CPU s/M, peak RSS {result['peak_rss_mb']} MB"
+            f"{result['cpu_s_per_million']} CPU s/M, peak RSS {result['peak_rss_mb']} MB; "
+            f"steady state {steady.get('events_per_s')} events/s, "
+            f"{steady.get('cpu_s_per_million')} CPU s/M"
             + ("" if complete else f" (INCOMPLETE: {watcher.total}/{self.events})")
         )
         return result
+
+    def recording(self, contender: str, tag: str) -> Path:
+        return self.logs / f"{contender}-{tag}" / "profile.jfr"
+
+    def profile(
+        self, contender: str, tag: str, watcher: OutputWatcher, sampler: TreeSampler
+    ) -> dict[str, Any]:
+        """The recording's attribution, with the CPU per event over its own window."""
+        profile = summarize_recording(self.recording(contender, tag))
+        window = profile.get("window")
+        if window:
+            events = events_between(watcher.span.per_second(), window[0], window[1])
+            cpu = cpu_between(sampler.samples, window[0], window[1])
+            profile["events"] = events
+            profile["cpu_us_per_event"] = round(cpu / events * 1e6, 1) if events else None
+            for op in profile["operators"][:4]:
+                say(f"{contender}: profile {op['percent']} % {op['operator']} {op['functions']}")
+            say(
+                f"{contender}: profile window {profile['cpu_us_per_event']} CPU us/event, "
+                f"JIT compiling {profile['jit_compile_s']} s of {window[1] - window[0]:.0f} s"
+            )
+        return profile
 
     def _wait(
         self, watcher: OutputWatcher, events: int, timeout_s: float, launched: Launched, name: str
@@ -965,7 +1021,7 @@ class Bench:
             except Exception as e:  # one contender failing must not lose the others' results
                 say(f"{contender}: failed: {type(e).__name__}: {e}")
                 result["error"] = f"{type(e).__name__}: {e}"
-            for key in ("events_per_s", "cpu_s_per_million", "peak_rss_mb"):
+            for key in ("events_per_s", "cpu_s_per_million", "steady", "peak_rss_mb"):
                 result.setdefault(key, None)
             result.setdefault("latency_ms", latency_summary([]))
             results[contender] = result
@@ -978,7 +1034,7 @@ class Bench:
                 sweep.append(
                     {
                         "parallelism": p,
-                        **{k: r.get(k) for k in ("events_per_s", "cpu_s_per_million")},
+                        **{k: r.get(k) for k in ("events_per_s", "cpu_s_per_million", "steady")},
                         "peak_rss_mb": r.get("peak_rss_mb"),
                     }
                 )
@@ -999,6 +1055,8 @@ class Bench:
             "seed": opts.seed,
             "contenders": opts.contenders,
             "bootstrap_servers": opts.bootstrap,
+            "profile_seconds": opts.profile_seconds,
+            "profile_delay": opts.profile_delay,
         }
         return assemble(
             results,

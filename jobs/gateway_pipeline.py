@@ -1,17 +1,20 @@
 """Gateway pipeline: raw gateway access logs -> enriched events, usage counts, alerts, dead letters.
 
     source (Kafka raw topic: value, partition, offset, record timestamp)
-      -> Python: parse + validate + redact + geo-enrich   (dead letters to a side output)
-      -> SQL: event-time watermarks from the payload, per source subtask; drop gateway retries
-      -> Python: per key, tumbling event-time windows -> usage counts (+ late corrections)
-      -> Python: per-key anomaly detection -> alerts
+      -> Python, once per Kafka record: parse + validate + redact + geo-enrich
+               (dead letters to a side output)
+      -> SQL: event-time watermarks from the payload, per source subtask; gateway retries marked;
+              on-time split from late
+      -> SQL, per rate key: tumbling event-time windows -> usage counts (+ late corrections,
+              + early records of windows whose auth failures reach a threshold)
+      -> Python, per rate key, window records only: anomaly detection -> alerts
       -> SQL: per source partition and interval, reconciliation
-               (entries in = enriched + dead-lettered + deduplicated)
+               (entries in = enriched + dead-lettered, enriched = enriched out + deduplicated)
     sinks: enriched, usage, dead letters and reconciliation exactly-once (Kafka transactions
     committed on each checkpoint); alerts at-least-once by default, with deterministic ids.
 
-Python does parsing, redaction, geo, windows and detection; deduplication, the enriched topic and
-reconciliation are Flink SQL, whose state lives in the JVM (jobs/pipeline_sql.py).
+Python parses, redacts, geocodes and detects; every per-event keyed state (retries, windows,
+reconciliation) is Flink SQL's, in the JVM and in its checkpoints (jobs/pipeline_sql.py).
 Runs on the embedded MiniCluster (``python -m jobs.gateway_pipeline``) and unchanged on a cluster.
 """
 
@@ -27,9 +30,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pyflink.common import Configuration
-from pyflink.common.typeinfo import RowTypeInfo, Types
+from pyflink.common.typeinfo import Types
 from pyflink.datastream import CheckpointingMode, DataStream, StreamExecutionEnvironment
-from pyflink.datastream.data_stream import KeyedStream
 from pyflink.java_gateway import get_gateway
 from pyflink.table import Schema, StreamTableEnvironment, Table
 from pyflink.util.java_utils import get_j_env_configuration
@@ -37,18 +39,15 @@ from pyflink.util.java_utils import get_j_env_configuration
 from jobs import pipeline_sql as sql
 from jobs.kafka_tables import SourceSpec, sink_ddl, sink_specs, source_ddl
 from jobs.preflight import check_brokers
+from metering.detect import early_thresholds
 from metering.geo import GeoLookup
 from metering.settings import HashKeyError, PipelineSettings, read_hash_key, settings_from_args
 from udfs.functions import (
     DEAD_LETTERS,
     KEYED_JSON_TYPE,
-    LATE,
     PARSED_TYPE,
     USAGE_TYPE,
-    WINDOW_FIELDS,
-    WINDOW_TYPE,
     DetectAnomalies,
-    KeyedWindows,
     ParseEnrich,
     RateKey,
 )
@@ -121,23 +120,20 @@ def create_environment(
         # capped at 5 MB: the dedup state of ~150k requests outgrows it, every checkpoint then
         # fails and the job restarts in a loop. A cluster brings its own (flink-cluster.sh, k8s).
         conf.set_string("execution.checkpointing.dir", LOCAL_CHECKPOINTS.as_uri())
-    # The window operator reads one state value per rate key. In process mode every read the
-    # Python worker has not cached is a blocking request to the JVM; Flink caches 1,000 keys.
-    # make bench, process mode, 5,000 keys: 929 events/s with the default, 1,250 with this.
+    # The detector reads one state value per rate key. In process mode every read the Python
+    # worker has not cached is a blocking request to the JVM; Flink caches 1,000 keys.
     conf.set_string("python.state.cache-size", "20000")
     # A process-mode Python operator (the parse, by default) hands its output on when its bundle
-    # finishes, at the latest after this long. Flink's 1 s showed in the early alerts: p50
-    # 2,373 ms against 452 ms with 100 ms at 2,500 events/s, with no difference in throughput
-    # (README, Performance).
+    # finishes, at the latest after this long; Flink's 1 s showed as seconds of alert latency
+    # (docs/performance-log.md).
     conf.set_string("python.fn-execution.bundle.time", "100")
     # Without it, every chained hand-off deep-copies the row, and the enriched JSON in it is
-    # re-encoded as UTF-8 each time: about 8 % of the JVM's time in a profile. Two alternating
-    # A/B rounds, 600,000 events: 18-20 % more events/s, 13-15 % less CPU per event (README,
-    # Optimizations tried). It holds because no operator of this job keeps or changes a row
-    # it was handed: the Python operators serialize theirs at once, the conversions and SQL
-    # operators build new rows, and the upsert Kafka sink copies what it buffers. The rule to
-    # keep: a thread-mode Python operator emits one reused row object, so a JVM operator
-    # chained after it that keeps rows (a buffer, a window, custom code) must copy them.
+    # re-encoded as UTF-8 each time (docs/performance-log.md). It holds because no operator of
+    # this job keeps or changes a row it was handed: the Python operators serialize theirs at
+    # once, the conversions and SQL operators build new rows, and the upsert Kafka sink copies
+    # what it buffers. The rule to keep: a thread-mode Python operator emits one reused row
+    # object, so a JVM operator chained after it that keeps rows (a buffer, a window, custom
+    # code) must copy them.
     conf.set_string("pipeline.object-reuse", "true")
     for k, v in (overrides or {}).items():
         conf.set_string(k, v)
@@ -153,46 +149,32 @@ def create_environment(
     tc.set("table.exec.uid.generation", "ALWAYS")
     # Windows are epoch-aligned whatever the machine's zone.
     tc.set("table.local-time-zone", "UTC")
-    # The SQL state that is not cleaned up by the watermark: request ids seen (the dedup
-    # horizon) and the reconciliation counts per (partition, interval).
-    if cfg.dedup_horizon_seconds > 0:
-        tc.set("table.exec.state.ttl", f"{cfg.dedup_horizon_seconds} s")
+    # The SQL state that the watermark does not clean up: the entries seen (the dedup horizon),
+    # the open windows' early counts and the reconciliation counts per (partition, interval).
+    tc.set("table.exec.state.ttl", f"{cfg.sql_state_ttl_seconds()} s")
     # A source subtask without events stops holding back the watermark (also of the watermark
     # assigned from the payload, which SQL treats as a source's).
     tc.set("table.exec.source.idle-timeout", f"{cfg.idle_timeout_seconds} s")
     # The reconciliation sink is keyed by (partition, interval), which the planner cannot see
     # through the key column's expression; the aggregate upstream already upserts by it.
     tc.set("table.exec.sink.upsert-materialize", "NONE")
-    # Also if a cluster's configuration enables it: mini-batch puts processing-time watermarks
-    # before the Python windows, and every event becomes late (metering.settings,
-    # REFUSED_FLINK_CONFIG, which refuses it in --flink-config).
+    # Also if a cluster's configuration enables it: mini-batch can put processing-time
+    # watermarks where the windows read event time (metering.settings, REFUSED_FLINK_CONFIG,
+    # which refuses it in --flink-config).
     tc.set("table.exec.mini-batch.enabled", "false")
     return env, t_env
 
 
-def keyed_by_first_column(stream: DataStream, value_type: RowTypeInfo) -> KeyedStream:
-    """A stream of Row(key STRING, value ROW) keyed by its first column in the JVM.
-
-    ``DataStream.key_by`` computes the key in a Python operator of its own, one more trip to
-    Python and back per event when the stream comes from SQL. Here SQL computes it; the rows
-    already have the shape PyFlink's key_by would give them, so its keyed functions run as is.
-    """
-    j_keyed = stream._j_data_stream.keyBy(
-        get_gateway().jvm.KeyByKeySelector(), Types.ROW([Types.STRING()]).get_java_type_info()
-    )
-    return KeyedStream(j_keyed, value_type, stream)
-
-
-def keyed_operator_uids(execution_mode: str) -> dict[str, str]:
-    """The keyed Python operators' uids, which name their runtime unless it is process mode.
+def detector_uid(execution_mode: str) -> str:
+    """The detector's uid, which names its runtime unless it is process mode.
 
     Keyed state written in one runtime does not come back in the other: a savepoint taken with
-    the windows in thread mode, resumed in process mode, restored them empty, with no error
-    (tests/integration/test_cluster.py). With the mode in the uid, Flink refuses that restore
-    ("cannot map checkpoint/savepoint state") instead of losing the open windows silently.
+    a keyed Python operator in thread mode, resumed in process mode, restored it empty, with no
+    error (tests/integration/test_cluster.py). With the mode in the uid, Flink refuses that
+    restore ("cannot map checkpoint/savepoint state") instead of losing the state silently.
     """
     suffix = "" if execution_mode == "process" else f"-{execution_mode}"
-    return {"windows": f"window-count{suffix}", "detector": f"detect-anomalies{suffix}"}
+    return f"detect-anomalies{suffix}"
 
 
 @contextmanager
@@ -217,13 +199,12 @@ def python_operators_in_mode(stream: DataStream, mode: str) -> Iterator[None]:
 def build_pipeline(
     t_env: StreamTableEnvironment, raw: DataStream, cfg: PipelineSettings
 ) -> Outputs:
-    """The job's logic, from a stream of Row(payload, partition, offset, kafka_s) to five tables.
+    """The job's logic, from a stream of RAW records (schemas.stages) to five tables.
 
     Tests call this with a bounded in-memory source; ``main()`` with the Kafka table source.
     """
-    # Python: parse, validate, redact, geo-enrich. Dead letters go to a side output. Stateless,
-    # so by default in process mode: beside the keyed functions' thread mode, the parse then
-    # has an interpreter (and lock) apart from the JVM's (README, Execution mode).
+    # Python, once per Kafka record: parse, validate, redact, geo-enrich. Dead letters go to a
+    # side output.
     with python_operators_in_mode(raw, cfg.parse_execution_mode):
         parsed = (
             raw.process(
@@ -248,16 +229,22 @@ def build_pipeline(
             .build(),
         ),
     )
-    dead = parsed.get_side_output(DEAD_LETTERS)
-    t_env.create_temporary_view("dead_letters", t_env.from_data_stream(dead))
+    t_env.create_temporary_view(
+        "dead_letters", t_env.from_data_stream(parsed.get_side_output(DEAD_LETTERS))
+    )
 
-    # SQL: gateway retries, once per event. Converted to a DataStream once, so the stateful
-    # OVER count exists once; what reads it below gets the same rowtime (the records'
-    # timestamps, from event_ts) and the same watermarks.
+    # SQL: gateway retries and the lateness split, once per event. Converted to a DataStream
+    # once, so that its stateful OVER count exists once: the plans below (the sinks' and the
+    # detector's) are translated apart, and each would otherwise get a copy of it.
+    detector = cfg.detector()
     plan = sql.SqlPlan(
         dedup=cfg.dedup_horizon_seconds > 0,
         reconcile_interval_s=cfg.reconcile_interval_seconds,
         source_topic=cfg.raw_topic,
+        window_s=cfg.window_seconds,
+        early_thresholds=early_thresholds(detector.auth_failure_min)
+        if detector.early_alerts
+        else (),
     )
     events = t_env.to_data_stream(t_env.sql_query(sql.events_query(plan)))
     t_env.create_temporary_view(
@@ -266,46 +253,31 @@ def build_pipeline(
             events,
             Schema.new_builder()
             .column_by_metadata("rowtime", "TIMESTAMP_LTZ(3)")
+            .column_by_expression("pt", "PROCTIME()")
             .watermark("rowtime", "SOURCE_WATERMARK()")
             .build(),
         ),
     )
-    # Python, per rate key: event-time windows and late corrections -> usage; auth-failure
-    # bursts in windows still open -> early records for the detector (flagged open_window).
-    detector = cfg.detector()
-    early_min = detector.auth_failure_min if detector.early_alerts else 0
-    keyed_uid = keyed_operator_uids(cfg.execution_mode)
-    usage = (
-        keyed_by_first_column(
-            t_env.to_append_stream(
-                t_env.sql_query(sql.keyed_query(WINDOW_FIELDS)),
-                Types.ROW_NAMED(["k", "v"], [Types.STRING(), WINDOW_TYPE]),
-            ),
-            WINDOW_TYPE,
-        )
-        .process(
-            KeyedWindows(cfg.window_seconds * 1000, early_min, cfg.max_open_windows_per_key),
-            output_type=USAGE_TYPE,
-        )
-        .uid(keyed_uid["windows"])
-        .name("per-key event-time windows, late corrections")
-    )
-    t_env.create_temporary_view("late_events", t_env.from_data_stream(usage.get_side_output(LATE)))
+
+    # SQL, per rate key: closed windows, late corrections and early records, in one stream
+    # (with a Row type, not to_data_stream's external type: the key selector below reads it).
+    usage = t_env.to_append_stream(t_env.sql_query(sql.usage_query(plan)), USAGE_TYPE)
     t_env.create_temporary_view("usage_records", t_env.from_data_stream(usage))
-    # Python, per rate key: anomaly detection on the usage and early records.
+
+    # Python, per rate key: anomaly detection on the window records only.
     alerts = (
-        usage.key_by(RateKey())
+        usage.key_by(RateKey(), key_type=Types.STRING())
         .process(
             DetectAnomalies(detector, cfg.state_ttl_hours, cfg.client_state_ttl_hours),
             output_type=KEYED_JSON_TYPE,
         )
-        .uid(keyed_uid["detector"])
+        .uid(detector_uid(cfg.execution_mode))
         .name("per-key anomaly detection")
     )
     return Outputs(
         enriched=t_env.sql_query(sql.enriched_query()),
         dead_letters=t_env.sql_query("SELECT v FROM dead_letters"),
-        usage=t_env.sql_query("SELECT k, v FROM usage_records WHERE NOT open_window"),
+        usage=t_env.sql_query(sql.usage_sink_query()),
         alerts=t_env.from_data_stream(alerts),
         reconciliation=t_env.sql_query(sql.ledger_query(plan)),
     )

@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
+from metering.kafka_producer import flink_sink_batching
 from metering.kafka_security import kafka_security_options
 from metering.records import SINK_MAX_REQUEST_BYTES
 from metering.settings import PipelineSettings
@@ -102,6 +103,8 @@ def sink_ddl(spec: SinkSpec) -> str:
         # 1,048,588 accepts the default 1,048,576).
         "properties.max.request.size": str(spec.max_request_bytes),
     }
+    # The same batching as every writer the bench compares with (metering.kafka_producer).
+    opts |= flink_sink_batching()
     if spec.upsert:
         # The key is the primary key. Updates to one key within a second are written as one.
         opts |= {

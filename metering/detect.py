@@ -140,6 +140,19 @@ def early_check(auth_failures: int, auth_failure_min: int) -> bool:
     return multiple == AUTH_FAILURES_HIGH or multiple & (multiple - 1) == 0
 
 
+MAX_EARLY_DOUBLINGS = 40
+"""Early records stop after 2**40 times the threshold: no window holds that many calls."""
+
+
+def early_thresholds(auth_failure_min: int) -> tuple[int, ...]:
+    """The auth-failure counts at which ``early_check`` holds, as the SQL that emits early
+    records tests them (empty for 0: no early records)."""
+    if auth_failure_min <= 0:
+        return ()
+    multiples = {1 << i for i in range(MAX_EARLY_DOUBLINGS + 1)} | {AUTH_FAILURES_HIGH}
+    return tuple(sorted(m * auth_failure_min for m in multiples))
+
+
 def _baseline(state: KeyState, start: int, cfg: DetectorConfig) -> tuple[float, int]:
     """Mean count per window over the key's recent windows, and how many windows that covers."""
     lower = max(state.first_window_start, start - cfg.baseline_windows * cfg.window_ms)

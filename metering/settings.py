@@ -102,9 +102,9 @@ def check_dedup_horizon(horizon_s: int, max_age_s: int, max_skew_s: int) -> None
 REFUSED_FLINK_CONFIG = {
     "table.exec.mini-batch.enabled": (
         "true",
-        "Flink SQL then puts processing-time mini-batch assigners into every plan, also before "
-        "the Python windows, and their watermarks replace the event-time ones: every event "
-        "became a late correction instead of counting into its window",
+        "Flink SQL then puts processing-time mini-batch assigners into the plans, whose "
+        "watermarks can replace the event-time ones the windows and the lateness split read "
+        "(with windows after a conversion to a DataStream, every event became a late correction)",
     ),
 }
 
@@ -300,18 +300,12 @@ class PipelineSettings(BaseSettings):
         description="detector state of client:<network> keys (rejected calls) expires after; at "
         "most state-ttl-hours: such keys are many and short-lived",
     )
-    max_open_windows_per_key: int = Field(
-        64,
-        ge=2,
-        description="open event-time windows one rate key may hold; an event for a further "
-        "window goes straight to a late_correction usage record (bounds the per-key state that "
-        "is rewritten on every event)",
-    )
     # Runtime
     parallelism: int = Field(2, ge=1, description="job parallelism (match the raw partitions)")
     execution_mode: Literal["process", "thread"] = Field(
         "process",
-        description="PyFlink execution mode of the keyed Python functions (windows, detector)",
+        description="PyFlink execution mode of the keyed Python anomaly detector, which sees "
+        "only window records",
     )
     parse_execution_mode: Literal["process", "thread"] = Field(
         "process",
@@ -427,6 +421,12 @@ class PipelineSettings(BaseSettings):
                 "PIPELINE_CONNECTOR_JAR"
             )
         return jar
+
+    def sql_state_ttl_seconds(self) -> int:
+        """The TTL of the SQL state the watermark does not clean up: at least the dedup horizon,
+        and at least a window plus the out-of-orderness bound, so an open window's early count
+        (and a key counted with deduplication off) outlives the window."""
+        return max(self.dedup_horizon_seconds, self.window_seconds + self.out_of_orderness_seconds)
 
     def detector(self) -> DetectorConfig:
         return DetectorConfig(

@@ -8,11 +8,11 @@ import json
 import logging
 import time
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from pyflink.common import Row, Time
-from pyflink.common.typeinfo import Types
+from pyflink.common.typeinfo import TypeInformation, Types
 from pyflink.datastream import OutputTag
 from pyflink.datastream.functions import (
     KeyedProcessFunction,
@@ -22,99 +22,40 @@ from pyflink.datastream.functions import (
 )
 from pyflink.datastream.state import StateTtlConfig, ValueStateDescriptor
 
-from metering.detect import (
-    DetectorConfig,
-    KeyState,
-    early_check,
-    evaluate,
-    window_bounds,
-    window_closed,
-    window_record,
-)
+from metering.detect import DetectorConfig, KeyState, evaluate
 from metering.geo import GeoLookup
 from metering.records import CLIENT_KEY_PREFIX, Limits, RecordProcessor, SourceRef, dumps
 from metering.redact import Pseudonymizer
 from metering.settings import read_hash_key
-from metering.windows import (
-    Windows,
-    add_event,
-    admits,
-    as_agg,
-    auth_failures,
-    count_event,
-    from_state,
-    pop_due,
-)
+from schemas.stages import DEAD, KEYED_JSON, PARSED, RAW, USAGE, Stage
 
 log = logging.getLogger(__name__)
 # Stands in for RocksdbCompactFilterCleanupStrategy's periodic compaction time, which PyFlink
 # 2.2.1 stores but never passes to Java (see DetectAnomalies.open).
 _JAVA_DEFAULT_PERIODIC_COMPACTION = "java default (30 days)"
 
-# What the parse/enrich operator hands downstream: the fields SQL deduplicates, windows and
-# reconciles on, plus the finished JSON for the enriched topic (serialised once, where the dict
-# already is). ``dedup_id`` is the entry's retry fingerprint (metering.records.Result).
-# ``kafka_s`` (the record's Kafka timestamp, epoch seconds) and ``first_of_record`` let the
-# ledger count records per interval without a row of its own per record.
-PARSED_FIELDS = [
-    "rate_key",
-    "consumer",
-    "key_fingerprint",
-    "country",
-    "auth_failed",
-    "units",
-    "event_time",
-    "dedup_id",
-    "source_partition",
-    "source_offset",
-    "kafka_s",
-    "first_of_record",
-    "value",
-]
-PARSED_TYPES = [
-    Types.STRING(),
-    Types.STRING(),
-    Types.STRING(),
-    Types.STRING(),
-    Types.BOOLEAN(),
-    Types.DOUBLE(),
-    Types.LONG(),
-    Types.STRING(),
-    Types.INT(),
-    Types.LONG(),
-    Types.LONG(),
-    Types.BOOLEAN(),
-    Types.STRING(),
-]
-PARSED_TYPE = Types.ROW_NAMED(PARSED_FIELDS, PARSED_TYPES)
-DEAD_FIELDS = ["source_partition", "source_offset", "kafka_s", "first_of_record", "v"]
-DEAD_TYPE = Types.ROW_NAMED(
-    DEAD_FIELDS, [Types.INT(), Types.LONG(), Types.LONG(), Types.BOOLEAN(), Types.STRING()]
-)
-# The raw records the parser takes: value, partition, offset, Kafka timestamp (epoch seconds).
-RAW_FIELDS = ["payload", "partition", "offset", "kafka_s"]
-RAW_TYPE = Types.ROW_NAMED(
-    RAW_FIELDS, [Types.PRIMITIVE_ARRAY(Types.BYTE()), Types.INT(), Types.LONG(), Types.LONG()]
-)
-KEYED_JSON_TYPE = Types.ROW_NAMED(["k", "v"], [Types.STRING(), Types.STRING()])
-# What the window operator reads: the parsed fields it aggregates, then partition and Kafka
-# second for reconciliation (jobs/pipeline_sql.py windows_query selects them in this order).
-WINDOW_FIELDS = [*PARSED_FIELDS[:7], "p", "s"]
-WINDOW_TYPE = Types.ROW_NAMED(WINDOW_FIELDS, [*PARSED_TYPES[:7], Types.INT(), Types.LONG()])
-W_RATE_KEY, W_EVENT_TIME, W_PARTITION, W_KAFKA_S = 0, 6, 7, 8
-LATE_TYPE = Types.ROW_NAMED(["p", "s"], [Types.INT(), Types.LONG()])
-LOG_INTERVAL_S = 10.0
+_SQL_TYPES: dict[str, Callable[[], TypeInformation]] = {
+    "STRING": Types.STRING,
+    "BOOLEAN": Types.BOOLEAN,
+    "DOUBLE": Types.DOUBLE,
+    "INT": Types.INT,
+    "BIGINT": Types.LONG,
+    "BYTES": lambda: Types.PRIMITIVE_ARRAY(Types.BYTE()),
+}
+
+
+def row_type(stage: Stage) -> TypeInformation:
+    """The PyFlink Row type of a stage's record (schemas.stages), fields by name."""
+    return Types.ROW_NAMED(stage.names, [_SQL_TYPES[t]() for _, t in stage.fields])
+
+
+RAW_TYPE = row_type(RAW)
+PARSED_TYPE = row_type(PARSED)
+DEAD_TYPE = row_type(DEAD)
+KEYED_JSON_TYPE = row_type(KEYED_JSON)
+USAGE_TYPE = row_type(USAGE)
 DEAD_LETTERS = OutputTag("dead-letters", DEAD_TYPE)
-LATE = OutputTag("late", LATE_TYPE)
-# The window operator's output: (rate key, usage record JSON, open_window). ``open_window``
-# rows are ``early`` records of windows still open, for the detector only: the usage topic
-# drops them. They share the output with the usage records, not a side output, so that the
-# detector receives a window's early records before its close record (one channel per key).
-USAGE_TYPE = Types.ROW_NAMED(
-    ["k", "v", "open_window"], [Types.STRING(), Types.STRING(), Types.BOOLEAN()]
-)
-# Past this many armed (key, window) entries, drop those whose window the watermark has passed.
-ARMED_SWEEP_SIZE = 100_000
+LOG_INTERVAL_S = 10.0
 
 
 class ParseEnrich(ProcessFunction):
@@ -149,35 +90,36 @@ class ParseEnrich(ProcessFunction):
     def process_element(self, value: Row, ctx: ProcessFunction.Context) -> Iterable[Any]:
         assert self._processor is not None
         self._records_in.inc()
-        partition, offset, kafka_s = value[1], value[2], value[3]
-        result = self._processor.process(value[0], SourceRef(self._topic, partition, offset))
-        first = True
+        p, o, s = value.partition, value.offset, value.kafka_s
+        result = self._processor.process(value.payload, SourceRef(self._topic, p, o))
+        n = len(result.events)
         for ev, text, dedup_id in zip(result.events, result.encoded, result.dedup_ids, strict=True):
             yield Row(
-                ev["rate_key"],
-                ev["consumer"],
-                ev["key_fingerprint"],
-                ev["country"],
-                ev["auth_failed"],
-                ev["units"],
-                ev["event_time"],
-                dedup_id,
-                partition,
-                offset,
-                kafka_s,
-                first,
-                text,
+                rate_key=ev["rate_key"],
+                consumer=ev["consumer"],
+                key_fingerprint=ev["key_fingerprint"],
+                country=ev["country"],
+                auth_failed=ev["auth_failed"],
+                units=ev["units"],
+                event_time=ev["event_time"],
+                dedup_id=dedup_id,
+                p=p,
+                o=o,
+                s=s,
+                record_events=n,
+                value=text,
             )
-            first = False
+            n = 0
         if result.events:
             self._events_out.inc(len(result.events))
+        first = not result.events
         for dl in result.dead_letters:
-            yield DEAD_LETTERS, Row(partition, offset, kafka_s, first, dumps(dl))
+            yield DEAD_LETTERS, Row(p=p, o=o, s=s, first_of_record=first, v=dumps(dl))
             first = False
         if result.dead_letters:
             self._dead_out.inc(len(result.dead_letters))
             self._dead_reasons.update(d["reason"] for d in result.dead_letters)
-            self._last_dead = (self._topic, partition, offset)
+            self._last_dead = (self._topic, p, o)
             self._log_dead_letters()
 
     def _log_dead_letters(self, force: bool = False) -> None:
@@ -194,107 +136,10 @@ class ParseEnrich(ProcessFunction):
 
 
 class RateKey(KeySelector):
-    """The rate key of a (k, v) usage row."""
+    """The rate key of a usage row."""
 
-    def get_key(self, value: Any) -> str:
-        return str(value[0])
-
-
-class KeyedWindows(KeyedProcessFunction):
-    """Per rate key: count tumbling event-time windows, and correct late events.
-
-    A Python keyed function rather than a SQL window, because the lateness decision and the
-    window must see the same watermark: a SQL window drops late rows silently, and a lateness
-    test in an operator upstream of it can see a lower watermark than the window does (after a
-    source subtask was idle), so an event could be neither counted nor corrected.
-    - an event whose window is still open joins its accumulator; the window is emitted when the
-      watermark passes its end (an event-time timer);
-    - an event whose window already closed is never dropped: a ``late_correction`` usage record
-      adds it to its window, and a (partition, Kafka second) row tells reconciliation. So is an
-      event for a further window of a key that already holds ``max_open_windows`` (a bound on
-      the per-key state, see metering.windows.admits).
-    - an event that takes its open window's auth failures to ``early_auth_failures`` (or a
-      doubling of it, or 5 times it) also emits the window so far, flagged ``open_window``,
-      so the detector can alert before the window closes (0: never).
-    Input: first sightings only (SQL drops gateway retries before this). Output: USAGE_TYPE.
-    """
-
-    def __init__(
-        self, window_ms: int, early_auth_failures: int = 0, max_open_windows: int = 64
-    ) -> None:
-        self._window_ms = window_ms
-        self._early_auth_failures = early_auth_failures
-        self._max_open_windows = max_open_windows
-
-    def open(self, runtime_context: RuntimeContext) -> None:
-        # Open windows need no TTL: each has an event-time timer that emits and removes it.
-        # One value per key (metering/windows.py says why not a map state).
-        self._windows = runtime_context.get_state(
-            ValueStateDescriptor("open-windows", Types.PICKLED_BYTE_ARRAY())
-        )
-        # (key, window end) whose timer this worker has registered. A timer is registered once
-        # per window per worker, not on every event: each registration costs a write to the
-        # JVM. A restored job starts new workers with an empty set, so the first event of a
-        # window after a restore registers its timer again (see the timer note below).
-        self._armed: set[tuple[str, int]] = set()
-        metrics = runtime_context.get_metrics_group()
-        self._late_events = metrics.counter("late_events")
-        self._over_cap = metrics.counter("events_over_open_window_cap")
-
-    def process_element(self, value: Any, ctx: KeyedProcessFunction.Context) -> Iterable[Any]:
-        start, end = window_bounds(int(value[W_EVENT_TIME]), self._window_ms)
-        key = str(value[W_RATE_KEY])
-        windows: Windows | None = None
-        if window_closed(end, ctx.timer_service().current_watermark()):
-            self._late_events.inc()
-        else:
-            windows = from_state(self._windows.value())
-            if not admits(windows, start, self._max_open_windows):
-                self._over_cap.inc()
-                windows = None
-        if windows is None:
-            # Counted by a correction record of its own: reconciliation counts it as late.
-            agg = as_agg(
-                count_event(None, value[1], value[2], value[3], bool(value[4]), float(value[5]))
-            )
-            yield LATE, Row(value[W_PARTITION], value[W_KAFKA_S])
-            yield Row(key, dumps(window_record(key, start, end, agg, "late_correction")), False)
-            return
-        add_event(windows, start, value[1], value[2], value[3], bool(value[4]), float(value[5]))
-        self._windows.update(windows)
-        if (
-            value[4]
-            and self._early_auth_failures
-            and early_check(auth_failures(windows[start]), self._early_auth_failures)
-        ):
-            so_far = window_record(key, start, end, as_agg(windows[start]), "early")
-            yield Row(key, dumps(so_far), True)
-        # Process mode can lose a timer registered just before a checkpoint barrier while its
-        # state is kept (see README, Guarantees). The window's next event after the restore
-        # registers it again, since the restored worker's set is empty; Flink keeps one timer
-        # per timestamp.
-        armed = (key, end)
-        if armed not in self._armed:
-            ctx.timer_service().register_event_time_timer(end - 1)
-            self._armed.add(armed)
-            if len(self._armed) > ARMED_SWEEP_SIZE:
-                watermark = ctx.timer_service().current_watermark()
-                self._armed = {a for a in self._armed if a[1] - 1 > watermark}
-
-    def on_timer(self, timestamp: int, ctx: KeyedProcessFunction.OnTimerContext) -> Iterable[Any]:
-        key = str(ctx.get_current_key())
-        windows = from_state(self._windows.value())
-        if not windows:
-            return
-        # Emit this window and any earlier one whose timer was lost (same cause as above).
-        due = pop_due(windows, timestamp, self._window_ms)
-        if windows:
-            self._windows.update(windows)
-        else:
-            self._windows.clear()
-        for start, agg in due:
-            self._armed.discard((key, start + self._window_ms))
-            yield Row(key, dumps(window_record(key, start, start + self._window_ms, agg)), False)
+    def get_key(self, value: Row) -> str:
+        return str(value.k)
 
 
 def detector_state_ttl(hours: int) -> StateTtlConfig:
@@ -359,12 +204,12 @@ class DetectAnomalies(KeyedProcessFunction):
         }
         self._alerts = runtime_context.get_metrics_group().counter("alerts")
 
-    def process_element(self, value: Any, ctx: KeyedProcessFunction.Context) -> Iterable[Row]:
-        record = json.loads(value[1])
-        store = self._states[detector_state_name(str(value[0]))]
+    def process_element(self, value: Row, ctx: KeyedProcessFunction.Context) -> Iterable[Row]:
+        record = json.loads(value.json)
+        store = self._states[detector_state_name(record["rate_key"])]
         state: KeyState | None = store.value()
         state, alerts = evaluate(state, record, self._cfg, int(time.time() * 1000))
         store.update(state)
         for alert in alerts:
             self._alerts.inc()
-            yield Row(alert["rate_key"], dumps(alert))
+            yield Row(k=alert["rate_key"], v=dumps(alert))

@@ -81,7 +81,7 @@ THREAD_THROUGHOUT = ["--execution-mode", "thread", "--parse-execution-mode", "th
 # (run 1's flags, run 2's flags, whether resuming with the defaults must be refused). The second
 # case upgrades a job that ran every Python operator in thread mode: it first tries to resume
 # with the defaults (process mode), which must be refused, since keyed state does not carry
-# across runtimes (jobs.gateway_pipeline, keyed_operator_uids); then resumes with the keyed
+# across runtimes (jobs.gateway_pipeline, detector_uid); then resumes with the keyed
 # functions still in thread mode and the stateless parse moved to process mode, which must lose
 # nothing.
 @pytest.mark.parametrize(

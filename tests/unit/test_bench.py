@@ -22,6 +22,7 @@ from bench.metrics import (
     bursts,
     cpu_at,
     cpu_between,
+    events_between,
     events_per_s,
     extract_int,
     format_table,
@@ -31,9 +32,20 @@ from bench.metrics import (
     peak_rss_mb,
     percentile,
     stamp_ms,
+    steady_state,
     throughput_result,
 )
-from bench.python_loop import Windows
+from bench.profile import (
+    attribute,
+    classify,
+    compiler_seconds,
+    jvm_option,
+    parse_samples,
+    recording_window,
+    seconds,
+    summarize_recording,
+)
+from bench.python_loop import Windows, build_parser, producer_config
 from bench.run import Bench, Topics, job_flags, options_from_args, python_loop_flags
 from bench.task_time import (
     TaskTimeSampler,
@@ -43,6 +55,12 @@ from bench.task_time import (
     steady_samples,
     summarize,
 )
+from metering.kafka_producer import (
+    PRODUCER_BATCH_BYTES,
+    PRODUCER_LINGER_MS,
+    flink_sink_batching,
+)
+from metering.records import SINK_MAX_REQUEST_BYTES
 from metering.settings import PipelineSettings, settings_from_args
 
 # -- contenders and options ---------------------------------------------------------------------
@@ -195,6 +213,129 @@ def test_processing_span_of_epoch_ms_and_text_stamps() -> None:
     assert stamp_ms("1970-01-01 00:00:01.500") == 1500
 
 
+def test_processing_span_counts_records_per_second_of_either_stamp() -> None:
+    span = ProcessingSpan()
+    for ms in (1_000, 1_999, 2_000, 4_500):
+        span.update(json.dumps({"processing_time": ms}).encode())
+    assert span.per_second() == {1: 2, 2: 1, 4: 1}
+    text = ProcessingSpan()
+    for stamp in ("1970-01-01 00:00:01.250", "1970-01-01 00:00:01.999", "1970-01-01 00:00:03.000"):
+        text.update(json.dumps({"processing_time": stamp}).encode())
+    assert text.per_second() == {1: 2, 3: 1}
+
+
+def test_steady_state_leaves_out_the_first_share_of_events() -> None:
+    # 10 s of output: 100 events/s for 4 s (warm-up), then 300 events/s; CPU 1 s per s, then 2.
+    per_second = dict.fromkeys(range(100, 104), 100) | dict.fromkeys(range(104, 110), 300)
+    samples = [Sample(100.0, 0.0, 0), Sample(104.0, 4.0, 0), Sample(110.0, 16.0, 0)]
+    r = steady_state(per_second, (100_000, 110_000), samples, skip_fraction=0.2)
+    assert r is not None
+    # 20 % of 2,200 events is 440: seconds 100-104 (700 events) are left out.
+    assert r["skipped_events"] == 700
+    assert r["events"] == 1500
+    assert r["window_s"] == 5.0
+    assert r["events_per_s"] == 300.0
+    assert r["cpu_s"] == 10.0
+    assert r["cpu_s_per_million"] == round(10.0 / 1500 * 1e6, 1)
+
+
+def test_steady_state_needs_stamps_and_a_long_enough_window() -> None:
+    samples = [Sample(0.0, 0.0, 0), Sample(20.0, 20.0, 0)]
+    assert steady_state({}, None, samples) is None
+    assert steady_state({1: 10, 2: 10, 3: 10}, (1_000, 3_900), samples) is None
+
+
+def test_events_between_counts_whole_seconds_in_the_window() -> None:
+    assert events_between({9: 5, 10: 1, 11: 2, 12: 4}, 10.0, 12.0) == 3
+
+
+# -- profile of a Flink contender's JVM --------------------------------------------------------
+
+_JFR_TEXT = """jdk.ExecutionSample {
+  startTime = 13:00:02.400 (2026-12-05)
+  sampledThread = "Source: entries_source[1] -> (Calc[2] -> x) (2/2)#0" (javaThreadId = 99)
+  state = "STATE_RUNNABLE"
+  stackTrace = [
+    org.apache.flink.shaded.jackson2.com.fasterxml.jackson.core.json.ReaderBasedJsonParser.nextToken()
+    org.apache.flink.table.runtime.functions.SqlJsonUtils.jsonValue(String, String) line: 9
+    StreamExecCalc$709.processElement_split473(StreamRecord) line: 2
+    org.apache.flink.formats.json.JsonParserRowDataDeserializationSchema.deserialize(byte[])
+    org.apache.flink.connector.kafka.source.reader.KafkaRecordEmitter.emitRecord(Object)
+    ...
+  ]
+}
+
+jdk.ExecutionSample {
+  startTime = 13:00:02.410 (2026-12-05)
+  sampledThread = "Source: entries_source[1] -> (Calc[2] -> x) (1/2)#0" (javaThreadId = 98)
+  state = "STATE_RUNNABLE"
+  stackTrace = [
+    org.apache.flink.shaded.jackson2.com.fasterxml.jackson.core.json.UTF8StreamJsonParser.nextToken()
+    org.apache.flink.formats.json.JsonParserRowDataDeserializationSchema.deserialize(byte[])
+    org.apache.flink.connector.kafka.source.reader.KafkaRecordEmitter.emitRecord(Object)
+  ]
+}
+
+jdk.ExecutionSample {
+  startTime = 13:00:02.420 (2026-12-05)
+  sampledThread = "Source: entries_source[1] -> (Calc[2] -> x) (1/2)#0" (javaThreadId = 98)
+  state = "STATE_RUNNABLE"
+  stackTrace = [
+    sun.security.provider.SHA2.implDigest(byte[], int) line: 1
+    org.apache.flink.table.data.binary.BinaryStringDataUtil.hash(BinaryStringData, MessageDigest)
+    StreamExecCalc$709.processElement_split473(StreamRecord) line: 2
+  ]
+}
+"""
+
+
+def test_profile_attributes_samples_to_the_innermost_operator_and_its_function() -> None:
+    samples = list(parse_samples(_JFR_TEXT.splitlines(keepends=True)))
+    assert [len(frames) for _, frames in samples] == [5, 3, 3]
+    assert classify(samples[0][1]) == ("calc", "JSON_VALUE")
+    assert classify(samples[1][1]) == ("json format decode", "json parsing (jackson)")
+    assert classify(samples[2][1]) == ("calc", "SHA256")
+    assert classify(["java.lang.Thread.run"]) == ("task loop and other", "other")
+    result = attribute(samples)
+    assert result["samples"] == 3
+    assert result["operators"][0] == {
+        "operator": "calc",
+        "percent": 66.7,
+        "functions": {"JSON_VALUE": 33.3, "SHA256": 33.3},
+    }
+    assert result["threads"] == [
+        {"thread": "Source: entries_source[1] -> (Calc[2] -> x)", "percent": 100.0}
+    ]
+
+
+def test_profile_reads_jfr_durations_windows_and_compiler_time() -> None:
+    assert [seconds(t) for t in ("908 ms", "49.7 s", "1 m 2 s", "1 h 3 m")] == [
+        0.908,
+        49.7,
+        62.0,
+        3780.0,
+    ]
+    with pytest.raises(ValueError):
+        seconds("soon")
+    stats = ["  totalTimeSpent = 49.7 s", "x", "  totalTimeSpent = 1 m 18 s"]
+    assert compiler_seconds(stats) == pytest.approx(28.3)
+    assert compiler_seconds(stats[:1]) == 0.0
+    summary = "\n Start: 1970-01-01 00:01:40 (UTC)\n Duration: 30 s\n"
+    assert recording_window(summary) == (100.0, 130.0)
+    assert recording_window("") is None
+    option = jvm_option(Path("/x/p.jfr"), 60, 30)
+    assert option.startswith("-XX:StartFlightRecording=delay=60s,duration=30s,")
+    assert "filename=/x/p.jfr" in option and "settings=profile" in option
+    assert jvm_option(Path("/x/p.jfr"), 0, 30).startswith("-XX:StartFlightRecording=duration=30s,")
+
+
+def test_profile_of_a_missing_or_empty_recording_says_why(tmp_path: Path) -> None:
+    empty = tmp_path / "profile.jfr"
+    assert "no recording" in summarize_recording(empty)["error"]
+    empty.write_bytes(b"")
+    assert "end it within the phase" in summarize_recording(empty)["error"]
+
+
 def test_cpu_is_interpolated_between_samples() -> None:
     samples = [Sample(10.0, 1.0, 100), Sample(12.0, 3.0, 300 * 2**20), Sample(14.0, 3.0, 200)]
     assert cpu_at([], 5.0) == 0.0
@@ -277,6 +418,7 @@ def _result(rate: float) -> dict[str, object]:
         "events_per_s": rate,
         "latency_ms": {"p50": 5100.0, "p99": 10200.0},
         "cpu_s_per_million": 420.0,
+        "steady": {"events_per_s": rate * 1.5, "cpu_s_per_million": 300.0},
         "peak_rss_mb": 900.0,
         "latency_phase": {"missing": 0, "cpu_cores": 1.2, "rate": 5000.0},
     }
@@ -387,7 +529,16 @@ def test_table_lists_each_contender_with_machine_and_versions() -> None:
     assert lines[0].split()[:2] == ["contender", "events/s"]
     rows = {line.split()[0]: line for line in lines[2:5]}
     assert list(rows) == list(CONTENDERS)
-    assert rows["java_ceiling"].split()[1:6] == ["2,000", "5,100", "10,200", "420", "900"]
+    assert rows["java_ceiling"].split()[1:8] == [
+        "2,000",
+        "3,000",
+        "5,100",
+        "10,200",
+        "420",
+        "300",
+        "900",
+    ]
+    assert lines[0].split()[1:5] == ["events/s", "steady", "ev/s", "p50"]
     assert "lower bound: 1,234 events" in rows["job"]
     assert "1.20 cores at 5,000/s" in rows["python_loop"]
     assert "Xeon, 2 cores, 23.5 GB" in table
@@ -454,6 +605,70 @@ def test_java_ceiling_statements_match_the_jobs_delivery(tmp_path: Path) -> None
     assert conf["execution.checkpointing.mode"] == "EXACTLY_ONCE"
     assert conf["parallelism.default"] == "3"
     assert conf["python.fn-execution.bundle.size"] == "10"
+
+
+def test_java_ceiling_computes_each_expensive_value_once(tmp_path: Path) -> None:
+    jar = tmp_path / "flink-sql-connector-kafka-test.jar"
+    jar.write_bytes(b"")
+    cfg = PipelineSettings(connector_jar=str(jar))
+    sql = "\n".join(java_ceiling.statements(cfg))
+    # One call per JSON path and per hashed value, in the staged views; none in the inserts.
+    for call in (
+        "JSON_VALUE(`consumer`, '$.username')",
+        "JSON_VALUE(`consumer`, '$.custom_id')",
+        "JSON_VALUE(`consumer`, '$.id')",
+        "JSON_VALUE(`consumer`, '$.plugins.\"key-auth\".key')",
+        "REGEXP_EXTRACT(\n        NULLIF(`request`.`headers`.`authorization`",
+        "SHA256('bench-java-ceiling' || api_key)",
+        "SHA256('bench-java-ceiling' || `client_ip`)",
+    ):
+        assert sql.count(call) == 1, call
+    views = [s for s in java_ceiling.statements(cfg) if s.startswith("CREATE TEMPORARY VIEW")]
+    assert [v.split()[3] for v in views] == ["parsed_view", "identity_view", "entries"]
+    # Each stage after the first filters on the previous stage's RAND() column twice, so the
+    # planner keeps the stages apart.
+    barrier = f"`{java_ceiling.BARRIER}` <> `{java_ceiling.BARRIER}` + 1.0"
+    assert [barrier in v for v in views] == [False, True, True]
+    assert all(f"RAND() AS `{java_ceiling.BARRIER}`" in v for v in views[:2])
+    assert "JSON_VALUE" not in java_ceiling.insert_enriched()
+    assert "JSON_VALUE" not in java_ceiling.insert_usage(10)
+    conf = java_ceiling.flink_config(cfg)
+    assert conf["pipeline.object-reuse"] == "true"
+    assert conf["table.optimizer.reuse-optimize-block-with-digest-enabled"] == "true"
+
+
+def test_python_loop_batches_as_the_shared_producer_settings() -> None:
+    args = build_parser().parse_args(
+        [
+            "--bootstrap-servers",
+            "h:1",
+            "--raw-topic",
+            "r",
+            "--partitions",
+            "0",
+            "--enriched-topic",
+            "e",
+            "--usage-topic",
+            "u",
+            "--dlq-topic",
+            "d",
+            "--group-id",
+            "g",
+            "--transactional-id",
+            "t",
+        ]
+    )
+    conf = producer_config(args)
+    assert conf["batch.size"] == PRODUCER_BATCH_BYTES
+    assert conf["linger.ms"] == PRODUCER_LINGER_MS
+    assert conf["transactional.id"] == "t"
+    assert conf["enable.idempotence"] is True
+    # The same values as Kafka SQL connector options, for the Flink sinks; a batch fits a request.
+    assert flink_sink_batching() == {
+        "properties.batch.size": str(PRODUCER_BATCH_BYTES),
+        "properties.linger.ms": str(PRODUCER_LINGER_MS),
+    }
+    assert PRODUCER_BATCH_BYTES <= SINK_MAX_REQUEST_BYTES
 
 
 def test_plot_is_written(tmp_path: Path) -> None:

@@ -30,7 +30,6 @@ from metering.records import (
 )
 from metering.redact import Pseudonymizer
 from metering.settings import PipelineSettings, check_dedup_horizon
-from metering.windows import admits
 from schemas.events import (
     DEAD_LETTER_REASONS,
     MAX_LATENCY_MS,
@@ -352,14 +351,3 @@ def test_client_state_never_outlives_consumer_state() -> None:
     assert PipelineSettings().client_state_ttl_hours == 1
     with pytest.raises(ValueError, match="client_state_ttl_hours"):
         PipelineSettings(state_ttl_hours=2, client_state_ttl_hours=3)
-
-
-# -- window state bound -------------------------------------------------------------------------
-
-
-def test_a_key_holds_at_most_max_open_windows() -> None:
-    windows: dict[int, list[Any]] = {s * 10_000: [1, 1.0, 0, [], None, None] for s in range(3)}
-    assert admits(windows, 0, 3)  # already open
-    assert not admits(windows, 30_000, 3)  # a fourth
-    assert admits(windows, 30_000, 4)
-    assert admits({}, 123, 2)

@@ -1,4 +1,4 @@
-"""Upgrades through a savepoint: the keyed operators' uids, and the submitter's restore flags."""
+"""Upgrades through a savepoint: the detector's uid, and the submitter's restore flags."""
 
 from __future__ import annotations
 
@@ -6,23 +6,17 @@ from pathlib import Path
 
 import pytest
 
-from jobs.gateway_pipeline import keyed_operator_uids
+from jobs.gateway_pipeline import detector_uid
 from jobs.submit import flink_run_command, main
 
 
-def test_process_mode_keeps_the_uids_earlier_savepoints_hold() -> None:
-    assert keyed_operator_uids("process") == {
-        "windows": "window-count",
-        "detector": "detect-anomalies",
-    }
+def test_process_mode_keeps_the_uid_earlier_savepoints_hold() -> None:
+    assert detector_uid("process") == "detect-anomalies"
 
 
-def test_thread_mode_has_uids_of_its_own() -> None:
+def test_thread_mode_has_a_uid_of_its_own() -> None:
     # Its keyed state does not restore in process mode, so its savepoint must not map there.
-    assert keyed_operator_uids("thread") == {
-        "windows": "window-count-thread",
-        "detector": "detect-anomalies-thread",
-    }
+    assert detector_uid("thread") == "detect-anomalies-thread"
 
 
 def test_submit_passes_allow_non_restored_state_only_with_a_savepoint(tmp_path: Path) -> None:

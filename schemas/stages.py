@@ -1,0 +1,83 @@
+"""The records the job hands between its stages, each declared once as (name, SQL type).
+
+The PyFlink Row types (udfs.functions) and the SQL column lists (jobs.pipeline_sql) are generated
+from these declarations, so a field is added, renamed or retyped in one place; nothing reads a
+stage's record by position. Pure: no JVM.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One stage's record: ordered (name, Flink SQL type) pairs."""
+
+    name: str
+    fields: tuple[tuple[str, str], ...]
+
+    @property
+    def names(self) -> list[str]:
+        return [n for n, _ in self.fields]
+
+    def columns(self, alias: str = "") -> str:
+        """The SQL column list, quoted, optionally qualified by ``alias``."""
+        prefix = f"{alias}." if alias else ""
+        return ", ".join(f"{prefix}`{n}`" for n in self.names)
+
+
+RAW = Stage(
+    "raw",
+    (
+        ("payload", "BYTES"),
+        ("partition", "INT"),
+        ("offset", "BIGINT"),
+        ("kafka_s", "BIGINT"),
+    ),
+)
+"""A Kafka record as the parse receives it: value, partition, offset, timestamp (epoch s)."""
+
+PARSED = Stage(
+    "parsed",
+    (
+        ("rate_key", "STRING"),
+        ("consumer", "STRING"),
+        ("key_fingerprint", "STRING"),
+        ("country", "STRING"),
+        ("auth_failed", "BOOLEAN"),
+        ("units", "DOUBLE"),
+        ("event_time", "BIGINT"),
+        ("dedup_id", "STRING"),
+        ("p", "INT"),
+        ("o", "BIGINT"),
+        ("s", "BIGINT"),
+        ("record_events", "INT"),
+        ("value", "STRING"),
+    ),
+)
+"""One enriched event as the parse emits it. ``dedup_id``: the entry's retry fingerprint (null:
+never a retry). ``p``, ``o``, ``s``: the source record's partition, offset and Kafka timestamp
+(epoch s). ``record_events``: on the first event of a record, how many events it gave; 0 on the
+others, so the ledger counts records and entries from one row per record. ``value``: the
+enriched topic's JSON, serialized once, where the dict is."""
+
+DEAD = Stage(
+    "dead",
+    (
+        ("p", "INT"),
+        ("o", "BIGINT"),
+        ("s", "BIGINT"),
+        ("first_of_record", "BOOLEAN"),
+        ("v", "STRING"),
+    ),
+)
+"""One dead letter. ``first_of_record``: the record gave no event and this is its first dead
+letter (the record is counted once, by its first event or else by this row)."""
+
+KEYED_JSON = Stage("keyed_json", (("k", "STRING"), ("v", "STRING")))
+"""A Kafka record of an output topic: key and JSON value."""
+
+USAGE = Stage("usage", (("k", "STRING"), ("json", "STRING"), ("kind", "STRING")))
+"""A usage record (a closed window, a late correction) or an early record of an open window,
+which only the detector reads, keyed by rate key. ``kind`` is the JSON's own ``kind``."""
