@@ -1,7 +1,7 @@
 """Fault injection on the real session cluster and broker, checked against ground truth.
 
     python -m tools.faults [--faults N | --plan KIND,...] [--duration S] [--rate R] [--seed X]
-    make faults                       (the full run: 15 faults at 40 events/s)
+    make faults                       (the full run: 16 faults at 40 events/s)
     make faults ARGS="--rate 2000 --duration 120 --plan ..."   (a realistic rate, see Makefile)
 
 What one run does:
@@ -38,6 +38,17 @@ What one run does:
      transactions of that checkpoint are not committed yet; preferably a checkpoint triggered
      as windows open, which holds the newest window state and timers), or at a random moment.
      A new TaskManager is started at once, with the cluster's environment.
+   - ``tm-kill:after-silence``: keys of their own (``VANISHING_KEYS`` of them, "fv<n>k<i>")
+     send ``VANISHING_EVENTS`` events each, early in a window and just before a checkpoint is
+     due, and never send again. Once the enriched topic holds all of them (a checkpoint that
+     covers them completed; their window's state and timer are in it), and while their window
+     is surely still open (the kill comes before window end + out-of-orderness - 1 s, and the
+     watermark trails the newest event time by the out-of-orderness), ``kill -9`` the
+     TaskManager. After recovery the other keys' traffic moves the watermark on, and the
+     vanishing keys' windows must reach the usage topic without any further event of theirs
+     (waited for, not left to the final drain) with their exact counts; the final check names
+     them (``vanishing keys: N windows, all exact``) and fails if any of their events came
+     after the kill.
    - ``tm-pause``: SIGSTOP the TaskManager and its Python workers for 2.5 checkpoint
      intervals, then SIGCONT.
    - ``broker-restart``: stop the broker (``kafka.sh down``), keep it down a few seconds while
@@ -63,10 +74,11 @@ What one run does:
    - ``rescale:1-2``: stop with a savepoint (no drain) at parallelism 1, resubmit from it at
      parallelism 2.
 
-   The full plan (``make faults``, about 16 minutes) is rescale:1-2, tm-kill:during,
+   The full plan (``make faults``, about 17 minutes) is rescale:1-2, tm-kill:during,
    broker-restart, tm-kill:after, py-worker-kill, broker-kill9, tm-pause, tm-kill:before,
-   jm-kill, tm-kill:every-checkpoint, broker-stop, kill-during-recovery, tm-pause-past-txn,
-   tm-kill:random, tm-kill:after; ``--faults N`` takes the first N, cycling for N > 15.
+   tm-kill:after-silence, jm-kill, tm-kill:every-checkpoint, broker-stop,
+   kill-during-recovery, tm-pause-past-txn, tm-kill:random, tm-kill:after; ``--faults N``
+   takes the first N, cycling for N > 16.
 5. Stops producing, waits until the enriched topic (read_committed) holds every source event,
    stops the job with ``--stop-with-savepoint --drain`` (closing every window), and checks:
 
@@ -83,7 +95,9 @@ What one run does:
      ``alert_id``.
 
    It ends with one line, ``faults injected N, events checked M, lost L, duplicated D, windows
-   differing W``, and exits non-zero if L, D or W is not 0 or any check failed.
+   differing W`` (followed by ``; vanishing keys: K keys, N windows, all exact`` when the plan
+   has ``tm-kill:after-silence``), and exits non-zero if L, D or W is not 0 or any check
+   failed.
 
 The progress reader (``CommittedIds``) reads the enriched topic throughout the run and must
 survive every fault: one that stops fetching while committed data grows is replaced by a new
@@ -136,7 +150,7 @@ import traceback
 import urllib.error
 import urllib.parse
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -161,7 +175,7 @@ from metering.records import AUTH_FAILURE_STATUSES
 from metering.settings import PipelineSettings, check_transaction_timeout
 from tools.readback import Record, drain
 from tools.topics import delete_topics, ensure_topics, pipeline_topics
-from tools.traffic import SequencedEvents, parse_sequenced_request_id
+from tools.traffic import Entry, SequencedEvents, parse_sequenced_request_id
 
 REPO: Final = Path(__file__).resolve().parent.parent
 LOCAL: Final = REPO / ".local"
@@ -179,6 +193,7 @@ FULL_PLAN: Final = (
     "broker-kill9",
     "tm-pause",
     "tm-kill:before",
+    "tm-kill:after-silence",
     "jm-kill",
     "tm-kill:every-checkpoint",
     "broker-stop",
@@ -193,6 +208,7 @@ FAULT_KINDS: Final = frozenset(
         "tm-kill:during",
         "tm-kill:after",
         "tm-kill:random",
+        "tm-kill:after-silence",
         "tm-kill:every-checkpoint",
         "kill-during-recovery",
         "tm-pause",
@@ -205,6 +221,11 @@ FAULT_KINDS: Final = frozenset(
         "rescale:1-2",
     }
 )
+VANISHING_KEYS: Final = 4
+"""``tm-kill:after-silence``: keys of their own that send their last events just before the
+kill and never again."""
+VANISHING_EVENTS: Final = 5
+"""Events per vanishing key, all in the window open at the kill."""
 EVERY_CHECKPOINT_KILLS: Final = 3
 """``tm-kill:every-checkpoint`` kills the TaskManager on this many completed checkpoints in a
 row, each the first one the restored job completes."""
@@ -363,9 +384,37 @@ class Verification:
     reconciliation_checked: bool = False
     alerts: AlertCheck | None = None
     """None when the alerts topic was not read."""
+    vanishing_keys: int = 0
+    """Keys that went silent just before a TaskManager kill (``tm-kill:after-silence``)."""
+    vanishing_windows: dict[tuple[str, int], tuple[int, int]] = field(default_factory=dict)
+    """(key, window start) -> (truth, got) for every window of a vanishing key."""
+    vanishing_after_kill: list[str] = field(default_factory=list)
+    """Events of a vanishing key with an event time after its kill (must be none)."""
+
+    def vanishing_line(self) -> str:
+        """What became of the vanishing keys' windows, e.g. ``vanishing keys: 4 keys, 4
+        windows, all exact``."""
+        head = f"vanishing keys: {self.vanishing_keys} keys, {len(self.vanishing_windows)} windows"
+        differ = sorted(k for k, (truth, got) in self.vanishing_windows.items() if truth != got)
+        if not self.vanishing_windows:
+            text = f"{head}, none in the source"
+        elif differ:
+            sample = [(k, self.vanishing_windows[k]) for k in differ[:10]]
+            text = f"{head}, {len(differ)} differ; (key, start): (truth, got) {sample}"
+        else:
+            text = f"{head}, all exact"
+        if self.vanishing_after_kill:
+            text += f"; {len(self.vanishing_after_kill)} events after the kill"
+        return text
 
     def problems(self) -> list[str]:
         out: list[str] = []
+        if self.vanishing_keys and (
+            not self.vanishing_windows
+            or self.vanishing_after_kill
+            or any(truth != got for truth, got in self.vanishing_windows.values())
+        ):
+            out.append(self.vanishing_line())
         if self.lost:
             out.append(f"lost {len(self.lost)} events, e.g. {self.lost[:10]}")
         if self.duplicated:
@@ -418,11 +467,14 @@ class Report:
         )
 
     def line(self) -> str:
-        return (
+        text = (
             f"faults injected {len(self.faults)}, events checked {self.events_checked}, "
             f"lost {self.lost}, duplicated {self.duplicated}, "
             f"windows differing {self.windows_differing}"
         )
+        if self.verification is not None and self.verification.vanishing_keys:
+            text += "; " + self.verification.vanishing_line()
+        return text
 
 
 # --------------------------------------------------------------------------------------------
@@ -563,7 +615,10 @@ def verify(
     reconciliation: Sequence[Record] | None,
     window_ms: int = WINDOW_SECONDS * 1000,
     alerts: Sequence[Record] | None = None,
+    vanishing: Mapping[str, int] | None = None,
 ) -> Verification:
+    """The outputs against ground truth from ``raw``. ``vanishing``: key -> epoch ms of the
+    TaskManager kill it went silent before; their windows are also reported on their own."""
     events, repeated, raw_records = source_events(raw)
     v = Verification(events=len(events), raw_duplicates=repeated)
     if alerts is not None:
@@ -596,6 +651,16 @@ def verify(
         if truth.get(k, 0) != got.get(k, 0)
     }
     v.windows_emitted_twice = sorted(k for k, n in emitted.items() if n > 1)
+    if vanishing:
+        v.vanishing_keys = len(vanishing)
+        v.vanishing_windows = {
+            k: (truth.get(k, 0), got.get(k, 0)) for k in set(truth) | set(got) if k[0] in vanishing
+        }
+        v.vanishing_after_kill = sorted(
+            rid
+            for rid, ev in events.items()
+            if ev.key in vanishing and ev.event_ms >= vanishing[ev.key]
+        )
     v.dead_letters = len(dead_letters)
 
     if reconciliation is not None:
@@ -944,6 +1009,8 @@ class Traffic(threading.Thread):
         self.burst_events = burst_events
         self.bursts_requested = 0
         self.bursts_sent = 0
+        self.requested: list[tuple[list[list[Entry]], threading.Event]] = []
+        """Batches the main thread asked for (``send_batches``), sent at the next turn."""
         self.rng = random.Random(seed * 7919 + 1)
         self.client_log = client_log
         self.stop_event = threading.Event()
@@ -1031,6 +1098,7 @@ class Traffic(threading.Thread):
                         self.records += 1
                 if self.bursts_sent < self.bursts_requested:
                     self._burst(producer, parts)
+                self._send_requested(producer, parts)
                 producer.poll(0)
                 self.stop_event.wait(0.05)
         finally:
@@ -1063,6 +1131,50 @@ class Traffic(threading.Thread):
         with self.lock:
             self.produced += len(entries)
             self.records += 1
+
+    def send_batches(self, batches: Sequence[Sequence[Entry]]) -> threading.Event:
+        """Produce each batch as one APISIX batch record (to a partition that gets traffic now)
+        at the thread's next turn; the event is set once every record's delivery is known (a
+        failed one lists its ids in ``failed``)."""
+        done = threading.Event()
+        with self.lock:
+            self.requested.append(([list(b) for b in batches if b], done))
+        return done
+
+    def _send_requested(self, producer: Producer, parts: list[int]) -> None:
+        with self.lock:
+            requested, self.requested = self.requested, []
+        for batches, done in requested:
+            if not batches:
+                done.set()
+            pending = [len(batches)]
+            for entries in batches:
+                ids = [str(e["request"]["headers"]["x-request-id"]) for e in entries]
+                partition = self.rng.choice(parts)
+                producer.produce(
+                    self.topic,
+                    value=json.dumps(entries, separators=(",", ":")).encode(),
+                    partition=partition,
+                    on_delivery=self._counted(self._on_delivery(ids, partition), pending, done),
+                )
+                with self.lock:
+                    self.produced += len(entries)
+                    self.records += 1
+
+    def _counted(
+        self, inner: Callable[[Any, Any], None], pending: list[int], done: threading.Event
+    ) -> Callable[[Any, Any], None]:
+        """``inner``, then ``done`` set once the last of ``pending[0]`` records is known."""
+
+        def callback(err: Any, msg: Any) -> None:
+            inner(err, msg)
+            with self.lock:
+                pending[0] -= 1
+                last = pending[0] == 0
+            if last:
+                done.set()
+
+        return callback
 
     @staticmethod
     def burst_key(n: int) -> str:
@@ -1363,6 +1475,103 @@ def restoring_tasks(job: dict[str, Any]) -> int:
     return sum(int(v.get("tasks", {}).get("INITIALIZING", 0)) for v in job.get("vertices", []))
 
 
+def tm_kill_phase(kind: str) -> str:
+    """The phase of a ``tm-kill:<phase>`` fault (``after-silence``, ``during``, ...); "" for any
+    other kind."""
+    return kind.split(":", 1)[1] if kind.startswith("tm-kill:") else ""
+
+
+# --- tm-kill:after-silence (pure parts) ------------------------------------------------------
+
+SILENCE_SEND_INTO_MS: Final = (1000, 4500)
+"""Where in a window (ms into it) the vanishing keys send: late enough that none of their event
+times falls into the previous window, early enough that the checkpoint covering them completes,
+and its output is read, well before their window can close."""
+
+
+def vanishing_keys(index: int, n: int = VANISHING_KEYS) -> list[str]:
+    """The keys that go silent before fault ``index``: their own ("fv<index>k<i>"), used by no
+    other traffic (steady keys are "fk..", alert bursts "fb..")."""
+    return [f"fv{index}k{i}" for i in range(n)]
+
+
+def silence_send_moment(
+    trigger_ms: int,
+    interval_ms: int,
+    lead_ms: int,
+    window_ms: int,
+    into: tuple[int, int] = SILENCE_SEND_INTO_MS,
+) -> int | None:
+    """When to send the vanishing keys' events, for a checkpoint triggered at ``trigger_ms``
+    (epoch ms): ``lead_ms`` before the next one is due, so they are among the last records
+    before its barrier, if that moment lies ``into`` its window; else None (wait for the next
+    checkpoint: with an interval shorter than ``into`` is wide, one always fits a window)."""
+    at = trigger_ms + interval_ms - lead_ms
+    return at if into[0] <= at % window_ms <= into[1] else None
+
+
+def silence_kill_deadline(
+    window_start: int, window_ms: int, out_of_orderness_ms: int, margin_ms: int = 1000
+) -> int:
+    """The latest epoch ms at which a kill still finds the window starting at ``window_start``
+    open. The watermark trails the newest event time by the out-of-orderness, the traffic's
+    event times are never ahead of the wall clock by more than a few ms, and the window closes
+    once the watermark reaches its end: until end + out-of-orderness, less ``margin_ms``."""
+    return window_start + window_ms + out_of_orderness_ms - margin_ms
+
+
+def silent_events(
+    keys: Sequence[str], per_key: int, now_ms: int, window_ms: int, seed: int
+) -> list[tuple[str, list[Entry]]]:
+    """Per key, its ``per_key`` sequenced events (request ids <key>-1, <key>-2, ...), with event
+    times in the last 200 ms before ``now_ms`` but not before its window: all in the window
+    ``now_ms`` is in."""
+    rng = random.Random(seed)
+    start = now_ms - now_ms % window_ms
+    out: list[tuple[str, list[Entry]]] = []
+    for key in keys:
+        events = SequencedEvents([key], rng.randrange(1 << 30))
+        times = sorted(max(start, now_ms - rng.randint(0, 200)) for _ in range(per_key))
+        out.append((key, [events.next_entry(t)[0] for t in times]))
+    return out
+
+
+@dataclass
+class Silence:
+    """One ``tm-kill:after-silence`` fault: keys that sent their last events just before the
+    TaskManager kill."""
+
+    index: int
+    keys: list[str]
+    window_start: int
+    ids: list[str]
+    sent_ms: int
+    killed_ms: int = 0
+    committed: bool = False
+    """The enriched topic held all their events at the kill: a completed checkpoint covers
+    them, so their window's state (and timer) came back from it, not from a replay."""
+    emitted_s: float | None = None
+    """Seconds from the kill until the usage topic was seen holding all their windows."""
+    counts: dict[str, int] = field(default_factory=dict)
+    """Key -> its window's count in the usage topic then."""
+
+    def describe(self) -> str:
+        start = self.window_start
+        sent, killed = (self.sent_ms - start) / 1000, (self.killed_ms - start) / 1000
+        head = (
+            f"fault {self.index}: vanishing keys {self.keys[0]}..{self.keys[-1]}, window "
+            f"{start}..{start + WINDOW_SECONDS * 1000}, sent at +{sent:.1f}s, killed at "
+            f"+{killed:.1f}s"
+            f" ({'committed' if self.committed else 'not yet committed'} at the kill)"
+        )
+        if self.emitted_s is None:
+            return head + "; windows not seen in the usage topic after recovery"
+        return (
+            f"{head}; windows in the usage topic {self.emitted_s:.1f}s after the kill, counts "
+            f"{[self.counts[k] for k in self.keys]}"
+        )
+
+
 class Harness:
     def __init__(self, cfg: FaultsConfig, log: Callable[[str], None]) -> None:
         self.cfg = cfg
@@ -1402,6 +1611,9 @@ class Harness:
         self.orphans_killed = 0
         self.supervised = 0
         """TaskManagers started because none ran (see ``_supervise``)."""
+        self.silences: list[Silence] = []
+        self.vanishing: dict[str, int] = {}
+        """Vanishing key -> epoch ms of the kill it went silent before (``Silence``)."""
         self.problems: list[str] = []
         self.started_broker = False
         self.started_cluster = False
@@ -1693,9 +1905,12 @@ class Harness:
         self.log(f"fault {index}: {kind}")
         restarts_before = self.restarts()
         checkpoint: int | None = None
-        phase = kind.split(":", 1)[1] if kind.startswith("tm-kill:") else ""
+        phase = tm_kill_phase(kind)
         step = rescale_step(kind)
-        if phase == "every-checkpoint":
+        silence: Silence | None = None
+        if phase == "after-silence":
+            result.detail, since_ms, silence = self.tm_kill_after_silence(index)
+        elif phase == "every-checkpoint":
             result.detail, since_ms = self.tm_kill_every_checkpoint(index, kind)
         elif phase:
             result.detail, since_ms, checkpoint = self.tm_kill(phase)
@@ -1748,6 +1963,8 @@ class Harness:
             result.detail += f"; OPEN TRANSACTIONS {stuck}"
         else:
             result.detail += "; no open transaction"
+        if silence is not None:
+            result.detail += self._await_silent_windows(silence)
         if phase == "during" and checkpoint is not None and self.job_id is not None:
             metadata = self.cluster.checkpoints / self.job_id / f"chk-{checkpoint}" / "_metadata"
             result.detail += f"; checkpoint {checkpoint} " + (
@@ -1820,6 +2037,150 @@ class Harness:
                     known = max(_checkpoint_dirs(root), default=n)
             time.sleep(_PHASE_POLL_S)
         raise FaultsError(f"no checkpoint activity for phase {phase!r} within the deadline")
+
+    def tm_kill_after_silence(self, index: int) -> tuple[str, int, Silence]:
+        """Keys of their own send their last events early in a window, just before a
+        checkpoint is due; once the enriched topic holds them all (that checkpoint, or a later
+        one, completed), and while their window is surely open, kill -9 the TaskManager. They
+        never send again: their windows must close on the watermark the other keys move on."""
+        assert self.job_id is not None and self.traffic is not None
+        assert self.progress is not None
+        self._one_tm()  # before waiting for the moment: fail early
+        root = self.cluster.checkpoints / self.job_id
+        interval_ms = self.cfg.checkpoint_interval_s * 1000
+        window_ms = WINDOW_SECONDS * 1000
+        lead_ms = self.rng.randint(100, 400)
+        deadline = time.monotonic() + max(60.0, 20.0 * self.cfg.checkpoint_interval_s)
+        known = max(_checkpoint_dirs(root), default=0)
+        send_at: int | None = None
+        while send_at is None:
+            if time.monotonic() > deadline:
+                raise FaultsError(f"fault {index}: no checkpoint triggered early in a window")
+            self._check_traffic()
+            new = [n for n in _checkpoint_dirs(root) if n > known]
+            if new:
+                known = max(new)
+                send_at = silence_send_moment(
+                    int(time.time() * 1000), interval_ms, lead_ms, window_ms
+                )
+            time.sleep(_PHASE_POLL_S)
+        time.sleep(max(0.0, send_at / 1000 - time.time()))  # just before the next checkpoint
+
+        keys = vanishing_keys(index)
+        sent_ms = int(time.time() * 1000)
+        window_start = sent_ms - sent_ms % window_ms
+        batches = silent_events(
+            keys, VANISHING_EVENTS, sent_ms, window_ms, self.rng.randrange(1 << 30)
+        )
+        ids = [str(e["request"]["headers"]["x-request-id"]) for _, es in batches for e in es]
+        delivered = self.traffic.send_batches([es for _, es in batches])
+        if not delivered.wait(60):
+            raise FaultsError(f"fault {index}: the vanishing keys' events not delivered in 60s")
+        with self.traffic.lock:
+            failed = sorted(set(ids) & set(self.traffic.failed))
+        if failed:
+            raise FaultsError(f"fault {index}: vanishing keys' events not delivered: {failed}")
+        delivered_s = (time.time() * 1000 - sent_ms) / 1000
+
+        # Until a completed checkpoint covers them (the enriched topic holds them all), while
+        # their window is surely open; then the kill, whether or not they were committed.
+        kill_by = silence_kill_deadline(window_start, window_ms, self.cfg.out_of_orderness_s * 1000)
+        committed = False
+        while time.time() * 1000 < kill_by - 300:
+            self._check_traffic()
+            self.progress.poll(0.05)
+            if all(i in self.progress.ids for i in ids):
+                committed = True
+                break
+        completed = max((n for n, ok in _checkpoint_dirs(root).items() if ok), default=0)
+        self.orphan_candidates = []
+        pid, killed_ms = self._kill_tm()
+        silence = Silence(index, keys, window_start, ids, sent_ms, killed_ms, committed)
+        self.silences.append(silence)
+        self.vanishing.update(dict.fromkeys(keys, killed_ms))
+        if killed_ms > kill_by:
+            self.problems.append(
+                f"fault {index} (tm-kill:after-silence): the kill came {killed_ms - kill_by} ms "
+                "late; the vanishing keys' window may have closed before it"
+            )
+        self.log(
+            f"fault {index}: {len(keys)} vanishing keys sent {len(ids)} events "
+            f"{(sent_ms - window_start) / 1000:.1f}s into window {window_start} "
+            f"(delivered in {delivered_s:.2f}s); killing "
+            f"{(killed_ms - window_start) / 1000:.1f}s into it"
+        )
+        detail = (
+            f"{len(keys)} vanishing keys ({keys[0]}..{keys[-1]}) sent {VANISHING_EVENTS} events "
+            f"each {(sent_ms - window_start) / 1000:.1f}s into window {window_start}, "
+            f"{lead_ms} ms before a checkpoint was due, and never again; kill -9 TaskManager "
+            f"{pid} {(killed_ms - sent_ms) / 1000:.1f}s later, "
+            + (
+                f"right after the enriched topic held all of them (checkpoint {completed} "
+                "completed)"
+                if committed
+                else f"before the enriched topic held all of them (checkpoint {completed} "
+                "completed last; they come back by replay)"
+            )
+            + f", {(killed_ms - window_start) / 1000:.1f}s into their window (open until the "
+            f"watermark passes its end, at event time "
+            f"+{(window_ms + self.cfg.out_of_orderness_s * 1000) / 1000:.0f}s); new TaskManager "
+            "started"
+        )
+        return detail, killed_ms, silence
+
+    def _await_silent_windows(self, silence: Silence) -> str:
+        """After recovery: until the usage topic (read_committed) holds the window record of
+        every vanishing key, which the watermark of the other keys' traffic must close without
+        any event of theirs; not left to the final drain. Its count must be what they sent."""
+        want = {(k, silence.window_start) for k in silence.keys}
+        got: dict[tuple[str, int], int] = {}
+        timeout_s = max(60.0, 3.0 * WINDOW_SECONDS + 10.0 * self.cfg.checkpoint_interval_s)
+        consumer = Consumer(
+            {
+                "bootstrap.servers": self.broker.bootstrap,
+                "group.id": f"faults-silence-{secrets.token_hex(4)}",
+                "isolation.level": "read_committed",
+                "enable.auto.commit": False,
+                "auto.offset.reset": "earliest",
+                "logger": self.client_log,
+            }
+        )
+        consumer.assign([TopicPartition(self.topics["usage"], p, 0) for p in range(PARTITIONS)])
+        deadline = time.monotonic() + timeout_s
+        try:
+            while not want <= got.keys():
+                if time.monotonic() > deadline:
+                    missing = sorted(want - got.keys())
+                    self.problems.append(
+                        f"fault {silence.index} (tm-kill:after-silence): windows of vanishing "
+                        f"keys not in the usage topic {timeout_s:.0f}s after recovery: {missing}"
+                    )
+                    return f"; VANISHING KEYS' WINDOWS {missing} NOT EMITTED after recovery"
+                self._check_traffic()
+                self.poll_progress(0.1)
+                for m in consumer.consume(num_messages=5000, timeout=0.5):
+                    if m.error() is not None:
+                        continue
+                    u = json.loads(m.value() or b"null")
+                    slot = (str(u.get("rate_key")), int(u.get("window_start", -1)))
+                    if slot in want and u.get("kind", "window") == "window":
+                        got[slot] = got.get(slot, 0) + int(u["count"])
+        finally:
+            with suppress(KafkaException, RuntimeError):
+                consumer.close()
+        silence.emitted_s = time.time() - silence.killed_ms / 1000
+        silence.counts = {k: got[(k, silence.window_start)] for k in silence.keys}
+        wrong = {k: n for k, n in silence.counts.items() if n != VANISHING_EVENTS}
+        if wrong:
+            self.problems.append(
+                f"fault {silence.index} (tm-kill:after-silence): vanishing keys' window counts "
+                f"{wrong}, {VANISHING_EVENTS} sent each"
+            )
+        return (
+            f"; the vanishing keys' {len(want)} windows in the usage topic "
+            f"{silence.emitted_s:.1f}s after the kill, counts {sorted(silence.counts.values())} "
+            + ("(exact)" if not wrong else f"(WRONG: {VANISHING_EVENTS} sent each)")
+        )
 
     def _one_tm(self) -> int:
         pids = self.cluster.tm_pids()
@@ -2296,6 +2657,7 @@ def _final_checks(h: Harness, raw: list[Record], report: Report) -> Verification
         outputs["dlq"],
         outputs.get("reconciliation"),
         alerts=outputs["alerts"],
+        vanishing=h.vanishing,
     )
     report.problems.extend(v.problems())
     stuck = stuck_transactions(bootstrap, h.output_topics(), h.client_log, 30)
@@ -2341,6 +2703,8 @@ def _summarise(h: Harness, report: Report) -> None:
             else "format not recognised, not checked"
         )
         h.log(f"  dead letters: {v.dead_letters}; reconciliation: {recon}")
+        if v.vanishing_keys:
+            h.log(f"  {v.vanishing_line()}")
         if v.alerts is not None:
             a = v.alerts
             h.log(
@@ -2348,6 +2712,8 @@ def _summarise(h: Harness, report: Report) -> None:
                 f"{len(a.unexpected)} unexpected, {a.repeated} sent again with the same id, "
                 f"{len(a.conflicting_ids)} with different ids"
             )
+    for s in h.silences:
+        h.log(f"  {s.describe()}")
     if h.progress is not None:
         h.log(
             f"  progress reader: {h.progress.restarts} stalls recovered with a new consumer, "

@@ -14,6 +14,9 @@ from tools.faults import (
     FAULT_KINDS,
     FULL_PLAN,
     PARTITIONS,
+    SILENCE_SEND_INTO_MS,
+    VANISHING_EVENTS,
+    VANISHING_KEYS,
     CheckpointKills,
     FaultsConfig,
     Report,
@@ -21,11 +24,18 @@ from tools.faults import (
     check_alerts,
     expected_alerts,
     initial_parallelism,
+    main,
     rescale_step,
     restoring_tasks,
     short_transaction_flags,
+    silence_kill_deadline,
+    silence_send_moment,
+    silent_events,
     source_events,
+    tm_kill_phase,
+    vanishing_keys,
     verify,
+    window_truth,
 )
 from tools.readback import Record
 
@@ -308,3 +318,146 @@ def test_stall_watch_accepts_an_end_reached_past_transaction_markers() -> None:
     assert w.progress(0, 100)  # end of partition at 100, past the commit marker at 99
     assert not w.progress(0, 100)  # the same end again is no progress
     assert w.stalled(100.0, {0: 100}) == []
+
+
+# --- tm-kill:after-silence: keys that stop sending right before the kill ---------------------
+
+
+def test_after_silence_is_a_plan_kind_of_the_full_plan_and_listed_in_help(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert "tm-kill:after-silence" in FAULT_KINDS and "tm-kill:after-silence" in FULL_PLAN
+    plan = FaultsConfig(plan=("tm-kill:after-silence", "tm-kill:during")).fault_plan()
+    assert plan == ["tm-kill:after-silence", "tm-kill:during"]
+    assert FaultsConfig().fault_plan().count("tm-kill:after-silence") == 1  # make faults
+    assert tm_kill_phase("tm-kill:after-silence") == "after-silence"
+    assert tm_kill_phase("tm-kill:during") == "during"
+    assert tm_kill_phase("tm-pause") == ""
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    assert "tm-kill:after-silence" in "".join(capsys.readouterr().out.split())
+
+
+def test_vanishing_keys_are_their_own_per_fault() -> None:
+    keys = vanishing_keys(3)
+    assert keys == [f"fv3k{i}" for i in range(VANISHING_KEYS)]
+    assert not set(keys) & set(vanishing_keys(4))
+    # Never a steady traffic key ("fk..") nor an alert-burst key ("fb..").
+    assert all(k.startswith("fv") for k in keys)
+
+
+@pytest.mark.parametrize("into_ms", [30, 1_000, 4_500, 9_999])
+def test_silent_events_are_sequenced_and_all_in_the_window_of_now(into_ms: int) -> None:
+    now = T0 + 5 * WINDOW_MS + into_ms
+    batches = silent_events(["fv1k0", "fv1k1"], VANISHING_EVENTS, now, WINDOW_MS, seed=9)
+    assert [k for k, _ in batches] == ["fv1k0", "fv1k1"]
+    raw = [
+        Record(0, i, None, json.dumps(entries).encode()) for i, (_, entries) in enumerate(batches)
+    ]
+    events, repeated, _ = source_events(raw)
+    assert repeated == 0
+    assert sorted(events) == sorted(
+        f"{k}-{seq}" for k in ("fv1k0", "fv1k1") for seq in range(1, VANISHING_EVENTS + 1)
+    )
+    start = now - now % WINDOW_MS
+    assert all(start <= ev.event_ms <= now for ev in events.values())
+    assert window_truth(events, WINDOW_MS) == {
+        ("fv1k0", start): VANISHING_EVENTS,
+        ("fv1k1", start): VANISHING_EVENTS,
+    }
+
+
+def test_silence_is_sent_early_in_a_window_just_before_a_checkpoint_is_due() -> None:
+    start = T0 + 7 * WINDOW_MS
+    # Due at +3.0 s into the window, sent 200 ms ahead of it.
+    assert silence_send_moment(start, 3_000, 200, WINDOW_MS) == start + 2_800
+    # Due at +0.5 s (too early: the previous window) or +8 s (too late to be committed).
+    assert silence_send_moment(start - 2_500, 3_000, 200, WINDOW_MS) is None
+    assert silence_send_moment(start + 5_000, 3_000, 200, WINDOW_MS) is None
+    # Whatever the phase of the checkpoints against the windows, one of those triggered within
+    # a window's time fits: the wait is bounded.
+    low, high = SILENCE_SEND_INTO_MS
+    for phase in range(0, WINDOW_MS, 100):
+        triggers = [start + phase + i * 3_000 for i in range(4)]
+        moments = [silence_send_moment(t, 3_000, 400, WINDOW_MS) for t in triggers]
+        fits = [m for m in moments if m is not None]
+        assert fits, phase
+        assert all(low <= m % WINDOW_MS <= high for m in fits)
+
+
+def test_the_kill_comes_while_the_silent_window_is_surely_open() -> None:
+    start = T0 + 3 * WINDOW_MS
+    deadline = silence_kill_deadline(start, WINDOW_MS, 2_000)
+    assert deadline == start + WINDOW_MS + 1_000
+    # At the deadline the watermark (newest event time, at most the wall clock plus a few ms
+    # of skew, less the out-of-orderness) is still a second short of the window's end.
+    assert deadline + 50 - 2_000 < start + WINDOW_MS
+    # The send moments leave at least 5.5 s until then for a checkpoint to cover the events.
+    assert deadline - (start + SILENCE_SEND_INTO_MS[1]) >= 5_500
+
+
+def _silent_run(
+    usage_counts: dict[str, int], extra_event_ms: int | None = None
+) -> tuple[list[Record], list[Record], list[Record], dict[str, int]]:
+    """Two vanishing keys (3 events each in window T0) killed at T0 + 6 s, plus a steady key
+    that goes on into the next window; usage as given for the vanishing keys."""
+    kill = T0 + 6_000
+    events = [("fv1k0", s, T0 + 1_500 + s) for s in (1, 2, 3)]
+    events += [("fv1k1", s, T0 + 1_600 + s) for s in (1, 2, 3)]
+    events += [("fk01", 1, T0 + 100), ("fk01", 2, T0 + WINDOW_MS + 100)]
+    if extra_event_ms is not None:
+        events.append(("fv1k0", 4, extra_event_ms))
+    raw = [_raw(0, i, ev) for i, ev in enumerate(events)]
+    enriched = [_enriched(f"{k}-{s}", 0) for k, s, _ in events]
+    usage = [_usage("fk01", T0, 1), _usage("fk01", T0 + WINDOW_MS, 1)]
+    usage += [_usage(k, T0, n) for k, n in usage_counts.items()]
+    return raw, enriched, usage, {"fv1k0": kill, "fv1k1": kill}
+
+
+def test_verify_names_the_vanishing_keys_windows_when_exact() -> None:
+    raw, enriched, usage, vanishing = _silent_run({"fv1k0": 3, "fv1k1": 3})
+    v = verify(raw, enriched, usage, [], None, vanishing=vanishing)
+    assert v.problems() == []
+    assert v.vanishing_windows == {("fv1k0", T0): (3, 3), ("fv1k1", T0): (3, 3)}
+    assert v.vanishing_line() == "vanishing keys: 2 keys, 2 windows, all exact"
+    report = Report(events_checked=v.events, verification=v)
+    assert report.ok
+    assert report.line() == (
+        "faults injected 0, events checked 8, lost 0, duplicated 0, windows differing 0; "
+        "vanishing keys: 2 keys, 2 windows, all exact"
+    )
+
+
+def test_verify_fails_a_lost_vanishing_window_and_names_it() -> None:
+    raw, enriched, usage, vanishing = _silent_run({"fv1k0": 3})  # fv1k1's window never came
+    v = verify(raw, enriched, usage, [], None, vanishing=vanishing)
+    assert v.window_mismatches == {("fv1k1", T0): (3, 0)}
+    assert v.vanishing_line() == (
+        "vanishing keys: 2 keys, 2 windows, 1 differ; (key, start): (truth, got) "
+        f"[(('fv1k1', {T0}), (3, 0))]"
+    )
+    assert v.vanishing_line() in v.problems()
+    report = Report(events_checked=v.events, verification=v, windows_differing=1)
+    assert not report.ok and report.line().endswith(v.vanishing_line())
+
+
+def test_verify_fails_a_vanishing_key_that_sent_after_the_kill() -> None:
+    raw, enriched, usage, vanishing = _silent_run(
+        {"fv1k0": 4, "fv1k1": 3}, extra_event_ms=T0 + 7_000
+    )
+    v = verify(raw, enriched, usage, [], None, vanishing=vanishing)
+    assert v.window_mismatches == {}
+    assert v.vanishing_after_kill == ["fv1k0-4"]
+    assert v.vanishing_line().endswith("all exact; 1 events after the kill")
+    assert v.problems() == [v.vanishing_line()]
+
+
+def test_verify_without_vanishing_keys_reports_nothing_about_them() -> None:
+    raw, enriched, usage, _ = _silent_run({"fv1k0": 3, "fv1k1": 3})
+    v = verify(raw, enriched, usage, [], None)
+    assert v.vanishing_keys == 0 and v.vanishing_windows == {} and v.problems() == []
+    assert Report(events_checked=v.events, verification=v).line().endswith("windows differing 0")
+    # Vanishing keys none of whose events reached the raw topic: a problem, not a pass.
+    empty = verify([], [], [], [], None, vanishing={"fv9k0": T0})
+    assert empty.vanishing_line() == "vanishing keys: 1 keys, 0 windows, none in the source"
+    assert empty.problems() == [empty.vanishing_line()]
