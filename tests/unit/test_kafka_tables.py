@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from jobs.kafka_tables import SinkSpec, SourceSpec, sink_ddl, sink_specs, source_ddl
+from metering.kafka_producer import flink_sink_batching
 from metering.records import SINK_MAX_REQUEST_BYTES, SINK_RECORD_FRAMING_BYTES
 from metering.settings import PipelineSettings
 
@@ -121,6 +122,7 @@ def test_exactly_once_sink() -> None:
         "value.fields-include": "EXCEPT_KEY",
         "sink.transactional-id-prefix": "gp-enriched",
         "properties.transaction.timeout.ms": "600000",
+        **flink_sink_batching(),
     }
 
 
