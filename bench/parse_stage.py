@@ -25,7 +25,7 @@ from collections.abc import Sequence
 
 from bench.kafka_io import preload
 from bench.run import REPO, local_broker, say
-from metering.settings import HASH_KEY_ENV
+from metering.settings import HASH_KEY_ENV, PipelineSettings
 from tools.topics import TopicSpec, delete_topics, ensure_topics
 from tools.traffic import bulk_traffic, max_event_age_covering
 
@@ -113,7 +113,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--events", type=_positive, default=150_000, help="N (the second run reads 2N)")
     p.add_argument("--keys", type=_positive, default=5000)
     p.add_argument("--parallelism", type=_positive, default=2)
-    p.add_argument("--parse-execution-mode", choices=["process", "thread"], default="process")
+    p.add_argument(
+        "--parse-execution-mode",
+        choices=["process", "thread"],
+        default=PipelineSettings().parse_execution_mode,
+    )
     p.add_argument("--flink-config", default="", help="k=v,... for the job")
     p.add_argument(
         "--bootstrap",

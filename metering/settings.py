@@ -303,16 +303,16 @@ class PipelineSettings(BaseSettings):
     # Runtime
     parallelism: int = Field(2, ge=1, description="job parallelism (match the raw partitions)")
     execution_mode: Literal["process", "thread"] = Field(
-        "process",
+        "thread",
         description="PyFlink execution mode of the keyed Python anomaly detector, which sees "
         "only window records",
     )
     parse_execution_mode: Literal["process", "thread"] = Field(
-        "process",
-        description="PyFlink execution mode of the stateless parse/redact/geo operator; process "
-        "runs it outside the JVM's interpreter: in Python worker processes on a cluster, in "
-        "threads of the job's client process on the embedded MiniCluster (see README, "
-        "Execution mode)",
+        "thread",
+        description="PyFlink execution mode of the stateless parse/redact/geo operator: thread "
+        "runs it in the interpreter embedded in the TaskManager's JVM, process in Python worker "
+        "processes on a cluster (threads of the job's client process on the embedded "
+        "MiniCluster); see docs/performance.md, Execution mode",
     )
     checkpoint_interval_seconds: int = Field(
         10, ge=1, description="checkpoint interval; exactly-once output is visible after each"

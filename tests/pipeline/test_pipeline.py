@@ -123,9 +123,10 @@ def _run(
     return got
 
 
-# (keyed functions, parse operator): the default, the bench's, and thread mode throughout.
+# (keyed functions, parse operator): the default (thread throughout), a mix, and process mode
+# throughout.
 @pytest.mark.parametrize(
-    ("mode", "parse_mode"), [("process", "process"), ("thread", "process"), ("thread", "thread")]
+    ("mode", "parse_mode"), [("thread", "thread"), ("thread", "process"), ("process", "process")]
 )
 def test_topology_produces_exact_outputs(
     mode: str, parse_mode: str, generated: Any, monkeypatch: pytest.MonkeyPatch
