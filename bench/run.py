@@ -68,6 +68,7 @@ from bench.metrics import (
 from bench.procs import Contender, TreeSampler
 from bench.profile import jvm_option, summarize_recording
 from bench.task_time import TaskTimeSampler, busiest, free_port, minicluster_rest_config
+from bench.thread_cpu import ThreadSampler
 from metering.records import client_rate_key
 from metering.redact import Pseudonymizer
 from metering.settings import (
@@ -735,9 +736,10 @@ class Bench:
         started = time.time()
         launched = self.launch(contender, topics, tag, parallelism)
         sampler = TreeSampler(launched.roots)
+        threads = ThreadSampler(launched.roots)
         task_time = TaskTimeSampler(launched.rest, launched.job_id) if launched.rest else None
         try:
-            with sampler, task_time or contextlib.nullcontext():
+            with sampler, threads, task_time or contextlib.nullcontext():
                 timeout = STARTUP_ALLOWANCE_S + self.events / MIN_RATE
                 complete = self._wait(watcher, self.events, timeout, launched, contender)
         finally:
@@ -763,6 +765,13 @@ class Bench:
             )
         )
         result["logs"] = [str(p) for p in launched.logs]
+        if (steady_window := result["steady"]) and span:
+            end = span[1] / 1000
+            result["cpu_by_stage"] = threads.by_stage(
+                end - steady_window["window_s"], end, steady_window["events"]
+            )
+            for row in result["cpu_by_stage"]:
+                say(f"{contender}: {row['cpu_us_per_event']:>6} CPU us/event  {row['stage']}")
         if contender in ("job", "java_ceiling") and tag == "t" and opts.profile_seconds:
             result["profile"] = self.profile(contender, tag, watcher, sampler)
         if task_time is not None:
