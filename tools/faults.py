@@ -66,7 +66,10 @@ What one run does:
 
    Whenever no TaskManager process runs while the job recovers, the run starts one, as a
    supervisor (Kubernetes, systemd) would, and says so in the fault's line.
-   - ``py-worker-kill``: ``kill -9`` one Python worker (``beam_boot``) of the TaskManager.
+   - ``py-worker-kill``: ``kill -9`` one Python worker (``beam_boot``) of the TaskManager. Only
+     process mode has workers, so a plan with this fault runs the parse operator in process
+     mode (``--parse-execution-mode process``, unless ``--job-arg`` sets it); the detector
+     keeps the default, thread mode.
    - ``broker-kill9``: ``kill -9`` the broker, keep it down a few seconds, start it again (log
      recovery after an unclean shutdown).
    - ``broker-stop``: SIGSTOP the broker for 32 to 40 s, longer than the clients' 30 s request
@@ -281,6 +284,13 @@ class FaultsConfig:
     stall_after_s: float = 30.0
     """The progress reader is stalled when a partition's committed end stays ahead of what it
     read for this long without any progress on it (``StallWatch``)."""
+
+    def effective_job_args(self) -> tuple[str, ...]:
+        """``job_args``, plus the parse operator in process mode when the plan kills a Python
+        worker: in thread mode (the default) the Python operators have no worker processes."""
+        if "py-worker-kill" in self.fault_plan() and "--parse-execution-mode" not in self.job_args:
+            return (*self.job_args, "--parse-execution-mode", "process")
+        return self.job_args
 
     def fault_plan(self) -> list[str]:
         plan = (
@@ -1725,7 +1735,7 @@ class Harness:
             ]  # fmt: skip
         if self.has_reconciliation:
             flags += ["--reconciliation-topic", t["reconciliation"]]
-        return flags + list(self.cfg.job_args)
+        return flags + list(self.cfg.effective_job_args())
 
     def _submit_cli(self, *args: str, timeout_s: float = 420) -> subprocess.CompletedProcess[str]:
         env = dict(os.environ)

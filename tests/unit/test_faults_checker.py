@@ -461,3 +461,12 @@ def test_verify_without_vanishing_keys_reports_nothing_about_them() -> None:
     empty = verify([], [], [], [], None, vanishing={"fv9k0": T0})
     assert empty.vanishing_line() == "vanishing keys: 1 keys, 0 windows, none in the source"
     assert empty.problems() == [empty.vanishing_line()]
+
+
+def test_a_python_worker_kill_runs_the_parse_in_process_mode_unless_told() -> None:
+    # Thread mode, the default, has no Python worker processes to kill.
+    assert FaultsConfig(plan=("tm-kill:during",)).effective_job_args() == ()
+    killing = FaultsConfig(plan=("tm-kill:during", "py-worker-kill"), job_args=("--x", "1"))
+    assert killing.effective_job_args() == ("--x", "1", "--parse-execution-mode", "process")
+    told = ("--parse-execution-mode", "process", "--execution-mode", "process")
+    assert FaultsConfig(plan=("py-worker-kill",), job_args=told).effective_job_args() == told
