@@ -379,6 +379,14 @@ class PipelineSettings(BaseSettings):
         )
         if self.client_state_ttl_hours > self.state_ttl_hours:
             raise ValueError("client_state_ttl_hours must not exceed state_ttl_hours")
+        if self.execution_mode == "process" and self.parse_execution_mode == "thread":
+            # PyFlink's embedded (thread-mode) operators read the job's execution mode when
+            # they open: under a job in process mode they fail ("Unsupported execution mode
+            # process") and the job restarts forever.
+            raise ValueError(
+                "parse_execution_mode thread needs execution_mode thread: with "
+                "--execution-mode process, pass --parse-execution-mode process too"
+            )
         return self
 
     @model_validator(mode="after")
