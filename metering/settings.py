@@ -303,12 +303,12 @@ class PipelineSettings(BaseSettings):
     # Runtime
     parallelism: int = Field(2, ge=1, description="job parallelism (match the raw partitions)")
     execution_mode: Literal["process", "thread"] = Field(
-        "thread",
+        "process",
         description="PyFlink execution mode of the keyed Python anomaly detector, which sees "
         "only window records",
     )
     parse_execution_mode: Literal["process", "thread"] = Field(
-        "thread",
+        "process",
         description="PyFlink execution mode of the stateless parse/redact/geo operator: thread "
         "runs it in the interpreter embedded in the TaskManager's JVM, process in Python worker "
         "processes on a cluster (threads of the job's client process on the embedded "
@@ -379,14 +379,6 @@ class PipelineSettings(BaseSettings):
         )
         if self.client_state_ttl_hours > self.state_ttl_hours:
             raise ValueError("client_state_ttl_hours must not exceed state_ttl_hours")
-        if self.execution_mode == "process" and self.parse_execution_mode == "thread":
-            # PyFlink's embedded (thread-mode) operators read the job's execution mode when
-            # they open: under a job in process mode they fail ("Unsupported execution mode
-            # process") and the job restarts forever.
-            raise ValueError(
-                "parse_execution_mode thread needs execution_mode thread: with "
-                "--execution-mode process, pass --parse-execution-mode process too"
-            )
         return self
 
     @model_validator(mode="after")

@@ -75,19 +75,19 @@ def _await(what: str, probe: Callable[[], int], want: int) -> None:
     wait_until(what, reached, STEP_TIMEOUT_S, detail=lambda: f"{got} of {want}")
 
 
-PROCESS_THROUGHOUT = ["--execution-mode", "process", "--parse-execution-mode", "process"]
+THREAD_THROUGHOUT = ["--execution-mode", "thread", "--parse-execution-mode", "thread"]
 
 
 # (run 1's flags, run 2's flags, whether resuming with the defaults must be refused). The second
-# case upgrades a job that ran every Python operator in process mode: it first tries to resume
-# with the defaults (thread mode), which must be refused, since keyed state does not carry
-# across runtimes (jobs.gateway_pipeline, detector_uid); then resumes in process mode, which
-# must lose nothing. (A thread-mode parse under a process-mode detector is refused by the
-# settings: PyFlink's embedded operators cannot open in a process-mode job.)
+# case upgrades a job that ran every Python operator in thread mode: it first tries to resume
+# with the defaults (process mode), which must be refused, since keyed state does not carry
+# across runtimes (jobs.gateway_pipeline, detector_uid); then resumes with the keyed
+# functions still in thread mode and the stateless parse moved to process mode, which must lose
+# nothing.
 @pytest.mark.parametrize(
     ("run1_flags", "run2_flags", "defaults_refused"),
-    [([], [], False), (PROCESS_THROUGHOUT, PROCESS_THROUGHOUT, True)],
-    ids=["same-modes", "process-mode-upgrade"],
+    [([], [], False), (THREAD_THROUGHOUT, ["--execution-mode", "thread"], True)],
+    ids=["same-modes", "parse-thread-to-process"],
 )
 def test_submit_savepoint_resume_gives_exact_totals(
     flink_cluster: Any,

@@ -1,12 +1,10 @@
 """The short fault run of `make test`: four real faults on a real cluster and broker.
 
-`make faults` runs the full suite (16 faults, about 17 minutes). This is its short form, in the
-same code path (tools.faults.run), with the job's default (thread) execution mode: its own
-broker and session cluster on ports away from the other tests, traffic with per-key sequence
-numbers and refused-call bursts, a TaskManager kill -9 during a checkpoint, a broker kill -9, a
-TaskManager kill -9 right after keys of their own sent their last events (their windows must
-still be emitted, exact), and a broker restart, then the read_committed check against ground
-truth, alerts included.
+`make faults` runs the full suite (15 faults, about 16 minutes). This is its short form, in the
+same code path (tools.faults.run): its own broker and session cluster on ports away from the
+other tests, traffic with per-key sequence numbers and refused-call bursts, a TaskManager
+kill -9 during a checkpoint, a broker kill -9, a Python worker kill -9 and a broker restart,
+then the read_committed check against ground truth, alerts included.
 """
 
 from __future__ import annotations
@@ -24,7 +22,7 @@ from tools.faults import PARTITIONS, CommittedIds, FaultsConfig, FaultsError, ru
 # Away from the test fixtures (19092/18081), `make faults` (29092/28081) and a dev setup.
 KAFKA_PORT = int(os.environ.get("FAULTS_TEST_KAFKA_PORT", "26092"))
 FLINK_REST = os.environ.get("FAULTS_TEST_FLINK_REST", "127.0.0.1:26081")
-PLAN = ("tm-kill:during", "broker-kill9", "tm-kill:after-silence", "broker-restart")
+PLAN = ("tm-kill:during", "broker-kill9", "py-worker-kill", "broker-restart")
 
 
 def test_process_and_broker_kills_lose_duplicate_and_miscount_nothing() -> None:
@@ -59,15 +57,7 @@ def test_process_and_broker_kills_lose_duplicate_and_miscount_nothing() -> None:
     # Each burst raised its auth_failures alert; repeats (at-least-once) kept their id.
     assert v.alerts is not None and v.alerts.expected == len(PLAN)
     assert v.alerts.missing == [] and v.alerts.unexpected == [] and v.alerts.conflicting_ids == []
-    # The keys that went silent before the kill: each window counted exactly, by the window
-    # alone (no later event of theirs, and no final drain, emitted it).
-    assert v.vanishing_keys == 4 and v.vanishing_after_kill == []
-    assert len(v.vanishing_windows) >= 4
-    assert all(truth == got > 0 for truth, got in v.vanishing_windows.values())
-    assert report.line().endswith(
-        f"lost 0, duplicated 0, windows differing 0; vanishing keys: 4 keys, "
-        f"{len(v.vanishing_windows)} windows, all exact"
-    )
+    assert report.line().endswith("lost 0, duplicated 0, windows differing 0")
     assert report.ok
 
 

@@ -765,7 +765,7 @@ def test_parse_stage_rate_cancels_start_up() -> None:
     with pytest.raises(ValueError, match="not slower"):
         parse_stage.rate(150_000, 30.0, 29.0)
     args = parse_stage.build_parser().parse_args([])
-    assert (args.events, args.parallelism, args.parse_execution_mode) == (150_000, 2, "thread")
+    assert (args.events, args.parallelism, args.parse_execution_mode) == (150_000, 2, "process")
 
 
 def test_steady_samples_leave_out_the_metrics_window_after_start_up() -> None:

@@ -419,11 +419,3 @@ def test_resolved_paths(tmp_path: Path) -> None:
         PipelineSettings(connector_jar=str(tmp_path / "missing.jar")).resolved_connector_jar()
     db = str(tmp_path / "city.mmdb")
     assert PipelineSettings(geoip_db=db).resolved_geoip_db() == db
-
-
-def test_a_thread_mode_parse_under_a_process_mode_detector_is_refused() -> None:
-    # PyFlink's embedded operators fail to open in a job whose execution mode is process.
-    with pytest.raises(ValueError, match="needs execution_mode thread"):
-        PipelineSettings(execution_mode="process", parse_execution_mode="thread")
-    assert PipelineSettings(execution_mode="process", parse_execution_mode="process")
-    assert PipelineSettings(execution_mode="thread", parse_execution_mode="process")
