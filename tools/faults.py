@@ -69,7 +69,7 @@ What one run does:
    - ``py-worker-kill``: ``kill -9`` one Python worker (``beam_boot``) of the TaskManager. Only
      process mode has workers, so a plan with this fault runs the parse operator in process
      mode (``--parse-execution-mode process``, unless ``--job-arg`` sets it); the detector
-     keeps the default, thread mode.
+     keeps its mode.
    - ``broker-kill9``: ``kill -9`` the broker, keep it down a few seconds, start it again (log
      recovery after an unclean shutdown).
    - ``broker-stop``: SIGSTOP the broker for 32 to 40 s, longer than the clients' 30 s request
@@ -287,7 +287,7 @@ class FaultsConfig:
 
     def effective_job_args(self) -> tuple[str, ...]:
         """``job_args``, plus the parse operator in process mode when the plan kills a Python
-        worker: in thread mode (the default) the Python operators have no worker processes."""
+        worker: in thread mode the Python operators have no worker processes."""
         if "py-worker-kill" in self.fault_plan() and "--parse-execution-mode" not in self.job_args:
             return (*self.job_args, "--parse-execution-mode", "process")
         return self.job_args
