@@ -37,7 +37,9 @@ help:
 
 setup: $(SETUP_STAMP)
 
-$(SETUP_STAMP): pyproject.toml deploy/pom.xml
+JVM_SOURCES := jvm/pom.xml $(shell find jvm/src -name '*.java')
+
+$(SETUP_STAMP): pyproject.toml deploy/pom.xml $(JVM_SOURCES)
 	@mkdir -p $(BUILD)
 	@test -x $(PY) || { echo "==> creating the virtualenv $(VENV) ($(PYTHON))"; $(PYTHON) -m venv $(VENV); }
 	@echo "==> installing apache-flink $(FLINK_VERSION) and the package with its dev extras (log: $(BUILD)/pip.log)"
@@ -50,6 +52,9 @@ $(SETUP_STAMP): pyproject.toml deploy/pom.xml
 		-Dkafka.connector.version=$(KAFKA_CONNECTOR_VERSION) \
 		-Dkafka.version=$(KAFKA_VERSION) \
 		-Djars.dir=$(CURDIR)/$(BUILD)/jars process-resources
+	@echo "==> building the job's JVM operators (jvm/) into $(BUILD)/jars/pipeline"
+	@mvn -q -B -f jvm/pom.xml -Dflink.version=$(FLINK_VERSION) \
+		-Djars.dir=$(CURDIR)/$(BUILD)/jars package
 	@touch $@
 
 kafka-up: setup

@@ -3,10 +3,10 @@
     source (Kafka raw topic: value, partition, offset, record timestamp)
       -> Python, once per Kafka record: parse + validate + redact + geo-enrich
                (dead letters to a side output)
-      -> SQL: event-time watermarks from the payload, per source subtask; gateway retries marked;
-              on-time split from late
-      -> SQL, per rate key: tumbling event-time windows -> usage counts (+ late corrections,
-              + early records of windows whose auth failures reach a threshold)
+      -> SQL: event-time watermarks from the payload, per source subtask; gateway retries marked
+      -> JVM, per rate key: tumbling event-time windows -> usage counts (+ early records of
+              windows whose auth failures reach a threshold); late events split off by the
+              window operator itself -> late corrections
       -> Python, per rate key, window records only: anomaly detection -> alerts
       -> SQL: per source partition and interval, reconciliation
                (entries in = enriched + dead-lettered, enriched = enriched out + deduplicated)
@@ -14,7 +14,8 @@
     committed on each checkpoint); alerts at-least-once by default, with deterministic ids.
 
 Python parses, redacts, geocodes and detects; every per-event keyed state (retries, windows,
-reconciliation) is Flink SQL's, in the JVM and in its checkpoints (jobs/pipeline_sql.py).
+reconciliation) is in the JVM and in its checkpoints: Flink SQL's (jobs/pipeline_sql.py) and the
+usage windows' (jvm/).
 Runs on the embedded MiniCluster (``python -m jobs.gateway_pipeline``) and unchanged on a cluster.
 """
 
@@ -42,11 +43,13 @@ from jobs.preflight import check_brokers
 from metering.detect import early_thresholds
 from metering.geo import GeoLookup
 from metering.settings import HashKeyError, PipelineSettings, read_hash_key, settings_from_args
+from schemas.stages import FIRST_SIGHTING
 from udfs.functions import (
     DEAD_LETTERS,
     KEYED_JSON_TYPE,
     PARSED_TYPE,
     USAGE_TYPE,
+    WINDOW_RECORD_TYPE,
     DetectAnomalies,
     ParseEnrich,
     RateKey,
@@ -100,7 +103,7 @@ def create_environment(
         # Thread mode embeds CPython through PEMJA, which starts from the base interpreter and
         # would not see this venv ("No module named pemja") without its site-packages.
         conf.set_string("python.pythonpath", os.pathsep.join(_python_path()))
-    conf.set_string("pipeline.jars", Path(cfg.resolved_connector_jar()).resolve().as_uri())
+    conf.set_string("pipeline.jars", cfg.pipeline_jars())
     # A finished bounded source must still let the last checkpoint commit the transactions.
     conf.set_string("execution.checkpointing.checkpoints-after-tasks-finish", "true")
     conf.set_string(
@@ -196,6 +199,30 @@ def python_operators_in_mode(stream: DataStream, mode: str) -> Iterator[None]:
         conf.set(option, before)
 
 
+def usage_windows(first_sightings: DataStream, plan: sql.SqlPlan) -> tuple[DataStream, DataStream]:
+    """The usage windows (jvm/, io.github.gatewaypipeline.flink.UsageWindows) over the first
+    sightings: (window records, late events)."""
+    gateway = get_gateway()
+    j_events = first_sightings._j_data_stream
+    names = gateway.new_array(gateway.jvm.String, len(FIRST_SIGHTING.names))
+    for i, name in enumerate(FIRST_SIGHTING.names):
+        names[i] = name
+    thresholds = gateway.new_array(gateway.jvm.long, len(plan.early_thresholds))
+    for i, t in enumerate(plan.early_thresholds):
+        thresholds[i] = t
+    applied = gateway.jvm.io.github.gatewaypipeline.flink.UsageWindows.apply(
+        j_events,
+        j_events.getType(),
+        names,
+        plan.window_s * 1000,
+        thresholds,
+        WINDOW_RECORD_TYPE.get_java_type_info(),
+        "usage-windows",
+        "usage windows per rate key",
+    )
+    return DataStream(applied.windows()), DataStream(applied.late())
+
+
 def build_pipeline(
     t_env: StreamTableEnvironment, raw: DataStream, cfg: PipelineSettings
 ) -> Outputs:
@@ -259,8 +286,15 @@ def build_pipeline(
         ),
     )
 
-    # SQL, per rate key: closed windows, late corrections and early records, in one stream
-    # (with a Row type, not to_data_stream's external type: the key selector below reads it).
+    # The usage windows per rate key (a JVM operator): closed windows and early records, and
+    # the late events, split off against the windows' own watermark. Then, as usage records,
+    # in one stream (with a Row type, not to_data_stream's external type: the key selector below
+    # reads it).
+    windows, late = usage_windows(
+        t_env.to_data_stream(t_env.sql_query(sql.first_sightings_query())), plan
+    )
+    t_env.create_temporary_view("window_records", t_env.from_data_stream(windows))
+    t_env.create_temporary_view("late_events", t_env.from_data_stream(late))
     usage = t_env.to_append_stream(t_env.sql_query(sql.usage_query(plan)), USAGE_TYPE)
     t_env.create_temporary_view("usage_records", t_env.from_data_stream(usage))
 
@@ -332,7 +366,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not submitted_by_flink_cli():
             read_hash_key()
             GeoLookup(cfg.resolved_geoip_db(), cache_size=0).close()
-        cfg.resolved_connector_jar()
+        cfg.pipeline_jars()
         check_brokers(cfg)
     except (HashKeyError, OSError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)

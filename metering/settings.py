@@ -140,6 +140,10 @@ def find_connector_jar() -> str | None:
     return jars[-1] if jars else None
 
 
+OPERATORS_JAR = REPO_ROOT / "build/jars/pipeline/gateway-pipeline-operators.jar"
+"""The job's JVM operators (jvm/), built by make setup."""
+
+
 class PipelineSettings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix=ENV_PREFIX, env_ignore_empty=True, extra="forbid", frozen=True
@@ -326,6 +330,9 @@ class PipelineSettings(BaseSettings):
     connector_jar: str | None = Field(
         None, description="flink-sql-connector-kafka jar; default: the one make setup resolved"
     )
+    operators_jar: str | None = Field(
+        None, description="the job's JVM operators (jvm/); default: the one make setup built"
+    )
     job_name: str = Field("gateway-pipeline", description="Flink job name")
     flink_config: str = Field(
         "",
@@ -421,6 +428,20 @@ class PipelineSettings(BaseSettings):
                 "PIPELINE_CONNECTOR_JAR"
             )
         return jar
+
+    def resolved_operators_jar(self) -> str:
+        jar = self.operators_jar or str(OPERATORS_JAR)
+        if not Path(jar).is_file():
+            raise FileNotFoundError(
+                f"the job's operators jar ({jar}) not found; run `make setup` or set "
+                "PIPELINE_OPERATORS_JAR"
+            )
+        return jar
+
+    def pipeline_jars(self) -> str:
+        """``pipeline.jars``: the connector and the job's operators, uploaded at submission."""
+        jars = (self.resolved_connector_jar(), self.resolved_operators_jar())
+        return ";".join(Path(j).resolve().as_uri() for j in jars)
 
     def sql_state_ttl_seconds(self) -> int:
         """The TTL of the SQL state the watermark does not clean up: at least the dedup horizon,

@@ -78,6 +78,51 @@ letter (the record is counted once, by its first event or else by this row)."""
 KEYED_JSON = Stage("keyed_json", (("k", "STRING"), ("v", "STRING")))
 """A Kafka record of an output topic: key and JSON value."""
 
-USAGE = Stage("usage", (("k", "STRING"), ("json", "STRING"), ("kind", "STRING")))
+FIRST_SIGHTING = Stage(
+    "first_sighting",
+    (
+        ("rate_key", "STRING"),
+        ("consumer", "STRING"),
+        ("key_fingerprint", "STRING"),
+        ("country", "STRING"),
+        ("auth_failed", "BOOLEAN"),
+        ("units", "DOUBLE"),
+        ("event_time", "BIGINT"),
+        ("p", "INT"),
+        ("s", "BIGINT"),
+    ),
+)
+"""An event the windows count: the first sighting of its entry, without the enriched JSON.
+The JVM usage windows (jvm/) read its fields by name; its rowtime travels as the record's
+timestamp."""
+
+WINDOW_RECORD = Stage(
+    "window_record",
+    (
+        ("k", "STRING"),
+        ("ws", "BIGINT"),
+        ("consumer", "STRING"),
+        ("key_fingerprint", "STRING"),
+        ("count", "BIGINT"),
+        ("units", "DOUBLE"),
+        ("auth_failures", "BIGINT"),
+        ("countries", "ARRAY<STRING>"),
+        ("kind", "STRING"),
+    ),
+)
+"""One fire of a usage window (jvm/): ``kind`` ``window`` when it closed, ``early`` when its
+auth failures reached a threshold while it was open. ``countries``: distinct, sorted."""
+
+USAGE = Stage(
+    "usage",
+    (
+        ("k", "STRING"),
+        ("json", "STRING"),
+        ("kind", "STRING"),
+        ("p", "INT"),
+        ("s", "BIGINT"),
+    ),
+)
 """A usage record (a closed window, a late correction) or an early record of an open window,
-which only the detector reads, keyed by rate key. ``kind`` is the JSON's own ``kind``."""
+which only the detector reads, keyed by rate key. ``kind`` is the JSON's own ``kind``. ``p``,
+``s``: a late correction's source partition and Kafka second, for the ledger (null otherwise)."""

@@ -27,7 +27,7 @@ from metering.geo import GeoLookup
 from metering.records import CLIENT_KEY_PREFIX, Limits, RecordProcessor, SourceRef, dumps
 from metering.redact import Pseudonymizer
 from metering.settings import read_hash_key
-from schemas.stages import DEAD, KEYED_JSON, PARSED, RAW, USAGE, Stage
+from schemas.stages import DEAD, KEYED_JSON, PARSED, RAW, USAGE, WINDOW_RECORD, Stage
 
 log = logging.getLogger(__name__)
 # Stands in for RocksdbCompactFilterCleanupStrategy's periodic compaction time, which PyFlink
@@ -41,6 +41,7 @@ _SQL_TYPES: dict[str, Callable[[], TypeInformation]] = {
     "INT": Types.INT,
     "BIGINT": Types.LONG,
     "BYTES": lambda: Types.PRIMITIVE_ARRAY(Types.BYTE()),
+    "ARRAY<STRING>": lambda: Types.BASIC_ARRAY(Types.STRING()),
 }
 
 
@@ -54,6 +55,7 @@ PARSED_TYPE = row_type(PARSED)
 DEAD_TYPE = row_type(DEAD)
 KEYED_JSON_TYPE = row_type(KEYED_JSON)
 USAGE_TYPE = row_type(USAGE)
+WINDOW_RECORD_TYPE = row_type(WINDOW_RECORD)
 DEAD_LETTERS = OutputTag("dead-letters", DEAD_TYPE)
 LOG_INTERVAL_S = 10.0
 

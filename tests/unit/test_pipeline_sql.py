@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from jobs import pipeline_sql as sql
 from metering.detect import early_check, early_thresholds
-from schemas.stages import PARSED
+from schemas.stages import FIRST_SIGHTING, PARSED
 
 PLAN = sql.SqlPlan(dedup=True, reconcile_interval_s=10, source_topic="raw", window_s=10)
 
@@ -19,19 +19,10 @@ def test_deduplication_is_an_over_count_by_the_entry_fingerprint() -> None:
     assert "CASE WHEN dedup_id IS NULL OR seen = 1 THEN 'enriched' ELSE 'dup' END" in q
 
 
-def test_without_deduplication_every_event_is_a_first_sighting_after_one_keyed_exchange() -> None:
+def test_without_deduplication_every_event_is_a_first_sighting() -> None:
     q = sql.events_query(sql.SqlPlan(False, 10, "raw"))
-    assert "CASE WHEN TRUE THEN 'enriched'" in q
-    # The exchange stays: the lateness test must run downstream of the operator windows read.
-    assert "OVER (PARTITION BY rate_key ORDER BY pt)" in q
-
-
-def test_lateness_is_judged_once_after_the_exchange_and_only_for_first_sightings() -> None:
-    q = sql.events_query(PLAN)
-    assert "AND COALESCE(rowtime <= CURRENT_WATERMARK(rowtime), FALSE) AS late" in q
-    # Windows take the on-time first sightings, corrections the late ones: each row once.
-    assert "WHERE role = 'enriched' AND NOT late" in sql.windows_query(PLAN)
-    assert "WHERE role = 'enriched' AND late" in sql.late_query(PLAN)
+    assert q.startswith("SELECT 'enriched' AS role,")
+    assert "OVER" not in q
 
 
 def test_events_carry_every_parsed_column_by_name() -> None:
@@ -41,20 +32,28 @@ def test_events_carry_every_parsed_column_by_name() -> None:
             assert f"`{name}`" in q
 
 
-def test_windows_are_tumbling_event_time_windows_per_rate_key() -> None:
-    q = sql.windows_query(PLAN)
-    assert "TUMBLE(TABLE events, DESCRIPTOR(rowtime), INTERVAL '10' SECOND)" in q
-    assert "GROUP BY rate_key, window_start, window_end" in q
-    assert "'window_end' VALUE MIN(ws) + 10000" in q
-    assert "'count' VALUE COUNT(*)" in q
+def test_the_windows_count_first_sightings_with_their_rowtime() -> None:
+    q = sql.first_sightings_query()
+    assert "WHERE role = 'enriched'" in q
+    # The JVM windows read the first-sighting fields by name, in the stage's order.
+    assert f"SELECT {FIRST_SIGHTING.columns()}, rowtime" in q
 
 
-def test_early_records_only_when_enabled_and_never_on_the_usage_topic() -> None:
-    assert sql.early_query(PLAN) is None
-    assert "'early'" not in sql.usage_query(PLAN)
-    early = sql.SqlPlan(True, 10, "raw", 10, (20, 40, 80))
-    assert "WHERE auth_failed AND af IN (20, 40, 80)" in (sql.early_query(early) or "")
-    assert sql.usage_query(early).count("UNION ALL") == 2
+def test_window_fires_and_late_events_become_usage_records() -> None:
+    w = sql.window_records_query(PLAN)
+    # The kind is the fire's own: a closed window or an early record.
+    assert "'kind' VALUE kind" in w
+    assert "'window_end' VALUE ws + 10000" in w
+    late = sql.late_query(PLAN)
+    assert "'kind' VALUE 'late_correction'" in late
+    assert "'window_start' VALUE event_time - MOD(event_time, 10000)" in late
+    assert "'count' VALUE CAST(1 AS BIGINT)" in late
+    # Late corrections keep their source partition and second, for the ledger.
+    assert "'late_correction' AS kind, p, s" in late
+    assert sql.usage_query(PLAN).count("UNION ALL") == 1
+
+
+def test_early_records_never_reach_the_usage_topic() -> None:
     assert sql.usage_sink_query() == (
         "SELECT k, json AS v FROM usage_records WHERE kind <> 'early'"
     )
@@ -74,6 +73,8 @@ def test_every_entry_lands_in_exactly_one_ledger_column() -> None:
     assert "'enriched_out' VALUE SUM(n) - SUM(dup)" in q
     assert "'deduplicated' VALUE SUM(dup)" in q
     assert "'late' VALUE SUM(lt)" in q
+    # Late counts the late corrections themselves, one row each.
+    assert "FROM usage_records\n  WHERE kind = 'late_correction'" in q
     assert "GROUP BY p, ivl" in q and "s - MOD(s, 10) AS ivl" in q
 
 

@@ -3,14 +3,22 @@ fields in the order the stage declares them (schemas.stages), which the Row type
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
 from typing import Any
 
 from payloads import RAW_TOPIC, apisix_39, encode, kong_200
 from pyflink.common import Row
 
 from metering.records import Limits, RecordProcessor
-from schemas.stages import DEAD, PARSED, USAGE
-from udfs.functions import DEAD_LETTERS, PARSED_TYPE, USAGE_TYPE, ParseEnrich
+from schemas.stages import DEAD, FIRST_SIGHTING, PARSED, USAGE, WINDOW_RECORD
+from udfs.functions import (
+    DEAD_LETTERS,
+    PARSED_TYPE,
+    USAGE_TYPE,
+    WINDOW_RECORD_TYPE,
+    ParseEnrich,
+)
 
 
 class _Counter:
@@ -48,3 +56,17 @@ def test_dead_letters_come_in_the_declared_order_and_count_their_record_once(
     dead = [r for tag_r in mixed if isinstance(tag_r, tuple) for r in tag_r[1:]]
     assert [r.first_of_record for r in dead] == [False]
     assert [r.record_events for r in mixed if isinstance(r, Row)] == [1]
+
+
+def test_the_jvm_windows_read_and_write_only_declared_fields() -> None:
+    # UsageWindows (jvm/) looks its fields up by name when the job is built; a name it reads
+    # that a stage does not declare would fail there, so check the source against the stages.
+    source = (
+        Path(__file__).resolve().parents[2]
+        / "jvm/src/main/java/io/github/gatewaypipeline/flink/UsageWindows.java"
+    ).read_text(encoding="utf-8")
+    read = set(re.findall(r'in\.index\("(\w+)"\)', source))
+    written = set(re.findall(r'out\.index\("(\w+)"\)', source))
+    assert read and read <= set(FIRST_SIGHTING.names)
+    assert written == set(WINDOW_RECORD.names)
+    assert WINDOW_RECORD_TYPE.get_field_names() == WINDOW_RECORD.names

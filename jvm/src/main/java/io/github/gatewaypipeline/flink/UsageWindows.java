@@ -1,0 +1,300 @@
+package io.github.gatewaypipeline.flink;
+
+import java.time.Duration;
+import java.util.Arrays;
+import java.util.List;
+
+import org.apache.flink.api.common.functions.AggregateFunction;
+import org.apache.flink.api.common.state.ReducingState;
+import org.apache.flink.api.common.state.ReducingStateDescriptor;
+import org.apache.flink.api.common.typeinfo.TypeInformation;
+import org.apache.flink.api.common.typeinfo.Types;
+import org.apache.flink.api.java.functions.KeySelector;
+import org.apache.flink.api.java.typeutils.RowTypeInfo;
+import org.apache.flink.streaming.api.datastream.DataStream;
+import org.apache.flink.streaming.api.datastream.SingleOutputStreamOperator;
+import org.apache.flink.streaming.api.functions.windowing.ProcessWindowFunction;
+import org.apache.flink.streaming.api.windowing.assigners.TumblingEventTimeWindows;
+import org.apache.flink.streaming.api.windowing.triggers.Trigger;
+import org.apache.flink.streaming.api.windowing.triggers.TriggerResult;
+import org.apache.flink.streaming.api.windowing.windows.TimeWindow;
+import org.apache.flink.types.Row;
+import org.apache.flink.util.Collector;
+import org.apache.flink.util.OutputTag;
+
+/**
+ * Tumbling event-time usage windows per rate key, with the late split in the window operator.
+ *
+ * <p>Flink's window operator decides, per event, whether its window is still open against its
+ * own watermark, and hands a late event to a side output instead of dropping it: every event is
+ * counted exactly once, by its window or by a late correction. A SQL window aggregate drops late
+ * rows silently, and a lateness test run by any operator before it judges against another
+ * watermark: after an input was idle (a quiet partition, a broker outage) the window's
+ * watermark can be ahead of that test's, and the rows it let through are lost.
+ *
+ * <p>The trigger also fires a window early, without purging it, on the event that takes its
+ * auth failures to a threshold, so the detector can alert before the window closes. Rows are
+ * read and written by field name; the Python stage declarations (schemas/stages.py) own them.
+ */
+public final class UsageWindows {
+    public static final String KIND_WINDOW = "window";
+    public static final String KIND_EARLY = "early";
+
+    private final SingleOutputStreamOperator<Row> windows;
+    private final DataStream<Row> late;
+
+    private UsageWindows(SingleOutputStreamOperator<Row> windows, DataStream<Row> late) {
+        this.windows = windows;
+        this.late = late;
+    }
+
+    /** Window records (kind window or early), one row per fire. */
+    public SingleOutputStreamOperator<Row> windows() {
+        return windows;
+    }
+
+    /** The events whose window had closed when they arrived, unchanged. */
+    public DataStream<Row> late() {
+        return late;
+    }
+
+    /**
+     * Applies the windows to {@code events}, whose rows begin with the fields {@code inputNames}
+     * (rate_key, consumer, key_fingerprint, country, auth_failed, units, in any order) and whose
+     * record timestamps are the event times.
+     *
+     * @param thresholds auth-failure counts at which an open window fires early (may be empty)
+     * @param outputType the window record's fields: k, ws, consumer, key_fingerprint, count,
+     *     units, auth_failures, countries, kind (in any order)
+     */
+    public static UsageWindows apply(
+            DataStream<Row> events,
+            TypeInformation<Row> inputType,
+            String[] inputNames,
+            int windowMs,
+            long[] thresholds,
+            RowTypeInfo outputType,
+            String uid,
+            String name) {
+        Fields in = new Fields(inputNames);
+        OutputTag<Row> lateTag = new OutputTag<>("late-events", inputType);
+        SingleOutputStreamOperator<Row> windows =
+                events.keyBy(new RateKey(in.index("rate_key")), Types.STRING)
+                        .window(TumblingEventTimeWindows.of(Duration.ofMillis(windowMs)))
+                        .trigger(new EarlyAuthFailures(in.index("auth_failed"), thresholds))
+                        .sideOutputLateData(lateTag)
+                        .aggregate(
+                                new Count(in),
+                                new Emit(new Fields(outputType.getFieldNames())),
+                                TypeInformation.of(Acc.class),
+                                TypeInformation.of(Acc.class),
+                                outputType)
+                        .uid(uid)
+                        .name(name);
+        return new UsageWindows(windows, windows.getSideOutput(lateTag));
+    }
+
+    /** Field positions by name, resolved once. */
+    static final class Fields implements java.io.Serializable {
+        private final List<String> names;
+
+        Fields(String[] names) {
+            this.names = List.of(names);
+        }
+
+        int index(String name) {
+            int i = names.indexOf(name);
+            if (i < 0) {
+                throw new IllegalArgumentException("no field " + name + " in " + names);
+            }
+            return i;
+        }
+
+        int size() {
+            return names.size();
+        }
+    }
+
+    static final class RateKey implements KeySelector<Row, String> {
+        private final int field;
+
+        RateKey(int field) {
+            this.field = field;
+        }
+
+        @Override
+        public String getKey(Row row) {
+            return (String) row.getField(field);
+        }
+    }
+
+    /** A window so far. A POJO, so that Flink serializes it without Kryo. */
+    public static final class Acc {
+        public long count;
+        public double units;
+        public boolean hasUnits;
+        public long authFailures;
+        /** Distinct, sorted. */
+        public String[] countries = new String[0];
+        /** The smallest seen, as the SQL it replaces took them (deterministic on replay). */
+        public String consumer;
+        public String fingerprint;
+
+        public Acc() {}
+    }
+
+    private static String min(String a, String b) {
+        if (a == null) {
+            return b;
+        }
+        return b == null || a.compareTo(b) <= 0 ? a : b;
+    }
+
+    static final class Count implements AggregateFunction<Row, Acc, Acc> {
+        private final int consumer;
+        private final int fingerprint;
+        private final int country;
+        private final int authFailed;
+        private final int units;
+
+        Count(Fields in) {
+            consumer = in.index("consumer");
+            fingerprint = in.index("key_fingerprint");
+            country = in.index("country");
+            authFailed = in.index("auth_failed");
+            units = in.index("units");
+        }
+
+        @Override
+        public Acc createAccumulator() {
+            return new Acc();
+        }
+
+        @Override
+        public Acc add(Row row, Acc acc) {
+            acc.count++;
+            Object u = row.getField(units);
+            if (u != null) {
+                acc.units += ((Number) u).doubleValue();
+                acc.hasUnits = true;
+            }
+            if (Boolean.TRUE.equals(row.getField(authFailed))) {
+                acc.authFailures++;
+            }
+            String c = (String) row.getField(country);
+            if (c != null) {
+                int at = Arrays.binarySearch(acc.countries, c);
+                if (at < 0) {
+                    int ins = -at - 1;
+                    String[] grown = new String[acc.countries.length + 1];
+                    System.arraycopy(acc.countries, 0, grown, 0, ins);
+                    grown[ins] = c;
+                    System.arraycopy(acc.countries, ins, grown, ins + 1, acc.countries.length - ins);
+                    acc.countries = grown;
+                }
+            }
+            acc.consumer = min(acc.consumer, (String) row.getField(consumer));
+            acc.fingerprint = min(acc.fingerprint, (String) row.getField(fingerprint));
+            return acc;
+        }
+
+        @Override
+        public Acc getResult(Acc acc) {
+            return acc;
+        }
+
+        @Override
+        public Acc merge(Acc a, Acc b) {
+            throw new UnsupportedOperationException("tumbling windows never merge");
+        }
+    }
+
+    static final class Emit extends ProcessWindowFunction<Acc, Row, String, TimeWindow> {
+        private final int size;
+        private final int k;
+        private final int ws;
+        private final int consumer;
+        private final int fingerprint;
+        private final int count;
+        private final int units;
+        private final int authFailures;
+        private final int countries;
+        private final int kind;
+
+        Emit(Fields out) {
+            size = out.size();
+            k = out.index("k");
+            ws = out.index("ws");
+            consumer = out.index("consumer");
+            fingerprint = out.index("key_fingerprint");
+            count = out.index("count");
+            units = out.index("units");
+            authFailures = out.index("auth_failures");
+            countries = out.index("countries");
+            kind = out.index("kind");
+        }
+
+        @Override
+        public void process(String key, Context ctx, Iterable<Acc> accs, Collector<Row> out) {
+            Acc acc = accs.iterator().next();
+            TimeWindow w = ctx.window();
+            Row row = new Row(size);
+            row.setField(k, key);
+            row.setField(ws, w.getStart());
+            row.setField(consumer, acc.consumer);
+            row.setField(fingerprint, acc.fingerprint);
+            row.setField(count, acc.count);
+            row.setField(units, acc.hasUnits ? acc.units : null);
+            row.setField(authFailures, acc.authFailures);
+            row.setField(countries, acc.countries.clone());
+            // Fired by its end-of-window timer once the watermark has passed, else early.
+            boolean closed = ctx.currentWatermark() >= w.maxTimestamp();
+            row.setField(kind, closed ? KIND_WINDOW : KIND_EARLY);
+            out.collect(row);
+        }
+    }
+
+    /** EventTimeTrigger, plus an early fire when the auth failures reach a threshold. */
+    static final class EarlyAuthFailures extends Trigger<Row, TimeWindow> {
+        private final int authFailed;
+        private final long[] thresholds;
+        private final ReducingStateDescriptor<Long> failures =
+                new ReducingStateDescriptor<>("auth-failures", Long::sum, Types.LONG);
+
+        EarlyAuthFailures(int authFailed, long[] thresholds) {
+            this.authFailed = authFailed;
+            this.thresholds = thresholds.clone();
+            Arrays.sort(this.thresholds);
+        }
+
+        @Override
+        public TriggerResult onElement(Row row, long timestamp, TimeWindow w, TriggerContext ctx)
+                throws Exception {
+            ctx.registerEventTimeTimer(w.maxTimestamp());
+            if (thresholds.length == 0 || !Boolean.TRUE.equals(row.getField(authFailed))) {
+                return TriggerResult.CONTINUE;
+            }
+            ReducingState<Long> state = ctx.getPartitionedState(failures);
+            state.add(1L);
+            return Arrays.binarySearch(thresholds, state.get()) >= 0
+                    ? TriggerResult.FIRE
+                    : TriggerResult.CONTINUE;
+        }
+
+        @Override
+        public TriggerResult onEventTime(long time, TimeWindow w, TriggerContext ctx) {
+            return time == w.maxTimestamp() ? TriggerResult.FIRE : TriggerResult.CONTINUE;
+        }
+
+        @Override
+        public TriggerResult onProcessingTime(long time, TimeWindow w, TriggerContext ctx) {
+            return TriggerResult.CONTINUE;
+        }
+
+        @Override
+        public void clear(TimeWindow w, TriggerContext ctx) {
+            ctx.deleteEventTimeTimer(w.maxTimestamp());
+            ctx.getPartitionedState(failures).clear();
+        }
+    }
+}
