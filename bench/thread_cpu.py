@@ -23,9 +23,8 @@ import psutil
 STAGES: tuple[tuple[str, str], ...] = (
     ("Kafka consumer fetch", r"^Source Data Fetcher"),
     ("source, Python parse, watermark", r"^Source: "),
-    ("dedup and lateness split, local window, enriched sink", r"^OverAggregate.*TableToDataStream"),
-    ("early records (OVER per open window)", r"^OverAggregate"),
-    ("windows (global aggregate)", r"WindowAggregate"),
+    ("dedup, enriched sink, first sightings", r"^OverAggregate.*TableToDataStream"),
+    ("usage windows (window operator), usage records", r"usage windows"),
     ("reconciliation ledger and its sink", r"^GroupAggregate"),
     ("usage records to the detector and usage sink", r"^SinkConversion"),
     ("Python detector and alerts sink", r"anomaly detection"),

@@ -26,9 +26,9 @@ def test_java_thread_names_map_native_ids() -> None:
 
 def test_stages_take_the_first_matching_pattern() -> None:
     dedup = "OverAggregate[9] -> Calc[10] -> TableToDataStream -> (Calc[13] -> enriched_sink) (1/2)"
-    assert stage_of(dedup) == "dedup and lateness split, local window, enriched sink"
-    early = "OverAggregate[22] -> Calc[23] (2/2)#0"
-    assert stage_of(early) == "early records (OVER per open window)"
+    assert stage_of(dedup) == "dedup, enriched sink, first sightings"
+    windows = "usage windows per rate key -> (Calc[31], TableToDataStream) (2/2)#0"
+    assert stage_of(windows) == "usage windows (window operator), usage records"
     assert stage_of("Source Data Fetcher for Source: raw_source[1]") == "Kafka consumer fetch"
     assert stage_of("Source: raw_source[1] -> parse") == "source, Python parse, watermark"
     assert stage_of("python3.11: 4242") == "Python processes (client; process-mode workers)"
