@@ -58,6 +58,9 @@ from udfs.functions import (
 log = logging.getLogger("gateway_pipeline")
 REPO_ROOT = Path(__file__).resolve().parent.parent
 LOCAL_CHECKPOINTS = REPO_ROOT / ".local" / "checkpoints"
+PYFLINK_WORKER_MODE_ENV = "_python_worker_execution_mode"
+"""PyFlink's switch between Python workers in the client process (loopback) and in worker
+processes, read when the environment is created."""
 
 
 @dataclass(frozen=True)
@@ -93,6 +96,11 @@ def create_environment(
         os.environ.setdefault(
             "LOG4J_PROPERTIES", str(REPO_ROOT / "deploy/flink/log4j-cli.properties")
         )
+    if local:
+        # Process-mode Python operators in worker processes, as on a cluster, not in threads of
+        # this client process, whose one interpreter lock would serialize the parse subtasks
+        # (PyFlink's loopback default for the MiniCluster; docs/performance.md).
+        os.environ.setdefault(PYFLINK_WORKER_MODE_ENV, "process")
     conf = Configuration()
     conf.set_string("python.execution-mode", cfg.execution_mode)
     if local:

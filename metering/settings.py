@@ -307,16 +307,17 @@ class PipelineSettings(BaseSettings):
     # Runtime
     parallelism: int = Field(2, ge=1, description="job parallelism (match the raw partitions)")
     execution_mode: Literal["process", "thread"] = Field(
-        "process",
+        "thread",
         description="PyFlink execution mode of the keyed Python anomaly detector, which sees "
-        "only window records",
+        "only window records: thread runs it in the interpreter embedded in the TaskManager's "
+        "JVM; it is also the job's python.execution-mode",
     )
     parse_execution_mode: Literal["process", "thread"] = Field(
         "process",
-        description="PyFlink execution mode of the stateless parse/redact/geo operator: thread "
-        "runs it in the interpreter embedded in the TaskManager's JVM, process in Python worker "
-        "processes on a cluster (threads of the job's client process on the embedded "
-        "MiniCluster); see docs/performance.md, Execution mode",
+        description="PyFlink execution mode of the stateless parse/redact/geo operator: process "
+        "runs it in Python worker processes (also on the embedded MiniCluster), one per "
+        "subtask, in parallel; thread in the interpreter embedded in the TaskManager's JVM, "
+        "which the detector shares; see docs/performance.md, Execution mode",
     )
     checkpoint_interval_seconds: int = Field(
         10, ge=1, description="checkpoint interval; exactly-once output is visible after each"

@@ -76,18 +76,23 @@ def _await(what: str, probe: Callable[[], int], want: int) -> None:
 
 
 THREAD_THROUGHOUT = ["--execution-mode", "thread", "--parse-execution-mode", "thread"]
+PROCESS_DETECTOR = ["--execution-mode", "process"]
 
 
-# (run 1's flags, run 2's flags, whether resuming with the defaults must be refused). The second
-# case upgrades a job that ran every Python operator in thread mode: it first tries to resume
-# with the defaults (process mode), which must be refused, since keyed state does not carry
-# across runtimes (jobs.gateway_pipeline, detector_uid); then resumes with the keyed
-# functions still in thread mode and the stateless parse moved to process mode, which must lose
-# nothing.
+# (run 1's flags, run 2's flags, whether resuming with the defaults must be refused).
+# - parse-thread-to-process: the stateless parse moves from thread mode to the default, process
+#   mode, across the savepoint, and nothing is lost.
+# - detector-process: the keyed detector ran in process mode. Resuming with the defaults (thread
+#   mode) must be refused, since keyed state does not carry across runtimes (jobs.gateway_pipeline,
+#   detector_uid); resuming with the detector still in process mode must lose nothing.
 @pytest.mark.parametrize(
     ("run1_flags", "run2_flags", "defaults_refused"),
-    [([], [], False), (THREAD_THROUGHOUT, ["--execution-mode", "thread"], True)],
-    ids=["same-modes", "parse-thread-to-process"],
+    [
+        ([], [], False),
+        (THREAD_THROUGHOUT, [], False),
+        (PROCESS_DETECTOR, PROCESS_DETECTOR, True),
+    ],
+    ids=["same-modes", "parse-thread-to-process", "detector-process"],
 )
 def test_submit_savepoint_resume_gives_exact_totals(
     flink_cluster: Any,

@@ -123,8 +123,8 @@ def _run(
     return got
 
 
-# (keyed functions, parse operator): the default (thread throughout), a mix, and process mode
-# throughout.
+# (keyed functions, parse operator): thread throughout, the default (the parse in worker
+# processes), and process mode throughout.
 @pytest.mark.parametrize(
     ("mode", "parse_mode"), [("thread", "thread"), ("thread", "process"), ("process", "process")]
 )
