@@ -998,7 +998,10 @@ class Bench:
         )
         if opts.latency_seconds > 0:
             n = int(opts.rate * opts.latency_seconds)
-            start = now_ms + 600_000  # after the pre-load's event time, and after warm-up's
+            # Each latency phase runs a fresh job on a fresh topic, minutes from now: event times
+            # from now on are in its past, never beyond the job's --max-future-skew-seconds,
+            # which dead-letters them (event_time_future) and left every paced event invisible.
+            start = now_ms
             self.paced = GeneratedTraffic(
                 TrafficSpec(n, start, opts.keys, opts.rate, opts.seed + 1), opts.gen_workers, tmp
             ).load_and_remove()
