@@ -30,6 +30,7 @@ OPERATORS: tuple[tuple[str, str], ...] = (
     ("kafka sink writer", "SinkWriterOperator.processElement"),
     ("window aggregate", "WindowAggOperator"),
     ("window aggregate", "SlicingWindowOperator"),
+    ("usage windows (window operator)", "windowing.WindowOperator"),
     ("group aggregate", "GroupAggFunction"),
     ("deduplicate / over", "Deduplicate"),
     ("deduplicate / over", "OverAggregate"),

@@ -40,7 +40,7 @@ log = logging.getLogger("python_loop")
 
 class Windows:
     """Tumbling event-time windows per rate key, closed by a bounded out-of-orderness watermark
-    (highest event time seen minus the bound), as the job's SQL windows are."""
+    (highest event time seen minus the bound), as the job's windows are."""
 
     def __init__(self, window_ms: int, out_of_orderness_ms: int) -> None:
         self.window_ms = window_ms

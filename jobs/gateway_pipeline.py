@@ -268,7 +268,7 @@ def build_pipeline(
         "dead_letters", t_env.from_data_stream(parsed.get_side_output(DEAD_LETTERS))
     )
 
-    # SQL: gateway retries and the lateness split, once per event. Converted to a DataStream
+    # SQL: gateway retries, once per event. Converted to a DataStream
     # once, so that its stateful OVER count exists once: the plans below (the sinks' and the
     # detector's) are translated apart, and each would otherwise get a copy of it.
     detector = cfg.detector()

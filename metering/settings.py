@@ -103,7 +103,7 @@ REFUSED_FLINK_CONFIG = {
     "table.exec.mini-batch.enabled": (
         "true",
         "Flink SQL then puts processing-time mini-batch assigners into the plans, whose "
-        "watermarks can replace the event-time ones the windows and the lateness split read "
+        "watermarks can replace the event-time ones the windows read "
         "(with windows after a conversion to a DataStream, every event became a late correction)",
     ),
 }
