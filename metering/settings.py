@@ -274,7 +274,9 @@ class PipelineSettings(BaseSettings):
         10, ge=1, description="how often each source partition's reconciliation is emitted"
     )
     # Time and windows
-    window_seconds: int = Field(10, ge=1, description="tumbling event-time window per rate key")
+    window_seconds: int = Field(
+        10, ge=1, le=86_400, description="tumbling event-time window per rate key (at most a day)"
+    )
     out_of_orderness_seconds: int = Field(
         5, ge=0, description="bounded out-of-orderness of the event-time watermark"
     )
