@@ -21,6 +21,11 @@ class Stage:
     def names(self) -> list[str]:
         return [n for n, _ in self.fields]
 
+    def select(self, name: str, names: tuple[str, ...]) -> Stage:
+        """A stage of some of this one's fields, in the order given, with their types."""
+        types = dict(self.fields)
+        return Stage(name, tuple((n, types[n]) for n in names))
+
     def columns(self, alias: str = "") -> str:
         """The SQL column list, quoted, optionally qualified by ``alias``."""
         prefix = f"{alias}." if alias else ""
@@ -78,18 +83,18 @@ letter (the record is counted once, by its first event or else by this row)."""
 KEYED_JSON = Stage("keyed_json", (("k", "STRING"), ("v", "STRING")))
 """A Kafka record of an output topic: key and JSON value."""
 
-FIRST_SIGHTING = Stage(
+FIRST_SIGHTING = PARSED.select(
     "first_sighting",
     (
-        ("rate_key", "STRING"),
-        ("consumer", "STRING"),
-        ("key_fingerprint", "STRING"),
-        ("country", "STRING"),
-        ("auth_failed", "BOOLEAN"),
-        ("units", "DOUBLE"),
-        ("event_time", "BIGINT"),
-        ("p", "INT"),
-        ("s", "BIGINT"),
+        "rate_key",
+        "consumer",
+        "key_fingerprint",
+        "country",
+        "auth_failed",
+        "units",
+        "event_time",
+        "p",
+        "s",
     ),
 )
 """An event the windows count: the first sighting of its entry, without the enriched JSON.
