@@ -4,8 +4,9 @@
                                 [--flink-config k=v,...]
 
 A bounded job reads pre-loaded bench traffic from Kafka and runs only the job's parse, validate,
-redact and geo-enrich operator (``udfs.functions.ParseEnrich``) into a blackhole sink: what the
-full job does before SQL takes over. It runs twice, over N and over 2N events, each in a fresh
+redact and geo-enrich function (``udfs.functions.ParseRecords``) and the unnest of its records
+into a blackhole sink: what the full job does before SQL takes over. It runs twice, over N and
+over 2N events, each in a fresh
 process on the embedded MiniCluster, and reports N / (t(2N) - t(N)), so that what both runs pay
 once (job submission, deployment, Python worker start-up, the final checkpoint) cancels out.
 A run that fails over is refused rather than timed: its restart strategy is none. Environment
@@ -41,9 +42,9 @@ def rate(events: int, wall_n_s: float, wall_2n_s: float) -> float:
 
 def run_child(topic: str, args: argparse.Namespace) -> None:
     """One bounded run over ``topic``, in this process; prints its wall time."""
-    from jobs.gateway_pipeline import create_environment, kafka_source, python_operators_in_mode
+    from jobs import pipeline_sql
+    from jobs.gateway_pipeline import create_environment, kafka_source, parse_records
     from metering.settings import settings_from_args
-    from udfs.functions import PARSED_TYPE, ParseEnrich
 
     flags = [
         "--bootstrap-servers", args.bootstrap,
@@ -63,16 +64,13 @@ def run_child(topic: str, args: argparse.Namespace) -> None:
     cfg = settings_from_args(flags, prog="bench.parse_stage", description="")
     env, t_env = create_environment(cfg, cfg.flink_overrides())
     raw = kafka_source(t_env, cfg)
-    with python_operators_in_mode(raw, cfg.parse_execution_mode):
-        parsed = raw.process(
-            ParseEnrich(cfg.raw_topic, cfg.resolved_geoip_db(), cfg.geo_cache_size, cfg.limits()),
-            output_type=PARSED_TYPE,
-        ).name("parse, validate, redact, geo-enrich")
+    records = parse_records(t_env, raw, cfg)
+    t_env.create_temporary_view("parsed_records", t_env.from_data_stream(records))
     t_env.execute_sql(
         "CREATE TEMPORARY TABLE parsed_sink (rate_key STRING, event_time BIGINT) "
         "WITH ('connector' = 'blackhole')"
     )
-    t_env.create_temporary_view("parsed", t_env.from_data_stream(parsed))
+    t_env.create_temporary_view("parsed", t_env.sql_query(pipeline_sql.parsed_events_query()))
     statements = t_env.create_statement_set()
     statements.add_insert_sql("INSERT INTO parsed_sink SELECT rate_key, event_time FROM parsed")
     statements.attach_as_datastream()

@@ -110,7 +110,7 @@ class Loop:
         self.stop = False
         self.geo = GeoLookup(args.geoip_db or default_geoip_db(), args.geo_cache_size)
         # The job's parse, with the job's limits: its settings come from the same PIPELINE_*
-        # environment (udfs.functions.ParseEnrich builds the same processor).
+        # environment (udfs.functions.ParseRecords builds the same processor).
         self.processor = RecordProcessor(
             Pseudonymizer(read_hash_key()), self.geo.lookup, PipelineSettings().limits()
         )

@@ -1,8 +1,9 @@
 """Gateway pipeline: raw gateway access logs -> enriched events, usage counts, alerts, dead letters.
 
     source (Kafka raw topic: value, partition, offset, record timestamp)
-      -> Python, once per Kafka record: parse + validate + redact + geo-enrich
-               (dead letters to a side output)
+      -> Python, in Arrow batches of Kafka records: parse + validate + redact + geo-enrich,
+               one row per record (its events' fields as arrays, its dead letters)
+      -> SQL: the records unnested into events and dead letters
       -> SQL: event-time watermarks from the payload, per source subtask; gateway retries marked
       -> JVM, per rate key: tumbling event-time windows -> usage counts (+ early records of
               windows whose auth failures reach a threshold); late events split off by the
@@ -35,7 +36,7 @@ from pyflink.common.typeinfo import Types
 from pyflink.datastream import CheckpointingMode, DataStream, StreamExecutionEnvironment
 from pyflink.java_gateway import get_gateway
 from pyflink.table import Schema, StreamTableEnvironment, Table
-from pyflink.util.java_utils import get_j_env_configuration
+from pyflink.table.expressions import col
 
 from jobs import pipeline_sql as sql
 from jobs.kafka_tables import SourceSpec, sink_ddl, sink_specs, source_ddl
@@ -43,21 +44,20 @@ from jobs.preflight import check_brokers
 from metering.detect import early_thresholds
 from metering.geo import GeoLookup
 from metering.settings import HashKeyError, PipelineSettings, read_hash_key, settings_from_args
-from schemas.stages import FIRST_SIGHTING
+from schemas.stages import FIRST_SIGHTING, RAW
 from udfs.functions import (
-    DEAD_LETTERS,
     KEYED_JSON_TYPE,
-    PARSED_TYPE,
     USAGE_TYPE,
     WINDOW_RECORD_TYPE,
     DetectAnomalies,
-    ParseEnrich,
     RateKey,
+    parse_records_function,
 )
 
 log = logging.getLogger("gateway_pipeline")
 REPO_ROOT = Path(__file__).resolve().parent.parent
 LOCAL_CHECKPOINTS = REPO_ROOT / ".local" / "checkpoints"
+PYTHON_EXECUTION_MODE = "python.execution-mode"
 PYFLINK_WORKER_MODE_ENV = "_python_worker_execution_mode"
 """PyFlink's switch between Python workers in the client process (loopback) and in worker
 processes, read when the environment is created."""
@@ -102,7 +102,7 @@ def create_environment(
         # (PyFlink's loopback default for the MiniCluster; docs/performance.md).
         os.environ.setdefault(PYFLINK_WORKER_MODE_ENV, "process")
     conf = Configuration()
-    conf.set_string("python.execution-mode", cfg.execution_mode)
+    conf.set_string(PYTHON_EXECUTION_MODE, cfg.execution_mode)
     if local:
         # Python workers (process mode) and the embedded interpreter (thread mode) use this
         # venv. On a cluster, `flink run -pyexec` and the cluster's configuration decide.
@@ -189,22 +189,21 @@ def detector_uid(execution_mode: str) -> str:
 
 
 @contextmanager
-def python_operators_in_mode(stream: DataStream, mode: str) -> Iterator[None]:
-    """Python operators created inside the block run in ``mode`` (process or thread).
+def python_functions_in_mode(t_env: StreamTableEnvironment, mode: str) -> Iterator[None]:
+    """Python functions of the tables translated inside the block (by ``to_data_stream``) run
+    in ``mode`` (process or thread).
 
-    PyFlink picks each Python operator's runtime (a Python worker process, or the interpreter
-    embedded in the TaskManager's JVM) when the operator is created, from the environment's
+    The planner picks each Python operator's runtime (a Python worker process, or the
+    interpreter embedded in the TaskManager's JVM) when it translates it, from
     ``python.execution-mode`` at that moment; so one job can mix them.
     """
-    gateway = get_gateway()
-    option = gateway.jvm.org.apache.flink.python.PythonOptions.PYTHON_EXECUTION_MODE
-    conf = get_j_env_configuration(stream._j_data_stream.getExecutionEnvironment())
-    before = conf.get(option)
-    conf.set(option, mode)
+    config = t_env.get_config()
+    before = config.get(PYTHON_EXECUTION_MODE, "process")
+    config.set(PYTHON_EXECUTION_MODE, mode)
     try:
         yield
     finally:
-        conf.set(option, before)
+        config.set(PYTHON_EXECUTION_MODE, before)
 
 
 def usage_windows(first_sightings: DataStream, plan: sql.SqlPlan) -> tuple[DataStream, DataStream]:
@@ -231,32 +230,35 @@ def usage_windows(first_sightings: DataStream, plan: sql.SqlPlan) -> tuple[DataS
     return DataStream(applied.windows()), DataStream(applied.late())
 
 
-def build_pipeline(
-    t_env: StreamTableEnvironment, raw: DataStream, cfg: PipelineSettings
-) -> Outputs:
-    """The job's logic, from a stream of RAW records (schemas.stages) to five tables.
+def parse_records(t_env: StreamTableEnvironment, raw: Table, cfg: PipelineSettings) -> DataStream:
+    """The parse over a table of RAW records: a stream of PARSED_RECORD rows, one per record."""
+    parse = parse_records_function(
+        cfg.raw_topic,
+        cfg.resolved_geoip_db(),
+        cfg.geo_cache_size,
+        cfg.limits(),
+        cfg.parse_execution_mode,
+    )
+    with python_functions_in_mode(t_env, cfg.parse_execution_mode):
+        return t_env.to_data_stream(raw.map(parse(*(col(n) for n in RAW.names))))
+
+
+def build_pipeline(t_env: StreamTableEnvironment, raw: Table, cfg: PipelineSettings) -> Outputs:
+    """The job's logic, from a table of RAW records (schemas.stages) to five tables.
 
     Tests call this with a bounded in-memory source; ``main()`` with the Kafka table source.
     """
-    # Python, once per Kafka record: parse, validate, redact, geo-enrich. Dead letters go to a
-    # side output.
-    with python_operators_in_mode(raw, cfg.parse_execution_mode):
-        parsed = (
-            raw.process(
-                ParseEnrich(
-                    cfg.raw_topic, cfg.resolved_geoip_db(), cfg.geo_cache_size, cfg.limits()
-                ),
-                output_type=PARSED_TYPE,
-            )
-            .uid("parse-redact-enrich")
-            .name("parse, validate, redact, geo-enrich")
-        )
+    # Python, in batches of Kafka records: parse, validate, redact, geo-enrich. One row per
+    # record, its events' fields as arrays and its dead letters, converted to a DataStream once
+    # so that the Python function runs once for both unnests below.
+    records = parse_records(t_env, raw, cfg)
+    t_env.create_temporary_view("parsed_records", t_env.from_data_stream(records))
     # Event time from the payload. The watermark is generated right after the parser, per source
     # subtask, before any shuffle mixes partitions.
     t_env.create_temporary_view(
         "parsed",
         t_env.from_data_stream(
-            parsed,
+            t_env.to_data_stream(t_env.sql_query(sql.parsed_events_query())),
             Schema.new_builder()
             .column_by_expression("rowtime", "TO_TIMESTAMP_LTZ(event_time, 3)")
             .column_by_expression("pt", "PROCTIME()")
@@ -264,9 +266,7 @@ def build_pipeline(
             .build(),
         ),
     )
-    t_env.create_temporary_view(
-        "dead_letters", t_env.from_data_stream(parsed.get_side_output(DEAD_LETTERS))
-    )
+    t_env.create_temporary_view("dead_letters", t_env.sql_query(sql.dead_letters_query()))
 
     # SQL: gateway retries, once per event. Converted to a DataStream
     # once, so that its stateful OVER count exists once: the plans below (the sinks' and the
@@ -338,7 +338,7 @@ def attach_kafka_sinks(t_env: StreamTableEnvironment, out: Outputs, cfg: Pipelin
     statements.attach_as_datastream()
 
 
-def kafka_source(t_env: StreamTableEnvironment, cfg: PipelineSettings) -> DataStream:
+def kafka_source(t_env: StreamTableEnvironment, cfg: PipelineSettings) -> Table:
     t_env.execute_sql(
         source_ddl(
             SourceSpec(
@@ -353,12 +353,10 @@ def kafka_source(t_env: StreamTableEnvironment, cfg: PipelineSettings) -> DataSt
         )
     )
     # The record timestamp in whole seconds: reconciliation intervals are seconds long.
-    return t_env.to_data_stream(
-        t_env.sql_query(
-            "SELECT payload, `partition`, `offset`, "
-            "TIMESTAMPDIFF(SECOND, TO_TIMESTAMP_LTZ(0, 3), `timestamp`) AS kafka_s "
-            "FROM raw_source"
-        )
+    return t_env.sql_query(
+        "SELECT payload, `partition`, `offset`, "
+        "TIMESTAMPDIFF(SECOND, TO_TIMESTAMP_LTZ(0, 3), `timestamp`) AS kafka_s "
+        "FROM raw_source"
     )
 
 

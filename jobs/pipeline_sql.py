@@ -1,8 +1,8 @@
 """Flink SQL for everything after the Python parse except the usage windows (a JVM operator,
 jvm/) and anomaly detection: gateway-retry deduplication, the usage records' JSON, the enriched
 topic and reconciliation. All per-event keyed state lives in the JVM, where checkpoints hold it and
-its timers; Python sees one call per Kafka record (the parse) and one per window record (the
-detector). Built as strings from plain values, so tests need no JVM.
+its timers; Python sees one call per batch of Kafka records (the parse) and one per window record
+(the detector). Built as strings from plain values, so tests need no JVM.
 
 - ``events_query``: one row per parsed event. ``role`` is ``enriched`` for the first sighting of
   its (rate key, dedup id) within the dedup horizon and ``dup`` for a gateway retry: an unbounded
@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from schemas.stages import FIRST_SIGHTING, PARSED
+from schemas.stages import DEAD, FIRST_SIGHTING, PARSED, RECORD_SCALARS
 
 ROLE_ENRICHED = "enriched"
 ROLE_DUP = "dup"
@@ -44,6 +44,43 @@ class SqlPlan:
 
 def _quote(s: str) -> str:
     return "'" + s.replace("'", "''") + "'"
+
+
+def _parsed_record_field(name: str, records: str, entry: str) -> str:
+    """A PARSED field of the unnested entry: the record's own, or element i of its array."""
+    if name in RECORD_SCALARS:
+        return f"{records}.`{name}`"
+    if name == "record_events":
+        # The record's event count on its first event, 0 on the others (PARSED says why).
+        return f"CASE WHEN {entry}.i = 1 THEN CARDINALITY({records}.`value`) ELSE 0 END"
+    if name == "value":
+        return f"{entry}.v"
+    return f"{records}.`{name}`[{entry}.i]"
+
+
+def parsed_events_query(records: str = "parsed_records") -> str:
+    """The parse's records (PARSED_RECORD) unnested into one PARSED row per event."""
+    fields = ",\n  ".join(f"{_parsed_record_field(n, 'r', 'e')} AS `{n}`" for n in PARSED.names)
+    return f"""
+SELECT
+  {fields}
+FROM {records} AS r
+CROSS JOIN UNNEST(r.`value`) WITH ORDINALITY AS e(v, i)"""
+
+
+def dead_letters_query(records: str = "parsed_records") -> str:
+    """The parse's records unnested into one DEAD row per dead letter."""
+    columns = {
+        **{n: f"r.`{n}`" for n in RECORD_SCALARS},
+        # The record gave no event and this is its first dead letter (DEAD says why).
+        "first_of_record": "(d.i = 1 AND CARDINALITY(r.`value`) = 0)",
+        "v": "d.v",
+    }
+    fields = ", ".join(f"{columns[n]} AS `{n}`" for n in DEAD.names)
+    return f"""
+SELECT {fields}
+FROM {records} AS r
+CROSS JOIN UNNEST(r.dead) WITH ORDINALITY AS d(v, i)"""
 
 
 def events_query(plan: SqlPlan, parsed: str = "parsed") -> str:

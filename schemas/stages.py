@@ -26,6 +26,10 @@ class Stage:
         types = dict(self.fields)
         return Stage(name, tuple((n, types[n]) for n in names))
 
+    def sql_type(self) -> str:
+        """The record as one SQL ROW type."""
+        return "ROW<" + ", ".join(f"`{n}` {t}" for n, t in self.fields) + ">"
+
     def columns(self, alias: str = "") -> str:
         """The SQL column list, quoted, optionally qualified by ``alias``."""
         prefix = f"{alias}." if alias else ""
@@ -66,6 +70,25 @@ never a retry). ``p``, ``o``, ``s``: the source record's partition, offset and K
 (epoch s). ``record_events``: on the first event of a record, how many events it gave; 0 on the
 others, so the ledger counts records and entries from one row per record. ``value``: the
 enriched topic's JSON, serialized once, where the dict is."""
+
+RECORD_SCALARS = ("p", "o", "s")
+"""The parsed record's fields that are the Kafka record's own; the others are per event."""
+
+PARSED_RECORD = Stage(
+    "parsed_record",
+    (
+        *PARSED.select("source", RECORD_SCALARS).fields,
+        *(
+            (n, f"ARRAY<{t}>")
+            for n, t in PARSED.fields
+            if n not in RECORD_SCALARS and n != "record_events"
+        ),
+        ("dead", "ARRAY<STRING>"),
+    ),
+)
+"""One Kafka record as the parse returns it, in one crossing per batch of records: its source
+coordinates, each event field as an array (element i belongs to the record's i-th event), and
+its dead letters' JSON. SQL unnests it into PARSED and DEAD rows (jobs.pipeline_sql)."""
 
 DEAD = Stage(
     "dead",

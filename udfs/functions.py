@@ -11,23 +11,31 @@ from collections import Counter
 from collections.abc import Callable, Iterable
 from typing import Any
 
+import pandas as pd
 from pyflink.common import Row, Time
 from pyflink.common.typeinfo import TypeInformation, Types
-from pyflink.datastream import OutputTag
 from pyflink.datastream.functions import (
     KeyedProcessFunction,
     KeySelector,
-    ProcessFunction,
     RuntimeContext,
 )
 from pyflink.datastream.state import StateTtlConfig, ValueStateDescriptor
+from pyflink.table.udf import FunctionContext, ScalarFunction, udf
 
 from metering.detect import DetectorConfig, KeyState, evaluate
 from metering.geo import GeoLookup
 from metering.records import CLIENT_KEY_PREFIX, Limits, RecordProcessor, SourceRef, dumps
 from metering.redact import Pseudonymizer
 from metering.settings import read_hash_key
-from schemas.stages import DEAD, KEYED_JSON, PARSED, RAW, USAGE, WINDOW_RECORD, Stage
+from schemas.stages import (
+    KEYED_JSON,
+    PARSED_RECORD,
+    RAW,
+    RECORD_SCALARS,
+    USAGE,
+    WINDOW_RECORD,
+    Stage,
+)
 
 log = logging.getLogger(__name__)
 # Stands in for RocksdbCompactFilterCleanupStrategy's periodic compaction time, which PyFlink
@@ -45,41 +53,64 @@ _SQL_TYPES: dict[str, Callable[[], TypeInformation]] = {
 }
 
 
+def parse_records_function(
+    topic: str, geoip_db: str, geo_cache_size: int, limits: Limits, mode: str
+) -> Any:
+    """The parse as a Table function returning PARSED_RECORD rows: vectorized (Arrow batches)
+    in process mode, per record in thread mode."""
+    fn = ParseRecords(topic, geoip_db, geo_cache_size, limits, vectorized=mode == "process")
+    return udf(
+        fn,
+        result_type=PARSED_RECORD.sql_type(),
+        func_type="pandas" if fn.vectorized else "general",
+    )
+
+
 def row_type(stage: Stage) -> TypeInformation:
     """The PyFlink Row type of a stage's record (schemas.stages), fields by name."""
     return Types.ROW_NAMED(stage.names, [_SQL_TYPES[t]() for _, t in stage.fields])
 
 
 RAW_TYPE = row_type(RAW)
-PARSED_TYPE = row_type(PARSED)
-DEAD_TYPE = row_type(DEAD)
 KEYED_JSON_TYPE = row_type(KEYED_JSON)
 USAGE_TYPE = row_type(USAGE)
 WINDOW_RECORD_TYPE = row_type(WINDOW_RECORD)
-DEAD_LETTERS = OutputTag("dead-letters", DEAD_TYPE)
+# PARSED_RECORD's fields that parse_records does not return (the record's own) or does not take
+# from the events' dicts.
+_RECORD_OWN = frozenset(RECORD_SCALARS)
+_FROM_RESULT = frozenset({"value", "dedup_id", "dead"})
 LOG_INTERVAL_S = 10.0
 
 
-class ParseEnrich(ProcessFunction):
-    """Raw Kafka record -> validated, redacted, geo-enriched events; dead letters to a side tag."""
+class ParseRecords(ScalarFunction):
+    """Raw Kafka records -> validated, redacted, geo-enriched events and dead letters, returned
+    per record as one PARSED_RECORD row (schemas.stages), which SQL unnests.
 
-    def __init__(self, topic: str, geoip_db: str, geo_cache_size: int, limits: Limits) -> None:
+    ``vectorized`` (process mode): called once per Arrow batch of records with pandas Series,
+    so the JVM and the Python worker exchange batches, not a serialized row per event. Otherwise
+    (thread mode, which has no vectorized functions) called once per record.
+    """
+
+    def __init__(
+        self, topic: str, geoip_db: str, geo_cache_size: int, limits: Limits, vectorized: bool
+    ) -> None:
         self._topic = topic
         self._geoip_db = geoip_db
         self._geo_cache_size = geo_cache_size
         self._limits = limits
+        self.vectorized = vectorized
         self._geo: GeoLookup | None = None
         self._processor: RecordProcessor | None = None
         self._dead_reasons: Counter[str] = Counter()
         self._last_dead: tuple[str, int, int] = ("", 0, 0)
         self._last_log = 0.0
 
-    def open(self, runtime_context: RuntimeContext) -> None:
+    def open(self, function_context: FunctionContext) -> None:
         # The key comes from the worker's environment, so it never travels in the job graph.
         pseudonymizer = Pseudonymizer(read_hash_key())
         self._geo = GeoLookup(self._geoip_db, self._geo_cache_size)
         self._processor = RecordProcessor(pseudonymizer, self._geo.lookup, self._limits)
-        metrics = runtime_context.get_metrics_group()
+        metrics = function_context.get_metric_group()
         self._records_in = metrics.counter("records_in")
         self._events_out = metrics.counter("events_enriched")
         self._dead_out = metrics.counter("dead_letters")
@@ -89,40 +120,44 @@ class ParseEnrich(ProcessFunction):
         if self._geo is not None:
             self._geo.close()
 
-    def process_element(self, value: Row, ctx: ProcessFunction.Context) -> Iterable[Any]:
+    def eval(self, payload: Any, partition: Any, offset: Any, kafka_s: Any) -> Any:
+        if not self.vectorized:
+            columns = self.parse_records([payload], [partition], [offset])
+            return Row(partition, offset, kafka_s, *(c[0] for c in columns.values()))
+        columns = self.parse_records(payload, partition, offset)
+        return pd.DataFrame({"p": partition, "o": offset, "s": kafka_s, **columns})
+
+    def parse_records(
+        self, payloads: Iterable[bytes], partitions: Iterable[int], offsets: Iterable[int]
+    ) -> dict[str, list[list[Any]]]:
+        """PARSED_RECORD's per-record arrays, by field, for a batch of records."""
         assert self._processor is not None
-        self._records_in.inc()
-        p, o, s = value.partition, value.offset, value.kafka_s
-        result = self._processor.process(value.payload, SourceRef(self._topic, p, o))
-        n = len(result.events)
-        for ev, text, dedup_id in zip(result.events, result.encoded, result.dedup_ids, strict=True):
-            yield Row(
-                rate_key=ev["rate_key"],
-                consumer=ev["consumer"],
-                key_fingerprint=ev["key_fingerprint"],
-                country=ev["country"],
-                auth_failed=ev["auth_failed"],
-                units=ev["units"],
-                event_time=ev["event_time"],
-                dedup_id=dedup_id,
-                p=p,
-                o=o,
-                s=s,
-                record_events=n,
-                value=text,
-            )
-            n = 0
-        if result.events:
-            self._events_out.inc(len(result.events))
-        first = not result.events
-        for dl in result.dead_letters:
-            yield DEAD_LETTERS, Row(p=p, o=o, s=s, first_of_record=first, v=dumps(dl))
-            first = False
-        if result.dead_letters:
-            self._dead_out.inc(len(result.dead_letters))
-            self._dead_reasons.update(d["reason"] for d in result.dead_letters)
-            self._last_dead = (self._topic, p, o)
+        process, topic = self._processor.process, self._topic
+        fields = [n for n in PARSED_RECORD.names if n not in _RECORD_OWN]
+        columns: dict[str, list[list[Any]]] = {n: [] for n in fields}
+        event_columns = [(n, columns[n]) for n in fields if n not in _FROM_RESULT]
+        values, dedup_ids, dead = columns["value"], columns["dedup_id"], columns["dead"]
+        records = events = dead_letters = 0
+        for payload, p, o in zip(payloads, partitions, offsets, strict=True):
+            result = process(payload, SourceRef(topic, int(p), int(o)))
+            evs = result.events
+            for name, column in event_columns:
+                column.append([ev[name] for ev in evs])
+            values.append(result.encoded)
+            dedup_ids.append(result.dedup_ids)
+            dead.append([dumps(dl) for dl in result.dead_letters])
+            records += 1
+            events += len(evs)
+            if result.dead_letters:
+                dead_letters += len(result.dead_letters)
+                self._dead_reasons.update(d["reason"] for d in result.dead_letters)
+                self._last_dead = (topic, int(p), int(o))
+        self._records_in.inc(records)
+        self._events_out.inc(events)
+        if dead_letters:
+            self._dead_out.inc(dead_letters)
             self._log_dead_letters()
+        return columns
 
     def _log_dead_letters(self, force: bool = False) -> None:
         # Reasons, counts and coordinates only (a payload may hold credentials), and at most one

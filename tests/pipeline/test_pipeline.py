@@ -95,7 +95,8 @@ def _run(
     assert env.get_config().is_object_reuse_enabled()
     # Two partitions, Kafka timestamps one second apart per 100 records: several intervals.
     rows = [Row(value, i % 2, i // 2, 1_767_225_600 + i // 100) for i, value in enumerate(records)]
-    out = build_pipeline(t_env, env.from_collection(rows, type_info=RAW_TYPE), cfg)
+    raw = t_env.from_data_stream(env.from_collection(rows, type_info=RAW_TYPE))
+    out = build_pipeline(t_env, raw, cfg)
 
     def tag(role: str, table: Table) -> Any:
         # Keyed tables carry (k, v); the dead letters only v.

@@ -1,5 +1,6 @@
-"""The rows the parse hands SQL: PyFlink serializes a Row by position, so the parse must emit its
-fields in the order the stage declares them (schemas.stages), which the Row types follow."""
+"""The rows the parse hands SQL: PyFlink serializes a Row by position, so the parse must return
+its fields in the order the stage declares them (schemas.stages), which the SQL unnests read by
+name."""
 
 from __future__ import annotations
 
@@ -7,18 +8,14 @@ import re
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 from payloads import RAW_TOPIC, apisix_39, encode, kong_200
 from pyflink.common import Row
 
+from jobs import pipeline_sql
 from metering.records import Limits, RecordProcessor
-from schemas.stages import DEAD, FIRST_SIGHTING, PARSED, USAGE, WINDOW_RECORD
-from udfs.functions import (
-    DEAD_LETTERS,
-    PARSED_TYPE,
-    USAGE_TYPE,
-    WINDOW_RECORD_TYPE,
-    ParseEnrich,
-)
+from schemas.stages import DEAD, FIRST_SIGHTING, PARSED, PARSED_RECORD, USAGE, WINDOW_RECORD
+from udfs.functions import USAGE_TYPE, WINDOW_RECORD_TYPE, ParseRecords
 
 
 class _Counter:
@@ -26,36 +23,61 @@ class _Counter:
         pass
 
 
-def parse(processor: RecordProcessor, payload: bytes, offset: int) -> list[Any]:
-    fn = ParseEnrich(RAW_TOPIC, "unused.mmdb", 0, Limits())
+def _function(processor: RecordProcessor, vectorized: bool) -> ParseRecords:
+    fn = ParseRecords(RAW_TOPIC, "unused.mmdb", 0, Limits(), vectorized=vectorized)
     fn._processor = processor
-    fn._records_in = fn._events_out = fn._dead_out = _Counter()
-    raw = Row(payload=payload, partition=3, offset=offset, kafka_s=1_718_291_190)
-    return list(fn.process_element(raw, None))  # type: ignore[arg-type]
+    fn._records_in = fn._events_out = fn._dead_out = _Counter()  # type: ignore[assignment]
+    return fn
 
 
-def test_events_come_in_the_declared_order_with_the_record_count_on_the_first(
+def parse(processor: RecordProcessor, payload: bytes, offset: int) -> Any:
+    row = _function(processor, vectorized=False).eval(payload, 3, offset, 1_718_291_190)
+    assert isinstance(row, Row)
+    return dict(zip(PARSED_RECORD.names, row, strict=True))
+
+
+def test_a_record_comes_back_in_the_declared_order_one_array_element_per_event(
     processor: RecordProcessor,
 ) -> None:
-    rows = parse(processor, encode([apisix_39(), kong_200(), apisix_39()]), 41)
-    assert [r._fields for r in rows] == [PARSED.names] * 3
-    assert [r.record_events for r in rows] == [3, 0, 0]
-    assert {(r.p, r.o, r.s) for r in rows} == {(3, 41, 1_718_291_190)}
-    assert PARSED_TYPE.get_field_names() == PARSED.names
+    record = parse(processor, encode([apisix_39(), kong_200(), apisix_39()]), 41)
+    assert (record["p"], record["o"], record["s"]) == (3, 41, 1_718_291_190)
+    arrays = {n: v for n, v in record.items() if n not in ("p", "o", "s", "dead")}
+    assert {n: len(v) for n, v in arrays.items()} == dict.fromkeys(arrays, 3)
+    assert record["dead"] == []
+    assert record["rate_key"][0] == record["rate_key"][2]
     assert USAGE_TYPE.get_field_names() == USAGE.names
 
 
-def test_dead_letters_come_in_the_declared_order_and_count_their_record_once(
+def test_a_batch_comes_back_as_one_row_per_record_in_the_declared_order(
     processor: RecordProcessor,
 ) -> None:
-    rows = parse(processor, b"{not json", 42)
-    assert [(tag, r._fields) for tag, r in rows] == [(DEAD_LETTERS, DEAD.names)]
-    assert rows[0][1].first_of_record is True
-    # A record with events is counted by its first event; its dead letters do not count it.
+    fn = _function(processor, vectorized=True)
+    frame = fn.eval(
+        pd.Series([encode([apisix_39(), kong_200()]), b"{not json"]),
+        pd.Series([0, 1]),
+        pd.Series([7, 8]),
+        pd.Series([100, 101]),
+    )
+    assert list(frame.columns) == PARSED_RECORD.names
+    assert [len(v) for v in frame["value"]] == [2, 0]
+    assert [len(v) for v in frame["dead"]] == [0, 1]
+    assert list(frame["o"]) == [7, 8]
+
+
+def test_dead_letters_come_back_with_their_record(processor: RecordProcessor) -> None:
+    record = parse(processor, b"{not json", 42)
+    assert record["value"] == [] and len(record["dead"]) == 1
     mixed = parse(processor, encode([apisix_39(), {"nonsense": True}]), 43)
-    dead = [r for tag_r in mixed if isinstance(tag_r, tuple) for r in tag_r[1:]]
-    assert [r.first_of_record for r in dead] == [False]
-    assert [r.record_events for r in mixed if isinstance(r, Row)] == [1]
+    assert len(mixed["value"]) == 1 and len(mixed["dead"]) == 1
+
+
+def test_the_unnests_produce_exactly_the_declared_stages() -> None:
+    # Every PARSED and DEAD field, in order, each from a field the parse returns.
+    events = pipeline_sql.parsed_events_query()
+    assert re.findall(r"AS `(\w+)`", events) == PARSED.names
+    assert re.findall(r"AS `(\w+)`", pipeline_sql.dead_letters_query()) == DEAD.names
+    used = set(re.findall(r"r\.`(\w+)`", events))
+    assert used <= set(PARSED_RECORD.names)
 
 
 def test_the_jvm_windows_read_and_write_only_declared_fields() -> None:
