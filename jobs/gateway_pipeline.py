@@ -3,8 +3,8 @@
     source (Kafka raw topic: value, partition, offset, record timestamp)
       -> Python, in Arrow batches of Kafka records: parse + validate + redact + geo-enrich,
                one row per record (its events' fields as arrays, its dead letters)
-      -> SQL: the records unnested into events and dead letters
-      -> SQL: event-time watermarks from the payload, per source subtask; gateway retries marked
+      -> JVM: event-time watermarks per record, from its latest event (per source subtask)
+      -> SQL: the records unnested into events and dead letters; gateway retries marked
       -> JVM, per rate key: tumbling event-time windows -> usage counts (+ early records of
               windows whose auth failures reach a threshold); late events split off by the
               window operator itself -> late corrections
@@ -163,9 +163,6 @@ def create_environment(
     # The SQL state that the watermark does not clean up: the entries seen (the dedup horizon),
     # the open windows' early counts and the reconciliation counts per (partition, interval).
     tc.set("table.exec.state.ttl", f"{cfg.sql_state_ttl_seconds()} s")
-    # A source subtask without events stops holding back the watermark (also of the watermark
-    # assigned from the payload, which SQL treats as a source's).
-    tc.set("table.exec.source.idle-timeout", f"{cfg.idle_timeout_seconds} s")
     # The reconciliation sink is keyed by (partition, interval), which the planner cannot see
     # through the key column's expression; the aggregate upstream already upserts by it.
     tc.set("table.exec.sink.upsert-materialize", "NONE")
@@ -230,6 +227,22 @@ def usage_windows(first_sightings: DataStream, plan: sql.SqlPlan) -> tuple[DataS
     return DataStream(applied.windows()), DataStream(applied.late())
 
 
+def record_watermarks(records: DataStream, cfg: PipelineSettings) -> DataStream:
+    """The parse's records with event-time timestamps and watermarks (jvm/,
+    io.github.gatewaypipeline.flink.RecordWatermarks): each record's timestamp is its latest
+    event's, the watermark trails the latest by the out-of-orderness bound, and a subtask whose
+    records give no event goes idle after the idle timeout."""
+    applied = get_gateway().jvm.io.github.gatewaypipeline.flink.RecordWatermarks.apply(
+        records._j_data_stream,
+        "event_time",
+        cfg.out_of_orderness_seconds * 1000,
+        cfg.idle_timeout_seconds * 1000,
+        "record-watermarks",
+        "event-time watermarks per record",
+    )
+    return DataStream(applied)
+
+
 def parse_records(t_env: StreamTableEnvironment, raw: Table, cfg: PipelineSettings) -> DataStream:
     """The parse over a table of RAW records: a stream of PARSED_RECORD rows, one per record."""
     parse = parse_records_function(
@@ -252,20 +265,20 @@ def build_pipeline(t_env: StreamTableEnvironment, raw: Table, cfg: PipelineSetti
     # record, its events' fields as arrays and its dead letters, converted to a DataStream once
     # so that the Python function runs once for both unnests below.
     records = parse_records(t_env, raw, cfg)
-    t_env.create_temporary_view("parsed_records", t_env.from_data_stream(records))
-    # Event time from the payload. The watermark is generated right after the parser, per source
-    # subtask, before any shuffle mixes partitions.
+    # Event time from the payload, per record (jvm/, RecordWatermarks): the watermark is generated
+    # right after the parser, per source subtask, before any shuffle mixes partitions.
     t_env.create_temporary_view(
-        "parsed",
+        "parsed_records",
         t_env.from_data_stream(
-            t_env.to_data_stream(t_env.sql_query(sql.parsed_events_query())),
+            record_watermarks(records, cfg),
             Schema.new_builder()
-            .column_by_expression("rowtime", "TO_TIMESTAMP_LTZ(event_time, 3)")
+            .column_by_metadata("rowtime", "TIMESTAMP_LTZ(3)")
             .column_by_expression("pt", "PROCTIME()")
-            .watermark("rowtime", f"rowtime - INTERVAL '{cfg.out_of_orderness_seconds}' SECOND")
+            .watermark("rowtime", "SOURCE_WATERMARK()")
             .build(),
         ),
     )
+    t_env.create_temporary_view("parsed", t_env.sql_query(sql.parsed_events_query()))
     t_env.create_temporary_view("dead_letters", t_env.sql_query(sql.dead_letters_query()))
 
     # SQL: gateway retries, once per event. Converted to a DataStream
@@ -287,7 +300,7 @@ def build_pipeline(t_env: StreamTableEnvironment, raw: Table, cfg: PipelineSetti
         t_env.from_data_stream(
             events,
             Schema.new_builder()
-            .column_by_metadata("rowtime", "TIMESTAMP_LTZ(3)")
+            .column_by_expression("rowtime", "event_ts")
             .column_by_expression("pt", "PROCTIME()")
             .watermark("rowtime", "SOURCE_WATERMARK()")
             .build(),

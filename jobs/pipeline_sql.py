@@ -30,6 +30,8 @@ ROLE_DUP = "dup"
 KIND_WINDOW = "window"
 KIND_LATE = "late_correction"
 KIND_EARLY = "early"
+EVENT_TS = "TO_TIMESTAMP_LTZ(event_time, 3)"
+"""An event's own time, from the payload (``event_time``: epoch ms)."""
 
 
 @dataclass(frozen=True)
@@ -59,11 +61,13 @@ def _parsed_record_field(name: str, records: str, entry: str) -> str:
 
 
 def parsed_events_query(records: str = "parsed_records") -> str:
-    """The parse's records (PARSED_RECORD) unnested into one PARSED row per event."""
+    """The parse's records (PARSED_RECORD) unnested into one PARSED row per event, with the
+    record's processing-time attribute ``pt``."""
     fields = ",\n  ".join(f"{_parsed_record_field(n, 'r', 'e')} AS `{n}`" for n in PARSED.names)
     return f"""
 SELECT
-  {fields}
+  {fields},
+  r.pt
 FROM {records} AS r
 CROSS JOIN UNNEST(r.`value`) WITH ORDINALITY AS e(v, i)"""
 
@@ -88,12 +92,12 @@ def events_query(plan: SqlPlan, parsed: str = "parsed") -> str:
     need."""
     columns = ", ".join(f"`{n}`" for n in PARSED.names if n != "dedup_id")
     if not plan.dedup:
-        return f"SELECT '{ROLE_ENRICHED}' AS role, {columns}, rowtime AS event_ts FROM {parsed}"
+        return f"SELECT '{ROLE_ENRICHED}' AS role, {columns}, {EVENT_TS} AS event_ts FROM {parsed}"
     return f"""
 SELECT
   CASE WHEN dedup_id IS NULL OR seen = 1 THEN '{ROLE_ENRICHED}' ELSE '{ROLE_DUP}' END AS role,
   {columns},
-  rowtime AS event_ts
+  {EVENT_TS} AS event_ts
 FROM (
   SELECT *, COUNT(*) OVER (PARTITION BY rate_key, dedup_id ORDER BY pt) AS seen FROM {parsed}
 )"""

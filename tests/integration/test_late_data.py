@@ -39,6 +39,18 @@ def _event(user: str, ts: int, request_id: str) -> bytes:
     ).encode()
 
 
+def _sender(kafka_bootstrap: str, topic: str) -> Callable[..., None]:
+    """send(partition, *values): produce them to that partition of ``topic`` and flush."""
+    producer = Producer({"bootstrap.servers": kafka_bootstrap, "acks": "all"})
+
+    def send(partition: int, *values: bytes) -> None:
+        for v in values:
+            producer.produce(topic, value=v, partition=partition)
+        assert producer.flush(30) == 0
+
+    return send
+
+
 def _await(what: str, probe: Callable[[], bool]) -> None:
     wait_until(what, probe, 240.0)
 
@@ -66,12 +78,7 @@ def _job_flags(kafka_bootstrap: str, unique_topics: dict[str, str], *extra: str)
 def test_late_event_is_enriched_and_corrected_and_a_retry_is_dropped(
     mode: str, flink_cluster: Any, kafka_bootstrap: str, unique_topics: dict[str, str]
 ) -> None:
-    producer = Producer({"bootstrap.servers": kafka_bootstrap, "acks": "all"})
-
-    def send(partition: int, *values: bytes) -> None:
-        for v in values:
-            producer.produce(unique_topics["raw"], value=v, partition=partition)
-        assert producer.flush(30) == 0
+    send = _sender(kafka_bootstrap, unique_topics["raw"])
 
     flags = _job_flags(
         kafka_bootstrap,
@@ -162,12 +169,7 @@ def test_a_future_event_time_cannot_blind_the_detector_and_a_constant_request_id
     """One entry stamped a year ahead used to move its subtask's watermark a year ahead; with
     the other subtask idle, every later event was late: no early alert, only corrections. And
     a client sending one constant x-request-id had every call after its first dropped."""
-    producer = Producer({"bootstrap.servers": kafka_bootstrap, "acks": "all"})
-
-    def send(partition: int, *values: bytes) -> None:
-        for v in values:
-            producer.produce(unique_topics["raw"], value=v, partition=partition)
-        assert producer.flush(30) == 0
+    send = _sender(kafka_bootstrap, unique_topics["raw"])
 
     run = submit(flink_cluster, *_job_flags(kafka_bootstrap, unique_topics))
     assert run.returncode == 0, run.stderr[-4000:]
@@ -217,3 +219,44 @@ def test_a_future_event_time_cannot_blind_the_detector_and_a_constant_request_id
     recon = reconciliation.totals(values("reconciliation"))
     assert (recon["dead_lettered"], recon["deduplicated"], recon["late"]) == (1, 0, 0)
     assert recon["enriched_out"] == len(enriched) == 40 + 5 + 2
+
+
+def test_a_partition_of_only_unusable_records_does_not_hold_back_the_windows(
+    flink_cluster: Any, kafka_bootstrap: str, unique_topics: dict[str, str]
+) -> None:
+    """A gateway that sends only garbage to one partition: its source subtask sees records, but
+    no event, so it must go idle like a quiet one instead of holding every window open."""
+    send = _sender(kafka_bootstrap, unique_topics["raw"])
+
+    flags = _job_flags(
+        kafka_bootstrap,
+        unique_topics,
+        "--max-event-age-seconds", str(max_event_age_covering(T0)),
+    )  # fmt: skip
+    run = submit(flink_cluster, *flags)
+    assert run.returncode == 0, run.stderr[-4000:]
+    job = run.stdout.strip()
+
+    def values(role: str) -> list[dict[str, Any]]:
+        return [json.loads(r.value or b"") for r in drain(kafka_bootstrap, unique_topics[role])]
+
+    # W0's events and a later one that passes its end, all on partition 1.
+    send(1, _event("acme", T0 + 1_000, "r1"), _event("acme", T0 + 2_000, "r2"))
+    send(1, _event("acme", T0 + 30_000, "r3"))
+    # Partition 0 keeps receiving unusable records, more often than the 1 s idle timeout, until
+    # W0 closes (the pause paces the garbage; the wait is on W0's usage record).
+    garbage = 0
+    deadline = time.monotonic() + 240.0
+    while not any(u["window_start"] == T0 for u in values("usage")):
+        assert time.monotonic() < deadline, "W0 did not close while partition 0 sent garbage"
+        send(0, b"{not json")
+        garbage += 1
+        time.sleep(0.2)
+    stop = submit(flink_cluster, "--stop-with-savepoint", job, "--drain")
+    assert stop.returncode == 0, stop.stderr[-4000:]
+
+    w0 = [(u["kind"], u["count"]) for u in values("usage") if u["window_start"] == T0]
+    assert w0 == [("window", 2)]
+    assert len(values("dlq")) == garbage
+    recon = reconciliation.totals(values("reconciliation"))
+    assert (recon["enriched_out"], recon["dead_lettered"], recon["late"]) == (3, garbage, 0)

@@ -86,3 +86,10 @@ def test_the_source_topic_is_a_quoted_literal() -> None:
 def test_the_parse_hands_sql_the_fingerprint_it_deduplicates_on() -> None:
     assert "dedup_id" in PARSED.names
     assert "request_id" not in PARSED.names
+
+
+def test_events_keep_their_own_time_and_the_record_processing_time() -> None:
+    # The watermark is the record's (from its latest event); each event's rowtime is its own.
+    assert "r.pt" in sql.parsed_events_query()
+    for plan in (PLAN, sql.SqlPlan(False, 10, "raw")):
+        assert f"{sql.EVENT_TS} AS event_ts" in sql.events_query(plan)
