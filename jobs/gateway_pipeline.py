@@ -32,8 +32,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pyflink.common import Configuration
-from pyflink.common.typeinfo import Types
+from pyflink.common.typeinfo import RowTypeInfo, Types
 from pyflink.datastream import CheckpointingMode, DataStream, StreamExecutionEnvironment
+from pyflink.datastream.data_stream import KeyedStream
 from pyflink.java_gateway import get_gateway
 from pyflink.table import Schema, StreamTableEnvironment, Table
 from pyflink.table.expressions import col
@@ -50,7 +51,6 @@ from udfs.functions import (
     USAGE_TYPE,
     WINDOW_RECORD_TYPE,
     DetectAnomalies,
-    RateKey,
     parse_records_function,
 )
 
@@ -227,6 +227,29 @@ def usage_windows(first_sightings: DataStream, plan: sql.SqlPlan) -> tuple[DataS
     return DataStream(applied.windows()), DataStream(applied.late())
 
 
+def keyed_by_field(
+    rows: DataStream, row_type: RowTypeInfo, field: str, uid: str, name: str
+) -> KeyedStream:
+    """``rows`` keyed by their string field ``field``, for a keyed Python function.
+
+    PyFlink's ``key_by`` runs its key selector as a Python operator of its own, a crossing into
+    Python per row before the keyed function's. Here the JVM pairs each row with its key
+    (jvm/, io.github.gatewaypipeline.flink.KeyedRows) into the (key, row) rows that PyFlink's
+    keyed operators read, and keys them with PyFlink's own key selector for such rows.
+    """
+    gateway = get_gateway()
+    key_type = Types.STRING()
+    pairs = gateway.jvm.io.github.gatewaypipeline.flink.KeyedRows.pairWithKey(
+        rows._j_data_stream,
+        field,
+        Types.ROW([key_type, row_type]).get_java_type_info(),
+        uid,
+        name,
+    )
+    keyed = pairs.keyBy(gateway.jvm.KeyByKeySelector(), Types.ROW([key_type]).get_java_type_info())
+    return KeyedStream(keyed, row_type, rows)
+
+
 def record_watermarks(records: DataStream, cfg: PipelineSettings) -> DataStream:
     """The parse's records with event-time timestamps and watermarks (jvm/,
     io.github.gatewaypipeline.flink.RecordWatermarks): each record's timestamp is its latest
@@ -309,7 +332,7 @@ def build_pipeline(t_env: StreamTableEnvironment, raw: Table, cfg: PipelineSetti
 
     # The usage windows per rate key (a JVM operator): closed windows and early records, and
     # the late events, split off against the windows' own watermark. Then, as usage records,
-    # in one stream (with a Row type, not to_data_stream's external type: the key selector below
+    # in one stream (with a Row type, not to_data_stream's external type: the keying below
     # reads it).
     windows, late = usage_windows(
         t_env.to_data_stream(t_env.sql_query(sql.first_sightings_query())), plan
@@ -321,7 +344,7 @@ def build_pipeline(t_env: StreamTableEnvironment, raw: Table, cfg: PipelineSetti
 
     # Python, per rate key: anomaly detection on the window records only.
     alerts = (
-        usage.key_by(RateKey(), key_type=Types.STRING())
+        keyed_by_field(usage, USAGE_TYPE, "k", "usage-by-rate-key", "usage records by rate key")
         .process(
             DetectAnomalies(detector, cfg.state_ttl_hours, cfg.client_state_ttl_hours),
             output_type=KEYED_JSON_TYPE,

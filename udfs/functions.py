@@ -16,7 +16,6 @@ from pyflink.common import Row, Time
 from pyflink.common.typeinfo import TypeInformation, Types
 from pyflink.datastream.functions import (
     KeyedProcessFunction,
-    KeySelector,
     RuntimeContext,
 )
 from pyflink.datastream.state import StateTtlConfig, ValueStateDescriptor
@@ -170,13 +169,6 @@ class ParseRecords(ScalarFunction):
         log.warning("dead-lettered %s; latest from %s-%s@%s", reasons, topic, partition, offset)
         self._dead_reasons.clear()
         self._last_log = now
-
-
-class RateKey(KeySelector):
-    """The rate key of a usage row."""
-
-    def get_key(self, value: Row) -> str:
-        return str(value.k)
 
 
 def detector_state_ttl(hours: int) -> StateTtlConfig:
