@@ -240,8 +240,12 @@ def test_a_partition_of_only_unusable_records_does_not_hold_back_the_windows(
     def values(role: str) -> list[dict[str, Any]]:
         return [json.loads(r.value or b"") for r in drain(kafka_bootstrap, unique_topics[role])]
 
-    # W0's events and a later one that passes its end, all on partition 1.
+    # W0's events, then a later one that passes its end, all on partition 1. As in the test
+    # above, the later event waits until W0's are committed, so every operator has processed
+    # them: after idleness the watermark can reach the windows through one channel while W0's
+    # events are still in another, and they would be late, correctly but not here.
     send(1, _event("acme", T0 + 1_000, "r1"), _event("acme", T0 + 2_000, "r2"))
+    _await("W0's events to be enriched", lambda: len(values("enriched")) == 2)
     send(1, _event("acme", T0 + 30_000, "r3"))
     # Partition 0 keeps receiving unusable records, more often than the 1 s idle timeout, until
     # W0 closes (the pause paces the garbage; the wait is on W0's usage record).
