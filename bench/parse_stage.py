@@ -4,14 +4,13 @@
                                 [--flink-config k=v,...]
 
 A bounded job reads pre-loaded bench traffic from Kafka and runs only the job's parse, validate,
-redact and geo-enrich function (``udfs.functions.ParseRecords``) and the unnest of its records
-into a blackhole sink: what the full job does before SQL takes over. It runs twice, over N and
-over 2N events, each in a fresh
-process on the embedded MiniCluster, and reports N / (t(2N) - t(N)), so that what both runs pay
-once (job submission, deployment, Python worker start-up, the final checkpoint) cancels out.
-A run that fails over is refused rather than timed: its restart strategy is none. Environment
-variables such as ``_python_worker_execution_mode`` reach the job unchanged. docs/performance.md
-compares the variants.
+redact and geo-enrich function (``udfs.functions.ParseRecords``), the records' watermarks and their
+unnest, into a blackhole sink: what the full job does before SQL takes over. It runs twice, over N
+and over 2N events, each in a fresh process on the embedded MiniCluster, and reports N / (t(2N) -
+t(N)), so that what both runs pay once (job submission, deployment, Python worker start-up, the
+final checkpoint) cancels out. A run that fails over is refused rather than timed: its restart
+strategy is none. Environment variables such as ``_python_worker_execution_mode`` reach the job
+unchanged. docs/performance.md compares the variants.
 """
 
 from __future__ import annotations
@@ -43,7 +42,12 @@ def rate(events: int, wall_n_s: float, wall_2n_s: float) -> float:
 def run_child(topic: str, args: argparse.Namespace) -> None:
     """One bounded run over ``topic``, in this process; prints its wall time."""
     from jobs import pipeline_sql
-    from jobs.gateway_pipeline import create_environment, kafka_source, parse_records
+    from jobs.gateway_pipeline import (
+        create_environment,
+        kafka_source,
+        parse_records,
+        parsed_records_view,
+    )
     from metering.settings import settings_from_args
 
     flags = [
@@ -65,7 +69,7 @@ def run_child(topic: str, args: argparse.Namespace) -> None:
     env, t_env = create_environment(cfg, cfg.flink_overrides())
     raw = kafka_source(t_env, cfg)
     records = parse_records(t_env, raw, cfg)
-    t_env.create_temporary_view("parsed_records", t_env.from_data_stream(records))
+    parsed_records_view(t_env, records, cfg)
     t_env.execute_sql(
         "CREATE TEMPORARY TABLE parsed_sink (rate_key STRING, event_time BIGINT) "
         "WITH ('connector' = 'blackhole')"

@@ -266,6 +266,25 @@ def record_watermarks(records: DataStream, cfg: PipelineSettings) -> DataStream:
     return DataStream(applied)
 
 
+def parsed_records_view(
+    t_env: StreamTableEnvironment, records: DataStream, cfg: PipelineSettings
+) -> None:
+    """The view ``parsed_records`` over the parse's records: their event time from the payload,
+    per record (jvm/, RecordWatermarks), and their processing time ``pt``. The watermark is
+    generated right after the parser, per source subtask, before any shuffle mixes partitions."""
+    t_env.create_temporary_view(
+        "parsed_records",
+        t_env.from_data_stream(
+            record_watermarks(records, cfg),
+            Schema.new_builder()
+            .column_by_metadata("rowtime", "TIMESTAMP_LTZ(3)")
+            .column_by_expression("pt", "PROCTIME()")
+            .watermark("rowtime", "SOURCE_WATERMARK()")
+            .build(),
+        ),
+    )
+
+
 def parse_records(t_env: StreamTableEnvironment, raw: Table, cfg: PipelineSettings) -> DataStream:
     """The parse over a table of RAW records: a stream of PARSED_RECORD rows, one per record."""
     parse = parse_records_function(
@@ -288,19 +307,7 @@ def build_pipeline(t_env: StreamTableEnvironment, raw: Table, cfg: PipelineSetti
     # record, its events' fields as arrays and its dead letters, converted to a DataStream once
     # so that the Python function runs once for both unnests below.
     records = parse_records(t_env, raw, cfg)
-    # Event time from the payload, per record (jvm/, RecordWatermarks): the watermark is generated
-    # right after the parser, per source subtask, before any shuffle mixes partitions.
-    t_env.create_temporary_view(
-        "parsed_records",
-        t_env.from_data_stream(
-            record_watermarks(records, cfg),
-            Schema.new_builder()
-            .column_by_metadata("rowtime", "TIMESTAMP_LTZ(3)")
-            .column_by_expression("pt", "PROCTIME()")
-            .watermark("rowtime", "SOURCE_WATERMARK()")
-            .build(),
-        ),
-    )
+    parsed_records_view(t_env, records, cfg)
     t_env.create_temporary_view("parsed", t_env.sql_query(sql.parsed_events_query()))
     t_env.create_temporary_view("dead_letters", t_env.sql_query(sql.dead_letters_query()))
 

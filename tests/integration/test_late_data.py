@@ -224,8 +224,9 @@ def test_a_future_event_time_cannot_blind_the_detector_and_a_constant_request_id
 def test_a_partition_of_only_unusable_records_does_not_hold_back_the_windows(
     flink_cluster: Any, kafka_bootstrap: str, unique_topics: dict[str, str]
 ) -> None:
-    """A gateway that sends only garbage to one partition: its source subtask sees records, but
-    no event, so it must go idle like a quiet one instead of holding every window open."""
+    """A gateway that sends one event and then only garbage to one partition: its source subtask
+    sees records, but no event, so it must go idle like a quiet one instead of holding every
+    window at that one event's time. (Flink's stock idleness counts every record as activity.)"""
     send = _sender(kafka_bootstrap, unique_topics["raw"])
 
     flags = _job_flags(
@@ -240,15 +241,19 @@ def test_a_partition_of_only_unusable_records_does_not_hold_back_the_windows(
     def values(role: str) -> list[dict[str, Any]]:
         return [json.loads(r.value or b"") for r in drain(kafka_bootstrap, unique_topics[role])]
 
-    # W0's events, then a later one that passes its end, all on partition 1. As in the test
-    # above, the later event waits until W0's are committed, so every operator has processed
-    # them: after idleness the watermark can reach the windows through one channel while W0's
-    # events are still in another, and they would be late, correctly but not here.
+    # Partition 0's one event, early in W0. Then W0's events on partition 1, and then one that
+    # passes W0's end. As in the first test, each step waits until the one before is committed,
+    # so every operator has processed it: after idleness the watermark can reach the windows
+    # through one channel while earlier events are still in another, and they would be late,
+    # correctly but not here.
+    send(0, _event("other", T0 + 500, "p0"))
+    _await("partition 0's event to be enriched", lambda: len(values("enriched")) == 1)
     send(1, _event("acme", T0 + 1_000, "r1"), _event("acme", T0 + 2_000, "r2"))
-    _await("W0's events to be enriched", lambda: len(values("enriched")) == 2)
+    _await("W0's events to be enriched", lambda: len(values("enriched")) == 3)
     send(1, _event("acme", T0 + 30_000, "r3"))
-    # Partition 0 keeps receiving unusable records, more often than the 1 s idle timeout, until
-    # W0 closes (the pause paces the garbage; the wait is on W0's usage record).
+    # Partition 0 now receives only unusable records, more often than the 1 s idle timeout,
+    # until W0 closes (the pause paces the garbage; the wait is on W0's usage record). Were they
+    # activity, partition 0's watermark would stay at T0 + 500 and W0 would never close.
     garbage = 0
     deadline = time.monotonic() + 240.0
     while not any(u["window_start"] == T0 for u in values("usage")):
@@ -259,8 +264,10 @@ def test_a_partition_of_only_unusable_records_does_not_hold_back_the_windows(
     stop = submit(flink_cluster, "--stop-with-savepoint", job, "--drain")
     assert stop.returncode == 0, stop.stderr[-4000:]
 
-    w0 = [(u["kind"], u["count"]) for u in values("usage") if u["window_start"] == T0]
-    assert w0 == [("window", 2)]
+    w0 = sorted(
+        (u["rate_key"], u["kind"], u["count"]) for u in values("usage") if u["window_start"] == T0
+    )
+    assert w0 == [("acme", "window", 2), ("other", "window", 1)]
     assert len(values("dlq")) == garbage
     recon = reconciliation.totals(values("reconciliation"))
-    assert (recon["enriched_out"], recon["dead_lettered"], recon["late"]) == (3, garbage, 0)
+    assert (recon["enriched_out"], recon["dead_lettered"], recon["late"]) == (4, garbage, 0)

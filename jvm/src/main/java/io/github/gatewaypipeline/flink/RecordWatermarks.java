@@ -7,6 +7,7 @@ import org.apache.flink.api.common.eventtime.Watermark;
 import org.apache.flink.api.common.eventtime.WatermarkGenerator;
 import org.apache.flink.api.common.eventtime.WatermarkOutput;
 import org.apache.flink.api.common.eventtime.WatermarkStrategy;
+import org.apache.flink.util.clock.RelativeClock;
 import org.apache.flink.streaming.api.datastream.DataStream;
 import org.apache.flink.types.Row;
 
@@ -42,7 +43,11 @@ public final class RecordWatermarks {
             String name) {
         WatermarkStrategy<Row> strategy =
                 WatermarkStrategy.<Row>forGenerator(
-                                ctx -> new Generator(outOfOrdernessMs, idleTimeoutMs))
+                                ctx ->
+                                        new Generator(
+                                                outOfOrdernessMs,
+                                                idleTimeoutMs,
+                                                ctx.getInputActivityClock()))
                         .withTimestampAssigner(ctx -> new LatestEvent(timesField));
         return records.assignTimestampsAndWatermarks(strategy).uid(uid).name(name);
     }
@@ -76,18 +81,23 @@ public final class RecordWatermarks {
 
     /**
      * Bounded out-of-orderness with idleness, where only records with events are activity.
-     * Flink's {@code withIdleness} counts every record, also one without events.
+     * Flink's {@code withIdleness} counts every record, also one without events. Idleness is
+     * timed on the input-activity clock, as Flink's own, which stops while the task is
+     * backpressured: a subtask with records queued behind backpressure is not idle.
      */
     static final class Generator implements WatermarkGenerator<Row> {
         private final long bound;
         private final long idleTimeoutNanos;
+        private final RelativeClock clock;
         private long latest = Long.MIN_VALUE;
-        private long lastActivity = System.nanoTime();
+        private long lastActivity;
         private boolean idle;
 
-        Generator(long bound, long idleTimeoutMs) {
+        Generator(long bound, long idleTimeoutMs, RelativeClock clock) {
             this.bound = bound;
             this.idleTimeoutNanos = Duration.ofMillis(idleTimeoutMs).toNanos();
+            this.clock = clock;
+            this.lastActivity = clock.relativeTimeNanos();
         }
 
         @Override
@@ -96,7 +106,7 @@ public final class RecordWatermarks {
                 return;
             }
             latest = Math.max(latest, timestamp);
-            lastActivity = System.nanoTime();
+            lastActivity = clock.relativeTimeNanos();
             if (idle) {
                 idle = false;
                 output.markActive();
@@ -108,7 +118,8 @@ public final class RecordWatermarks {
             if (idle) {
                 return;
             }
-            if (idleTimeoutNanos > 0 && System.nanoTime() - lastActivity >= idleTimeoutNanos) {
+            long quiet = clock.relativeTimeNanos() - lastActivity;
+            if (idleTimeoutNanos > 0 && quiet >= idleTimeoutNanos) {
                 idle = true;
                 output.markIdle();
                 return;
