@@ -29,10 +29,10 @@ export FLINK_REST
 .PHONY: cluster-up cluster-down submit savepoint-stop faults
 .PHONY: pinot-jars pinot-up pinot-down pinot-status pinot-tables
 .PHONY: setup kafka-up kafka-down topics demo test test-unit test-pipeline test-integration \
-	lint typecheck schemas bench clean help
+	lint typecheck schemas bench eval-detect clean help
 
 help:
-	@echo "make setup | kafka-up | kafka-down | topics | demo | test | lint | typecheck | schemas | bench"
+	@echo "make setup | kafka-up | kafka-down | topics | demo | test | lint | typecheck | schemas | bench | eval-detect"
 	@echo "make pinot-up | pinot-down | pinot-status | pinot-tables"
 
 setup: $(SETUP_STAMP)
@@ -134,6 +134,12 @@ BENCH_KAFKA_PORT ?= 49092
 bench: setup
 	$(PY) -m bench.run --events $(BENCH_EVENTS) \
 		--bootstrap-servers 127.0.0.1:$(BENCH_KAFKA_PORT) $(BENCH_ARGS)
+
+# The detector's labelled evaluation (evaluation/): generated key populations with injected
+# attacks through the detector's pure code; table on stdout, bench/results/eval-detect.json.
+# make eval-detect EVAL_ARGS="--keys 300 --warmup-hours 6 --hours 6"
+eval-detect: setup
+	$(PY) -m evaluation $(EVAL_ARGS)
 
 lint: setup
 	$(VENV)/bin/ruff check .

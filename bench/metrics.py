@@ -307,8 +307,8 @@ def alert_latencies(
     alerts: Mapping[tuple[str, str, int], float],
     sent_at: Sequence[float],
 ) -> list[float | None]:
-    """Per attack window, in order: ms from handing the producer its burst (``sent_at`` at the
-    burst's index) to the first read of the window's expected alert; None if either is missing."""
+    """Per attack, in order: ms from handing the producer its burst (``sent_at`` at the
+    burst's index) to the first read of its expected alert; None if either is missing."""
     out: list[float | None] = []
     for key, burst_index in zip(expected, burst_indexes, strict=True):
         seen = alerts.get(key)

@@ -684,8 +684,8 @@ def test_plot_is_written(tmp_path: Path) -> None:
     assert path.read_bytes().startswith(b"\x89PNG")
 
 
-def test_latency_phase_gets_one_auth_failure_burst_per_full_window() -> None:
-    from bench.run import ATTACK_REQUESTS, JOB_DEFAULTS, with_attacks
+def test_latency_phase_gets_its_auth_failure_bursts_spread_over_every_full_window() -> None:
+    from bench.run import ATTACK_BURSTS_PER_WINDOW, ATTACK_REQUESTS, JOB_DEFAULTS, with_attacks
     from tools.traffic import BulkRecord
 
     window = JOB_DEFAULTS.window_seconds * 1000
@@ -704,21 +704,30 @@ def test_latency_phase_gets_one_auth_failure_burst_per_full_window() -> None:
     out, attacks = with_attacks(paced, start, start + 60_000, seed=1)
     # Full windows from start + 7 s whose end the watermark passes before the phase ends.
     margin = (JOB_DEFAULTS.out_of_orderness_seconds + 1) * 1000
-    expected = [
+    windows = [
         w
         for w in range(start + 7_000, start + 60_000, window)
         if w + window + margin <= start + 60_000
     ]
-    assert [w for w, _, _ in attacks] == expected
-    assert len({ip for _, _, ip in attacks}) == len(expected)
-    assert len(out) == len(paced) + len(expected)
+    assert len(windows) == 4
+    step = (window - 2000) // ATTACK_BURSTS_PER_WINDOW
+    burst_starts = [w + 1000 + k * step for w in windows for k in range(ATTACK_BURSTS_PER_WINDOW)]
+    assert [w for w, _, _ in attacks] == [
+        w for w in windows for _ in range(ATTACK_BURSTS_PER_WINDOW)
+    ]
+    assert len({ip for _, _, ip in attacks}) == len(burst_starts) == 20
+    assert len(out) == len(paced) + len(burst_starts)
     bursts = [i for i, r in enumerate(out) if r.events == ATTACK_REQUESTS]
-    assert [out[i].emit_ms for i in bursts] == [w + 1000 + ATTACK_REQUESTS for w in expected]
+    assert [out[i].emit_ms for i in bursts] == [b + ATTACK_REQUESTS for b in burst_starts]
+    # Each burst's events all fall inside its window.
+    assert all(
+        b + ATTACK_REQUESTS < w + window for (w, _, _), b in zip(attacks, burst_starts, strict=True)
+    )
     for i in bursts:
         # Sent right after everything emitted up to the burst's emit time.
         assert all(r.emit_ms <= out[i].emit_ms for r in out[:i])
-    # Each window's latency is timed from sending its burst.
-    assert [(w, i) for w, i, _ in attacks] == list(zip(expected, bursts, strict=True))
+    # Each attack's latency is timed from sending its burst.
+    assert [i for _, i, _ in attacks] == bursts
 
 
 class _Producer:
