@@ -433,13 +433,18 @@ def consumer(p: Plan, index: int) -> KeyTraffic:
         else:  # night_use: the key's own daytime rate, from its home country, at its night
             night = float(extra["night_hour"])  # type: ignore[arg-type]
             hours = _hours(spec, profile.tz)
-            candidates = np.flatnonzero(
-                (np.arange(spec.windows) >= start) & (np.abs(hours - night) < 5 / 60)
+            # The first such night after the drawn start, else the scored span's first.
+            idx = np.arange(spec.windows)
+            nights = np.flatnonzero(
+                (idx >= spec.scored_from)
+                & (np.abs(hours - night) < 5 / 60)
+                & (idx + length + 30 <= spec.windows)
             )
-            candidates = candidates[candidates + length + 30 <= spec.windows]
-            if candidates.size:
-                start = int(candidates[0])
-                end = start + length
+            if not nights.size:
+                raise ValueError("no night in the scored hours: raise --hours")
+            later = nights[nights >= start]
+            start = int(later[0] if later.size else nights[0])
+            end = start + length
             home = max(profile.country_rates, key=lambda c: float(profile.country_rates[c].sum()))
             attack_rates[home] = np.full(
                 length, max(3.0, float(profile.rate.max()) * (0.7 + 0.5 * factor))

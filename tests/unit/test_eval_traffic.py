@@ -178,3 +178,17 @@ def test_every_country_has_addresses_in_the_geo_database() -> None:
 
     found = ips_for_countries(default_geoip_db(), list(COUNTRIES), 1, 3, ipv6_per_country=0)
     assert all(len(v) == 1 for v in found.values()) and set(found) == set(COUNTRIES)
+
+
+def test_night_use_happens_at_the_victim_s_night() -> None:
+    from evaluation.traffic import COUNTRIES as TZ
+
+    p = plan(SPEC)
+    for index, (a, _, _, _) in p.on_key.items():
+        if p.attacks[a].kind != "night_use":
+            continue
+        kt = consumer(p, index)
+        first, last = kt.attack_windows
+        home = max(kt.countries[first], key=lambda c: kt.countries[first][c])
+        hour = (SPEC.start_ms + first * WINDOW_MS) / HOUR_MS + TZ[home]
+        assert 1.0 - 5 / 60 <= hour % 24 <= 3.5 + 5 / 60 + 1  # a few windows may draw no call
