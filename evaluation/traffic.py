@@ -88,6 +88,7 @@ GUESSING_SPEEDS: Final = (2, 10, 50, 200)
 SHARED_SIGNAL: Final = ("guessing_distributed", "guessing_single")
 """Attack kinds an alert on a shared (route or global) rate key may detect."""
 MIN_SCORED_HOURS: Final = 4.0
+DEFAULT_MAX_RATE: Final = 200.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,6 +101,8 @@ class Spec:
     stray: int = 2000
     seed: int = 7
     start_ms: int = 1_767_225_600_000  # 2026-01-01T00:00Z
+    max_rate: float = DEFAULT_MAX_RATE
+    """The highest peak rate a key is drawn with, in calls per window (mobile SDKs: 1.5x)."""
 
     def __post_init__(self) -> None:
         if self.hours < MIN_SCORED_HOURS or self.warmup_hours < 0 or self.keys < 1:
@@ -203,7 +206,8 @@ def _profile(spec: Spec, population: str, rng: random.Random) -> _Profile:
     tz = COUNTRIES[home]
     w = spec.windows
     flat = np.ones(w)
-    peak = _log_uniform(rng, 0.05, 200.0)
+    scale = spec.max_rate / DEFAULT_MAX_RATE
+    peak = _log_uniform(rng, 0.05, spec.max_rate)
     dispersion = _log_uniform(rng, 1.5, 100.0)
     networks = rng.randint(1, 4)
     rates: dict[str, Rates] = {}
@@ -242,7 +246,7 @@ def _profile(spec: Spec, population: str, rng: random.Random) -> _Profile:
             rates[c] = peak * s * diurnal(_hours(spec, COUNTRIES[c]))
         networks = len(regions) * 2
     elif population == "mobile_sdk":
-        peak = _log_uniform(rng, 5.0, 300.0)
+        peak = _log_uniform(rng, 5.0 * scale, 300.0 * scale)
         local = rng.uniform(0.85, 0.97)
         roam = _others(rng, {home}, rng.randint(10, 30))
         weights = np.array([rng.paretovariate(1.2) for _ in roam])

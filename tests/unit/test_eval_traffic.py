@@ -188,7 +188,7 @@ def test_night_use_happens_at_the_victim_s_night() -> None:
         if p.attacks[a].kind != "night_use":
             continue
         kt = consumer(p, index)
-        first, last = kt.attack_windows
+        first, _ = kt.attack_windows
         home = max(kt.countries[first], key=lambda c: kt.countries[first][c])
         hour = (SPEC.start_ms + first * WINDOW_MS) / HOUR_MS + TZ[home]
         assert 1.0 - 5 / 60 <= hour % 24 <= 3.5 + 5 / 60 + 1  # a few windows may draw no call
