@@ -25,6 +25,7 @@ from evaluation.traffic import (
     WINDOW_MS,
     Attack,
     KeyTraffic,
+    Plan,
     Spec,
     client,
     consumer,
@@ -103,9 +104,9 @@ def judge(
 
 
 def _judge_keys(
-    spec: Spec, cfg: DetectorConfig, out_of_orderness_ms: int, which: str, indexes: range
+    p: Plan, cfg: DetectorConfig, out_of_orderness_ms: int, which: str, indexes: range
 ) -> Outcome:
-    p = plan(spec)
+    spec = p.spec
     alerts: list[dict[str, Any]] = []
     populations: dict[str, str] = {}
     spans: dict[int, list[tuple[int, int]]] = defaultdict(list)
@@ -129,7 +130,7 @@ def run(spec: Spec, cfg: DetectorConfig, out_of_orderness_ms: int, workers: int 
     p = plan(spec)
     chunk = 50
     tasks = [
-        (spec, cfg, out_of_orderness_ms, which, range(i, min(i + chunk, n)))
+        (p, cfg, out_of_orderness_ms, which, range(i, min(i + chunk, n)))
         for which, n in (("consumer", len(p.populations)), ("client", len(p.clients)))
         for i in range(0, n, chunk)
     ]

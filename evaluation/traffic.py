@@ -201,8 +201,7 @@ def _others(rng: random.Random, exclude: set[str], n: int) -> list[str]:
     return rng.sample(pool, min(n, len(pool)))
 
 
-def _profile(spec: Spec, population: str, rng: random.Random) -> _Profile:
-    home = _pick(rng, HOME_WEIGHTS)
+def _profile(spec: Spec, population: str, home: str, rng: random.Random) -> _Profile:
     tz = COUNTRIES[home]
     w = spec.windows
     flat = np.ones(w)
@@ -308,16 +307,31 @@ class Plan:
 
     spec: Spec
     populations: list[str]
+    homes: list[str]
     attacks: list[Attack]
     # consumer index -> (attack index, first window, last window + 1, extra parameters)
     on_key: dict[int, tuple[int, int, int, dict[str, float | str | list[str]]]]
     clients: list[tuple[str, str, int | None]]  # (rate key, population, attack index)
 
 
+def _night_windows(spec: Spec, tz: float, night: float, length: int, tail: int) -> Counts:
+    """Scored windows that start within 5 minutes of local hour ``night`` and leave room for an
+    attack of ``length`` windows and ``tail`` more."""
+    idx = np.arange(spec.windows)
+    hours = _hours(spec, tz)
+    return np.flatnonzero(
+        (idx >= spec.scored_from)
+        & (np.abs(hours - night) < 5 / 60)
+        & (idx + length + tail <= spec.windows)
+    )
+
+
 def plan(spec: Spec) -> Plan:
     rng = random.Random(f"eval-plan-{spec.seed}")
     names = list(POPULATIONS)
     populations = rng.choices(names, weights=list(POPULATIONS.values()), k=spec.keys)
+    home_rng = random.Random(f"eval-homes-{spec.seed}")
+    homes = [_pick(home_rng, HOME_WEIGHTS) for _ in range(spec.keys)]
     attacks: list[Attack] = []
     on_key: dict[int, tuple[int, int, int, dict[str, float | str | list[str]]]] = {}
     clients: list[tuple[str, str, int | None]] = []
@@ -327,12 +341,6 @@ def plan(spec: Spec) -> Plan:
         for n in range(spec.attacks_per_kind):
             attack_id = f"{kind}-{n:03d}"
             if kind in _VICTIMS:
-                victims = [
-                    i for i, p in enumerate(populations) if p in _VICTIMS[kind] and i not in on_key
-                ]
-                if not victims:
-                    raise ValueError(f"no {_VICTIMS[kind]} key left to attack; raise --keys")
-                victim = rng.choice(victims)
                 minutes = {
                     "spike_new_country": (2, 10),
                     "low_and_slow": (30, 120),
@@ -340,12 +348,31 @@ def plan(spec: Spec) -> Plan:
                     "night_use": (30, 90),
                 }[kind]
                 length = rng.randint(*minutes) * MINUTE_MS // WINDOW_MS
-                start = rng.randint(spec.scored_from, w - length - tail)
-                extra: dict[str, float | str | list[str]] = {"factor": rng.random()}
+                nights: dict[int, Counts] = {}
                 if kind == "night_use":
-                    # Moved to the first window at this local hour after the drawn start, once
-                    # the key's home (and so its time zone) is drawn.
-                    extra["night_hour"] = rng.uniform(1.0, 3.5)
+                    # Only keys with a night (01:00-03:30 local) in the scored span.
+                    night = rng.uniform(1.0, 3.5)
+                    for i, pop in enumerate(populations):
+                        if pop in _VICTIMS[kind] and i not in on_key:
+                            found = _night_windows(spec, COUNTRIES[homes[i]], night, length, tail)
+                            if found.size:
+                                nights[i] = found
+                victims = [
+                    i
+                    for i, pop in enumerate(populations)
+                    if pop in _VICTIMS[kind]
+                    and i not in on_key
+                    and (kind != "night_use" or i in nights)
+                ]
+                if not victims:
+                    raise ValueError(f"no {_VICTIMS[kind]} key left to attack; raise --keys")
+                victim = rng.choice(victims)
+                start = rng.randint(spec.scored_from, w - length - tail)
+                if kind == "night_use":
+                    # The first such night after the drawn start, else the scored span's first.
+                    later = nights[victim][nights[victim] >= start]
+                    start = int(later[0] if later.size else nights[victim][0])
+                extra: dict[str, float | str | list[str]] = {"factor": rng.random()}
                 if kind == "leaked_key":
                     extra["countries"] = rng.sample(sorted(COUNTRIES), rng.randint(20, 40))
                     extra["networks"] = float(rng.randint(200, 800))
@@ -394,14 +421,14 @@ def plan(spec: Spec) -> Plan:
         (f"client:misconf-{i:04d}", MISCONFIGURED, None) for i in range(spec.misconfigured)
     )
     clients.extend((f"client:stray-{i:05d}", STRAY, None) for i in range(spec.stray))
-    return Plan(spec, populations, attacks, on_key, clients)
+    return Plan(spec, populations, homes, attacks, on_key, clients)
 
 
 def consumer(p: Plan, index: int) -> KeyTraffic:
     spec = p.spec
     rng = random.Random(f"eval-key-{spec.seed}-{index}")
     np_rng = np.random.default_rng([spec.seed, index])
-    profile = _profile(spec, p.populations[index], rng)
+    profile = _profile(spec, p.populations[index], p.homes[index], rng)
     counts, by_country = _sample(profile, np_rng)
     legit = counts.copy()
     failures = np_rng.binomial(counts, 0.003)  # forbidden routes, expired tokens: a few 403s
@@ -435,21 +462,7 @@ def consumer(p: Plan, index: int) -> KeyTraffic:
                 attack_rates[str(c)] = np.full(length, total * s)
             networks = int(float(extra["networks"]))  # type: ignore[arg-type]
         else:  # night_use: the key's own daytime rate, from its home country, at its night
-            night = float(extra["night_hour"])  # type: ignore[arg-type]
-            hours = _hours(spec, profile.tz)
-            # The first such night after the drawn start, else the scored span's first.
-            idx = np.arange(spec.windows)
-            nights = np.flatnonzero(
-                (idx >= spec.scored_from)
-                & (np.abs(hours - night) < 5 / 60)
-                & (idx + length + 30 <= spec.windows)
-            )
-            if not nights.size:
-                raise ValueError("no night in the scored hours: raise --hours")
-            later = nights[nights >= start]
-            start = int(later[0] if later.size else nights[0])
-            end = start + length
-            home = max(profile.country_rates, key=lambda c: float(profile.country_rates[c].sum()))
+            home = p.homes[index]
             attack_rates[home] = np.full(
                 length, max(3.0, float(profile.rate.max()) * (0.7 + 0.5 * factor))
             )

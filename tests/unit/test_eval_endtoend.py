@@ -15,7 +15,7 @@ from metering.redact import Pseudonymizer
 from tools.traffic import default_geoip_db, max_event_age_covering
 
 SPEC = Spec(
-    keys=12,
+    keys=40,
     warmup_hours=0,
     hours=4,
     attacks_per_kind=1,
