@@ -32,7 +32,8 @@ export FLINK_REST
 	lint typecheck schemas bench eval-detect clean help
 
 help:
-	@echo "make setup | kafka-up | kafka-down | topics | demo | test | lint | typecheck | schemas | bench | eval-detect"
+	@echo "make setup | kafka-up | kafka-down | topics | demo | test | lint | typecheck | schemas"
+	@echo "make bench | eval-detect | faults"
 	@echo "make pinot-up | pinot-down | pinot-status | pinot-tables"
 
 setup: $(SETUP_STAMP)

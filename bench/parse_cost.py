@@ -113,6 +113,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--batch", type=int, default=1_000, help="records per Arrow batch")
     p.add_argument("--rounds", type=int, default=3, help="timed passes after a warm-up pass")
     args = p.parse_args(argv)
+    if min(args.records, args.batch, args.rounds) < 1:
+        p.error("--records, --batch and --rounds must be at least 1")
     result = measure(args.records, args.batch, args.rounds)
     print(f"{result['events_per_round']:,} events in {args.records:,} records, "
           f"batches of {args.batch}, {args.rounds} warm rounds; CPU-µs per event:")  # fmt: skip

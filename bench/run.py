@@ -1099,6 +1099,7 @@ def with_attacks(
     record in send order, its client address)."""
     window_ms = JOB_DEFAULTS.window_seconds * 1000
     margin = (JOB_DEFAULTS.out_of_orderness_seconds + 1) * 1000
+    # From 1 s into the window to 1 s before its end, so that every burst's 40 ms fit inside.
     step = (window_ms - 2000) // ATTACK_BURSTS_PER_WINDOW
     starts: list[tuple[int, int]] = []
     w = (start_ms // window_ms + 1) * window_ms

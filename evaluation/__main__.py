@@ -28,9 +28,11 @@ DEFAULT_OUT = Path("bench/results/eval-detect.json")
 
 def summary(report: Report) -> tuple[str, bool]:
     """One line against the targets, and whether they all hold."""
-    recalls = {k: v.recall(2) for k, v in report.kinds.items() if v.attacks}
-    worst = min(recalls, key=lambda k: recalls[k] or 0.0)
-    worst_recall = recalls[worst] or 0.0
+    recalls = {k: v.recall(2) or 0.0 for k, v in report.kinds.items() if v.attacks}
+    if not recalls or not report.key_hours:
+        return "nothing to score: no attack or no legit key-hour", False
+    worst = min(recalls, key=lambda k: recalls[k])
+    worst_recall = recalls[worst]
     per_10k = report.false_per_10k() or 0.0
     per_incident = max((v.alerts_per_incident() or 0.0) for v in report.kinds.values())
     ok = (
@@ -55,8 +57,10 @@ E2E_SPEC = Spec(
     misconfigured=3,
     stray=100,
     max_rate=20.0,
+    start_ms=Spec().start_ms + 4 * 3_600_000,
 )
-"""The end-to-end mode's default scale: about half a million events, a few minutes of job."""
+"""The end-to-end mode's default scale: about half a million events, a few minutes of job. Its
+scored hours (06:00-10:00 UTC) are night in the Americas, where most keys live."""
 MODES = {"fast": Spec(), "e2e": E2E_SPEC}
 E2E_KAFKA_PORT = 59092
 

@@ -8,8 +8,9 @@ gateway sends them. The alerts' rate keys are mapped back to the evaluation's: c
 are the same, and a rejected-call key is the keyed hash of its client's network, which the run
 knows (it chooses the hash key).
 
-Differences from the fast mode: consumer keys' own rejected calls (a few 403s) are not sent,
-and an alert's detection time is its window's end (the job stamps processing time).
+Differences from the fast mode: consumer keys' own rejected calls (a few 403s) are sent as
+ordinary calls, and an alert's detection time is its window's end (the job stamps processing
+time, not event time).
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ from evaluation.traffic import (
     labels,
     plan,
 )
-from metering.records import client_rate_key
+from metering.records import client_rate_key, rate_network
 from metering.redact import Pseudonymizer
 from tools.traffic import (
     Consumer,
@@ -99,6 +100,18 @@ def _calls(
                 yield i, ms, renderer.apisix(req)[1]
 
 
+def _distinct_networks(count: int, seed: int) -> list[str]:
+    """``count`` public IPv4 addresses in as many /24 networks: the job counts rejected calls
+    per network, so two clients sharing one would be one rate key."""
+    out: dict[str, str] = {}
+    draw = 0
+    while len(out) < count:
+        for ip in random_public_ips(count - len(out), seed * 1_000 + draw, ipv6_share=0.0):
+            out.setdefault(str(rate_network(ip)), ip)
+        draw += 1
+    return list(out.values())[:count]
+
+
 def render(
     p: Plan,
     traffic: Sequence[KeyTraffic],
@@ -114,9 +127,7 @@ def render(
         geo_db, sorted(COUNTRIES), per_country, spec.seed, ipv6_per_country=0
     )
     clients = [kt.rate_key for kt in traffic if kt.consumer is None]
-    client_ips = dict(
-        zip(clients, random_public_ips(len(clients), spec.seed + 5, ipv6_share=0.0), strict=True)
-    )
+    client_ips = dict(zip(clients, _distinct_networks(len(clients), spec.seed), strict=True))
     renderer = _Renderer(random.Random(f"eval-renderer-{spec.seed}"))
     by_window: dict[int, list[tuple[int, Any]]] = defaultdict(list)
     per_key = [
@@ -142,7 +153,7 @@ def render(
 def run(spec: Spec, bootstrap: str, say: Any = print) -> Outcome:
     """Renders the evaluation, runs the job ``--bounded`` over it and reads its alerts."""
     from tools.readback import drain
-    from tools.topics import delete_topics, ensure_topics, pipeline_topics
+    from tools.topics import DEFAULT_PARTITIONS, delete_topics, ensure_topics, pipeline_topics
 
     p = plan(spec)
     traffic = list(keys(p))
@@ -165,11 +176,19 @@ def run(spec: Spec, bootstrap: str, say: Any = print) -> Outcome:
             {"bootstrap.servers": bootstrap, "linger.ms": 20, "batch.size": 1_000_000}
         )
         sent = [0]
+        failed: list[str] = []
+
+        def on_delivery(err: Any, _msg: Any) -> None:
+            if err is not None:
+                failed.append(str(err))
 
         def produce(value: bytes) -> None:
+            partition = sent[0] % DEFAULT_PARTITIONS
             while True:
                 try:
-                    producer.produce(topics["raw"], value=value, partition=sent[0] % 2)
+                    producer.produce(
+                        topics["raw"], value=value, partition=partition, on_delivery=on_delivery
+                    )
                     break
                 except BufferError:
                     producer.poll(0.1)
@@ -179,8 +198,8 @@ def run(spec: Spec, bootstrap: str, say: Any = print) -> Outcome:
         geo_db = default_geoip_db()
         t0 = time.monotonic()
         rendered = render(p, traffic, geo_db, produce)
-        if producer.flush(120) != 0:
-            raise RuntimeError("the raw records were not all delivered")
+        if producer.flush(120) != 0 or failed:
+            raise RuntimeError(f"raw records not delivered: {len(failed)} failed {failed[:3]}")
         say(
             f"eval-detect e2e: produced {rendered.events:,} events in {rendered.records:,} "
             f"records in {time.monotonic() - t0:.0f} s"
@@ -207,6 +226,8 @@ def run(spec: Spec, bootstrap: str, say: Any = print) -> Outcome:
         say(f"eval-detect e2e: the job ran --bounded in {time.monotonic() - t0:.0f} s")
         ps = Pseudonymizer(hash_key.encode())
         back = {client_rate_key(ps, ip): key for key, ip in rendered.client_ips.items()}
+        if len(back) != len(rendered.client_ips):
+            raise RuntimeError("two rejected-call clients share a network: their alerts would mix")
         # Alerts are at-least-once: a repeat has the same alert_id and is one alert.
         alerts: dict[str, dict[str, Any]] = {}
         for record in drain(bootstrap, topics["alerts"]):

@@ -58,8 +58,8 @@ def legit_key_hours(kt: KeyTraffic, spec: Spec) -> int:
 def window_records(
     kt: KeyTraffic, spec: Spec, cfg: DetectorConfig, out_of_orderness_ms: int
 ) -> Iterator[tuple[dict[str, Any], int]]:
-    """The key's window records in the order the job emits them, each with the event time at
-    which the detector sees it."""
+    """The key's window records, window by window, each with the event time at which the job
+    emits it to the detector."""
     thresholds = early_thresholds(cfg.auth_failure_min) if cfg.early_alerts else ()
     for i in kt.active().tolist():
         start = spec.start_ms + i * WINDOW_MS
@@ -96,7 +96,10 @@ def judge(
     state: KeyState | None = None
     out: list[dict[str, Any]] = []
     n = 0
-    for record, at in window_records(kt, spec, cfg, out_of_orderness_ms):
+    # In the order the job emits them: a window's early records can come before the previous
+    # window closes (its close waits for the watermark, an early record for one event).
+    records = sorted(window_records(kt, spec, cfg, out_of_orderness_ms), key=lambda r: r[1])
+    for record, at in records:
         n += 1
         state, alerts = evaluate(state, record, cfg, at)
         out.extend(a | {"event_ms": at} for a in alerts)

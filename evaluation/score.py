@@ -105,7 +105,8 @@ def score(
             by_key[key].append(i)
         if a.kind in SHARED_SIGNAL:
             shared.append(i)
-    first: dict[int, tuple[int, float]] = {}  # attack -> (delay windows, detect s) of 1st alert
+    first_window: dict[int, int] = {}  # attack -> delay in windows of its earliest alert window
+    first_s: dict[int, float] = {}  # attack -> seconds to its earliest alert
     records: Counter[int] = Counter()
     false_by: Counter[str] = Counter()
     learning = total = 0
@@ -114,22 +115,24 @@ def score(
         key = str(alert["rate_key"])
         ws = int(alert["window_start"])
         at = int(alert.get("event_ms") or alert.get("window_end") or ws + window_ms)
-        candidates = shared if is_shared(key) else by_key.get(key, [])
-        matched = False
-        for i in candidates:
-            a = attacks[i]
-            s0 = a.start_ms // window_ms
-            e0 = (a.end_ms - 1) // window_ms
-            w = ws // window_ms
-            if s0 <= w <= e0 + GRACE_WINDOWS:
-                matched = True
-                records[i] += 1
-                delay = (w - s0, max(0.0, (at - a.start_ms) / 1000))
-                if i not in first or delay < first[i]:
-                    first[i] = delay
-        if matched:
-            continue
-        if ws < scored_from_ms:
+        w = ws // window_ms
+        hits = [
+            i
+            for i in (shared if is_shared(key) else by_key.get(key, []))
+            if attacks[i].start_ms // window_ms
+            <= w
+            <= (attacks[i].end_ms - 1) // window_ms + GRACE_WINDOWS
+        ]
+        if hits:
+            # A shared key's alert may fall inside several guessing attacks: it is one alert,
+            # credited to the one that started first.
+            i = min(hits, key=lambda j: (attacks[j].start_ms, j))
+            records[i] += 1
+            delay = w - attacks[i].start_ms // window_ms
+            first_window[i] = min(first_window.get(i, delay), delay)
+            seconds = max(0.0, (at - attacks[i].start_ms) / 1000)
+            first_s[i] = min(first_s.get(i, seconds), seconds)
+        elif ws < scored_from_ms:
             learning += 1
         else:
             false_by[SHARED if is_shared(key) else populations.get(key, "unknown")] += 1
@@ -139,9 +142,9 @@ def score(
         for ks in (kinds.setdefault(a.kind, KindScore()), overall):
             ks.attacks += 1
             ks.alert_records += records[i]
-            if i in first:
-                ks.delays.append(first[i][0])
-                ks.detect_s.append(first[i][1])
+            if i in first_window:
+                ks.delays.append(first_window[i])
+                ks.detect_s.append(first_s[i])
             else:
                 ks.delays.append(None)
     return Report(

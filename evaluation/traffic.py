@@ -66,8 +66,6 @@ POPULATIONS: Final[dict[str, float]] = {
 """Legit consumer-key populations and their shares of ``Spec.keys``."""
 MISCONFIGURED: Final = "misconfigured_client"
 STRAY: Final = "stray_401"
-CLIENT_POPULATIONS: Final = (MISCONFIGURED, STRAY)
-"""Legit populations of rejected-call (``client:``) rate keys, not counted in key-hours."""
 
 ATTACKS: Final = (
     "spike_new_country",
@@ -85,7 +83,7 @@ _VICTIMS: Final[dict[str, tuple[str, ...]]] = {
 }
 GUESSING_SPEEDS: Final = (2, 10, 50, 200)
 """Rejected calls per window of single-client guessing, cycled over its attacks (0.2-20/s)."""
-SHARED_SIGNAL: Final = ("guessing_distributed", "guessing_single")
+SHARED_SIGNAL: Final = ("guessing_distributed",)
 """Attack kinds an alert on a shared (route or global) rate key may detect."""
 MIN_SCORED_HOURS: Final = 4.0
 DEFAULT_MAX_RATE: Final = 200.0
@@ -164,11 +162,10 @@ class _Profile:
     """A consumer key's legit behaviour, drawn once per key."""
 
     population: str
-    rate: Rates  # expected calls per window, by country
+    rate: Rates  # expected calls per window, all countries
     country_rates: dict[str, Rates]
     dispersion: float  # gamma shape of the per-window rate: lower is burstier
     networks: int  # the key's usual client networks
-    tz: float
 
 
 def hours_since_start(spec: Spec) -> Rates:
@@ -231,7 +228,7 @@ def _profile(spec: Spec, population: str, home: str, rng: random.Random) -> _Pro
         day -= day.min()
         nightly = np.array([rng.uniform(-5.0, 5.0) for _ in range(int(day.max()) + 1)])
         jitter = nightly[day] / 60.0
-        on = (hours >= hour + jitter) & (hours < hour + jitter + minutes / 60.0)
+        on = (hours - (hour + jitter)) % 24.0 < minutes / 60.0
         rates[home] = np.where(on, batch, rate)
         networks = 1
     elif population == "growing":
@@ -277,7 +274,7 @@ def _profile(spec: Spec, population: str, home: str, rng: random.Random) -> _Pro
     else:
         raise ValueError(f"unknown population {population!r}")
     total = sum(rates.values(), np.zeros(w))
-    return _Profile(population, total, rates, dispersion, networks, tz)
+    return _Profile(population, total, rates, dispersion, networks)
 
 
 def _sample(profile: _Profile, np_rng: np.random.Generator) -> tuple[Counts, dict[str, Counts]]:
@@ -314,14 +311,20 @@ class Plan:
     clients: list[tuple[str, str, int | None]]  # (rate key, population, attack index)
 
 
-def _night_windows(spec: Spec, tz: float, night: float, length: int, tail: int) -> Counts:
-    """Scored windows that start within 5 minutes of local hour ``night`` and leave room for an
-    attack of ``length`` windows and ``tail`` more."""
+NIGHT_HOURS: Final = (1.0, 3.5)
+"""Local hours in which night-time use starts: the owner asleep, the key's quietest hours."""
+
+
+def _night_windows(spec: Spec, tz: float, length: int, tail: int) -> Counts:
+    """Scored windows that start within ``NIGHT_HOURS`` local time and leave room for an attack
+    of ``length`` windows and ``tail`` more."""
     idx = np.arange(spec.windows)
     hours = _hours(spec, tz)
+    lo, hi = NIGHT_HOURS
     return np.flatnonzero(
         (idx >= spec.scored_from)
-        & (np.abs(hours - night) < 5 / 60)
+        & (hours >= lo)
+        & (hours <= hi)
         & (idx + length + tail <= spec.windows)
     )
 
@@ -337,7 +340,10 @@ def plan(spec: Spec) -> Plan:
     clients: list[tuple[str, str, int | None]] = []
     w = spec.windows
     tail = 30  # windows after an attack, so recall within 30 windows is measurable
-    for kind in ATTACKS:
+    # Night-time use first: its victims must have a night in the scored span, which depends on
+    # their time zone, so the other kinds must not take those keys before it.
+    order = sorted(ATTACKS, key=lambda k: k != "night_use")
+    for kind in order:
         for n in range(spec.attacks_per_kind):
             attack_id = f"{kind}-{n:03d}"
             if kind in _VICTIMS:
@@ -350,13 +356,15 @@ def plan(spec: Spec) -> Plan:
                 length = rng.randint(*minutes) * MINUTE_MS // WINDOW_MS
                 nights: dict[int, Counts] = {}
                 if kind == "night_use":
-                    # Only keys with a night (01:00-03:30 local) in the scored span.
-                    night = rng.uniform(1.0, 3.5)
+                    # Only keys with a night in the scored span (it depends on the time zone).
+                    by_tz: dict[float, Counts] = {}
                     for i, pop in enumerate(populations):
                         if pop in _VICTIMS[kind] and i not in on_key:
-                            found = _night_windows(spec, COUNTRIES[homes[i]], night, length, tail)
-                            if found.size:
-                                nights[i] = found
+                            tz = COUNTRIES[homes[i]]
+                            if tz not in by_tz:
+                                by_tz[tz] = _night_windows(spec, tz, length, tail)
+                            if by_tz[tz].size:
+                                nights[i] = by_tz[tz]
                 victims = [
                     i
                     for i, pop in enumerate(populations)
@@ -365,13 +373,16 @@ def plan(spec: Spec) -> Plan:
                     and (kind != "night_use" or i in nights)
                 ]
                 if not victims:
-                    raise ValueError(f"no {_VICTIMS[kind]} key left to attack; raise --keys")
+                    where = " with a night in the scored hours" if kind == "night_use" else ""
+                    raise ValueError(
+                        f"no {'/'.join(_VICTIMS[kind])} key{where} left to attack: raise --keys "
+                        "or --hours, or lower --attacks-per-kind"
+                    )
                 victim = rng.choice(victims)
-                start = rng.randint(spec.scored_from, w - length - tail)
                 if kind == "night_use":
-                    # The first such night after the drawn start, else the scored span's first.
-                    later = nights[victim][nights[victim] >= start]
-                    start = int(later[0] if later.size else nights[victim][0])
+                    start = int(rng.choice(nights[victim].tolist()))
+                else:
+                    start = rng.randint(spec.scored_from, w - length - tail)
                 extra: dict[str, float | str | list[str]] = {"factor": rng.random()}
                 if kind == "leaked_key":
                     extra["countries"] = rng.sample(sorted(COUNTRIES), rng.randint(20, 40))
@@ -441,7 +452,9 @@ def consumer(p: Plan, index: int) -> KeyTraffic:
         kind = p.attacks[a].kind
         factor = float(extra["factor"])  # type: ignore[arg-type]
         seen = {c for c, r in profile.country_rates.items() if r.any()}
-        ref = float(profile.rate[max(0, start - 360) : start].mean() or profile.rate.mean())
+        before = profile.rate[max(0, start - HOUR_MS // WINDOW_MS) : start]
+        # The key's rate over the hour before the attack (its whole span's if none before).
+        ref = float(before.mean() if before.size and before.any() else profile.rate.mean())
         length = end - start
         attack_rates: dict[str, Rates] = {}
         if kind == "spike_new_country":

@@ -122,3 +122,39 @@ def test_late_alerts_count_only_within_their_window_budget() -> None:
     assert report.overall.recall(2) == pytest.approx(1 / 3)
     assert report.overall.recall(30) == 1.0
     assert report.false_alerts == 0
+
+
+def test_a_shared_signal_alert_is_one_alert_for_the_attack_that_started_first() -> None:
+    attacks = [
+        _attack(0, "guessing_distributed", 400, 30, "client:a"),
+        _attack(1, "guessing_distributed", 410, 30, "client:b"),
+        _attack(2, "guessing_single", 405, 30, "client:g"),
+    ]
+    report = score(attacks, [_alert("global", 415)], POPULATIONS, 1_000.0, W, SCORED_FROM)
+    assert report.alert_records == 1
+    assert report.kinds["guessing_distributed"].alert_records == 1
+    assert report.kinds["guessing_distributed"].delays == [15, None]
+    # A single client's guessing is its own key's to detect, not a shared signal's.
+    assert report.kinds["guessing_single"].delays == [None]
+    assert report.false_alerts == 0
+
+
+def test_time_to_detect_is_the_earliest_alert_not_the_earliest_window_s() -> None:
+    # The first window's alert at its close (end + 5 s) comes after the second window's early
+    # alert, raised 1 s into that window.
+    report = _score(
+        [
+            _alert("c1", 200, T0 + 201 * W + 5_000),
+            _alert("c1", 201, T0 + 201 * W + 1_000),
+        ]
+    )
+    spike = report.kinds["spike_new_country"]
+    assert spike.delays == [0]
+    assert spike.detect_s == [11.0]
+
+
+def test_alerts_while_the_detector_learns_are_neither_false_nor_detections() -> None:
+    report = _score([_alert("c1", 50), _alert("c3", 99)])
+    assert report.learning_alerts == 2
+    assert report.false_alerts == 0
+    assert report.overall.recall(30) == 0.0

@@ -19,7 +19,6 @@ from evaluation.traffic import (
     STRAY,
     WINDOW_MS,
     Spec,
-    client,
     consumer,
     keys,
     labels,
@@ -149,28 +148,67 @@ def test_the_fast_mode_is_the_same_in_one_process_and_in_two() -> None:
 
 
 def test_fast_mode_window_records_carry_early_records_at_the_thresholds() -> None:
-    p = plan(SPEC)
-    guesser = next(
-        i for i, (k, pop, _) in enumerate(p.clients) if pop == "guessing_single" and "001" in k
+    from evaluation.traffic import KeyTraffic
+
+    # Rejected calls per window: none, just under the threshold (20), at it, 45, and 200.
+    failures = np.zeros(SPEC.windows, dtype=np.int64)
+    failures[[3, 4, 5, 6]] = [19, 20, 45, 200]
+    counts = failures.copy()
+    counts[2] = 7
+    kt = KeyTraffic(
+        "client:x",
+        "guessing_single",
+        None,
+        counts,
+        failures,
+        np.minimum(counts, 1),
+        np.zeros_like(counts),
+        {i: {"DE": int(counts[i])} for i in np.flatnonzero(counts).tolist()},
     )
-    kt = client(p, guesser)  # 10 a window: below the threshold of 20, no early record
     cfg = DetectorConfig()
-    records = list(fast.window_records(kt, SPEC, cfg, 5_000))
-    assert records and all(r["kind"] == "window" for r, _ in records if r["auth_failures"] < 20)
-    heavy = next(i for i, (k, pop, _) in enumerate(p.clients) if k.endswith("guess-000"))
-    kt = client(p, heavy)
-    i = int(np.argmax(kt.failures))
-    f = int(kt.failures[i])
-    got = [(r, at) for r, at in fast.window_records(kt, SPEC, cfg, 5_000)
-           if r["window_start"] == SPEC.start_ms + i * WINDOW_MS]  # fmt: skip
-    kinds = [r["kind"] for r, _ in got]
-    assert kinds[-1] == "window" and kinds.count("early") == len(
-        [t for t in (20, 40, 80, 100, 160) if t <= f]
+    got = list(fast.window_records(kt, SPEC, cfg, 5_000))
+    early = Counter(
+        (r["window_start"] - SPEC.start_ms) // WINDOW_MS for r, _ in got if r["kind"] == "early"
     )
-    # Early records come before the window's end, the closed window after its end + the bound.
-    start = SPEC.start_ms + i * WINDOW_MS
-    assert all(start < at <= start + WINDOW_MS for r, at in got if r["kind"] == "early")
-    assert got[-1][1] == start + WINDOW_MS + 5_000
+    # At 20, 40, 80, 100 (5x: the severity rises), 160: as the job's early records.
+    assert early == {4: 1, 5: 2, 6: 5}
+    closed = [
+        (r["window_start"] - SPEC.start_ms) // WINDOW_MS for r, _ in got if r["kind"] == "window"
+    ]
+    assert closed == [2, 3, 4, 5, 6]
+    for r, at in got:
+        start = r["window_start"]
+        if r["kind"] == "early":
+            # Raised inside the window, at the threshold's share of its calls.
+            assert start < at <= start + WINDOW_MS
+            assert r["auth_failures"] in (20, 40, 80, 100, 160)
+        else:
+            assert at == start + WINDOW_MS + 5_000
+
+
+def test_the_fast_mode_judges_records_in_the_order_the_job_emits_them() -> None:
+    from evaluation.traffic import KeyTraffic
+
+    # 200 rejections a window: the next window's early records come before this one closes.
+    failures = np.zeros(SPEC.windows, dtype=np.int64)
+    failures[10:13] = 200
+    kt = KeyTraffic(
+        "client:y",
+        "guessing_single",
+        None,
+        failures.copy(),
+        failures,
+        np.minimum(failures, 1),
+        np.zeros_like(failures),
+        {i: {"DE": 200} for i in range(10, 13)},
+    )
+    alerts, n = fast.judge(kt, SPEC, DetectorConfig(), 5_000)
+    assert n == 3 * 6  # five early records and the close, per window
+    times = [a["event_ms"] for a in alerts]
+    assert times == sorted(times)
+    # Early alerts only: each window alerts at the threshold and escalates at 5x, and its close
+    # repeats neither.
+    assert [a["severity"] for a in alerts] == ["warning", "high"] * 3
 
 
 def test_every_country_has_addresses_in_the_geo_database() -> None:
