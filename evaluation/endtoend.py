@@ -153,24 +153,20 @@ def render(
 def run(spec: Spec, bootstrap: str, say: Any = print) -> Outcome:
     """Renders the evaluation, runs the job ``--bounded`` over it and reads its alerts."""
     from tools.readback import drain
-    from tools.topics import DEFAULT_PARTITIONS, delete_topics, ensure_topics, pipeline_topics
+    from tools.topics import (
+        DEFAULT_PARTITIONS,
+        ROLES,
+        delete_topics,
+        ensure_topics,
+        job_topic_flags,
+        named_pipeline_topics,
+    )
 
     p = plan(spec)
     traffic = list(keys(p))
     suffix = secrets.token_hex(4)
-    roles = ("raw", "enriched", "alerts", "dlq", "usage", "reconciliation")
-    topics = {role: f"eval-{role}-{suffix}" for role in roles}
-    ensure_topics(
-        bootstrap,
-        pipeline_topics(
-            raw=topics["raw"],
-            enriched=topics["enriched"],
-            alerts=topics["alerts"],
-            dlq=topics["dlq"],
-            usage=topics["usage"],
-            reconciliation=topics["reconciliation"],
-        ),
-    )
+    topics = {role: f"eval-{role}-{suffix}" for role in ROLES}
+    ensure_topics(bootstrap, named_pipeline_topics(topics))
     try:
         producer = Producer(
             {"bootstrap.servers": bootstrap, "linger.ms": 20, "batch.size": 1_000_000}
@@ -209,7 +205,7 @@ def run(spec: Spec, bootstrap: str, say: Any = print) -> Outcome:
         cmd = [
             sys.executable, "-m", "jobs.gateway_pipeline",
             "--bootstrap-servers", bootstrap,
-            *(a for role in roles for a in (f"--{role}-topic", topics[role])),
+            *job_topic_flags(topics),
             "--geoip-db", geo_db,
             "--bounded",
             "--startup-mode", "earliest-offset",

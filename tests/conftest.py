@@ -24,10 +24,10 @@ from typing import Any
 
 import pytest
 
-from tools.topics import delete_topics, ensure_topics, pipeline_topics
+from tools.topics import ROLES, delete_topics, ensure_topics, named_pipeline_topics
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-TOPIC_ROLES = ("raw", "enriched", "alerts", "dlq", "usage", "reconciliation")
+TOPIC_ROLES = ROLES
 # Where testcontainers keeps RedpandaContainer: 4.15+ moved it to testcontainers.community.kafka
 # (testcontainers.kafka still re-exports it there, with a DeprecationWarning); 4.0-4.14 have it in
 # testcontainers.kafka; testcontainers.redpanda is tried last in case a release ships it alone.
@@ -126,15 +126,7 @@ def unique_topics(kafka_bootstrap: str) -> Iterator[dict[str, str]]:
     """Role -> name of freshly created topics (raw/enriched/alerts/dlq/usage, 2 partitions each)."""
     suffix = uuid.uuid4().hex[:12]
     names = {role: f"test.{role}.{suffix}" for role in TOPIC_ROLES}
-    specs = pipeline_topics(
-        raw=names["raw"],
-        enriched=names["enriched"],
-        alerts=names["alerts"],
-        dlq=names["dlq"],
-        usage=names["usage"],
-        reconciliation=names["reconciliation"],
-        partitions=2,
-    )
+    specs = named_pipeline_topics(names, partitions=2)
     ensure_topics(kafka_bootstrap, specs)
     try:
         yield names

@@ -161,6 +161,25 @@ def pipeline_topics(
     }
 
 
+ROLES = ("raw", "enriched", "alerts", "dlq", "usage", "reconciliation")
+"""The pipeline's topics by role, as the job's ``--<role>-topic`` flags name them."""
+
+
+def named_pipeline_topics(
+    names: Mapping[str, str], partitions: int = DEFAULT_PARTITIONS
+) -> dict[str, TopicSpec]:
+    """``pipeline_topics`` for role -> topic name (every role of ``ROLES``)."""
+    return pipeline_topics(
+        raw=names["raw"],
+        enriched=names["enriched"],
+        alerts=names["alerts"],
+        dlq=names["dlq"],
+        usage=names["usage"],
+        reconciliation=names["reconciliation"],
+        partitions=partitions,
+    )
+
+
 def job_topic_flags(names: Mapping[str, str]) -> list[str]:
     """``--raw-topic X --enriched-topic Y ...`` for the roles in ``names`` (role -> topic)."""
     return [arg for role, topic in names.items() for arg in (f"--{role}-topic", topic)]
