@@ -32,7 +32,7 @@ from evaluation.traffic import (
     labels,
     plan,
 )
-from metering.detect import DetectorConfig, KeyState, early_thresholds, evaluate
+from metering.detect import DetectorConfig, KeyState, close_due, early_thresholds, evaluate
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,6 +103,10 @@ def judge(
         n += 1
         state, alerts = evaluate(state, record, cfg, at)
         out.extend(a | {"event_ms": at} for a in alerts)
+    if state is not None and records:
+        # The end of the input: the job's watermark passes every close timer.
+        end = spec.end_ms + WINDOW_MS
+        out.extend(a | {"event_ms": end} for a in close_due(state, end, cfg, end))
     return out, n
 
 

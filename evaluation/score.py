@@ -116,6 +116,8 @@ def score(
         ws = int(alert["window_start"])
         at = int(alert.get("event_ms") or alert.get("window_end") or ws + window_ms)
         w = ws // window_ms
+        # An incident's update and close records are more records, not more alerts.
+        new_alert = alert.get("status", "open") == "open"
         hits = [
             i
             for i in (shared if is_shared(key) else by_key.get(key, []))
@@ -132,6 +134,8 @@ def score(
             first_window[i] = min(first_window.get(i, delay), delay)
             seconds = max(0.0, (at - attacks[i].start_ms) / 1000)
             first_s[i] = min(first_s.get(i, seconds), seconds)
+        elif not new_alert:
+            continue
         elif ws < scored_from_ms:
             learning += 1
         else:

@@ -1,46 +1,60 @@
-"""Per-key window aggregation and compromised-key rules. Pure: the Flink wrappers call these.
+"""The compromised-key detector: registered rules over one shared per-key state, and the
+incidents their findings open, update and close. Pure: the Flink wrapper (udfs.functions) and
+the evaluation (evaluation.fast) call ``evaluate`` and ``close_due``.
 
-Each rate key (consumer name, else key fingerprint, else client hash) is compared with its own
-recent history, never with a global threshold: a big customer's normal is a small one's attack.
+The detector runs on window records only (the job's usage windows per rate key): a closed
+window (kind ``window``), or an ``early`` record of a window still open whose rejected calls
+just reached a threshold (``early_check``). Each key's state (``KeyState``) holds its baseline
+(metering.baseline: what the key usually does, at several time scales and per hour of day),
+each rule's own slice, and its open incidents. Rules (metering.rules, one module each) judge a
+window against that state and return findings.
 
-Rules, evaluated when a key's event-time window closes:
-- rate_spike: the window's count is ``spike_factor`` times the key's baseline (and at least
-  ``spike_min_count``).
-- new_country: the key is used from a country it has not used before while its rate rises.
-- auth_failures: a burst of 401/403 answers for the key.
-
-auth_failures is also evaluated while the window is still open (``early`` records, see
-``early_check``): it needs no history, so it can fire on the event that completes the burst
-instead of waiting for the watermark to pass the window's end (window length plus the
-out-of-orderness bound). A window alerts on a rule at most once, early or at its close. The two
-rules that compare with the key's history wait for the close: their baseline is only complete
-once the windows before have closed too.
-
-A key is learned for ``min_history_windows`` windows before the baseline rules may fire, and
-anomalous windows do not enter the baseline, so an attack never becomes the new normal.
+Alert hygiene: the findings on a key, of any rule, form one incident while they keep coming;
+it closes after ``quiet_minutes`` without one. An incident gives at most three records:
+``open`` when it starts, one ``update`` if its severity rises, ``closed`` when it ends (with
+its peak). Ids are
+deterministic (key, incident start, status), so a replay after a restart repeats them.
+Windows a rule finds anomalous stay out of the baseline, so an attack never becomes the new
+normal.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable
 from dataclasses import MISSING, dataclass, field, fields
 from typing import Any
+
+from metering import baseline as bl
+from metering.rules import SEVERITY_RANK, Finding, Window, geography, guessing, rate
+
+RULES = (rate, geography, guessing)
+"""The registered rules, judged in this order."""
+RECENT_WINDOWS = 6
+"""Closed windows a key holds back from its baseline: the rules judge runs of up to this many
+windows, and a run found anomalous stays out of the baseline as a whole."""
 
 
 @dataclass(frozen=True, slots=True)
 class DetectorConfig:
     window_ms: int = 10_000
-    baseline_windows: int = 12
-    min_history_windows: int = 3
-    spike_factor: float = 5.0
-    spike_min_count: int = 20
-    new_country_rise_factor: float = 1.5
-    new_country_min_count: int = 5
-    auth_failure_min: int = 20
-    auth_failure_ratio: float = 0.5
-    max_known_countries: int = 64
     early_alerts: bool = True
+    quiet_minutes: float = 10.0
+    """An incident closes after this long without a finding of its rule."""
+    baseline: bl.BaselineConfig = field(default_factory=bl.BaselineConfig)
+    rate_spike: rate.Config = field(default_factory=rate.Config)
+    new_country: geography.Config = field(default_factory=geography.Config)
+    auth_failures: guessing.Config = field(default_factory=guessing.Config)
+
+    @property
+    def auth_failure_min(self) -> int:
+        return self.auth_failures.min_per_window
+
+    @property
+    def quiet_windows(self) -> int:
+        return max(1, round(self.quiet_minutes * 60_000 / self.window_ms))
+
+    def rule_config(self, name: str) -> Any:
+        return getattr(self, name)
 
 
 @dataclass(slots=True)
@@ -88,18 +102,35 @@ def window_record(
 
 
 @dataclass(slots=True)
-class KeyState:
-    """What the detector remembers about one key (kept in Flink keyed state, with a TTL)."""
+class Incident:
+    """A key's ongoing incident."""
 
-    first_window_start: int
-    # (window_start, count) of recent windows; windows absent here had no traffic.
-    history: list[tuple[int, int]] = field(default_factory=list)
-    known_countries: list[str] = field(default_factory=list)
-    # rule -> window_start of the first window of the ongoing run of alerts
-    open_incidents: dict[str, int] = field(default_factory=dict)
-    last_window_start: int | None = None
-    # rule -> {window_start: severity} of the alerts raised before their window closed
-    early_alerts: dict[str, dict[int, str]] = field(default_factory=dict)
+    rule: str  # the rule of the finding that opened it, or of its peak
+    start: int  # window_start of the window that opened it
+    last: int  # window_start of its latest finding
+    severity: str
+    score: float
+    rules: list[str] = field(default_factory=list)  # every rule that found something, in order
+    windows: int = 1
+    updated: bool = False
+    summary: str = ""
+    # the key, as its records name it (a close has no record of its own)
+    rate_key: str = ""
+    consumer: str | None = None
+    key_fingerprint: str | None = None
+
+
+@dataclass(slots=True)
+class KeyState:
+    """What the detector remembers about one key (Flink keyed state, with a TTL): its baseline,
+    each rule's slice, its open incidents. Bounded: see docs/detection.md, State."""
+
+    baseline: bl.Baseline
+    rules: dict[str, Any] = field(default_factory=dict)
+    incident: Incident | None = None
+    last_window_start: int | None = None  # the latest closed window judged
+    # (index, count, anomalous) of the latest closed windows, not yet in the baseline
+    recent: list[tuple[int, int, bool]] = field(default_factory=list)
 
     def __setstate__(self, state: Any) -> None:
         # State pickled before a field existed restores with that field's default.
@@ -114,19 +145,16 @@ class KeyState:
             object.__setattr__(self, f.name, value)
 
 
-def alert_id(rule: str, rate_key: str, window_start: int, escalated_to: str | None = None) -> str:
-    """Same rule, key and window give the same id, so replays after a restart are idempotent.
-    A window's later alert at a higher severity (an escalation) has an id of its own, so
-    consumers that de-duplicate on the id still see it."""
-    text = f"{rule}|{rate_key}|{window_start}"
-    if escalated_to is not None:
-        text += f"|{escalated_to}"
+def alert_id(rate_key: str, incident_start: int, status: str | None = None) -> str:
+    """Same key and incident give the same id, so replays after a restart are idempotent; an
+    incident's update and close records have ids of their own."""
+    text = f"{rate_key}|{incident_start}"
+    if status is not None:
+        text += f"|{status}"
     return hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
-SEVERITY_RANK = {"warning": 0, "high": 1, "critical": 2}
-AUTH_FAILURES_HIGH = 5
-"""auth_failures is high from this many times ``auth_failure_min``, else a warning."""
+AUTH_FAILURES_HIGH = guessing.HIGH_MULTIPLE
 
 
 def early_check(auth_failures: int, auth_failure_min: int) -> bool:
@@ -145,66 +173,111 @@ MAX_EARLY_DOUBLINGS = 40
 
 
 def early_thresholds(auth_failure_min: int) -> tuple[int, ...]:
-    """The auth-failure counts at which ``early_check`` holds, as the SQL that emits early
-    records tests them (empty for 0: no early records)."""
+    """The auth-failure counts at which ``early_check`` holds, as the job's windows test them
+    (empty for 0: no early records)."""
     if auth_failure_min <= 0:
         return ()
     multiples = {1 << i for i in range(MAX_EARLY_DOUBLINGS + 1)} | {AUTH_FAILURES_HIGH}
     return tuple(sorted(m * auth_failure_min for m in multiples))
 
 
-def _baseline(state: KeyState, start: int, cfg: DetectorConfig) -> tuple[float, int]:
-    """Mean count per window over the key's recent windows, and how many windows that covers."""
-    lower = max(state.first_window_start, start - cfg.baseline_windows * cfg.window_ms)
-    slots = max(0, (start - lower) // cfg.window_ms)
-    if slots == 0:
-        return 0.0, 0
-    total = sum(c for s, c in state.history if lower <= s < start)
-    return total / slots, slots
-
-
-def _auth_failures(failures: int, count: int, cfg: DetectorConfig) -> tuple[str, str, str] | None:
-    if failures >= cfg.auth_failure_min and failures >= cfg.auth_failure_ratio * count:
-        severity = "high" if failures >= AUTH_FAILURES_HIGH * cfg.auth_failure_min else "warning"
-        return ("auth_failures", severity, f"{failures} of {count} requests rejected")
-    return None
-
-
-def _alert(
-    fired: tuple[str, str, str],
-    record: dict[str, Any],
-    incident: int,
-    baseline: float,
-    learned: bool,
-    new_countries: list[str],
-    known: Iterable[str],
+def _record(
+    status: str,
+    inc: Incident,
+    window_ms: int,
+    w: Window | None,
+    f: Finding | None,
     now_ms: int,
-    escalation: bool = False,
 ) -> dict[str, Any]:
-    rule, severity, summary = fired
-    start = int(record["window_start"])
-    count = int(record["count"])
+    """An alert record: the incident's, with the window and finding that caused it (none for a
+    close, which reports the incident's peak)."""
+    ws = inc.last if w is None else w.start
+    exp = None if w is None else w.expected
+    suffix = {"open": None, "update": f"update:{inc.severity}", "closed": "closed"}[status]
     return {
-        "alert_id": alert_id(rule, record["rate_key"], start, severity if escalation else None),
-        "rule": rule,
-        "severity": severity,
-        "rate_key": record["rate_key"],
-        "consumer": record.get("consumer"),
-        "key_fingerprint": record.get("key_fingerprint"),
-        "window_start": start,
-        "window_end": int(record["window_end"]),
-        "window_closed": record.get("kind", "window") == "window",
-        "incident_start": incident,
-        "observed_count": count,
-        "baseline": round(baseline, 3),
-        "ratio": round(count / max(baseline, 1.0), 3) if learned else None,
-        "countries_seen": list(record["countries"]),
-        "new_countries": new_countries,
-        "known_countries": sorted(known),
-        "auth_failures": int(record["auth_failures"]),
-        "summary": summary,
+        "alert_id": alert_id(inc.rate_key, inc.start, suffix),
+        "status": status,
+        "rule": inc.rule if f is None else f.rule,
+        "rules": list(inc.rules),
+        "severity": inc.severity if f is None else f.severity,
+        "score": inc.score if f is None else f.score,
+        "probability": None if f is None else f.probability,
+        "rate_key": inc.rate_key,
+        "consumer": inc.consumer,
+        "key_fingerprint": inc.key_fingerprint,
+        "window_start": ws,
+        "window_end": ws + window_ms,
+        "window_closed": True if w is None else w.closed,
+        "incident_start": inc.start,
+        "incident_windows": inc.windows,
+        "observed_count": None if w is None else w.count,
+        "expected_count": None if exp is None else round(exp.mean, 4),
+        "expected_sd": None if exp is None else round(exp.variance**0.5, 4),
+        "expected_from": None if exp is None else exp.source,
+        "countries_seen": [] if w is None else list(w.countries),
+        "auth_failures": None if w is None else w.auth_failures,
+        "summary": inc.summary if f is None else f.summary,
+        "features": {} if f is None else f.features,
         "detected_at": now_ms,
     }
+
+
+def close_due(
+    state: KeyState, before_start: int, cfg: DetectorConfig, now_ms: int
+) -> list[dict[str, Any]]:
+    """Close the key's incident if its last finding is more than ``quiet_minutes`` before the
+    window starting at ``before_start``."""
+    inc = state.incident
+    if inc is None or before_start - inc.last <= cfg.quiet_windows * cfg.window_ms:
+        return []
+    state.incident = None
+    return [_record("closed", inc, cfg.window_ms, None, None, now_ms)]
+
+
+def next_close(state: KeyState, cfg: DetectorConfig) -> int | None:
+    """The window start at which the open incident is due to close (for a timer)."""
+    if state.incident is None:
+        return None
+    return state.incident.last + (cfg.quiet_windows + 1) * cfg.window_ms
+
+
+def _found(
+    state: KeyState, f: Finding, w: Window, record: dict[str, Any], now_ms: int
+) -> list[dict[str, Any]]:
+    inc = state.incident
+    if inc is None:
+        inc = state.incident = Incident(
+            f.rule, w.start, w.start, f.severity, f.score, [f.rule], summary=f.summary,
+            rate_key=w.rate_key, consumer=record.get("consumer"),
+            key_fingerprint=record.get("key_fingerprint"),
+        )  # fmt: skip
+        return [_record("open", inc, w.window_ms, w, f, now_ms)]
+    if f.rule not in inc.rules:
+        inc.rules.append(f.rule)
+    if w.start > inc.last:
+        inc.windows += 1
+        inc.last = w.start
+    inc.score = max(inc.score, f.score)
+    if SEVERITY_RANK[f.severity] <= SEVERITY_RANK[inc.severity]:
+        return []
+    inc.severity, inc.rule, inc.summary = f.severity, f.rule, f.summary
+    if inc.updated:
+        return []  # the close record carries the peak
+    inc.updated = True
+    return [_record("update", inc, w.window_ms, w, f, now_ms)]
+
+
+def _settle(state: KeyState, keep_from: int, cfg: DetectorConfig) -> None:
+    """Add the held windows before ``keep_from`` to the baseline; an anomalous one counts as
+    the key's expected count then, so an attack never becomes the new normal (the hour-of-day
+    profile excepted: see metering.baseline ``add``)."""
+    b = state.baseline
+    while state.recent and state.recent[0][0] < keep_from:
+        i, c, bad = state.recent.pop(0)
+        kept = c
+        if bad:
+            kept = min(c, round(bl.expected(b, i, cfg.window_ms, cfg.baseline).mean))
+        bl.add(b, i, kept, cfg.window_ms, cfg.baseline, seen=c)
 
 
 def evaluate(
@@ -213,108 +286,65 @@ def evaluate(
     cfg: DetectorConfig,
     now_ms: int,
 ) -> tuple[KeyState, list[dict[str, Any]]]:
-    """Apply the rules to one window of one key; return the new state and any alerts.
+    """Judge one window record of one key; return the new state and any alert records.
 
     ``record`` is a usage record: a closed window (kind ``window``), a late correction (never
-    alerts), or an ``early`` record of a window still open (only auth_failures is judged)."""
+    judged), or an ``early`` record of a window still open (only rules with ``ON_EARLY``)."""
     start = int(record["window_start"])
-    count = int(record["count"])
-    countries: list[str] = list(record["countries"])
     kind = record.get("kind", "window")
+    index = start // cfg.window_ms
     if state is None:
-        state = KeyState(first_window_start=start)
+        state = KeyState(bl.new_baseline(index), {r.NAME: r.new_state() for r in RULES})
     if kind not in ("window", "early") or (
         state.last_window_start is not None and start <= state.last_window_start
     ):
-        # A late correction, or any record of a window already judged: never alert twice on
-        # the same window.
+        # A late correction, or any record of a window already judged.
         return state, []
-
-    baseline, slots = _baseline(state, start, cfg)
-    learned = slots >= cfg.min_history_windows
-    known = set(state.known_countries)
-    if kind == "early":
-        burst = _auth_failures(int(record["auth_failures"]), count, cfg)
-        if burst is None:
-            return state, []
-        rule, severity, _ = burst
-        sent = state.early_alerts.get(rule, {}).get(start)
-        if sent is not None and SEVERITY_RANK[severity] <= SEVERITY_RANK[sent]:
-            return state, []
-        state.early_alerts.setdefault(rule, {})[start] = severity
-        # The incident continues only from the window right before, if that one is judged yet
-        # (with the watermark's delay it often is not; then this window starts one).
-        follows = state.last_window_start == start - cfg.window_ms
-        incident = state.open_incidents.get(rule, start) if follows else start
-        alert = _alert(burst, record, incident, baseline, learned, [], known, now_ms, bool(sent))
-        return state, [alert]
-
-    # An early record may have come first and created the state with its later window.
-    state.first_window_start = min(state.first_window_start, start)
-    floor = max(baseline, 1.0)
-    ratio = count / floor
-    # On a key's first window every country would be "new"; that says nothing.
-    new_countries = sorted(c for c in countries if c not in known) if known else []
-
-    fired: list[tuple[str, str, str]] = []
-    spike = learned and count >= cfg.spike_min_count and count >= cfg.spike_factor * floor
-    if spike:
-        severity = "critical" if ratio >= 4 * cfg.spike_factor else "high"
-        fired.append(("rate_spike", severity, f"{count} requests vs baseline {baseline:.1f}"))
-    if (
-        learned
-        and known
-        and new_countries
-        and count >= cfg.new_country_min_count
-        and count >= cfg.new_country_rise_factor * floor
-    ):
-        severity = "critical" if spike else "high"
-        fired.append(
-            (
-                "new_country",
-                severity,
-                f"first use from {','.join(new_countries)} while rate rose to {ratio:.1f}x",
-            )
-        )
-    burst = _auth_failures(int(record["auth_failures"]), count, cfg)
-    if burst is not None:
-        fired.append(burst)
-
-    alerts: list[dict[str, Any]] = []
-    fired_rules = {rule for rule, _, _ in fired}
-    for rule in list(state.open_incidents):
-        if rule not in fired_rules:
-            del state.open_incidents[rule]
-    for f in fired:
-        incident = state.open_incidents.setdefault(f[0], start)
-        # Raised already while the window was open: again only at a higher severity.
-        sent = state.early_alerts.get(f[0], {}).get(start)
-        if sent is None or SEVERITY_RANK[f[1]] > SEVERITY_RANK[sent]:
-            alerts.append(
-                _alert(
-                    f, record, incident, baseline, learned, new_countries, known, now_ms, bool(sent)
-                )
-            )
-    # Early alerts of this window and of earlier ones are settled now; later windows' stay.
-    state.early_alerts = {
-        rule: later
-        for rule, windows in state.early_alerts.items()
-        if (later := {s: sev for s, sev in windows.items() if s > start})
-    }
-
-    # Anomalous windows enter the history at the baseline level, so a sustained attack keeps
-    # being compared with the key's normal traffic rather than with itself.
-    anomalous = bool(fired_rules & {"rate_spike", "new_country"})
-    kept = round(baseline) if anomalous and learned else count
-    horizon = start - cfg.baseline_windows * cfg.window_ms
-    state.history = [(s, c) for s, c in state.history if s >= horizon]
-    state.history.append((start, kept))
-    if not anomalous:
-        state.known_countries = _remember(state.known_countries, countries, cfg)
-    state.last_window_start = start
+    if state.last_window_start is None and index < state.baseline.first_index:
+        # An early record of a later window came first.
+        state.baseline = bl.new_baseline(index)
+    closed = kind == "window"
+    alerts = close_due(state, start, cfg, now_ms)
+    b = state.baseline
+    if closed:
+        _settle(state, index - RECENT_WINDOWS + 1, cfg)
+    exp = bl.expected(b, index, cfg.window_ms, cfg.baseline, pending=RECENT_WINDOWS - 1)
+    # Runs of windows end at this one and reach back to the latest window a finding already
+    # judged, never over it: a window counts towards one finding.
+    after = max((i for i, _, bad in state.recent if bad), default=index - RECENT_WINDOWS)
+    held = {i: c for i, c, _ in state.recent}
+    count = int(record["count"])
+    w = Window(
+        rate_key=record["rate_key"],
+        start=start,
+        index=index,
+        window_ms=cfg.window_ms,
+        closed=closed,
+        count=count,
+        auth_failures=int(record["auth_failures"]),
+        countries=tuple(record["countries"]),
+        expected=exp,
+        learned=b.learned(index, cfg.window_ms, cfg.baseline),
+        recent=(
+            *(held.get(i, 0) for i in range(max(after + 1, index - RECENT_WINDOWS + 1), index)),
+            count,
+        ),
+    )
+    findings = [
+        f
+        for r in RULES
+        if (closed or r.ON_EARLY)
+        and (f := r.check(w, state.rules[r.NAME], cfg.rule_config(r.NAME))) is not None
+    ]
+    for f in findings:
+        alerts.extend(_found(state, f, w, record, now_ms))
+    if closed:
+        # A finding marks the windows it judged (a run of ``span`` windows) as anomalous.
+        span = max((f.span for f in findings if f.anomalous), default=0)
+        state.recent = [(i, c, bad or i > index - span) for i, c, bad in state.recent] + [
+            (index, count, span > 0)
+        ]
+        for r in RULES:
+            r.learn(w, state.rules[r.NAME], cfg.rule_config(r.NAME), state.incident is not None)
+        state.last_window_start = start
     return state, alerts
-
-
-def _remember(known: list[str], seen: Iterable[str], cfg: DetectorConfig) -> list[str]:
-    merged = [c for c in known if c not in set(seen)] + sorted(set(seen))
-    return merged[-cfg.max_known_countries :]

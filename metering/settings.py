@@ -20,6 +20,7 @@ from typing import Any, Literal
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from metering.baseline import BaselineConfig
 from metering.detect import DetectorConfig
 from metering.kafka_security import kafka_security_options
 from metering.records import (
@@ -30,6 +31,7 @@ from metering.records import (
     SINK_RECORD_FRAMING_BYTES,
     Limits,
 )
+from metering.rules import geography, guessing, rate
 
 ENV_PREFIX = "PIPELINE_"
 HASH_KEY_ENV = "PIPELINE_HASH_KEY"
@@ -284,14 +286,35 @@ class PipelineSettings(BaseSettings):
         30, ge=1, description="a source subtask without events this long stops holding watermarks"
     )
     # Detection
-    baseline_windows: int = Field(12, ge=1, description="windows in a key's baseline")
-    min_history_windows: int = Field(3, ge=1, description="windows learned before rules fire")
-    spike_factor: float = Field(5.0, gt=1, description="count/baseline ratio that is a spike")
-    spike_min_count: int = Field(20, ge=1, description="fewer requests never count as a spike")
-    new_country_rise_factor: float = Field(
-        1.5, gt=0, description="rate rise (x baseline) that makes a new country suspicious"
+    rate_sensitivity: float = Field(
+        9.0,
+        gt=0,
+        description="rate_spike fires when a window's tail probability under the key's own "
+        "baseline is at most 10^-this (higher: fewer, surer alerts)",
     )
-    new_country_min_count: int = Field(5, ge=1, description="min requests for a new-country alert")
+    spike_min_count: int = Field(3, ge=1, description="fewer requests never count as a spike")
+    spike_min_ratio: float = Field(
+        3.0, gt=1, description="nor fewer than this many times the expected count"
+    )
+    baseline_learn_minutes: float = Field(
+        30.0, gt=0, description="event time a key is learned before the baseline rules fire"
+    )
+    country_half_life_days: float = Field(
+        7.0, gt=0, description="a country's familiarity to a key halves in this many idle days"
+    )
+    country_familiar_after_minutes: float = Field(
+        60.0,
+        ge=0,
+        description="a new country becomes familiar after this long without an open incident",
+    )
+    slow_guessing_min: float = Field(
+        10.0,
+        gt=0,
+        description="rejected calls accumulated over ~5 min (decaying) that make slow guessing",
+    )
+    incident_quiet_minutes: float = Field(
+        10.0, gt=0, description="an incident closes after this long without a finding"
+    )
     auth_failure_min: int = Field(20, ge=1, description="401/403 answers per window to alert")
     auth_failure_ratio: float = Field(0.5, gt=0, le=1, description="and their share of requests")
     early_alerts: bool = Field(
@@ -455,15 +478,23 @@ class PipelineSettings(BaseSettings):
     def detector(self) -> DetectorConfig:
         return DetectorConfig(
             window_ms=self.window_seconds * 1000,
-            baseline_windows=self.baseline_windows,
-            min_history_windows=self.min_history_windows,
-            spike_factor=self.spike_factor,
-            spike_min_count=self.spike_min_count,
-            new_country_rise_factor=self.new_country_rise_factor,
-            new_country_min_count=self.new_country_min_count,
-            auth_failure_min=self.auth_failure_min,
-            auth_failure_ratio=self.auth_failure_ratio,
             early_alerts=self.early_alerts,
+            quiet_minutes=self.incident_quiet_minutes,
+            baseline=BaselineConfig(learn_minutes=self.baseline_learn_minutes),
+            rate_spike=rate.Config(
+                sensitivity=self.rate_sensitivity,
+                min_count=self.spike_min_count,
+                min_ratio=self.spike_min_ratio,
+            ),
+            new_country=geography.Config(
+                half_life_days=self.country_half_life_days,
+                familiar_after_minutes=self.country_familiar_after_minutes,
+            ),
+            auth_failures=guessing.Config(
+                min_per_window=self.auth_failure_min,
+                min_share=self.auth_failure_ratio,
+                slow_min=self.slow_guessing_min,
+            ),
         )
 
     def flink_overrides(self) -> dict[str, str]:

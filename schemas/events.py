@@ -12,7 +12,7 @@ it emits against these models with ``extra="forbid"``.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Literal, get_args
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -268,31 +268,49 @@ class WindowCount(_Out):
 
 
 class Alert(_Out):
-    """A suspected compromised key, on the alerts topic keyed by rate key."""
+    """A record of an incident on a key (a suspected compromise), on the alerts topic keyed by
+    rate key: ``open`` when it starts, one ``update`` if its severity rises, ``closed`` when
+    it ends. docs/detection.md explains the rules."""
 
-    alert_id: str = Field(description="deterministic: same rule, key and window give the same id")
-    rule: Literal["rate_spike", "new_country", "auth_failures"]
+    alert_id: str = Field(
+        description="deterministic: the same key, incident and status give the same id"
+    )
+    status: Literal["open", "update", "closed"]
+    rule: Literal["rate_spike", "new_country", "auth_failures", "distributed_guessing"] = Field(
+        description="the rule of the finding behind this record (a close: of the incident's peak)"
+    )
+    rules: list[str] = Field(description="every rule that found something in the incident")
     severity: Literal["warning", "high", "critical"]
+    score: float = Field(description="the finding's strength: -log10 of its probability, or "
+                         "the rejected calls behind it")  # fmt: skip
+    probability: float | None = Field(
+        None, description="how likely the window is under the key's own normal (null: no model)"
+    )
     rate_key: str
     consumer: str | None = None
     key_fingerprint: str | None = None
-    window_start: int
+    window_start: int = Field(description="the window judged (a close: the incident's last)")
     window_end: int
     window_closed: bool = Field(
         description="false: raised while the window was still open (auth_failures), so the "
         "counts are those seen until then"
     )
-    incident_start: int = Field(
-        description="window_start of the first window of this run of alerts"
+    incident_start: int = Field(description="window_start of the window that opened it")
+    incident_windows: int = Field(description="windows with a finding so far")
+    observed_count: int | None = Field(None, description="requests in the window (null: a close)")
+    expected_count: float | None = Field(
+        None, description="the key's expected requests per window then"
     )
-    observed_count: int
-    baseline: float = Field(description="mean requests per window over the key's recent history")
-    ratio: float | None = None
+    expected_sd: float | None = Field(None, description="and their standard deviation")
+    expected_from: str | None = Field(
+        None, description="the baseline it came from: minutes, hour, day or hour-of-day"
+    )
     countries_seen: list[str] = Field(description="countries in this window")
-    new_countries: list[str] = Field(default_factory=list)
-    known_countries: list[str] = Field(default_factory=list)
-    auth_failures: int
+    auth_failures: int | None = None
     summary: str
+    features: dict[str, Any] = Field(
+        default_factory=dict, description="the rule's figures: what it saw and compared"
+    )
     detected_at: int
 
 

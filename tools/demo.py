@@ -26,7 +26,7 @@ from confluent_kafka import Consumer, TopicPartition
 
 from metering.settings import HASH_KEY_ENV, PipelineSettings
 from tools.topics import ensure_topics, pipeline_topics
-from tools.traffic import LiveStats, run_live
+from tools.traffic import SCENARIO_JOB_FLAGS, LiveStats, run_live
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -176,6 +176,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             cfg.bootstrap_servers,
             "--checkpoint-interval-seconds",
             str(cfg.checkpoint_interval_seconds),
+            # The demo's keys are born with it: a minute of history, not the default 30.
+            *SCENARIO_JOB_FLAGS,
         ],
         cwd=REPO,
         env=env,

@@ -591,12 +591,13 @@ class AlertCheck:
 
 def check_alerts(expected: set[AlertSlot], alerts: Sequence[dict[str, Any]]) -> AlertCheck:
     """Every expected alert present; no other alert; an alert sent more than once always with
-    the same ``alert_id`` (per slot and severity: an escalation has an id of its own)."""
+    the same ``alert_id`` (per slot, severity and status: an incident's escalation and its
+    close have ids of their own; a burst's close names the burst's window)."""
     ids: defaultdict[tuple[AlertSlot, str], set[str]] = defaultdict(set)
     sent: Counter[str] = Counter()
     for a in alerts:
         slot = (str(a["rule"]), str(a["rate_key"]), int(a["window_start"]))
-        ids[(slot, str(a.get("severity")))].add(str(a["alert_id"]))
+        ids[(slot, f"{a.get('severity')}/{a.get('status', 'open')}")].add(str(a["alert_id"]))
         sent[str(a["alert_id"])] += 1
     seen = {slot for slot, _ in ids}
     return AlertCheck(

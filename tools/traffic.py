@@ -54,6 +54,11 @@ STEADY_SPREAD: Final = 0.2
 """Steady consumers stay within mean ± 20 % per window, so they never look like a spike."""
 
 ATTACK_MULTIPLIER: Final = 15
+SCENARIO_LEARN_MINUTES: Final = 1.0
+"""How long the detector learns a key before its baseline rules fire, where the scenario runs
+(tests, the demo): its keys have about a minute of history before the attack; the job's default
+learns 30 minutes (metering.baseline)."""
+SCENARIO_JOB_FLAGS: Final = ("--baseline-learn-minutes", f"{SCENARIO_LEARN_MINUTES:g}")
 TOO_DEEP_LEVELS: Final = 5000
 
 _URLSAFE: Final = string.ascii_letters + string.digits + "-_"
@@ -1732,3 +1737,48 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+def scenario_alert_problems(
+    alerts: Sequence[Mapping[str, Any]],
+    truth: GroundTruth,
+    burst_window_start: int,
+    early: bool = True,
+) -> list[str]:
+    """What is wrong with the job's alert records for the default scenario (empty: nothing).
+
+    The detector must raise exactly: one incident on the attacked key, opened by rate_spike on
+    the attack's first window, in which new_country also fires, and closed by the end of the
+    input; and one auth_failures incident per client of the 401 burst, opened on its window
+    (before the window closed, if ``early``). Every record's id is its own."""
+    problems = []
+    victim = [a for a in alerts if a["rate_key"] == truth.attacked_key]
+    first = truth.attack_windows[0] if truth.attack_windows else None
+    if [a["status"] for a in victim] != ["open", "closed"]:
+        problems.append(f"attacked key: records {[a['status'] for a in victim]}, not open, closed")
+    else:
+        opened, closed = victim
+        if (opened["rule"], opened["window_start"], opened["incident_start"]) != (
+            "rate_spike", first, first,
+        ):  # fmt: skip
+            problems.append(f"attacked key: opened by {opened['rule']} at {opened['window_start']}")
+        if closed["rules"] != ["rate_spike", "new_country"] or closed["incident_start"] != first:
+            problems.append(f"attacked key: closed with rules {closed['rules']}")
+    others = [a for a in alerts if a["rate_key"] != truth.attacked_key]
+    clients = {a["rate_key"] for a in others}
+    for key in sorted(clients):
+        mine = [a for a in others if a["rate_key"] == key]
+        shape = [(a["status"], a["rule"], a["window_start"]) for a in mine]
+        want = [
+            ("open", "auth_failures", burst_window_start),
+            ("closed", "auth_failures", burst_window_start),
+        ]
+        if not key.startswith("client:") or shape != want:
+            problems.append(f"{key}: {shape}, want {want}")
+        if early and mine and mine[0]["window_closed"]:
+            problems.append(f"{key}: the burst was judged only when its window closed")
+    if len(clients) != 2:
+        problems.append(f"burst: {len(clients)} client keys alerted, want 2")
+    if len({a["alert_id"] for a in alerts}) != len(alerts):
+        problems.append("an alert id repeats")
+    return problems

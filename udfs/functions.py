@@ -21,7 +21,7 @@ from pyflink.datastream.functions import (
 from pyflink.datastream.state import StateTtlConfig, ValueStateDescriptor
 from pyflink.table.udf import FunctionContext, ScalarFunction, udf
 
-from metering.detect import DetectorConfig, KeyState, evaluate
+from metering.detect import DetectorConfig, KeyState, close_due, evaluate, next_close
 from metering.geo import GeoLookup
 from metering.records import CLIENT_KEY_PREFIX, Limits, RecordProcessor, SourceRef, dumps
 from metering.redact import Pseudonymizer
@@ -217,7 +217,9 @@ def detector_state_descriptors(
 
 
 class DetectAnomalies(KeyedProcessFunction):
-    """Per-key baseline and known countries in keyed state; emits alerts as (key, json)."""
+    """The detector (metering.detect) over each rate key's window records, its state in keyed
+    state; emits alert records as (key, json). An event-time timer closes an incident whose key
+    has gone quiet, as the key's next record would."""
 
     def __init__(
         self, cfg: DetectorConfig, state_ttl_hours: int, client_state_ttl_hours: int | None = None
@@ -233,12 +235,32 @@ class DetectAnomalies(KeyedProcessFunction):
         }
         self._alerts = runtime_context.get_metrics_group().counter("alerts")
 
+    def _emit(
+        self, state: KeyState, alerts: list[dict[str, Any]], ctx: KeyedProcessFunction.Context
+    ) -> Iterable[Row]:
+        due = next_close(state, self._cfg)
+        if due is not None:
+            ctx.timer_service().register_event_time_timer(due)
+        for alert in alerts:
+            self._alerts.inc()
+            yield Row(k=alert["rate_key"], v=dumps(alert))
+
     def process_element(self, value: Row, ctx: KeyedProcessFunction.Context) -> Iterable[Row]:
         record = json.loads(value.json)
         store = self._states[detector_state_name(record["rate_key"])]
         state: KeyState | None = store.value()
         state, alerts = evaluate(state, record, self._cfg, int(time.time() * 1000))
         store.update(state)
-        for alert in alerts:
-            self._alerts.inc()
-            yield Row(k=alert["rate_key"], v=dumps(alert))
+        yield from self._emit(state, alerts, ctx)
+
+    def on_timer(self, timestamp: int, ctx: KeyedProcessFunction.OnTimerContext) -> Iterable[Row]:
+        key = ctx.get_current_key()
+        rate_key = key[0] if isinstance(key, Row | tuple) else key
+        store = self._states[detector_state_name(rate_key)]
+        state: KeyState | None = store.value()
+        if state is None:
+            return
+        alerts = close_due(state, timestamp, self._cfg, int(time.time() * 1000))
+        if alerts:
+            store.update(state)
+        yield from self._emit(state, alerts, ctx)

@@ -206,9 +206,13 @@ def test_the_fast_mode_judges_records_in_the_order_the_job_emits_them() -> None:
     assert n == 3 * 6  # five early records and the close, per window
     times = [a["event_ms"] for a in alerts]
     assert times == sorted(times)
-    # Early alerts only: each window alerts at the threshold and escalates at 5x, and its close
-    # repeats neither.
-    assert [a["severity"] for a in alerts] == ["warning", "high"] * 3
+    # One incident: opened by the first window's early record at the threshold, escalated once
+    # at 5x, closed at the end of the input; no window's close repeats them.
+    assert [(a["status"], a["severity"], a["window_closed"]) for a in alerts] == [
+        ("open", "warning", False),
+        ("update", "high", False),
+        ("closed", "high", True),
+    ]
 
 
 def test_every_country_has_addresses_in_the_geo_database() -> None:

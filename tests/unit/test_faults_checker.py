@@ -192,8 +192,14 @@ def test_check_alerts_allows_repeats_only_with_the_same_id() -> None:
     assert same.problems() == [] and same.repeated == 1
 
     different = check_alerts(expected, [_alert("fb0", T0, "a"), _alert("fb0", T0, "b")])
-    assert different.conflicting_ids == [(("auth_failures", "fb0", T0), "warning", ["a", "b"])]
+    assert different.conflicting_ids == [(("auth_failures", "fb0", T0), "warning/open", ["a", "b"])]
     assert len(different.problems()) == 1
+
+    # The incident's close names the burst's window, with an id of its own: not a conflict.
+    closed = check_alerts(
+        expected, [_alert("fb0", T0, "a"), {**_alert("fb0", T0, "z"), "status": "closed"}]
+    )
+    assert closed.problems() == []
 
     # An escalation is another severity with an id of its own: not a conflict.
     escalated = check_alerts(

@@ -51,6 +51,7 @@ COMPATIBLE = {
     "integer": {"INT", "LONG", "TIMESTAMP"},
     "number": {"DOUBLE", "FLOAT"},
     "boolean": {"BOOLEAN"},
+    "object": {"JSON"},
 }
 VALUES = placeholder_values(
     bootstrap_servers="kafka-1:9092,kafka-2:9092",

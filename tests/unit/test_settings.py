@@ -9,8 +9,10 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
+from metering.baseline import BaselineConfig
 from metering.detect import DetectorConfig
 from metering.records import Limits
+from metering.rules import geography, guessing, rate
 from metering.settings import (
     HASH_KEY_ENV,
     HashKeyError,
@@ -66,11 +68,11 @@ def test_environment_over_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PIPELINE_RAW_TOPIC", "env.raw")
     monkeypatch.setenv("PIPELINE_WINDOW_SECONDS", "30")
     monkeypatch.setenv("PIPELINE_BOUNDED", "true")
-    monkeypatch.setenv("PIPELINE_SPIKE_FACTOR", "7.5")
+    monkeypatch.setenv("PIPELINE_RATE_SENSITIVITY", "7.5")
     monkeypatch.setenv("PIPELINE_STARTUP_MODE", "earliest-offset")
     monkeypatch.setenv("PIPELINE_GROUP_ID", "")  # empty means unset
     s = settings_from_args([])
-    assert (s.raw_topic, s.window_seconds, s.bounded, s.spike_factor, s.startup_mode) == (
+    assert (s.raw_topic, s.window_seconds, s.bounded, s.rate_sensitivity, s.startup_mode) == (
         "env.raw",
         30,
         True,
@@ -155,7 +157,7 @@ def test_help_lists_every_flag_and_environment_variable(
         (["--bootstrap-servers", "localhost"], "expected host:port"),
         (["--max-depth", "501"], "max_depth"),
         (["--auth-failure-ratio", "1.5"], "auth_failure_ratio"),
-        (["--spike-factor", "1"], "spike_factor"),
+        (["--spike-min-ratio", "1"], "spike_min_ratio"),
         (["--transaction-timeout-ms", "1000"], "transaction_timeout_ms"),
         (["--enriched-topic", "gateway.raw"], "must be distinct"),
         (["--dlq-topic", "t", "--usage-topic", "t"], "must be distinct"),
@@ -379,12 +381,14 @@ def test_detector_and_limits_follow_the_settings() -> None:
     s = settings_from_args(
         [
             "--window-seconds", "30",
-            "--baseline-windows", "20",
-            "--min-history-windows", "5",
-            "--spike-factor", "8",
+            "--baseline-learn-minutes", "5",
+            "--rate-sensitivity", "8",
             "--spike-min-count", "50",
-            "--new-country-rise-factor", "2",
-            "--new-country-min-count", "9",
+            "--spike-min-ratio", "4",
+            "--country-half-life-days", "3",
+            "--country-familiar-after-minutes", "30",
+            "--slow-guessing-min", "12",
+            "--incident-quiet-minutes", "2",
             "--auth-failure-min", "30",
             "--auth-failure-ratio", "0.8",
             "--max-record-bytes", "4096",
@@ -395,14 +399,11 @@ def test_detector_and_limits_follow_the_settings() -> None:
     )  # fmt: skip
     assert s.detector() == DetectorConfig(
         window_ms=30_000,
-        baseline_windows=20,
-        min_history_windows=5,
-        spike_factor=8.0,
-        spike_min_count=50,
-        new_country_rise_factor=2.0,
-        new_country_min_count=9,
-        auth_failure_min=30,
-        auth_failure_ratio=0.8,
+        quiet_minutes=2.0,
+        baseline=BaselineConfig(learn_minutes=5.0),
+        rate_spike=rate.Config(sensitivity=8.0, min_count=50, min_ratio=4.0),
+        new_country=geography.Config(half_life_days=3.0, familiar_after_minutes=30.0),
+        auth_failures=guessing.Config(min_per_window=30, min_share=0.8, slow_min=12.0),
     )
     assert s.limits() == Limits(
         max_record_bytes=4096, max_depth=10, max_batch_entries=7, dlq_payload_chars=512

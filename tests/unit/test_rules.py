@@ -1,0 +1,229 @@
+"""The detector's rules (metering/rules/) and the shared baseline (metering/baseline.py), on
+window records of made-up keys: what each rule must see, and what it must let pass."""
+
+from __future__ import annotations
+
+import math
+import random
+from typing import Any
+
+import numpy as np
+import pytest
+
+from metering import baseline as bl
+from metering.detect import DetectorConfig, KeyState, WindowAgg, evaluate, window_record
+
+CFG = DetectorConfig()
+W = CFG.window_ms
+PER_HOUR = 3_600_000 // W
+T0 = 1_767_225_600_000  # a midnight (UTC)
+NOW = T0
+
+
+def rec(
+    i: int, count: int, countries: list[str], failures: int = 0, key: str = "k"
+) -> dict[str, Any]:
+    agg = WindowAgg(count=count, units=float(count), auth_failures=failures,
+                    countries=set(countries), consumer=key, key_fingerprint=None)  # fmt: skip
+    return window_record(key, T0 + i * W, T0 + (i + 1) * W, agg)
+
+
+def run(
+    counts: Any, countries: Any = None, failures: Any = None, key: str = "k",
+    state: KeyState | None = None, offset: int = 0,
+) -> tuple[KeyState | None, list[tuple[int, dict[str, Any]]]]:  # fmt: skip
+    """Judge the windows with a call; return the state and (window index, record) alerts."""
+    out = []
+    for i, c in enumerate(counts):
+        if not c:
+            continue
+        where = countries(i) if callable(countries) else (countries or ["GB"])
+        f = int(failures[i]) if failures is not None else 0
+        state, alerts = evaluate(state, rec(offset + i, int(c), where, f, key), CFG, NOW)
+        out.extend((offset + i, a) for a in alerts)
+    return state, out
+
+
+def opened(alerts: list[tuple[int, dict[str, Any]]]) -> list[tuple[int, str]]:
+    return [(i, a["rule"]) for i, a in alerts if a["status"] == "open"]
+
+
+def poisson_gamma(rate: Any, shape: float, seed: int) -> Any:
+    rng = np.random.default_rng(seed)
+    rate = np.asarray(rate, dtype=float)
+    return rng.poisson(rate * rng.gamma(shape, 1 / shape, size=rate.shape))
+
+
+def diurnal(hours: float, peak: float, days: float = 2.0) -> Any:
+    h = (np.arange(int(days * 24 * PER_HOUR)) / PER_HOUR) % 24
+    return peak * (0.06 + 0.94 * np.clip(np.sin(math.pi * (h - 7) / 15), 0, 1))
+
+
+# -- the baseline ------------------------------------------------------------------------------
+
+
+def test_tail_probability_is_poisson_or_negative_binomial() -> None:
+    assert bl.tail_probability(10, 2.0, 2.0) == pytest.approx(4.6498e-5, rel=1e-3)
+    assert bl.tail_probability(0, 2.0, 2.0) == 1.0
+    # Burstier (variance 10 at mean 2): the same window is far less surprising.
+    assert bl.tail_probability(10, 2.0, 10.0) > 100 * bl.tail_probability(10, 2.0, 2.0)
+
+
+def test_the_baseline_learns_a_steady_rate_and_its_burstiness() -> None:
+    b = bl.new_baseline(0)
+    counts = poisson_gamma(np.full(6 * PER_HOUR, 20.0), 4.0, 1)  # variance 20 + 20^2/4
+    for i, c in enumerate(counts):
+        bl.add(b, i, float(c), W, CFG.baseline)
+    exp = bl.expected(b, len(counts), W, CFG.baseline)
+    assert exp.mean == pytest.approx(20, rel=0.15)
+    assert bl.burstiness(b, W, CFG.baseline) == pytest.approx(0.25, rel=0.35)
+
+
+def test_silent_windows_count_as_zero_and_the_day_scale_remembers() -> None:
+    b = bl.new_baseline(0)
+    for i in range(2 * PER_HOUR):
+        bl.add(b, i, 10.0, W, CFG.baseline)
+    later = bl.expected(b, 5 * PER_HOUR, W, CFG.baseline)  # 3 silent hours later
+    assert later.source == "day"
+    assert 2 < later.mean < 10
+
+
+def test_the_hour_of_day_profile_learns_yesterday_at_this_hour() -> None:
+    b = bl.new_baseline(0)
+    day = [50.0 if 9 <= (i // PER_HOUR) % 24 < 17 else 1.0 for i in range(24 * PER_HOUR)]
+    for i, c in enumerate(day):
+        bl.add(b, i, c, W, CFG.baseline)
+    at_night = bl.expected(b, 24 * PER_HOUR + 3 * PER_HOUR, W, CFG.baseline)
+    at_noon = bl.expected(b, 24 * PER_HOUR + 12 * PER_HOUR, W, CFG.baseline)
+    assert at_noon.source == "hour-of-day" and at_noon.mean == pytest.approx(50)
+    assert at_night.mean < 2
+
+
+# -- rate_spike --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("peak", "shape"), [(0.05, 2.0), (2.0, 1.5), (50.0, 5.0), (300.0, 50.0)])
+def test_diurnal_keys_of_any_rate_and_burstiness_raise_nothing(peak: float, shape: float) -> None:
+    counts = poisson_gamma(diurnal(24, peak), shape, int(peak * 100))
+    _, alerts = run(counts)
+    assert opened(alerts) == []
+
+
+def test_a_nightly_batch_alerts_the_first_night_and_is_normal_the_next() -> None:
+    rate = np.full(2 * 24 * PER_HOUR, 2.0)
+    for night in (0, 1):
+        at = night * 24 * PER_HOUR + 3 * PER_HOUR
+        rate[at : at + 20 * 6] = 60.0  # 20 minutes at 30x, 03:00 every night
+    counts = poisson_gamma(rate, 20.0, 3)
+    _, alerts = run(counts)
+    assert [i // (24 * PER_HOUR) for i, _ in opened(alerts)] == [0]
+
+
+def test_night_time_use_at_the_owners_daytime_rate_is_found_within_two_windows() -> None:
+    rate = diurnal(24, 5.0)
+    at = 24 * PER_HOUR + 2 * PER_HOUR  # 02:00 on day 2, when the key makes 0.3 calls a window
+    rate[at : at + 30 * 6] += 5.0
+    counts = poisson_gamma(rate, 10.0, 4)
+    _, alerts = run(counts)
+    first = opened(alerts)
+    assert first and first[0][1] == "rate_spike" and at <= first[0][0] <= at + 1
+
+
+def test_a_key_back_from_hours_of_silence_is_not_an_attack() -> None:
+    rate = np.full(2 * 24 * PER_HOUR, 5.0)
+    rate[30 * PER_HOUR : 36 * PER_HOUR] = 0.0
+    _, alerts = run(poisson_gamma(rate, 20.0, 5))
+    assert opened(alerts) == []
+
+
+def test_a_bursty_key_is_judged_against_its_own_bursts() -> None:
+    counts = poisson_gamma(np.full(24 * PER_HOUR, 10.0), 1.5, 6)
+    _, alerts = run(counts)
+    assert opened(alerts) == []
+    assert max(counts) > 6 * 10  # bursts a fixed 5x rule would have called spikes
+
+
+def test_nothing_fires_while_a_key_is_learned() -> None:
+    counts = [1] * 10 + [500] * 5
+    _, alerts = run(counts)
+    assert alerts == []
+
+
+# -- new_country -------------------------------------------------------------------------------
+
+
+def test_a_thief_calling_alongside_the_owner_is_found_within_two_windows() -> None:
+    rate = np.full(26 * PER_HOUR, 4.0)
+    counts = poisson_gamma(rate, 20.0, 7)
+    at = 25 * PER_HOUR
+    _, alerts = run(counts, lambda i: ["GB", "BR"] if at <= i < at + 360 else ["GB"])
+    assert opened(alerts) and opened(alerts)[0] in [(at, "new_country"), (at + 1, "new_country")]
+    found = next(a for _, a in alerts if a["status"] == "open")
+    assert found["features"]["new_countries"] == ["BR"]
+    assert found["features"]["concurrent"] is True
+
+
+def test_a_traveller_who_stops_calling_from_home_raises_nothing() -> None:
+    counts = poisson_gamma(np.full(30 * PER_HOUR, 4.0), 20.0, 8)
+    leave = 26 * PER_HOUR
+    _, alerts = run(counts, lambda i: ["GB"] if i < leave else ["JP"])
+    assert opened(alerts) == []
+
+
+def test_a_leaked_key_used_from_many_countries_at_once_is_critical() -> None:
+    counts = poisson_gamma(np.full(26 * PER_HOUR, 3.0), 20.0, 9)
+    at = 25 * PER_HOUR
+    counts[at] += 12
+    _, alerts = run(counts, lambda i: ["US", "BR", "DE", "JP", "NG"] if i == at else ["US"])
+    assert opened(alerts) == [(at, "new_country")]
+    assert alerts[0][1]["severity"] == "critical" and alerts[0][1]["features"]["leak"]
+
+
+def test_a_roaming_key_seeing_another_country_raises_nothing() -> None:
+    rng = random.Random(10)
+    roam = [f"R{i}" for i in range(40)]
+    counts = poisson_gamma(np.full(30 * PER_HOUR, 20.0), 20.0, 10)
+    # Home plus a country drawn from ever more of the 40 (new ones keep appearing).
+    _, alerts = run(counts, lambda i: ["US", rng.choice(roam[: 8 + i // PER_HOUR])])
+    assert opened(alerts) == []
+
+
+def test_a_country_is_not_learned_from_the_windows_judged_and_fades_over_days() -> None:
+    counts = np.full(26 * PER_HOUR, 4)
+    at = 25 * PER_HOUR
+    state, alerts = run(counts, lambda i: ["GB", "BR"] if i >= at else ["GB"])
+    assert opened(alerts) == [(at + 1, "new_country")]
+    assert state is not None
+    assert "BR" not in state.rules["new_country"].familiar  # an incident is open
+    # A month without GB: it is new again.
+    geo = state.rules["new_country"]
+    later = T0 + (at + 30 * 24 * PER_HOUR) * W
+    from metering.rules import geography
+
+    assert geography._familiarity(geo.familiar["GB"], later, CFG.new_country) < 0.5
+
+
+# -- auth_failures -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("per_window", "within"), [(200, 0), (50, 0), (10, 1), (2, 8)])
+def test_guessing_is_found_at_any_speed(per_window: int, within: int) -> None:
+    tries = [per_window] * 60
+    _, alerts = run(tries, [], failures=tries, key="client:x")
+    assert opened(alerts)[0] == (opened(alerts)[0][0], "auth_failures")
+    assert opened(alerts)[0][0] <= within
+
+
+def test_a_misconfigured_client_or_a_stray_rejection_raises_nothing() -> None:
+    retry = [1 if i % 6 == 0 else 0 for i in range(24 * PER_HOUR)]  # every minute, all day
+    _, alerts = run(retry, [], failures=retry, key="client:m")
+    assert alerts == []
+    _, alerts = run([6], [], failures=[6], key="client:s")
+    assert alerts == []
+
+
+def test_an_owners_few_rejections_among_many_calls_raise_nothing() -> None:
+    counts = np.full(3 * PER_HOUR, 100)
+    failures = np.full(3 * PER_HOUR, 3)
+    _, alerts = run(counts, failures=failures)
+    assert alerts == []
