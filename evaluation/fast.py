@@ -19,11 +19,13 @@ from typing import Any
 
 import numpy as np
 
+from evaluation.score import SHARED
 from evaluation.traffic import (
     HOUR_MS,
     POPULATIONS,
     WINDOW_MS,
     Attack,
+    Counts,
     KeyTraffic,
     Plan,
     Spec,
@@ -33,6 +35,48 @@ from evaluation.traffic import (
     plan,
 )
 from metering.detect import DetectorConfig, KeyState, close_due, early_thresholds, evaluate
+from metering.records import CLIENT_KEY_PREFIX, SHARED_KEY
+
+END_OF_TIME = 2**62
+
+
+@dataclass(slots=True)
+class Shared:
+    """The shared signal's counts so far: per window, the unidentified clients rejected, their
+    rejected calls, and their calls per country (as the job's shared window counts them)."""
+
+    clients: Counts
+    failures: Counts
+    countries: dict[int, dict[str, int]]
+
+    @classmethod
+    def empty(cls, windows: int) -> Shared:
+        return cls(np.zeros(windows, np.int64), np.zeros(windows, np.int64), {})
+
+    def add(self, kt: KeyTraffic) -> None:
+        if not kt.rate_key.startswith(CLIENT_KEY_PREFIX):
+            return
+        self.clients += kt.failures > 0
+        self.failures += kt.failures
+        for i, by_country in kt.countries.items():
+            if kt.failures[i]:
+                mine = self.countries.setdefault(i, {})
+                for c, n in by_country.items():
+                    mine[c] = mine.get(c, 0) + n
+
+    def merge(self, other: Shared) -> None:
+        self.clients += other.clients
+        self.failures += other.failures
+        for i, by_country in other.countries.items():
+            mine = self.countries.setdefault(i, {})
+            for c, n in by_country.items():
+                mine[c] = mine.get(c, 0) + n
+
+    def traffic(self) -> KeyTraffic:
+        zero = np.zeros_like(self.clients)
+        return KeyTraffic(
+            SHARED_KEY, SHARED, None, self.clients, self.failures, zero, zero, self.countries
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +87,7 @@ class Outcome:
     key_hours: float
     window_records: int
     spans: dict[int, list[tuple[int, int]]]
+    shared: Shared | None = None
 
 
 def legit_key_hours(kt: KeyTraffic, spec: Spec) -> int:
@@ -59,14 +104,15 @@ def window_records(
     kt: KeyTraffic, spec: Spec, cfg: DetectorConfig, out_of_orderness_ms: int
 ) -> Iterator[tuple[dict[str, Any], int]]:
     """The key's window records, window by window, each with the event time at which the job
-    emits it to the detector."""
-    thresholds = early_thresholds(cfg.auth_failure_min) if cfg.early_alerts else ()
+    emits it to the detector. The shared signal's are of kind ``shared``, never early."""
+    shared = kt.rate_key == SHARED_KEY
+    thresholds = early_thresholds(cfg.auth_failure_min) if cfg.early_alerts and not shared else ()
     for i in kt.active().tolist():
         start = spec.start_ms + i * WINDOW_MS
         count = int(kt.counts[i])
         failures = int(kt.failures[i])
         record = {
-            "kind": "window",
+            "kind": "shared" if shared else "window",
             "rate_key": kt.rate_key,
             "consumer": kt.consumer,
             "key_fingerprint": None,
@@ -104,9 +150,10 @@ def judge(
         state, alerts = evaluate(state, record, cfg, at)
         out.extend(a | {"event_ms": at} for a in alerts)
     if state is not None and records:
-        # The end of the input: the job's watermark passes every close timer.
+        # The end of the input: the job's last watermark (the end of time) fires every close
+        # timer, however recent the incident's last finding.
         end = spec.end_ms + WINDOW_MS
-        out.extend(a | {"event_ms": end} for a in close_due(state, end, cfg, end))
+        out.extend(a | {"event_ms": end} for a in close_due(state, END_OF_TIME, cfg, end))
     return out, n
 
 
@@ -117,9 +164,11 @@ def _judge_keys(
     alerts: list[dict[str, Any]] = []
     populations: dict[str, str] = {}
     spans: dict[int, list[tuple[int, int]]] = defaultdict(list)
+    shared = Shared.empty(spec.windows)
     key_hours = records = 0
     for index in indexes:
         kt = consumer(p, index) if which == "consumer" else client(p, index)
+        shared.add(kt)
         populations[kt.rate_key] = kt.population
         if kt.attack is not None and kt.attack_windows is not None:
             spans[kt.attack].append(kt.attack_windows)
@@ -128,7 +177,7 @@ def _judge_keys(
         got, n = judge(kt, spec, cfg, out_of_orderness_ms)
         alerts.extend(got)
         records += n
-    return Outcome([], alerts, populations, float(key_hours), records, dict(spans))
+    return Outcome([], alerts, populations, float(key_hours), records, dict(spans), shared)
 
 
 def run(spec: Spec, cfg: DetectorConfig, out_of_orderness_ms: int, workers: int = 2) -> Outcome:
@@ -143,22 +192,30 @@ def run(spec: Spec, cfg: DetectorConfig, out_of_orderness_ms: int, workers: int 
     ]
     if workers > 1:
         with multiprocessing.get_context("fork").Pool(workers) as pool:
-            parts = pool.starmap(_judge_keys, tasks)
+            # One task at a time: consumer keys cost far more than clients.
+            parts = pool.starmap(_judge_keys, tasks, chunksize=1)
     else:
         parts = [_judge_keys(*t) for t in tasks]
     spans: dict[int, list[tuple[int, int]]] = defaultdict(list)
     alerts: list[dict[str, Any]] = []
     populations: dict[str, str] = {}
+    shared = Shared.empty(spec.windows)
     for part in parts:
         alerts.extend(part.alerts)
         populations.update(part.populations)
         for a, got in part.spans.items():
             spans[a].extend(got)
+        if part.shared is not None:
+            shared.merge(part.shared)
+    # The shared signal, once every client is counted.
+    on_shared, n = judge(shared.traffic(), spec, cfg, out_of_orderness_ms)
+    alerts.extend(on_shared)
+    populations[SHARED_KEY] = SHARED
     return Outcome(
         labels(p, spans),
         alerts,
         populations,
         sum(part.key_hours for part in parts),
-        sum(part.window_records for part in parts),
+        sum(part.window_records for part in parts) + n,
         dict(spans),
     )

@@ -1,7 +1,7 @@
 """The detector evaluation's scorer: alert records against the injected attacks.
 
-An alert detects an attack when its rate key is one of the attack's (or, for key guessing, a
-shared route or global key) and its window lies from the attack's first window to
+An alert detects an attack when its rate key is one of the attack's (or, for distributed key
+guessing, the shared signal's) and its window lies from the attack's first window to
 ``grace_windows`` after its last. Every other alert in the scored span is false, charged to
 the population of its rate key. Pure; no JVM, no Kafka.
 """
@@ -15,13 +15,14 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from evaluation.traffic import ATTACKS, SHARED_SIGNAL, Attack
+from metering.records import SHARED_KEY
 
 RECALL_WINDOWS: Final = (1, 2, 6, 30)
 GRACE_WINDOWS: Final = 6
 """Windows after an attack's last call in which an alert on its keys still belongs to it."""
-SHARED_KEY_PREFIXES: Final = ("route:", "global")
-"""Rate keys of signals summed over many clients (distributed guessing)."""
 SHARED: Final = "shared signal"
+"""The population false alerts on the shared signal's key (metering.records.SHARED_KEY) are
+charged to."""
 
 
 @dataclass(slots=True)
@@ -84,7 +85,7 @@ def _round(value: float | None, digits: int = 3) -> float | None:
 
 
 def is_shared(rate_key: str) -> bool:
-    return rate_key.startswith(SHARED_KEY_PREFIXES)
+    return rate_key == SHARED_KEY
 
 
 def score(

@@ -30,6 +30,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from pyflink.common import Configuration
 from pyflink.common.typeinfo import RowTypeInfo, Types
@@ -44,6 +45,7 @@ from jobs.kafka_tables import SourceSpec, sink_ddl, sink_specs, source_ddl
 from jobs.preflight import check_brokers
 from metering.detect import early_thresholds
 from metering.geo import GeoLookup
+from metering.records import CLIENT_KEY_PREFIX, SHARED_KEY
 from metering.settings import HashKeyError, PipelineSettings, read_hash_key, settings_from_args
 from schemas.stages import FIRST_SIGHTING, RAW
 from udfs.functions import (
@@ -203,14 +205,20 @@ def python_functions_in_mode(t_env: StreamTableEnvironment, mode: str) -> Iterat
         config.set(PYTHON_EXECUTION_MODE, before)
 
 
+def _java_strings(values: Sequence[str]) -> Any:
+    gateway = get_gateway()
+    out = gateway.new_array(gateway.jvm.String, len(values))
+    for i, value in enumerate(values):
+        out[i] = value
+    return out
+
+
 def usage_windows(first_sightings: DataStream, plan: sql.SqlPlan) -> tuple[DataStream, DataStream]:
     """The usage windows (jvm/, io.github.gatewaypipeline.flink.UsageWindows) over the first
     sightings: (window records, late events)."""
     gateway = get_gateway()
     j_events = first_sightings._j_data_stream
-    names = gateway.new_array(gateway.jvm.String, len(FIRST_SIGHTING.names))
-    for i, name in enumerate(FIRST_SIGHTING.names):
-        names[i] = name
+    names = _java_strings(FIRST_SIGHTING.names)
     thresholds = gateway.new_array(gateway.jvm.long, len(plan.early_thresholds))
     for i, t in enumerate(plan.early_thresholds):
         thresholds[i] = t
@@ -225,6 +233,24 @@ def usage_windows(first_sightings: DataStream, plan: sql.SqlPlan) -> tuple[DataS
         "usage windows per rate key",
     )
     return DataStream(applied.windows()), DataStream(applied.late())
+
+
+def shared_failures(first_sightings: DataStream, plan: sql.SqlPlan) -> DataStream:
+    """The shared signal (jvm/, UsageWindows.sharedFailures): per window, the distinct
+    unidentified clients whose calls were rejected, as window records of kind ``shared``."""
+    j_events = first_sightings._j_data_stream
+    return DataStream(
+        get_gateway().jvm.io.github.gatewaypipeline.flink.UsageWindows.sharedFailures(
+            j_events,
+            _java_strings(FIRST_SIGHTING.names),
+            plan.window_s * 1000,
+            CLIENT_KEY_PREFIX,
+            SHARED_KEY,
+            WINDOW_RECORD_TYPE.get_java_type_info(),
+            "shared-failures",
+            "rejected unidentified clients per window",
+        )
+    )
 
 
 def keyed_by_field(
@@ -341,9 +367,10 @@ def build_pipeline(t_env: StreamTableEnvironment, raw: Table, cfg: PipelineSetti
     # the late events, split off against the windows' own watermark. Then, as usage records,
     # in one stream (with a Row type, not to_data_stream's external type: the keying below
     # reads it).
-    windows, late = usage_windows(
-        t_env.to_data_stream(t_env.sql_query(sql.first_sightings_query())), plan
-    )
+    first_sightings = t_env.to_data_stream(t_env.sql_query(sql.first_sightings_query()))
+    windows, late = usage_windows(first_sightings, plan)
+    # And the shared signal's window records (the detector's only), in the same stream.
+    windows = windows.union(shared_failures(first_sightings, plan))
     t_env.create_temporary_view("window_records", t_env.from_data_stream(windows))
     t_env.create_temporary_view("late_events", t_env.from_data_stream(late))
     usage = t_env.to_append_stream(t_env.sql_query(sql.usage_query(plan)), USAGE_TYPE)

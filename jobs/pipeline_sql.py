@@ -30,6 +30,10 @@ ROLE_DUP = "dup"
 KIND_WINDOW = "window"
 KIND_LATE = "late_correction"
 KIND_EARLY = "early"
+KIND_SHARED = "shared"
+DETECTOR_ONLY_KINDS = (KIND_EARLY, KIND_SHARED)
+"""Window records only the detector reads: early fires of open windows, and the shared signal
+(jvm/ UsageWindows.sharedFailures), which counts clients, not usage."""
 EVENT_TS = "TO_TIMESTAMP_LTZ(event_time, 3)"
 """An event's own time, from the payload (``event_time``: epoch ms)."""
 
@@ -170,8 +174,9 @@ def usage_query(plan: SqlPlan, windows: str = "window_records", late: str = "lat
 
 
 def usage_sink_query(usage: str = "usage_records") -> str:
-    """The usage topic: every usage record but the early ones, which only the detector reads."""
-    return f"SELECT k, json AS v FROM {usage} WHERE kind <> '{KIND_EARLY}'"
+    """The usage topic: every usage record but those only the detector reads."""
+    kinds = ", ".join(f"'{k}'" for k in DETECTOR_ONLY_KINDS)
+    return f"SELECT k, json AS v FROM {usage} WHERE kind NOT IN ({kinds})"
 
 
 def enriched_query(events: str = "events") -> str:

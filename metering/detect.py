@@ -25,9 +25,9 @@ from dataclasses import MISSING, dataclass, field, fields
 from typing import Any
 
 from metering import baseline as bl
-from metering.rules import SEVERITY_RANK, Finding, Window, geography, guessing, rate
+from metering.rules import SEVERITY_RANK, Finding, Window, distributed, geography, guessing, rate
 
-RULES = (rate, geography, guessing)
+RULES = (rate, geography, guessing, distributed)
 """The registered rules, judged in this order."""
 RECENT_WINDOWS = 6
 """Closed windows a key holds back from its baseline: the rules judge runs of up to this many
@@ -44,6 +44,7 @@ class DetectorConfig:
     rate_spike: rate.Config = field(default_factory=rate.Config)
     new_country: geography.Config = field(default_factory=geography.Config)
     auth_failures: guessing.Config = field(default_factory=guessing.Config)
+    distributed_guessing: distributed.Config = field(default_factory=distributed.Config)
 
     @property
     def auth_failure_min(self) -> int:
@@ -295,7 +296,7 @@ def evaluate(
     index = start // cfg.window_ms
     if state is None:
         state = KeyState(bl.new_baseline(index), {r.NAME: r.new_state() for r in RULES})
-    if kind not in ("window", "early") or (
+    if kind not in ("window", "early", "shared") or (
         state.last_window_start is not None and start <= state.last_window_start
     ):
         # A late correction, or any record of a window already judged.
@@ -303,7 +304,8 @@ def evaluate(
     if state.last_window_start is None and index < state.baseline.first_index:
         # An early record of a later window came first.
         state.baseline = bl.new_baseline(index)
-    closed = kind == "window"
+    closed = kind != "early"
+    shared = kind == "shared"
     alerts = close_due(state, start, cfg, now_ms)
     b = state.baseline
     if closed:
@@ -334,6 +336,7 @@ def evaluate(
         f
         for r in RULES
         if (closed or r.ON_EARLY)
+        and shared == r.SHARED
         and (f := r.check(w, state.rules[r.NAME], cfg.rule_config(r.NAME))) is not None
     ]
     for f in findings:
@@ -341,8 +344,11 @@ def evaluate(
     if closed:
         # A finding marks the windows it judged (a run of ``span`` windows) as anomalous.
         span = max((f.span for f in findings if f.anomalous), default=0)
+        # While an incident is open, a window above the expected count is the incident's too,
+        # though no rule fired on it alone: a sustained attack must not lift the baseline.
+        during = state.incident is not None and count > exp.mean
         state.recent = [(i, c, bad or i > index - span) for i, c, bad in state.recent] + [
-            (index, count, span > 0)
+            (index, count, span > 0 or during)
         ]
         for r in RULES:
             r.learn(w, state.rules[r.NAME], cfg.rule_config(r.NAME), state.incident is not None)

@@ -50,6 +50,8 @@ from schemas.events import (
 
 CLIENT_KEY_PREFIX = "client:"
 """Rate keys of rejected calls, counted per client network."""
+SHARED_KEY = "global"
+"""The rate key of the shared signal: rejected calls of every unidentified client together."""
 _KONG_VERSION = re.compile(r"kong/([0-9][\w.\-]*)", re.IGNORECASE)
 AUTH_FAILURE_STATUSES = frozenset({401, 403})
 

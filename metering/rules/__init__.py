@@ -60,6 +60,7 @@ class Rule(Protocol):
 
     NAME: str
     ON_EARLY: bool  # also judged on early records of open windows
+    SHARED: bool  # judges the shared signal's records (kind ``shared``), not keys
 
     def new_state(self) -> Any: ...
 

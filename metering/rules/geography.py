@@ -11,10 +11,11 @@ A pending country alerts when the evidence adds up:
   country. The owner still calls from home while someone calls from elsewhere; an owner who
   travels stops calling from home (the window of the switch has both, the next ones not);
 - or the window is busier than the key's normal (tail probability at most ``rise_p``);
-- or many countries are new at once (``leak_countries``): a leaked key.
+- or many countries are new at once (``leak_countries`` within ``concurrent_span`` windows):
+  a leaked key.
 
-A key that roams (``roaming_countries`` familiar countries or more: mobile apps) alerts on a
-leak, or on concurrent use that also raises its rate.
+A key that roams (``roaming_countries`` familiar or pending countries or more: mobile apps)
+alerts on a leak, or on concurrent use that also raises its rate.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from metering.rules import Finding, Window
 
 NAME = "new_country"
 ON_EARLY = False
+SHARED = False  # judges keys, not the shared signal
 DAY_MS = 86_400_000
 
 
@@ -97,8 +99,13 @@ def check(w: Window, s: State, cfg: Config) -> Finding | None:
     )
     if not known:
         return None
-    roaming = known >= cfg.roaming_countries
-    leak = len(new) >= max(cfg.leak_countries, known // 2 if roaming else 0)
+    # Countries the key uses or has just started to: a young mobile app's roaming shows in its
+    # pending countries before they become familiar.
+    roaming = known + len(s.pending) >= cfg.roaming_countries
+    # New countries of this window and of the last few: a leaked key's thieves spread over
+    # many countries, a few of them a window.
+    fresh = set(new) | {c for c, p in s.pending.items() if w.start - p.last_start <= span}
+    leak = len(fresh) >= max(cfg.leak_countries, known // 2 if roaming else 0)
     concurrent = bool(familiar) and any(
         (s.pending[c].concurrent if c in s.pending else 0) + 1 >= cfg.concurrent_windows
         for c in new + recent

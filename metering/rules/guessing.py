@@ -18,6 +18,7 @@ from metering.rules import Finding, Window
 
 NAME = "auth_failures"
 ON_EARLY = True
+SHARED = False  # judges keys, not the shared signal
 HIGH_MULTIPLE = 5
 """A burst is high from this many times ``min_per_window``, else a warning."""
 

@@ -17,6 +17,7 @@ from metering.rules import Finding, Window, severity_from_score
 
 NAME = "rate_spike"
 ON_EARLY = False
+SHARED = False  # judges keys, not the shared signal
 RUNS = (1, 2, 3, 6)
 """Runs of latest windows judged: one window for a spike, several for a smaller rise that
 lasts (at most the windows the detector holds back, metering.detect.RECENT_WINDOWS)."""
@@ -41,26 +42,36 @@ def new_state() -> None:
     return None
 
 
-def check(w: Window, state: None, cfg: Config) -> Finding | None:
-    if not (w.closed and w.learned):
-        return None
-    floor = cfg.floor_per_hour * w.window_ms / 3_600_000
+def run_surprise(
+    w: Window, floor_per_hour: float, min_count: int, min_ratio: float
+) -> tuple[float, int, int, float] | None:
+    """The most surprising run of the latest windows ending with this one: (probability,
+    windows, count, expected per window), or None if no run has ``min_count`` calls and
+    ``min_ratio`` times its expected count. The runs tried are tests of their own, so their
+    probabilities are multiplied by their number (Bonferroni)."""
+    floor = floor_per_hour * w.window_ms / 3_600_000
     mean = max(w.expected.mean, floor)
     variance = max(w.expected.variance, mean)
-    best: tuple[float, int, int] | None = None  # (p, windows, count)
+    best: tuple[float, int, int, float] | None = None
     for n in RUNS:
         if n > len(w.recent):
             break
         count = sum(w.recent[-n:])
-        if count < cfg.min_count or count < cfg.min_ratio * mean * n:
+        if count < min_count or count < min_ratio * mean * n:
             continue
-        # The runs tried are tests of their own: their chances add up (Bonferroni).
         p = min(1.0, tail_probability(count, mean * n, variance * n) * len(RUNS))
         if best is None or p < best[0]:
-            best = (p, n, count)
+            best = (p, n, count, mean)
+    return best
+
+
+def check(w: Window, state: None, cfg: Config) -> Finding | None:
+    if not (w.closed and w.learned):
+        return None
+    best = run_surprise(w, cfg.floor_per_hour, cfg.min_count, cfg.min_ratio)
     if best is None or best[0] > 10.0**-cfg.sensitivity:
         return None
-    p, n, count = best
+    p, n, count, mean = best
     score = -math.log10(max(p, 1e-300))
     over = f"{n} windows" if n > 1 else "the window"
     return Finding(

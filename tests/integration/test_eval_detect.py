@@ -1,8 +1,11 @@
 """The detector evaluation end to end (evaluation.endtoend): generated traffic with injected
-attacks, as APISIX records through the real job --bounded on the real broker. The job's alerts
-must be exactly the ones the fast mode predicts from the same traffic."""
+attacks, as APISIX records through the real job --bounded on the real broker. The job's
+incidents must be the ones the fast mode predicts from the same traffic, and the detector must
+meet its bounds on them."""
 
 from __future__ import annotations
+
+from collections import Counter
 
 import pytest
 
@@ -24,8 +27,16 @@ SPEC = Spec(
 )
 
 
-def _alerts(alerts: list[dict]) -> set[tuple[str, str, int, str]]:
-    return {(a["rule"], a["rate_key"], int(a["window_start"]), a["severity"]) for a in alerts}
+def _records(alerts: list[dict]) -> Counter[tuple[str, str]]:
+    return Counter((a["status"], a["rate_key"]) for a in alerts)
+
+
+def _closes(alerts: list[dict]) -> set[tuple[str, int, str, tuple[str, ...]]]:
+    return {
+        (a["rate_key"], int(a["window_start"]), a["severity"], tuple(sorted(a["rules"])))
+        for a in alerts
+        if a["status"] == "closed"
+    }
 
 
 def test_the_job_raises_exactly_the_alerts_the_fast_mode_predicts(kafka_bootstrap: str) -> None:
@@ -34,7 +45,13 @@ def test_the_job_raises_exactly_the_alerts_the_fast_mode_predicts(kafka_bootstra
     predicted = fast.run(SPEC, settings.detector(), settings.out_of_orderness_seconds * 1000)
     assert job.attacks == predicted.attacks
     assert job.key_hours == predicted.key_hours > 0
-    assert _alerts(job.alerts) == _alerts(predicted.alerts)
+    # The same records per key, and the same incidents, each closed after the same last
+    # finding at the same peak. Which window opened an incident may differ: in a bounded replay
+    # one partition runs ahead in event time, so an early record of a burst can reach the
+    # detector before the closed windows before it (the fast mode assumes the watermark lags by
+    # the out-of-orderness bound only), and the incident opens on the burst.
+    assert _records(job.alerts) == _records(predicted.alerts)
+    assert _closes(job.alerts) == _closes(predicted.alerts)
 
     report = score(
         job.attacks,

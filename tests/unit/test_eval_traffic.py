@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 from collections import Counter
+from typing import Any
 
 import numpy as np
 import pytest
@@ -237,3 +238,33 @@ def test_night_use_happens_at_the_victim_s_night() -> None:
         assert 1.0 - 5 / 60 <= hour <= 3.5 + 15 / 60
         seen += 1
     assert seen == SPEC.attacks_per_kind
+
+
+def test_the_shared_signal_counts_rejected_unidentified_clients_per_window() -> None:
+    from evaluation.traffic import KeyTraffic
+
+    def key(name: str, failures: dict[int, int], calls: dict[int, int] | None = None) -> Any:
+        f = np.zeros(SPEC.windows, dtype=np.int64)
+        c = np.zeros(SPEC.windows, dtype=np.int64)
+        for i, n in failures.items():
+            f[i] = n
+        for i, n in (calls or failures).items():
+            c[i] = n
+        countries = {i: {"DE": int(c[i])} for i in np.flatnonzero(c).tolist()}
+        zero = np.zeros_like(c)
+        return KeyTraffic(name, "x", None, c, f, zero, zero, countries)
+
+    shared = fast.Shared.empty(SPEC.windows)
+    shared.add(key("client:a", {3: 2, 4: 1}))
+    shared.add(key("client:b", {4: 5}))
+    # A consumer key's own rejections are not unidentified clients.
+    shared.add(key("c00001", {4: 1}, {4: 100}))
+    kt = shared.traffic()
+    assert kt.rate_key == "global"
+    assert (kt.counts[3], kt.counts[4], kt.failures[4]) == (1, 2, 6)
+    assert kt.countries[4] == {"DE": 6}
+    records = [r for r, _ in fast.window_records(kt, SPEC, DetectorConfig(), 5_000)]
+    assert [(r["kind"], r["count"], r["auth_failures"]) for r in records] == [
+        ("shared", 1, 2),
+        ("shared", 2, 6),
+    ]

@@ -53,9 +53,9 @@ def test_window_fires_and_late_events_become_usage_records() -> None:
     assert sql.usage_query(PLAN).count("UNION ALL") == 1
 
 
-def test_early_records_never_reach_the_usage_topic() -> None:
+def test_early_and_shared_records_never_reach_the_usage_topic() -> None:
     assert sql.usage_sink_query() == (
-        "SELECT k, json AS v FROM usage_records WHERE kind <> 'early'"
+        "SELECT k, json AS v FROM usage_records WHERE kind NOT IN ('early', 'shared')"
     )
 
 

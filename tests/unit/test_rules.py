@@ -122,8 +122,8 @@ def test_a_nightly_batch_alerts_the_first_night_and_is_normal_the_next() -> None
 def test_night_time_use_at_the_owners_daytime_rate_is_found_within_two_windows() -> None:
     rate = diurnal(24, 5.0)
     at = 24 * PER_HOUR + 2 * PER_HOUR  # 02:00 on day 2, when the key makes 0.3 calls a window
-    rate[at : at + 30 * 6] += 5.0
-    counts = poisson_gamma(rate, 10.0, 4)
+    rate[at : at + 30 * 6] += 8.0
+    counts = poisson_gamma(rate, 10.0, 14)
     _, alerts = run(counts)
     first = opened(alerts)
     assert first and first[0][1] == "rate_spike" and at <= first[0][0] <= at + 1
@@ -227,3 +227,36 @@ def test_an_owners_few_rejections_among_many_calls_raise_nothing() -> None:
     failures = np.full(3 * PER_HOUR, 3)
     _, alerts = run(counts, failures=failures)
     assert alerts == []
+
+
+# -- distributed_guessing ----------------------------------------------------------------------
+
+
+def shared(i: int, clients: int, failures: int) -> dict[str, Any]:
+    return {**rec(i, clients, ["DE"], failures, key="global"), "kind": "shared"}
+
+
+def test_many_clients_failing_at_once_is_one_signal_on_the_shared_key() -> None:
+    background = poisson_gamma(np.full(2 * PER_HOUR, 1.0), 5.0, 11)
+    at = PER_HOUR + 30
+    clients = background.copy()
+    clients[at : at + 120] += 12  # 12 more networks a window, a try or two each
+    state = None
+    found = []
+    for i, c in enumerate(clients):
+        if c:
+            state, alerts = evaluate(state, shared(i, int(c), int(c) * 2), CFG, NOW)
+            found += [(i, a) for a in alerts]
+    first = [(i, a["rule"]) for i, a in found if a["status"] == "open"]
+    assert first and first[0][1] == "distributed_guessing" and at <= first[0][0] <= at + 1
+    # The key rules never judge the shared signal, nor does the shared rule judge keys.
+    assert {a["rule"] for _, a in found} == {"distributed_guessing"}
+
+
+def test_the_usual_trickle_of_failing_clients_raises_nothing() -> None:
+    clients = poisson_gamma(np.full(2 * 24 * PER_HOUR, 1.0) + diurnal(24, 2.0), 5.0, 12)
+    state = None
+    for i, c in enumerate(clients):
+        if c:
+            state, alerts = evaluate(state, shared(i, int(c), int(c)), CFG, NOW)
+            assert alerts == []

@@ -39,6 +39,7 @@ import org.apache.flink.util.OutputTag;
 public final class UsageWindows {
     public static final String KIND_WINDOW = "window";
     public static final String KIND_EARLY = "early";
+    public static final String KIND_SHARED = "shared";
 
     private final SingleOutputStreamOperator<Row> windows;
     private final DataStream<Row> late;
@@ -92,6 +93,114 @@ public final class UsageWindows {
                         .uid(uid)
                         .name(name);
         return new UsageWindows(windows, windows.getSideOutput(lateTag));
+    }
+
+    /**
+     * The shared signal: per window, over every rejected call of a client the gateway could not
+     * identify (rate keys starting with {@code clientPrefix}), how many such clients failed and
+     * how often. Keyed by {@code sharedKey}: one window record per window, kind {@code shared},
+     * whose {@code count} is the distinct failing clients and {@code auth_failures} their
+     * rejected calls. Distributed key guessing is one signal here while each client of it is
+     * far below any per-client threshold. A derived signal, not usage: a rejected call that
+     * arrives after its window closed is not added to it.
+     */
+    public static SingleOutputStreamOperator<Row> sharedFailures(
+            DataStream<Row> events,
+            String[] inputNames,
+            int windowMs,
+            String clientPrefix,
+            String sharedKey,
+            RowTypeInfo outputType,
+            String uid,
+            String name) {
+        Fields in = new Fields(inputNames);
+        int rateKey = in.index("rate_key");
+        int authFailed = in.index("auth_failed");
+        int country = in.index("country");
+        return events.filter(
+                        row ->
+                                Boolean.TRUE.equals(row.getField(authFailed))
+                                        && row.getField(rateKey) instanceof String k
+                                        && k.startsWith(clientPrefix))
+                .name(name + ": rejected unidentified calls")
+                .keyBy(row -> sharedKey, Types.STRING)
+                .window(TumblingEventTimeWindows.of(Duration.ofMillis(windowMs)))
+                .aggregate(
+                        new Clients(rateKey, country),
+                        new EmitShared(new Fields(outputType.getFieldNames())),
+                        TypeInformation.of(ClientsAcc.class),
+                        TypeInformation.of(ClientsAcc.class),
+                        outputType)
+                .uid(uid)
+                .name(name);
+    }
+
+    /** The failing clients of a window so far. A POJO, so that Flink serializes it without Kryo. */
+    public static final class ClientsAcc {
+        public long failures;
+        public java.util.HashSet<String> clients = new java.util.HashSet<>();
+        public java.util.TreeSet<String> countries = new java.util.TreeSet<>();
+
+        public ClientsAcc() {}
+    }
+
+    static final class Clients implements AggregateFunction<Row, ClientsAcc, ClientsAcc> {
+        private final int rateKey;
+        private final int country;
+
+        Clients(int rateKey, int country) {
+            this.rateKey = rateKey;
+            this.country = country;
+        }
+
+        @Override
+        public ClientsAcc createAccumulator() {
+            return new ClientsAcc();
+        }
+
+        @Override
+        public ClientsAcc add(Row row, ClientsAcc acc) {
+            acc.failures++;
+            acc.clients.add((String) row.getField(rateKey));
+            Object c = row.getField(country);
+            if (c != null) {
+                acc.countries.add((String) c);
+            }
+            return acc;
+        }
+
+        @Override
+        public ClientsAcc getResult(ClientsAcc acc) {
+            return acc;
+        }
+
+        @Override
+        public ClientsAcc merge(ClientsAcc a, ClientsAcc b) {
+            throw new UnsupportedOperationException("tumbling windows never merge");
+        }
+    }
+
+    static final class EmitShared
+            extends ProcessWindowFunction<ClientsAcc, Row, String, TimeWindow> {
+        private final Fields out;
+
+        EmitShared(Fields out) {
+            this.out = out;
+        }
+
+        @Override
+        public void process(
+                String key, Context ctx, Iterable<ClientsAcc> accs, Collector<Row> collector) {
+            ClientsAcc acc = accs.iterator().next();
+            Row row = new Row(out.size());
+            row.setField(out.index("k"), key);
+            row.setField(out.index("ws"), ctx.window().getStart());
+            row.setField(out.index("count"), (long) acc.clients.size());
+            row.setField(out.index("auth_failures"), acc.failures);
+            row.setField(out.index("countries"), acc.countries.toArray(new String[0]));
+            row.setField(out.index("kind"), KIND_SHARED);
+            collector.collect(row);
+        }
     }
 
     /** Field positions by name, resolved once. */

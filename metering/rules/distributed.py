@@ -1,0 +1,62 @@
+"""distributed_guessing: many unidentified clients rejected at once, each of them too quiet to
+be a guesser on its own.
+
+The job's windows count, per window, the distinct unidentified clients (``client:`` rate keys)
+whose calls were rejected, as one shared window record (key ``global``, kind ``shared``). That
+count has a baseline like any key's (metering.baseline: its usual level, its hour of day, its
+burstiness), and a run of windows with far more failing clients than usual is one finding on
+the shared key, however the guesses are spread over networks.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from metering.rules import Finding, Window, severity_from_score
+from metering.rules.rate import run_surprise
+
+NAME = "distributed_guessing"
+ON_EARLY = False
+SHARED = True
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    sensitivity: float = 9.0
+    """Alert when a run's tail probability is at most 10^-sensitivity."""
+    min_clients: int = 10
+    """Fewer failing clients in a run never count."""
+    min_ratio: float = 3.0
+    floor_per_hour: float = 6.0
+    """The expected failing clients are never taken below this many an hour."""
+    high_score: float = 15.0
+    critical_score: float = 40.0
+
+
+def new_state() -> None:
+    return None
+
+
+def check(w: Window, state: None, cfg: Config) -> Finding | None:
+    if not (w.closed and w.learned):
+        return None
+    best = run_surprise(w, cfg.floor_per_hour, cfg.min_clients, cfg.min_ratio)
+    if best is None or best[0] > 10.0**-cfg.sensitivity:
+        return None
+    p, n, clients, mean = best
+    score = -math.log10(max(p, 1e-300))
+    return Finding(
+        NAME,
+        severity_from_score(score, cfg.high_score, cfg.critical_score),
+        round(score, 2),
+        f"{clients} unidentified clients rejected in {n} window(s) where {mean * n:.1f} were "
+        f"expected, {w.auth_failures} rejected calls in the latest, p={p:.1e}",
+        probability=p,
+        span=n,
+        features={"windows": n, "failing_clients": clients},
+    )
+
+
+def learn(w: Window, state: None, cfg: Config, incident_open: bool) -> None:
+    return None
