@@ -142,7 +142,8 @@ class KeyState:
             elif f.default_factory is not MISSING:
                 value = f.default_factory()
             else:
-                value = f.default
+                # No default: the state is of an older detector (``evaluate`` starts afresh).
+                value = None if f.default is MISSING else f.default
             object.__setattr__(self, f.name, value)
 
 
@@ -294,7 +295,8 @@ def evaluate(
     start = int(record["window_start"])
     kind = record.get("kind", "window")
     index = start // cfg.window_ms
-    if state is None:
+    if state is None or state.baseline is None:
+        # A new key, or the state of an older detector (no baseline): learned afresh.
         state = KeyState(bl.new_baseline(index), {r.NAME: r.new_state() for r in RULES})
     if kind not in ("window", "early", "shared") or (
         state.last_window_start is not None and start <= state.last_window_start
@@ -344,9 +346,10 @@ def evaluate(
     if closed:
         # A finding marks the windows it judged (a run of ``span`` windows) as anomalous.
         span = max((f.span for f in findings if f.anomalous), default=0)
-        # While an incident is open, a window above the expected count is the incident's too,
-        # though no rule fired on it alone: a sustained attack must not lift the baseline.
-        during = state.incident is not None and count > exp.mean
+        # On the shared signal, while an incident is open, a window above the expected count is
+        # the campaign's too, though no rule fired on it alone: campaigns that follow each
+        # other must not lift the baseline (a key's own incidents end when its findings do).
+        during = shared and state.incident is not None and count > exp.mean
         state.recent = [(i, c, bad or i > index - span) for i, c, bad in state.recent] + [
             (index, count, span > 0 or during)
         ]

@@ -39,7 +39,9 @@ def _closes(alerts: list[dict]) -> set[tuple[str, int, str, tuple[str, ...]]]:
     }
 
 
-def test_the_job_raises_exactly_the_alerts_the_fast_mode_predicts(kafka_bootstrap: str) -> None:
+def test_the_job_raises_the_incidents_the_fast_mode_predicts_within_bounds(
+    kafka_bootstrap: str,
+) -> None:
     settings = PipelineSettings()
     job = endtoend.run(SPEC, kafka_bootstrap, say=lambda _: None)
     predicted = fast.run(SPEC, settings.detector(), settings.out_of_orderness_seconds * 1000)
@@ -61,5 +63,13 @@ def test_the_job_raises_exactly_the_alerts_the_fast_mode_predicts(kafka_bootstra
         WINDOW_MS,
         SPEC.start_ms + SPEC.scored_from * WINDOW_MS,
     )
-    # Issue 20's targets replace this bound once detection v2 meets them (docs/evaluation.md).
-    assert report.kinds["spike_new_country"].recall(2) == 1.0
+    # Bounds at this scale (docs/evaluation.md has the full-scale figures): spikes, leaks and
+    # distributed guessing within two windows; at most 3 records per incident where campaigns
+    # do not overlap; false alerts only from mobile keys, whose roaming an hour of learning has
+    # not seen yet.
+    for kind in ("spike_new_country", "leaked_key", "guessing_distributed"):
+        assert report.kinds[kind].recall(2) == 1.0, kind
+    for kind in ("spike_new_country", "leaked_key", "night_use", "guessing_single"):
+        assert (report.kinds[kind].alerts_per_incident() or 0) <= 3.0, kind
+    assert set(report.false_by_population) <= {"mobile_sdk"}
+    assert (report.false_per_10k() or 0) <= 200

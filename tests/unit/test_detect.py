@@ -300,3 +300,13 @@ def test_only_the_guessing_rule_judges_early_records() -> None:
     n = 40 * 6
     state, alerts = evaluate(state, {**record(n, 5000, ["BR"]), "kind": "early"}, CFG, NOW)
     assert alerts == []
+
+
+def test_the_state_of_an_older_detector_restores_and_is_learned_afresh() -> None:
+    old = KeyState.__new__(KeyState)
+    # What the first detector pickled: its own fields only.
+    old.__setstate__((None, {"first_window_start": T0, "history": [(T0, 10)]}))
+    assert old.baseline is None and old.incident is None
+    state, alerts = evaluate(old, record(0, 10), CFG, NOW)
+    assert alerts == [] and state.baseline is not None
+    assert state.last_window_start == T0
