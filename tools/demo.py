@@ -45,17 +45,18 @@ def _fmt_time(ms: int) -> str:
 
 
 def format_alert(a: dict[str, Any]) -> str:
+    """One line per alert record: an incident opened, escalated or closed."""
     who = a.get("consumer") or a["rate_key"]
     fp = (a.get("key_fingerprint") or "")[:12]
     line = (
-        f"ALERT {a['severity'].upper():8} {a['rule']:13} {who} (key {fp or '-'}) "
-        f"window {_fmt_time(a['window_start'])}-{_fmt_time(a['window_end'])} UTC: "
-        f"{a['observed_count']} requests, baseline {a['baseline']:.1f}"
+        f"ALERT {a['status'].upper():6} {a['severity'].upper():8} {a['rule']:20} {who} "
+        f"(key {fp or '-'}) window {_fmt_time(a['window_start'])}-{_fmt_time(a['window_end'])} "
+        f"UTC: "
     )
-    if a["rule"] == "new_country":
-        line += f", new countries {','.join(a['new_countries'])}"
-    elif a.get("countries_seen"):
-        line += f", countries {','.join(a['countries_seen'])}"
+    if a["status"] == "closed":
+        line += f"after {a['incident_windows']} windows with findings ({', '.join(a['rules'])})"
+    else:
+        line += a["summary"]
     return line + f" [id {a['alert_id'][:12]}]"
 
 

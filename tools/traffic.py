@@ -56,7 +56,7 @@ STEADY_SPREAD: Final = 0.2
 ATTACK_MULTIPLIER: Final = 15
 SCENARIO_LEARN_MINUTES: Final = 1.0
 """How long the detector learns a key before its baseline rules fire, where the scenario runs
-(tests, the demo): its keys have about a minute of history before the attack; the job's default
+(tests, the demo): its keys have under a minute of history before the attack; the job's default
 learns 30 minutes (metering.baseline)."""
 SCENARIO_JOB_FLAGS: Final = ("--baseline-learn-minutes", f"{SCENARIO_LEARN_MINUTES:g}")
 TOO_DEEP_LEVELS: Final = 5000

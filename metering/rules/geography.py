@@ -94,9 +94,10 @@ def check(w: Window, s: State, cfg: Config) -> Finding | None:
     recent = [c for c, p in s.pending.items() if c not in new and w.start - p.last_start <= span]
     if not new and not (familiar and recent):
         return None
-    known = sum(
-        1 for e in s.familiar.values() if _familiarity(e, w.start, cfg) >= cfg.familiar_weight
+    usual = sorted(
+        c for c, e in s.familiar.items() if _familiarity(e, w.start, cfg) >= cfg.familiar_weight
     )
+    known = len(usual)
     if not known:
         return None
     # Countries the key uses or has just started to: a young mobile app's roaming shows in its
@@ -110,7 +111,7 @@ def check(w: Window, s: State, cfg: Config) -> Finding | None:
         (s.pending[c].concurrent if c in s.pending else 0) + 1 >= cfg.concurrent_windows
         for c in new + recent
     )
-    p = tail_probability(w.count, w.expected.mean, w.expected.variance) if w.learned else 1.0
+    p = tail_probability(w.count, w.expected.mean, w.expected.variance)
     rise = p <= cfg.rise_p
     if not (leak or (concurrent and (rise or not roaming)) or (rise and not roaming)):
         return None
@@ -130,10 +131,7 @@ def check(w: Window, s: State, cfg: Config) -> Finding | None:
         probability=p,
         features={
             "new_countries": new or recent,
-            "familiar_countries": sorted(
-                c for c, e in s.familiar.items()
-                if _familiarity(e, w.start, cfg) >= cfg.familiar_weight
-            ),
+            "familiar_countries": usual,
             "concurrent": concurrent,
             "leak": leak,
             "roaming": roaming,

@@ -310,3 +310,16 @@ def test_the_state_of_an_older_detector_restores_and_is_learned_afresh() -> None
     state, alerts = evaluate(old, record(0, 10), CFG, NOW)
     assert alerts == [] and state.baseline is not None
     assert state.last_window_start == T0
+
+
+def test_the_demo_prints_an_incident_as_it_opens_and_closes() -> None:
+    from tools.demo import format_alert
+
+    state = learned_steady()
+    n = 40 * 6
+    state, out = feed([(n, 400, ["GB"])], state)
+    closed = close_due(state, T0 + 10**9, CFG, NOW)
+    opened_line, closed_line = format_alert(out[0][0]), format_alert(closed[0])
+    assert opened_line.startswith("ALERT OPEN   CRITICAL rate_spike")
+    assert "400 requests in the window" in opened_line and KEY in opened_line
+    assert "after 1 windows with findings (rate_spike)" in closed_line
