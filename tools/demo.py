@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
 from metering.settings import HASH_KEY_ENV, PipelineSettings
 from tools.topics import ensure_topics, pipeline_topics
@@ -109,8 +109,26 @@ class JobInput:
         self._partitions = [TopicPartition(cfg.raw_topic, p) for p in meta.partitions]
         self._start = self._total()
 
+    def _committed(self) -> list[TopicPartition]:
+        # A broker that has just started answers NOT_COORDINATOR (or "loading") until its
+        # group coordinator is ready: ask again for a while.
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                return list(self._consumer.committed(self._partitions, timeout=10))
+            except KafkaException as e:
+                code = e.args[0].code() if e.args else None
+                retriable = code in (
+                    KafkaError.NOT_COORDINATOR,
+                    KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
+                    KafkaError.COORDINATOR_NOT_AVAILABLE,
+                )
+                if not retriable or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.5)
+
     def _total(self) -> int:
-        committed = self._consumer.committed(self._partitions, timeout=10)
+        committed = self._committed()
         total = 0
         for tp in committed:
             if tp.offset >= 0:
