@@ -31,7 +31,7 @@ from metering.records import (
     SINK_RECORD_FRAMING_BYTES,
     Limits,
 )
-from metering.rules import geography, guessing, rate
+from metering.rules import distributed, geography, guessing, rate
 
 ENV_PREFIX = "PIPELINE_"
 HASH_KEY_ENV = "PIPELINE_HASH_KEY"
@@ -312,6 +312,12 @@ class PipelineSettings(BaseSettings):
         gt=0,
         description="rejected calls accumulated over ~5 min (decaying) that make slow guessing",
     )
+    distributed_sensitivity: float = Field(
+        6.0,
+        gt=0,
+        description="distributed_guessing fires when a run of windows with many rejected "
+        "unidentified clients has a tail probability of at most 10^-this",
+    )
     incident_quiet_minutes: float = Field(
         10.0, gt=0, description="an incident closes after this long without a finding"
     )
@@ -495,6 +501,7 @@ class PipelineSettings(BaseSettings):
                 min_share=self.auth_failure_ratio,
                 slow_min=self.slow_guessing_min,
             ),
+            distributed_guessing=distributed.Config(sensitivity=self.distributed_sensitivity),
         )
 
     def flink_overrides(self) -> dict[str, str]:
