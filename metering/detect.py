@@ -39,7 +39,7 @@ class DetectorConfig:
     window_ms: int = 10_000
     early_alerts: bool = True
     quiet_minutes: float = 10.0
-    """An incident closes after this long without a finding of its rule."""
+    """An incident closes after this long without a finding."""
     baseline: bl.BaselineConfig = field(default_factory=bl.BaselineConfig)
     rate_spike: rate.Config = field(default_factory=rate.Config)
     new_country: geography.Config = field(default_factory=geography.Config)
@@ -291,7 +291,8 @@ def evaluate(
     """Judge one window record of one key; return the new state and any alert records.
 
     ``record`` is a usage record: a closed window (kind ``window``), a late correction (never
-    judged), or an ``early`` record of a window still open (only rules with ``ON_EARLY``)."""
+    judged), an ``early`` record of a window still open (only rules with ``ON_EARLY``), or a
+    closed window of the shared signal (kind ``shared``, only rules with ``SHARED``)."""
     start = int(record["window_start"])
     kind = record.get("kind", "window")
     index = start // cfg.window_ms

@@ -26,19 +26,26 @@ WINDOW_MS = 10_000
 
 def _alert(rate_key: str, window_start: int, detected_at: int) -> Alert:
     return Alert(
-        alert_id=alert_id("auth_failures", rate_key, window_start),
+        alert_id=alert_id(rate_key, window_start),
+        status="open",
         rule="auth_failures",
+        rules=["auth_failures"],
         severity="warning",
+        score=30.0,
         rate_key=rate_key,
         window_start=window_start,
         window_end=window_start + WINDOW_MS,
         window_closed=True,
         incident_start=window_start,
+        incident_windows=1,
         observed_count=40,
-        baseline=2.0,
+        expected_count=2.0,
+        expected_sd=1.5,
+        expected_from="hour",
         countries_seen=["DE"],
         auth_failures=30,
         summary="30 of 40 requests rejected",
+        features={"signal": "burst"},
         detected_at=detected_at,
     )
 
@@ -120,5 +127,13 @@ def test_a_replayed_alert_is_stored_once(
             Query(f"SELECT COUNT(*) FROM alerts WHERE alert_id = '{first.alert_id}'")
         )
         assert int(count[0][0]) == 1
+        # The rule's features land in a JSON column, queryable by path.
+        _, signal = kpis.run(
+            Query(
+                "SELECT jsonExtractScalar(features, '$.signal', 'STRING') FROM alerts "
+                f"WHERE alert_id = '{first.alert_id}'"
+            )
+        )
+        assert signal == [["burst"]]
     finally:
         kpis.close()
