@@ -58,16 +58,15 @@ class Shared:
             return
         self.clients += kt.failures > 0
         self.failures += kt.failures
-        for i, by_country in kt.countries.items():
-            if kt.failures[i]:
-                mine = self.countries.setdefault(i, {})
-                for c, n in by_country.items():
-                    mine[c] = mine.get(c, 0) + n
+        self._add_countries({i: c for i, c in kt.countries.items() if kt.failures[i]})
 
     def merge(self, other: Shared) -> None:
         self.clients += other.clients
         self.failures += other.failures
-        for i, by_country in other.countries.items():
+        self._add_countries(other.countries)
+
+    def _add_countries(self, countries: dict[int, dict[str, int]]) -> None:
+        for i, by_country in countries.items():
             mine = self.countries.setdefault(i, {})
             for c, n in by_country.items():
                 mine[c] = mine.get(c, 0) + n

@@ -10,11 +10,10 @@ the shared key, however the guesses are spread over networks.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 from metering.rules import Finding, Window, severity_from_score
-from metering.rules.rate import run_surprise
+from metering.rules.rate import significant_run
 
 NAME = "distributed_guessing"
 ON_EARLY = False
@@ -41,13 +40,10 @@ def new_state() -> None:
 
 
 def check(w: Window, state: None, cfg: Config) -> Finding | None:
-    if not (w.closed and w.learned):
+    found = significant_run(w, cfg.floor_per_hour, cfg.min_clients, cfg.min_ratio, cfg.sensitivity)
+    if found is None:
         return None
-    best = run_surprise(w, cfg.floor_per_hour, cfg.min_clients, cfg.min_ratio)
-    if best is None or best[0] > 10.0**-cfg.sensitivity:
-        return None
-    p, n, clients, mean = best
-    score = -math.log10(max(p, 1e-300))
+    p, n, clients, mean, score = found
     return Finding(
         NAME,
         severity_from_score(score, cfg.high_score, cfg.critical_score),

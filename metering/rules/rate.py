@@ -65,14 +65,24 @@ def run_surprise(
     return best
 
 
-def check(w: Window, state: None, cfg: Config) -> Finding | None:
+def significant_run(
+    w: Window, floor_per_hour: float, min_count: int, min_ratio: float, sensitivity: float
+) -> tuple[float, int, int, float, float] | None:
+    """``run_surprise`` of a closed window of a learned key, if its probability is at most
+    10^-sensitivity, with its score (-log10 of it)."""
     if not (w.closed and w.learned):
         return None
-    best = run_surprise(w, cfg.floor_per_hour, cfg.min_count, cfg.min_ratio)
-    if best is None or best[0] > 10.0**-cfg.sensitivity:
+    best = run_surprise(w, floor_per_hour, min_count, min_ratio)
+    if best is None or best[0] > 10.0**-sensitivity:
         return None
-    p, n, count, mean = best
-    score = -math.log10(max(p, 1e-300))
+    return (*best, -math.log10(max(best[0], 1e-300)))
+
+
+def check(w: Window, state: None, cfg: Config) -> Finding | None:
+    found = significant_run(w, cfg.floor_per_hour, cfg.min_count, cfg.min_ratio, cfg.sensitivity)
+    if found is None:
+        return None
+    p, n, count, mean, score = found
     over = f"{n} windows" if n > 1 else "the window"
     return Finding(
         NAME,
