@@ -118,11 +118,11 @@ savepoint-stop: setup
 # make faults ARGS="--rate 2000 --duration 120 --plan tm-kill:during,broker-kill9,py-worker-kill,broker-stop,tm-kill:every-checkpoint"
 # make faults ARGS="--plan broker-kill9,tm-pause-past-txn --duration 60"   (fault kinds: --help)
 faults: setup
-	$(PY) -m tools.faults $(ARGS)
+	$(PY) -m testkit.faults $(ARGS)
 
 # make demo PINOT=1 also starts Pinot, ingests the demo's topics and prints the KPIs from it.
 demo: setup kafka-up $(if $(PINOT),pinot-up)
-	$(PY) -m tools.demo --bootstrap-servers 127.0.0.1:$(KAFKA_PORT) \
+	$(PY) -m testkit.demo --bootstrap-servers 127.0.0.1:$(KAFKA_PORT) \
 		$(if $(PINOT),--pinot-broker http://127.0.0.1:$(PINOT_BROKER_PORT) \
 		--pinot-controller http://127.0.0.1:$(PINOT_CONTROLLER_PORT))
 

@@ -20,7 +20,7 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
 
 from bench.metrics import ProcessingSpan, extract_int
-from tools.traffic import BulkRecord, bulk_traffic
+from testkit.traffic import BulkRecord, bulk_traffic
 
 _HEADER = struct.Struct("<IIq")  # value length, events, emit ms
 

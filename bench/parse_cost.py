@@ -30,7 +30,7 @@ from metering.geo import GeoLookup, default_geoip_db
 from metering.records import Limits, RecordProcessor
 from metering.redact import Pseudonymizer
 from schemas.stages import PARSED_RECORD
-from tools.traffic import bulk_traffic, max_event_age_covering
+from testkit.traffic import bulk_traffic, max_event_age_covering
 from udfs.functions import ParseRecords
 
 _SQL: dict[str, DataType] = {

@@ -26,8 +26,8 @@ from collections.abc import Sequence
 from bench.kafka_io import preload
 from bench.run import REPO, local_broker, say
 from metering.settings import HASH_KEY_ENV, PipelineSettings
+from testkit.traffic import bulk_traffic, max_event_age_covering
 from tools.topics import TopicSpec, delete_topics, ensure_topics
-from tools.traffic import bulk_traffic, max_event_age_covering
 
 START_MS = 1_767_225_600_000
 

@@ -3,7 +3,7 @@
     python -m bench.run [--events N] [--only job,python_loop] [--parallelism 2] ...
 
 One run, one broker, one data set:
-1. pre-load N realistic request events (tools.traffic.bulk_traffic: APISIX arrays and objects,
+1. pre-load N realistic request events (testkit.traffic.bulk_traffic: APISIX arrays and objects,
    Kong, generic events; thousands of keys) into a fresh raw topic;
 2. per contender, a throughput phase: it reads the pre-loaded topic from the beginning into its
    own fresh output topics; events/s = events in / (last - first output visible to a
@@ -78,8 +78,8 @@ from metering.settings import (
     read_hash_key,
     refuse_flink_config,
 )
+from testkit.traffic import BulkRecord, auth_failure_burst, random_public_ips
 from tools.topics import TopicSpec, delete_topics, ensure_topics, pipeline_topics
-from tools.traffic import BulkRecord, auth_failure_burst, random_public_ips
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "bench/results"

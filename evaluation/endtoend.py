@@ -1,7 +1,7 @@
 """The evaluation's end-to-end mode: the same labelled traffic as gateway records, through the
 real job ``--bounded`` on a real broker, its alerts topic scored.
 
-Every call becomes an APISIX log entry (tools.traffic's renderer): a consumer key's calls come
+Every call becomes an APISIX log entry (testkit.traffic's renderer): a consumer key's calls come
 from addresses the GeoLite2 database places in the window's countries, each rejected-call key's
 from an address of its own. Entries go out in event-time order, 20 to a record, as a batching
 gateway sends them. The alerts' rate keys are mapped back to the evaluation's: consumer names
@@ -44,7 +44,7 @@ from evaluation.traffic import (
 )
 from metering.records import client_rate_key, rate_network
 from metering.redact import Pseudonymizer
-from tools.traffic import (
+from testkit.traffic import (
     Consumer,
     _encode,
     _Renderer,

@@ -38,7 +38,7 @@ HOUR_MS: Final = 3_600_000
 MINUTE_MS: Final = 60_000
 
 # ISO code -> UTC offset in hours (standard time): the countries keys live in and attacks come
-# from. Every one has addresses in the GeoLite2 database the job uses (tools.traffic).
+# from. Every one has addresses in the GeoLite2 database the job uses (testkit.traffic).
 COUNTRIES: Final[dict[str, float]] = {
     "US": -5, "CA": -5, "MX": -6, "BR": -3, "AR": -3, "CL": -4, "CO": -5, "PE": -5,
     "GB": 0, "IE": 0, "PT": 0, "FR": 1, "DE": 1, "NL": 1, "ES": 1, "IT": 1, "SE": 1,

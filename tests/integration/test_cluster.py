@@ -26,9 +26,7 @@ from jobs.submit import TERMINAL, Rest
 from metering.geo import GeoLookup, default_geoip_db
 from metering.records import Limits, RecordProcessor, SourceRef, client_rate_key
 from metering.redact import Pseudonymizer
-from tools.readback import drain
-from tools.topics import job_topic_flags
-from tools.traffic import (
+from testkit.traffic import (
     SCENARIO_JOB_FLAGS,
     default_scenario,
     generate,
@@ -36,6 +34,8 @@ from tools.traffic import (
     max_event_age_covering,
     scenario_alert_problems,
 )
+from tools.readback import drain
+from tools.topics import job_topic_flags
 
 pytestmark = pytest.mark.integration
 

@@ -1,7 +1,7 @@
 """The short fault run of `make test`: four real faults on a real cluster and broker.
 
 `make faults` runs the full suite (15 faults, about 16 minutes). This is its short form, in the
-same code path (tools.faults.run): its own broker and session cluster on ports away from the
+same code path (testkit.faults.run): its own broker and session cluster on ports away from the
 other tests, traffic with per-key sequence numbers and refused-call bursts, a TaskManager
 kill -9 during a checkpoint, a broker kill -9, a Python worker kill -9 and a broker restart,
 then the read_committed check against ground truth, alerts included.
@@ -17,7 +17,7 @@ import time
 import pytest
 from confluent_kafka import Consumer, Producer
 
-from tools.faults import PARTITIONS, CommittedIds, FaultsConfig, FaultsError, run
+from testkit.faults import PARTITIONS, CommittedIds, FaultsConfig, FaultsError, run
 
 # Away from the test fixtures (19092/18081), `make faults` (29092/28081) and a dev setup.
 KAFKA_PORT = int(os.environ.get("FAULTS_TEST_KAFKA_PORT", "26092"))

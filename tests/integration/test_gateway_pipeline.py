@@ -26,8 +26,7 @@ from metering.geo import default_geoip_db
 from metering.kpi import KpiRequest, Query
 from metering.records import client_rate_key
 from metering.redact import Pseudonymizer
-from tools.readback import Record, drain
-from tools.traffic import (
+from testkit.traffic import (
     SCENARIO_JOB_FLAGS,
     GroundTruth,
     default_scenario,
@@ -36,6 +35,7 @@ from tools.traffic import (
     max_event_age_covering,
     scenario_alert_problems,
 )
+from tools.readback import Record, drain
 
 pytestmark = pytest.mark.integration
 

@@ -1,6 +1,6 @@
 """Hostile input at volume, on the real session cluster.
 
-100,000 hostile records (tools/hostile.py: malformed JSON, wrong types, ~950 KB strings and
+100,000 hostile records (testkit/hostile.py: malformed JSON, wrong types, ~950 KB strings and
 batches, invalid UTF-8, deep nesting, unicode edge cases, arrays with one bad element, ...) are
 interleaved with a default scenario of good gateway traffic. The job runs bounded on the cluster.
 Then, read back with read_committed:
@@ -12,7 +12,7 @@ Then, read back with read_committed:
 - no planted credential or client IP appears in any output topic;
 - the job never restarted.
 
-The mix also holds the regression probes (tools.hostile.PROBES): records that once broke the
+The mix also holds the regression probes (testkit.hostile.PROBES): records that once broke the
 job. They are held to the same exact expectations as every other record.
 """
 
@@ -35,7 +35,7 @@ from metering import reconciliation as recon
 from metering.geo import GeoLookup, default_geoip_db
 from metering.records import Limits, RecordProcessor
 from metering.redact import Pseudonymizer, path_of, redact_user_agent
-from tools.hostile import (
+from testkit.hostile import (
     PROBES,
     Finding,
     HostileMix,
@@ -48,15 +48,15 @@ from tools.hostile import (
     produce,
     self_check,
 )
-from tools.readback import Record, drain
-from tools.topics import job_topic_flags
-from tools.traffic import (
+from testkit.traffic import (
     Generated,
     default_scenario,
     generate,
     ips_for_countries,
     max_event_age_covering,
 )
+from tools.readback import Record, drain
+from tools.topics import job_topic_flags
 
 pytestmark = pytest.mark.integration
 

@@ -16,9 +16,9 @@ from cluster_helpers import submit, wait_until
 from confluent_kafka import Producer
 
 from metering import reconciliation
+from testkit.traffic import auth_failure_burst, max_event_age_covering
 from tools.readback import drain
 from tools.topics import job_topic_flags
-from tools.traffic import auth_failure_burst, max_event_age_covering
 
 pytestmark = pytest.mark.integration
 

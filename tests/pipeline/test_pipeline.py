@@ -23,7 +23,7 @@ from metering.geo import default_geoip_db
 from metering.records import client_rate_key
 from metering.redact import Pseudonymizer
 from metering.settings import PipelineSettings
-from tools.traffic import (
+from testkit.traffic import (
     SCENARIO_LEARN_MINUTES,
     default_scenario,
     generate,

@@ -46,7 +46,7 @@ DE_V6_IP = "2a02:ff0:1:2::5"
 DE_IP = "88.198.10.1"
 JP_IP = "133.242.1.1"
 
-# Enough addresses per country for tools.traffic.default_scenario: home countries first, the
+# Enough addresses per country for testkit.traffic.default_scenario: home countries first, the
 # attacker's country (AU) last; DE offers the IPv6 address a mobile consumer needs.
 COUNTRY_IPS: dict[str, list[str]] = {
     "DE": ["88.198.10.1", "88.198.10.2", "88.198.10.3", "88.198.10.4", "2a02:ff0:1:2::5"],

@@ -686,7 +686,7 @@ def test_plot_is_written(tmp_path: Path) -> None:
 
 def test_latency_phase_gets_its_auth_failure_bursts_spread_over_every_full_window() -> None:
     from bench.run import ATTACK_BURSTS_PER_WINDOW, ATTACK_REQUESTS, JOB_DEFAULTS, with_attacks
-    from tools.traffic import BulkRecord
+    from testkit.traffic import BulkRecord
 
     window = JOB_DEFAULTS.window_seconds * 1000
     start = 1_767_225_603_000  # 3 s into a window
@@ -748,7 +748,7 @@ class _Producer:
 
 def test_pace_asks_whether_to_stop_a_few_times_a_second_not_per_record() -> None:
     from bench.kafka_io import pace
-    from tools.traffic import BulkRecord
+    from testkit.traffic import BulkRecord
 
     records = [BulkRecord(str(i).encode(), 1, i) for i in range(5_000)]
     asked = 0

@@ -313,7 +313,7 @@ def test_the_state_of_an_older_detector_restores_and_is_learned_afresh() -> None
 
 
 def test_the_demo_prints_an_incident_as_it_opens_and_closes() -> None:
-    from tools.demo import format_alert
+    from testkit.demo import format_alert
 
     state = learned_steady()
     n = 40 * 6

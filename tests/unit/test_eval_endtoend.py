@@ -12,7 +12,7 @@ from evaluation.traffic import WINDOW_MS, Spec, keys, plan
 from metering.geo import GeoLookup
 from metering.records import Limits, RecordProcessor, SourceRef, client_rate_key
 from metering.redact import Pseudonymizer
-from tools.traffic import default_geoip_db, max_event_age_covering
+from testkit.traffic import default_geoip_db, max_event_age_covering
 
 SPEC = Spec(
     keys=40,

@@ -217,7 +217,7 @@ def test_the_fast_mode_judges_records_in_the_order_the_job_emits_them() -> None:
 
 
 def test_every_country_has_addresses_in_the_geo_database() -> None:
-    from tools.traffic import default_geoip_db, ips_for_countries
+    from testkit.traffic import default_geoip_db, ips_for_countries
 
     found = ips_for_countries(default_geoip_db(), list(COUNTRIES), 1, 3, ipv6_per_country=0)
     assert all(len(v) == 1 for v in found.values()) and set(found) == set(COUNTRIES)

@@ -25,8 +25,8 @@ from metering.geo import GeoLookup, default_geoip_db
 from metering.records import Limits, RecordProcessor, Result, SourceRef
 from metering.redact import CACHED_HMAC_CHARS, Pseudonymizer
 from schemas.events import ApisixEntry, GenericUsageEvent, KongEntry
-from tools.hostile import hostile_mix
-from tools.traffic import bulk_traffic
+from testkit.hostile import hostile_mix
+from testkit.traffic import bulk_traffic
 
 SRC = SourceRef(RAW_TOPIC, 2, 4242)
 INPUT_MODELS = (ApisixEntry, KongEntry, GenericUsageEvent)

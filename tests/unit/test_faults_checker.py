@@ -1,4 +1,4 @@
-"""The fault suite's checker (tools/faults.py verify) and its other pure logic (plan parsing,
+"""The fault suite's checker (testkit/faults.py verify) and its other pure logic (plan parsing,
 when to kill, the progress reader's stall detection), tested without any broker: a checker
 that cannot fail proves nothing. The suite itself runs with `make faults`."""
 
@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from metering.settings import check_transaction_timeout
-from tools.faults import (
+from testkit.faults import (
     FAULT_KINDS,
     FULL_PLAN,
     PARTITIONS,

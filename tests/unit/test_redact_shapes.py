@@ -41,7 +41,7 @@ from metering.redact import (
     redact_user_agent,
     scrub_text,
 )
-from tools.traffic import bulk_traffic
+from testkit.traffic import bulk_traffic
 
 SRC = SourceRef(RAW_TOPIC, 0, 11)
 PROPERTY = settings(max_examples=150, deadline=None)

@@ -34,7 +34,7 @@ from metering.records import RecordProcessor, Result, SourceRef, client_rate_key
 from metering.redact import Pseudonymizer
 from metering.windows import Windows, add_event, as_agg
 from schemas.events import Alert, DeadLetter, EnrichedEvent, WindowCount
-from tools.traffic import (
+from testkit.traffic import (
     SCENARIO_LEARN_MINUTES,
     Generated,
     Scenario,

@@ -21,7 +21,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from metering.records import RecordProcessor, SourceRef
-from tools.traffic import (
+from testkit.traffic import (
     ATTACK_MULTIPLIER,
     Attack,
     AuthFailureBurst,

@@ -1,6 +1,6 @@
 """Fault injection on the real session cluster and broker, checked against ground truth.
 
-    python -m tools.faults [--faults N | --plan KIND,...] [--duration S] [--rate R] [--seed X]
+    python -m testkit.faults [--faults N | --plan KIND,...] [--duration S] [--rate R] [--seed X]
     make faults                       (the full run: 16 faults at 40 events/s)
     make faults ARGS="--rate 2000 --duration 120 --plan ..."   (a realistic rate, see Makefile)
 
@@ -17,7 +17,7 @@ What one run does:
    transactional-id prefix and group id stable for the run. With ``tm-pause-past-txn`` in the
    plan, the sinks' transaction timeout is the shortest the job accepts (60 s, with
    ``--expected-restart-seconds`` 56 so the job's own check passes), so a pause past it fits.
-3. Produces sequenced APISIX log entries in real time (``tools.traffic.SequencedEvents``) for
+3. Produces sequenced APISIX log entries in real time (``testkit.traffic.SequencedEvents``) for
    256 rate keys: event time is the wall clock, and every event's ``x-request-id`` is
    ``<key>-<seq>`` with per-key sequence numbers 1, 2, 3, ... without gaps. Records go to
    explicit partitions: partition 1 starts late (the first 15 % of the run only partition 0
@@ -176,9 +176,9 @@ from jobs.submit import Rest, flink_home
 from metering import reconciliation
 from metering.records import AUTH_FAILURE_STATUSES
 from metering.settings import PipelineSettings, check_transaction_timeout
+from testkit.traffic import Entry, SequencedEvents, parse_sequenced_request_id
 from tools.readback import Record, drain
 from tools.topics import delete_topics, ensure_topics, pipeline_topics
-from tools.traffic import Entry, SequencedEvents, parse_sequenced_request_id
 
 REPO: Final = Path(__file__).resolve().parent.parent
 LOCAL: Final = REPO / ".local"
@@ -1591,7 +1591,7 @@ class Harness:
         self.run_id = f"{time.strftime('%Y%m%d-%H%M%S')}-s{cfg.seed}"
         self.run_dir = LOCAL / "faults" / self.run_id
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        self.client_log = logging.getLogger(f"tools.faults.clients.{self.run_id}")
+        self.client_log = logging.getLogger(f"testkit.faults.clients.{self.run_id}")
         self.client_log.propagate = False
         self.client_log.setLevel(logging.INFO)
         self._client_handler = logging.FileHandler(self.run_dir / "kafka-clients.log")
@@ -2742,7 +2742,7 @@ def _summarise(h: Harness, report: Report) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m tools.faults",
+        prog="python -m testkit.faults",
         description=(__doc__ or "").split("\n\n")[0],
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )

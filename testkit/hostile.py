@@ -24,11 +24,11 @@ payloads, UTF-16 text, list-shaped headers and query strings), kept as regressio
 ``hostile_mix(..., probes=True)`` adds one of each, with the expectation the job's contract
 gives, and ``HostileMix.probe_indexes`` names them.
 
-    python -m tools.hostile --bootstrap-servers 127.0.0.1:9092 --topic gateway.raw \\
+    python -m testkit.hostile --bootstrap-servers 127.0.0.1:9092 --topic gateway.raw \\
         [--hostile 100000] [--seed 7] [--probes] [--self-check]
 
 produces the mix (idempotent producer, acks=all, record i to partition i mod partitions) around
-the good records of ``tools.traffic``'s default scenario, and prints the expectation summary as
+the good records of ``testkit.traffic``'s default scenario, and prints the expectation summary as
 JSON. ``--self-check`` runs the job's parser over the mix instead of producing.
 """
 
@@ -162,7 +162,7 @@ class HostileMix:
 
 
 def partition_of(index: int, partitions: int) -> int:
-    """Where ``python -m tools.hostile`` and the tests put record ``index``."""
+    """Where ``python -m testkit.hostile`` and the tests put record ``index``."""
     return index % partitions
 
 
@@ -1408,8 +1408,8 @@ def self_check(
 
 
 def default_good_records(seed: int, windows: int = 12, start_ms: int = DEFAULT_START_MS) -> Any:
-    """``tools.traffic``'s default scenario without its own bad records: (records, truth)."""
-    from tools.traffic import default_geoip_db, default_scenario, generate, ips_for_countries
+    """``testkit.traffic``'s default scenario without its own bad records: (records, truth)."""
+    from testkit.traffic import default_geoip_db, default_scenario, generate, ips_for_countries
 
     country_ips = ips_for_countries(default_geoip_db(), ["DE", "US", "JP", "GB", "BR"], 4, seed)
     scenario = replace(default_scenario(country_ips, start_ms, windows=windows), bad_records=False)
@@ -1462,7 +1462,7 @@ def produce(
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m tools.hostile",
+        prog="python -m testkit.hostile",
         description="Produce hostile records mixed with good gateway traffic; print expectations.",
     )
     parser.add_argument("--bootstrap-servers", metavar="HOST:PORT")

@@ -6,7 +6,7 @@ Two modes share one set of payload builders:
   the ground truth a correct job must reproduce: events per rate key and window, the compromised
   key and its attack windows, every planted secret and client IP, and the expected dead letters.
   Pure: no Kafka, no GeoIP database.
-* ``run_live(...)`` (or ``python -m tools.traffic``) produces the same shapes to Kafka in real
+* ``run_live(...)`` (or ``python -m testkit.traffic``) produces the same shapes to Kafka in real
   time, with a compromised-key attack part-way through.
 
 Payload shapes follow what the gateways really emit (see the gateway-format research notes):
@@ -1276,7 +1276,7 @@ def ips_for_countries(
 
 
 # --------------------------------------------------------------------------------------------
-# Sequenced events (fault-injection runs, tools/faults.py)
+# Sequenced events (fault-injection runs, testkit/faults.py)
 # --------------------------------------------------------------------------------------------
 
 
@@ -1700,7 +1700,7 @@ def run_live(
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m tools.traffic",
+        prog="python -m testkit.traffic",
         description="Produce realistic API-gateway access logs (APISIX, Kong, generic) to Kafka.",
     )
     parser.add_argument("--bootstrap-servers", required=True, help="host:port[,host:port]")

@@ -25,8 +25,8 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
 from metering.settings import HASH_KEY_ENV, PipelineSettings
+from testkit.traffic import SCENARIO_JOB_FLAGS, LiveStats, run_live
 from tools.topics import ensure_topics, pipeline_topics
-from tools.traffic import SCENARIO_JOB_FLAGS, LiveStats, run_live
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -146,7 +146,7 @@ class JobInput:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tools.demo", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m testkit.demo", description=__doc__)
     parser.add_argument("--bootstrap-servers", default="127.0.0.1:9092")
     parser.add_argument("--duration", type=float, default=150.0, help="seconds of traffic")
     parser.add_argument("--attack-at", type=float, default=70.0, help="seconds into the traffic")
@@ -179,7 +179,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     pinot = None
     if args.pinot_broker:
-        from tools.demo_pinot import PinotView
+        from testkit.demo_pinot import PinotView
 
         pinot = PinotView(cfg, args.pinot_controller, args.pinot_broker)
     demo_start_ms = int(time.time() * 1000)
