@@ -47,15 +47,17 @@ $(SETUP_STAMP): pyproject.toml deploy/pom.xml $(JVM_SOURCES)
 	@$(PY) -m pip install -q --upgrade pip > $(BUILD)/pip.log 2>&1 \
 		&& $(PY) -m pip install -q "apache-flink==$(FLINK_VERSION)" -e ".[dev]" >> $(BUILD)/pip.log 2>&1 \
 		|| { cat $(BUILD)/pip.log; exit 1; }
-	@echo "==> resolving the Flink Kafka connector $(KAFKA_CONNECTOR_VERSION) and Kafka $(KAFKA_VERSION) jars into $(BUILD)/jars"
+	@echo "==> resolving the Flink Kafka connector $(KAFKA_CONNECTOR_VERSION) and Kafka $(KAFKA_VERSION) jars into $(BUILD)/jars (log: $(BUILD)/mvn.log)"
 	@mvn -q -B -f deploy/pom.xml \
 		-Dflink.version=$(FLINK_VERSION) \
 		-Dkafka.connector.version=$(KAFKA_CONNECTOR_VERSION) \
 		-Dkafka.version=$(KAFKA_VERSION) \
-		-Djars.dir=$(CURDIR)/$(BUILD)/jars process-resources
+		-Djars.dir=$(CURDIR)/$(BUILD)/jars process-resources > $(BUILD)/mvn.log 2>&1 \
+		|| { cat $(BUILD)/mvn.log; exit 1; }
 	@echo "==> building the job's JVM operators (jvm/) into $(BUILD)/jars/pipeline"
 	@mvn -q -B -f jvm/pom.xml -Dflink.version=$(FLINK_VERSION) \
-		-Djars.dir=$(CURDIR)/$(BUILD)/jars package
+		-Djars.dir=$(CURDIR)/$(BUILD)/jars package >> $(BUILD)/mvn.log 2>&1 \
+		|| { cat $(BUILD)/mvn.log; exit 1; }
 	@touch $@
 
 kafka-up: setup
@@ -69,9 +71,10 @@ pinot-jars: $(PINOT_STAMP)
 
 $(PINOT_STAMP): deploy/pinot/pom.xml
 	@mkdir -p $(BUILD)/pinot
-	@echo "==> resolving Apache Pinot $(PINOT_VERSION) jars into $(BUILD)/pinot/lib"
+	@echo "==> resolving Apache Pinot $(PINOT_VERSION) jars into $(BUILD)/pinot/lib (log: $(BUILD)/pinot/mvn.log)"
 	@mvn -q -B -f deploy/pinot/pom.xml -Dpinot.version=$(PINOT_VERSION) \
-		-Dpinot.lib.dir=$(CURDIR)/$(BUILD)/pinot/lib process-resources
+		-Dpinot.lib.dir=$(CURDIR)/$(BUILD)/pinot/lib process-resources > $(BUILD)/pinot/mvn.log 2>&1 \
+		|| { cat $(BUILD)/pinot/mvn.log; exit 1; }
 	@rm -f $(BUILD)/pinot/.jars-*
 	@touch $@
 

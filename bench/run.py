@@ -39,7 +39,6 @@ from pathlib import Path
 from typing import Any
 
 import psutil
-from confluent_kafka.admin import AdminClient
 
 from bench.kafka_io import (
     GeneratedTraffic,
@@ -78,8 +77,16 @@ from metering.settings import (
     read_hash_key,
     refuse_flink_config,
 )
+from metering.topics import OUTPUTS, TOPICS
+from testkit.stack import SessionCluster, StackError, broker_at
 from testkit.traffic import BulkRecord, auth_failure_burst, random_public_ips
-from tools.topics import TopicSpec, delete_topics, ensure_topics, pipeline_topics
+from tools.topics import (
+    TopicSpec,
+    delete_topics,
+    ensure_topics,
+    job_topic_flags,
+    named_pipeline_topics,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "bench/results"
@@ -350,104 +357,58 @@ def versions() -> dict[str, Any]:
 # -- broker and session cluster ----------------------------------------------------------------
 
 
-def broker_answers(bootstrap: str) -> bool:
-    try:
-        md = AdminClient({"bootstrap.servers": bootstrap, "log_level": 0}).list_topics(timeout=5)
-    except Exception:
-        return False
-    return bool(md.brokers)
-
-
 @contextlib.contextmanager
-def local_broker(bootstrap: str) -> Iterator[None]:
-    """The broker at ``bootstrap``; a local one is started, and stopped afterwards, if none
-    answers there."""
-    if broker_answers(bootstrap):
-        yield
-        return
-    host, _, port = bootstrap.rpartition(":")
-    if host not in ("127.0.0.1", "localhost") or "," in bootstrap:
-        raise SystemExit(f"bench: no broker answers at {bootstrap}")
-    env = dict(os.environ, KAFKA_PORT=port)
-    say(f"starting a broker on port {port}")
-    subprocess.run([str(REPO / "scripts/kafka.sh"), "up"], env=env, check=True)
-    try:
-        yield
-    finally:
-        say(f"stopping the broker on port {port}")
-        subprocess.run([str(REPO / "scripts/kafka.sh"), "down"], env=env, check=False)
-
-
-class SessionCluster:
-    """The standalone session cluster at ``rest`` (scripts/flink-cluster.sh)."""
-
-    def __init__(self, rest: str, env: dict[str, str], parallelism: int) -> None:
-        self.rest = rest
-        # One single-slot TaskManager per subtask unless the caller chose: in thread mode each
-        # TaskManager runs Python in its own interpreter, so subtasks in one TaskManager share
-        # one GIL (docs/performance.md).
-        self.env = {
-            "FLINK_TASKMANAGERS": str(parallelism),
-            "FLINK_TASK_SLOTS": "1",
-            **env,
-            "FLINK_REST": rest,
-        }
-        self.started = False
-
-    def _script(self, action: str) -> None:
-        subprocess.run([str(REPO / "scripts/flink-cluster.sh"), action], env=self.env, check=True)
-
-    def up(self) -> None:
-        from jobs.submit import Rest
-
+def local_broker(bootstrap: str) -> Iterator[str]:
+    """The broker at ``bootstrap`` (testkit.stack.broker_at): one that answers is used, a local
+    one is started, and stopped afterwards, if none answers there. One that cannot be had
+    ends the run."""
+    with contextlib.ExitStack() as held:
         try:
-            Rest(self.rest).call("GET", "/overview")
-            return
-        except (urllib.error.URLError, OSError):
-            pass
-        say(f"starting a session cluster on {self.rest}")
-        self._script("up")
-        self.started = True
-
-    def down(self) -> None:
-        if self.started:
-            say(f"stopping the session cluster on {self.rest}")
-            self._script("down")
-
-    def pids(self) -> list[int]:
-        port = self.rest.rsplit(":", 1)[-1]
-        out = []
-        for path in glob.glob(str(LOCAL / f"flink-{port}" / "*.pid")):
-            with contextlib.suppress(OSError, ValueError):
-                out += [int(x) for x in Path(path).read_text().split()]
-        return [p for p in out if psutil.pid_exists(p)]
+            address = held.enter_context(broker_at(bootstrap, log=say))
+        except StackError as e:
+            raise SystemExit(f"bench: {e}") from None
+        yield address
 
 
 # -- contenders --------------------------------------------------------------------------------
 
 
-@dataclass
+@dataclass(frozen=True)
 class Topics:
-    raw: str
-    enriched: str
-    usage: str
-    dlq: str
-    alerts: str
-    reconciliation: str
+    """One contender run's topics, role -> name for every topic of the catalog
+    (metering.topics): the input it reads and its own fresh output topics."""
+
+    names: dict[str, str]
 
     @classmethod
     def for_run(cls, prefix: str, raw: str) -> Topics:
-        return cls(
-            raw=raw,
-            enriched=f"{prefix}.enriched",
-            usage=f"{prefix}.usage",
-            dlq=f"{prefix}.dlq",
-            alerts=f"{prefix}.alerts",
-            reconciliation=f"{prefix}.reconciliation",
-        )
+        """``raw`` as the input, ``<prefix>.<role>`` for each output."""
+        return cls({t.role: raw if t.sink is None else f"{prefix}.{t.role}" for t in TOPICS})
 
-    def outputs(self) -> list[str]:
-        return [self.enriched, self.usage, self.dlq, self.alerts, self.reconciliation]
+    def outputs(self) -> dict[str, str]:
+        """The output topics, role -> name."""
+        return {t.role: self.names[t.role] for t in OUTPUTS}
+
+    # The topics the bench itself reads or hands to the Python loop.
+    @property
+    def raw(self) -> str:
+        return self.names["raw"]
+
+    @property
+    def enriched(self) -> str:
+        return self.names["enriched"]
+
+    @property
+    def usage(self) -> str:
+        return self.names["usage"]
+
+    @property
+    def dlq(self) -> str:
+        return self.names["dlq"]
+
+    @property
+    def alerts(self) -> str:
+        return self.names["alerts"]
 
 
 def job_flags(
@@ -469,18 +430,7 @@ def job_flags(
     flags = [
         "--bootstrap-servers",
         opts.bootstrap,
-        "--raw-topic",
-        topics.raw,
-        "--enriched-topic",
-        topics.enriched,
-        "--usage-topic",
-        topics.usage,
-        "--dlq-topic",
-        topics.dlq,
-        "--alerts-topic",
-        topics.alerts,
-        "--reconciliation-topic",
-        topics.reconciliation,
+        *job_topic_flags(topics.names),
         "--group-id",
         group,
         "--transactional-id-prefix",
@@ -582,16 +532,7 @@ class Bench:
 
     def topics(self, contender: str, phase: str, raw: str) -> Topics:
         topics = Topics.for_run(f"{self.prefix}.{contender}.{phase}", raw)
-        specs = pipeline_topics(
-            raw=f"{self.prefix}.unused",
-            enriched=topics.enriched,
-            alerts=topics.alerts,
-            dlq=topics.dlq,
-            usage=topics.usage,
-            reconciliation=topics.reconciliation,
-            partitions=self.opts.parallelism,
-        )
-        specs.pop(f"{self.prefix}.unused")
+        specs = named_pipeline_topics(topics.outputs(), self.opts.parallelism)
         ensure_topics(self.opts.bootstrap, specs)
         self.created_topics += list(specs)
         return topics
@@ -688,8 +629,18 @@ class Bench:
         from jobs.submit import Rest, client_environment
 
         if self.cluster is None:
-            self.cluster = SessionCluster(self.opts.flink_rest, self.env, self.opts.parallelism)
-            self.cluster.up()
+            # One single-slot TaskManager per subtask unless the environment chose: in thread
+            # mode each TaskManager runs Python in its own interpreter, so subtasks in one
+            # TaskManager share one GIL (docs/performance.md).
+            self.cluster = SessionCluster(
+                self.opts.flink_rest,
+                self.env[HASH_KEY_ENV],
+                taskmanagers=self.opts.parallelism,
+                task_slots=1,
+                env=self.env,
+                log=say,
+            )
+            self.cluster.ensure(reuse=True)
         cluster = self.cluster
         flags = job_flags(self.opts, topics, group, parallelism, "bench-job-session", checkpoints)
         log_dir.mkdir(parents=True, exist_ok=True)
@@ -1151,7 +1102,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         finally:
             bench.cleanup()
             if bench.cluster is not None:
-                bench.cluster.down()
+                bench.cluster.release()
     json_path, png_path = write_results(doc, opts.out)
     print()
     print(format_table(doc))

@@ -12,6 +12,7 @@ import json
 import sys
 import time
 from collections.abc import Sequence
+from contextlib import ExitStack
 from dataclasses import asdict, replace
 from pathlib import Path
 
@@ -24,6 +25,11 @@ TARGET_RECALL_2 = 0.95
 TARGET_FALSE_PER_10K = 1.0
 TARGET_ALERTS_PER_INCIDENT = 3.0
 DEFAULT_OUT = Path("bench/results/eval-detect.json")
+
+
+def _say(message: str) -> None:
+    """A progress line of the e2e mode's set-up (the broker it starts, if it does)."""
+    print(f"eval-detect {time.strftime('%H:%M:%S')} {message}", flush=True)
 
 
 def summary(report: Report) -> tuple[str, bool]:
@@ -123,10 +129,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         outcome = fast.run(spec, cfg, settings.out_of_orderness_seconds * 1000)
         unit = "window records"
     else:
-        from bench.run import local_broker
         from evaluation import endtoend
+        from testkit.stack import StackError, broker_at
 
-        with local_broker(args.bootstrap_servers):
+        with ExitStack() as held:
+            try:
+                held.enter_context(broker_at(args.bootstrap_servers, log=_say))
+            except StackError as e:
+                raise SystemExit(f"eval-detect: {e}") from None
             outcome = endtoend.run(spec, args.bootstrap_servers)
         unit = "events"
     elapsed = time.monotonic() - t0

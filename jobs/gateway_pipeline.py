@@ -41,12 +41,13 @@ from pyflink.table import Schema, StreamTableEnvironment, Table
 from pyflink.table.expressions import col
 
 from jobs import pipeline_sql as sql
-from jobs.kafka_tables import SourceSpec, sink_ddl, sink_specs, source_ddl
+from jobs.kafka_tables import SourceSpec, sink_ddl, sink_specs, sink_table, source_ddl
 from jobs.preflight import check_brokers
 from metering.detect import early_thresholds
 from metering.geo import GeoLookup
 from metering.records import CLIENT_KEY_PREFIX, SHARED_KEY
 from metering.settings import HashKeyError, PipelineSettings, read_hash_key, settings_from_args
+from metering.topics import OUTPUTS, sink_of
 from schemas.stages import FIRST_SIGHTING, RAW
 from udfs.functions import (
     KEYED_JSON_TYPE,
@@ -67,8 +68,9 @@ processes, read when the environment is created."""
 
 @dataclass(frozen=True)
 class Outputs:
-    """The job's five outputs as tables of (k, v) or (v); ``reconciliation`` is an updating
-    table (the latest row per k holds the counts), the others are append-only."""
+    """The job's outputs, one per output topic of the catalog (metering.topics), in the field
+    its sink names: tables of (k, v), or (v) for an unkeyed topic; an upsert topic's table
+    (``reconciliation``) is an updating one, where the latest row per k holds the counts."""
 
     enriched: Table
     dead_letters: Table
@@ -396,15 +398,13 @@ def build_pipeline(t_env: StreamTableEnvironment, raw: Table, cfg: PipelineSetti
 
 
 def attach_kafka_sinks(t_env: StreamTableEnvironment, out: Outputs, cfg: PipelineSettings) -> None:
+    """A Kafka sink per output topic, each fed the ``Outputs`` field the catalog names."""
     for spec in sink_specs(cfg):
         t_env.execute_sql(sink_ddl(spec))
 
     statements = t_env.create_statement_set()
-    statements.add_insert("enriched_sink", out.enriched)
-    statements.add_insert("usage_sink", out.usage)
-    statements.add_insert("dlq_sink", out.dead_letters)
-    statements.add_insert("alerts_sink", out.alerts)
-    statements.add_insert("reconciliation_sink", out.reconciliation)
+    for topic in OUTPUTS:
+        statements.add_insert(sink_table(topic), getattr(out, sink_of(topic).output))
     statements.attach_as_datastream()
 
 
@@ -453,14 +453,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     outputs = build_pipeline(t_env, raw, cfg)
     attach_kafka_sinks(t_env, outputs, cfg)
 
+    names = cfg.topics_by_role()
     log.info(
-        "starting %s: %s -> %s, %s, %s, %s (bounded=%s)",
+        "starting %s: %s -> %s (bounded=%s)",
         cfg.job_name,
         cfg.raw_topic,
-        cfg.enriched_topic,
-        cfg.usage_topic,
-        cfg.alerts_topic,
-        cfg.dlq_topic,
+        ", ".join(names[t.role] for t in OUTPUTS),
         cfg.bounded,
     )
     env.execute(cfg.job_name)

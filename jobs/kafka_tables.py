@@ -9,12 +9,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Literal
 
 from metering.kafka_producer import flink_sink_batching
 from metering.kafka_security import kafka_security_options
 from metering.records import SINK_MAX_REQUEST_BYTES
 from metering.settings import PipelineSettings
+from metering.topics import OUTPUTS, Delivery, Topic
 
 __all__ = [
     "SinkSpec",
@@ -22,10 +22,9 @@ __all__ = [
     "kafka_security_options",
     "sink_ddl",
     "sink_specs",
+    "sink_table",
     "source_ddl",
 ]
-
-Delivery = Literal["exactly-once", "at-least-once"]
 
 
 def _options(opts: dict[str, str]) -> str:
@@ -132,40 +131,30 @@ def sink_ddl(spec: SinkSpec) -> str:
 )"""
 
 
-def sink_specs(cfg: PipelineSettings) -> list[SinkSpec]:
-    """The job's five sinks. Transactional id prefixes are derived from the configured prefix
-    only (no job id, time or random part), so they are stable across restarts and upgrades, and
-    each sink has its own: two sinks sharing a prefix would fence each other's producers."""
+def sink_table(topic: Topic) -> str:
+    """The name of the SQL table that writes ``topic``."""
+    return f"{topic.role}_sink"
 
-    def spec(
-        table: str, topic: str, suffix: str, exactly_once: bool, keyed: bool, upsert: bool = False
-    ) -> SinkSpec:
-        return SinkSpec(
-            table=table,
-            topic=topic,
+
+def sink_specs(cfg: PipelineSettings) -> list[SinkSpec]:
+    """One sink per output topic of the catalog (metering.topics), in its order.
+
+    Transactional id prefixes are derived from the configured prefix and the topic's role only
+    (no job id, time or random part), so they are stable across restarts and upgrades, and each
+    sink has its own: two sinks sharing a prefix would fence each other's producers."""
+    names = cfg.topics_by_role()
+    return [
+        SinkSpec(
+            table=sink_table(topic),
+            topic=names[topic.role],
             bootstrap_servers=cfg.bootstrap_servers,
-            delivery="exactly-once" if exactly_once else "at-least-once",
-            transactional_id_prefix=f"{cfg.transactional_id_prefix}-{suffix}",
+            delivery=cfg.delivery(topic),
+            transactional_id_prefix=f"{cfg.transactional_id_prefix}-{topic.role}",
             transaction_timeout_ms=cfg.transaction_timeout_ms,
-            keyed=keyed,
-            upsert=upsert,
+            keyed=topic.key is not None,
+            upsert=topic.upsert,
             security=cfg.kafka_security(),
             max_request_bytes=cfg.sink_max_request_bytes(),
         )
-
-    return [
-        spec("enriched_sink", cfg.enriched_topic, "enriched", True, True),
-        spec("usage_sink", cfg.usage_topic, "usage", True, True),
-        spec("dlq_sink", cfg.dlq_topic, "dlq", True, False),
-        spec(
-            "alerts_sink", cfg.alerts_topic, "alerts", cfg.alerts_delivery == "exactly-once", True
-        ),
-        spec(
-            "reconciliation_sink",
-            cfg.reconciliation_topic,
-            "reconciliation",
-            True,
-            True,
-            upsert=True,
-        ),
+        for topic in OUTPUTS
     ]

@@ -21,14 +21,13 @@ normal.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import MISSING, dataclass, field, fields
+from collections.abc import Mapping
+from dataclasses import MISSING, dataclass, field, fields, replace
 from typing import Any
 
 from metering import baseline as bl
-from metering.rules import SEVERITY_RANK, Finding, Window, distributed, geography, guessing, rate
+from metering.rules import SEVERITY_RANK, Finding, Window, guessing, registry
 
-RULES = (rate, geography, guessing, distributed)
-"""The registered rules, judged in this order."""
 RECENT_WINDOWS = 6
 """Closed windows a key holds back from its baseline: the rules judge runs of up to this many
 windows, and a run found anomalous stays out of the baseline as a whole."""
@@ -41,21 +40,23 @@ class DetectorConfig:
     quiet_minutes: float = 10.0
     """An incident closes after this long without a finding."""
     baseline: bl.BaselineConfig = field(default_factory=bl.BaselineConfig)
-    rate_spike: rate.Config = field(default_factory=rate.Config)
-    new_country: geography.Config = field(default_factory=geography.Config)
-    auth_failures: guessing.Config = field(default_factory=guessing.Config)
-    distributed_guessing: distributed.Config = field(default_factory=distributed.Config)
+    rules: Mapping[str, Any] = field(default_factory=registry.default_configs)
+    """The rules the detector runs (metering.rules.registry), by name: each one's config."""
 
     @property
     def auth_failure_min(self) -> int:
-        return self.auth_failures.min_per_window
+        return int(self.rules[guessing.NAME].min_per_window)
 
     @property
     def quiet_windows(self) -> int:
         return max(1, round(self.quiet_minutes * 60_000 / self.window_ms))
 
     def rule_config(self, name: str) -> Any:
-        return getattr(self, name)
+        return self.rules[name]
+
+    def with_rule(self, name: str, **values: Any) -> DetectorConfig:
+        """A copy with some of rule ``name``'s settings changed."""
+        return replace(self, rules={**self.rules, name: replace(self.rules[name], **values)})
 
 
 @dataclass(slots=True)
@@ -298,7 +299,11 @@ def evaluate(
     index = start // cfg.window_ms
     if state is None or state.baseline is None:
         # A new key, or the state of an older detector (no baseline): learned afresh.
-        state = KeyState(bl.new_baseline(index), {r.NAME: r.new_state() for r in RULES})
+        state = KeyState(bl.new_baseline(index), {})
+    rules = registry.active(cfg.rules)
+    for r in rules:
+        if r.NAME not in state.rules:  # a new key, or a rule added since its state was saved
+            state.rules[r.NAME] = r.new_state()
     if kind not in ("window", "early", "shared") or (
         state.last_window_start is not None and start <= state.last_window_start
     ):
@@ -337,7 +342,7 @@ def evaluate(
     )
     findings = [
         f
-        for r in RULES
+        for r in rules
         if (closed or r.ON_EARLY)
         and shared == r.SHARED
         and (f := r.check(w, state.rules[r.NAME], cfg.rule_config(r.NAME))) is not None
@@ -354,7 +359,7 @@ def evaluate(
         state.recent = [(i, c, bad or i > index - span) for i, c, bad in state.recent] + [
             (index, count, span > 0 or during)
         ]
-        for r in RULES:
+        for r in rules:
             r.learn(w, state.rules[r.NAME], cfg.rule_config(r.NAME), state.incident is not None)
         state.last_window_start = start
     return state, alerts

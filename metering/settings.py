@@ -14,13 +14,14 @@ import argparse
 import glob
 import os
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from metering.baseline import BaselineConfig
+from metering import topics
 from metering.detect import DetectorConfig
 from metering.kafka_security import kafka_security_options
 from metering.records import (
@@ -31,7 +32,7 @@ from metering.records import (
     SINK_RECORD_FRAMING_BYTES,
     Limits,
 )
-from metering.rules import distributed, geography, guessing, rate
+from metering.topics import Delivery, Topic, sink_of
 
 ENV_PREFIX = "PIPELINE_"
 HASH_KEY_ENV = "PIPELINE_HASH_KEY"
@@ -146,6 +147,41 @@ OPERATORS_JAR = REPO_ROOT / "build/jars/pipeline/gateway-pipeline-operators.jar"
 """The job's JVM operators (jvm/), built by make setup."""
 
 
+def _topic_field(role: str) -> Any:
+    """The settings field of a catalog topic's name: its default name and help."""
+    topic = topics.BY_ROLE[role]
+    return Field(topic.name, description=topic.about)
+
+
+_DETECTOR_PATH = "detector"
+
+
+def _detector_default(path: str) -> Any:
+    part, _, attr = path.rpartition(".")
+    cfg = DetectorConfig()
+    return getattr(
+        cfg.rules[part] if part in cfg.rules else getattr(cfg, part) if part else cfg, attr
+    )
+
+
+def detector_setting(path: str, **field: Any) -> Any:
+    """A setting of the detector: ``path`` names its place in ``DetectorConfig``: a rule's
+    (``"rate_spike.sensitivity"``), the baseline's (``"baseline.learn_minutes"``) or the
+    detector's own (``"quiet_minutes"``). Its value there is the default, so a rule's defaults
+    are stated once, in the rule's module."""
+    return Field(_detector_default(path), json_schema_extra={_DETECTOR_PATH: path}, **field)
+
+
+def detector_settings() -> dict[str, str]:
+    """Setting name -> its place in ``DetectorConfig``."""
+    out = {}
+    for name, info in PipelineSettings.model_fields.items():
+        extra = info.json_schema_extra
+        if isinstance(extra, dict) and isinstance(extra.get(_DETECTOR_PATH), str):
+            out[name] = str(extra[_DETECTOR_PATH])
+    return out
+
+
 class PipelineSettings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix=ENV_PREFIX, env_ignore_empty=True, extra="forbid", frozen=True
@@ -153,18 +189,14 @@ class PipelineSettings(BaseSettings):
 
     # Kafka
     bootstrap_servers: str = Field("127.0.0.1:9092", description="Kafka bootstrap servers")
-    raw_topic: str = Field("gateway.raw", description="topic of raw gateway access-log records")
-    enriched_topic: str = Field("gateway.enriched", description="enriched events (Pinot ingests)")
-    alerts_topic: str = Field("gateway.alerts", description="compromised-key alerts")
-    dlq_topic: str = Field("gateway.dlq", description="dead letters: unusable records + reason")
-    usage_topic: str = Field(
-        "gateway.usage", description="per-key event-time window counts and late corrections"
-    )
-    reconciliation_topic: str = Field(
-        "gateway.reconciliation",
-        description="per source partition and interval: records in = enriched + dead-lettered "
-        "+ deduplicated",
-    )
+    # One field per topic of the catalog (metering.topics), which gives its default and help;
+    # declared here so that the type checker knows them (a unit test checks they match).
+    raw_topic: str = _topic_field("raw")
+    enriched_topic: str = _topic_field("enriched")
+    usage_topic: str = _topic_field("usage")
+    dlq_topic: str = _topic_field("dlq")
+    alerts_topic: str = _topic_field("alerts")
+    reconciliation_topic: str = _topic_field("reconciliation")
     group_id: str = Field("gateway-pipeline", description="consumer group of the raw source")
     startup_mode: Literal["group-offsets", "earliest-offset", "latest-offset"] = Field(
         "group-offsets",
@@ -199,8 +231,8 @@ class PipelineSettings(BaseSettings):
         "transaction timeout must exceed it plus a checkpoint interval, or Kafka aborts "
         "transactions Flink has already checkpointed",
     )
-    alerts_delivery: Literal["at-least-once", "exactly-once"] = Field(
-        "at-least-once",
+    alerts_delivery: Delivery = Field(
+        sink_of(topics.BY_ROLE["alerts"]).delivery,
         description="at-least-once makes alerts readable at once (ids are deterministic, so "
         "duplicates after a restart are recognisable); exactly-once delays them to the checkpoint",
     )
@@ -285,46 +317,58 @@ class PipelineSettings(BaseSettings):
     idle_timeout_seconds: int = Field(
         30, ge=1, description="a source subtask without events this long stops holding watermarks"
     )
-    # Detection
-    rate_sensitivity: float = Field(
-        9.0,
+    # Detection: each default is its rule's own (metering.rules), stated there once.
+    rate_sensitivity: float = detector_setting(
+        "rate_spike.sensitivity",
         gt=0,
         description="rate_spike fires when a window's tail probability under the key's own "
         "baseline is at most 10^-this (higher: fewer, surer alerts)",
     )
-    spike_min_count: int = Field(3, ge=1, description="fewer requests never count as a spike")
-    spike_min_ratio: float = Field(
-        3.0, gt=1, description="nor fewer than this many times the expected count"
+    spike_min_count: int = detector_setting(
+        "rate_spike.min_count", ge=1, description="fewer requests never count as a spike"
     )
-    baseline_learn_minutes: float = Field(
-        30.0, gt=0, description="event time a key is learned before the baseline rules fire"
+    spike_min_ratio: float = detector_setting(
+        "rate_spike.min_ratio",
+        gt=1,
+        description="nor fewer than this many times the expected count",
     )
-    country_half_life_days: float = Field(
-        7.0, gt=0, description="a country's familiarity to a key halves in this many idle days"
+    baseline_learn_minutes: float = detector_setting(
+        "baseline.learn_minutes",
+        gt=0,
+        description="event time a key is learned before the baseline rules fire",
     )
-    country_familiar_after_minutes: float = Field(
-        60.0,
+    country_half_life_days: float = detector_setting(
+        "new_country.half_life_days",
+        gt=0,
+        description="a country's familiarity to a key halves in this many idle days",
+    )
+    country_familiar_after_minutes: float = detector_setting(
+        "new_country.familiar_after_minutes",
         ge=0,
         description="a new country becomes familiar after this long without an open incident",
     )
-    slow_guessing_min: float = Field(
-        10.0,
+    slow_guessing_min: float = detector_setting(
+        "auth_failures.slow_min",
         gt=0,
         description="rejected calls accumulated over ~5 min (decaying) that make slow guessing",
     )
-    distributed_sensitivity: float = Field(
-        6.0,
+    distributed_sensitivity: float = detector_setting(
+        "distributed_guessing.sensitivity",
         gt=0,
         description="distributed_guessing fires when a run of windows with many rejected "
         "unidentified clients has a tail probability of at most 10^-this",
     )
-    incident_quiet_minutes: float = Field(
-        10.0, gt=0, description="an incident closes after this long without a finding"
+    incident_quiet_minutes: float = detector_setting(
+        "quiet_minutes", gt=0, description="an incident closes after this long without a finding"
     )
-    auth_failure_min: int = Field(20, ge=1, description="401/403 answers per window to alert")
-    auth_failure_ratio: float = Field(0.5, gt=0, le=1, description="and their share of requests")
-    early_alerts: bool = Field(
-        True,
+    auth_failure_min: int = detector_setting(
+        "auth_failures.min_per_window", ge=1, description="401/403 answers per window to alert"
+    )
+    auth_failure_ratio: float = detector_setting(
+        "auth_failures.min_share", gt=0, le=1, description="and their share of requests"
+    )
+    early_alerts: bool = detector_setting(
+        "early_alerts",
         description="raise auth_failures alerts on the event that crosses the threshold, not "
         "when the window closes (after the window and the out-of-orderness bound)",
     )
@@ -389,16 +433,9 @@ class PipelineSettings(BaseSettings):
 
     @model_validator(mode="after")
     def _distinct_topics(self) -> PipelineSettings:
-        topics = [
-            self.raw_topic,
-            self.enriched_topic,
-            self.alerts_topic,
-            self.dlq_topic,
-            self.usage_topic,
-            self.reconciliation_topic,
-        ]
-        if len(set(topics)) != len(topics):
-            raise ValueError("raw, enriched, alerts, dlq, usage, reconciliation must be distinct")
+        names = self.topics_by_role()
+        if len(set(names.values())) != len(names):
+            raise ValueError(f"the topics ({', '.join(names)}) must be distinct")
         return self
 
     @model_validator(mode="after")
@@ -435,15 +472,16 @@ class PipelineSettings(BaseSettings):
         )
 
     def topics_by_role(self) -> dict[str, str]:
-        """Every topic the job reads or writes, by role."""
-        return {
-            "raw": self.raw_topic,
-            "enriched": self.enriched_topic,
-            "alerts": self.alerts_topic,
-            "dlq": self.dlq_topic,
-            "usage": self.usage_topic,
-            "reconciliation": self.reconciliation_topic,
-        }
+        """Every topic the job reads or writes (the catalog's), by role."""
+        return {t.role: str(getattr(self, t.setting)) for t in topics.TOPICS}
+
+    def delivery(self, topic: Topic) -> Delivery:
+        """The guarantee of the job's sink to ``topic``: its setting's, where it has one."""
+        sink = sink_of(topic)
+        if sink.configurable:
+            chosen: Delivery = getattr(self, f"{topic.role}_delivery")
+            return chosen
+        return sink.delivery
 
     def resolved_geoip_db(self) -> str:
         if self.geoip_db:
@@ -482,27 +520,17 @@ class PipelineSettings(BaseSettings):
         return max(self.dedup_horizon_seconds, self.window_seconds + self.out_of_orderness_seconds)
 
     def detector(self) -> DetectorConfig:
-        return DetectorConfig(
-            window_ms=self.window_seconds * 1000,
-            early_alerts=self.early_alerts,
-            quiet_minutes=self.incident_quiet_minutes,
-            baseline=BaselineConfig(learn_minutes=self.baseline_learn_minutes),
-            rate_spike=rate.Config(
-                sensitivity=self.rate_sensitivity,
-                min_count=self.spike_min_count,
-                min_ratio=self.spike_min_ratio,
-            ),
-            new_country=geography.Config(
-                half_life_days=self.country_half_life_days,
-                familiar_after_minutes=self.country_familiar_after_minutes,
-            ),
-            auth_failures=guessing.Config(
-                min_per_window=self.auth_failure_min,
-                min_share=self.auth_failure_ratio,
-                slow_min=self.slow_guessing_min,
-            ),
-            distributed_guessing=distributed.Config(sensitivity=self.distributed_sensitivity),
-        )
+        """The detector's config: its defaults, with every detector setting (``detector_setting``)
+        put in its place."""
+        cfg = DetectorConfig(window_ms=self.window_seconds * 1000)
+        by_part: dict[str, dict[str, Any]] = {}
+        for name, path in detector_settings().items():
+            part, _, attr = path.rpartition(".")
+            by_part.setdefault(part, {})[attr] = getattr(self, name)
+        top = by_part.pop("", {})
+        rules = {n: replace(c, **by_part.pop(n, {})) for n, c in cfg.rules.items()}
+        parts = {part: replace(getattr(cfg, part), **values) for part, values in by_part.items()}
+        return replace(cfg, **top, **parts, rules=rules)
 
     def flink_overrides(self) -> dict[str, str]:
         """``flink_config`` as a dict, for ``create_environment(overrides=...)``."""

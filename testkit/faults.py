@@ -172,13 +172,28 @@ from confluent_kafka.admin import AdminClient
 # confluent_kafka.admin re-exports OffsetSpec without listing it, which mypy --strict rejects.
 from confluent_kafka.admin._listoffsets import OffsetSpec
 
-from jobs.submit import Rest, flink_home
 from metering import reconciliation
 from metering.records import AUTH_FAILURE_STATUSES
 from metering.settings import PipelineSettings, check_transaction_timeout
+from testkit.stack import (
+    Broker,
+    SessionCluster,
+    StackError,
+    alive,
+    cmdline,
+    descendants,
+    send_signal,
+    wait_gone,
+)
 from testkit.traffic import Entry, SequencedEvents, parse_sequenced_request_id
 from tools.readback import Record, drain
-from tools.topics import delete_topics, ensure_topics, pipeline_topics
+from tools.topics import (
+    ROLES,
+    delete_topics,
+    ensure_topics,
+    job_topic_flags,
+    named_pipeline_topics,
+)
 
 REPO: Final = Path(__file__).resolve().parent.parent
 LOCAL: Final = REPO / ".local"
@@ -235,10 +250,7 @@ row, each the first one the restored job completes."""
 ALERT_BURST_EVENTS_OVER_MIN: Final = 10
 """An alert burst is ``auth_failure_min`` + this many refused calls: over the threshold, under
 its doubling and under the high severity, so each burst window alerts exactly once."""
-_BROKER_CLASS: Final = "kafka.Kafka"
 _PY_WORKER_MODULE: Final = "pyflink.fn_execution.beam.beam_boot"
-_TM_CLASS: Final = "org.apache.flink.runtime.taskexecutor.TaskManagerRunner"
-_JM_CLASS: Final = "org.apache.flink.runtime.entrypoint.StandaloneSessionClusterEntrypoint"
 _TERMINAL: Final = frozenset({"FAILED", "CANCELED", "FINISHED", "SUSPENDED"})
 _POLL_S: Final = 0.5
 _PHASE_POLL_S: Final = 0.005
@@ -735,223 +747,6 @@ def _check_reconciliation(
     if total_dead != dead_letters:
         problems.append(f"dead_lettered {total_dead}, dead-letter topic {dead_letters}")
     return problems, True
-
-
-# --------------------------------------------------------------------------------------------
-# Processes
-# --------------------------------------------------------------------------------------------
-
-
-def _cmdline(pid: int) -> list[str]:
-    try:
-        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return []
-    return [a.decode(errors="replace") for a in raw.split(b"\0") if a]
-
-
-def _stat(pid: int) -> tuple[str, int] | None:
-    """(state, parent pid) from /proc, or None when the process is gone."""
-    try:
-        text = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    fields = text[text.rindex(")") + 2 :].split()
-    return fields[0], int(fields[1])
-
-
-def alive(pid: int) -> bool:
-    st = _stat(pid)
-    return st is not None and st[0] != "Z"
-
-
-def _all_pids() -> list[int]:
-    return [int(p) for p in os.listdir("/proc") if p.isdigit()]
-
-
-def descendants(pid: int) -> list[int]:
-    children: defaultdict[int, list[int]] = defaultdict(list)
-    for p in _all_pids():
-        st = _stat(p)
-        if st is not None:
-            children[st[1]].append(p)
-    out: list[int] = []
-    stack = [pid]
-    while stack:
-        for child in children.get(stack.pop(), []):
-            out.append(child)
-            stack.append(child)
-    return out
-
-
-def wait_gone(pids: Sequence[int], timeout_s: float) -> list[int]:
-    """Wait until none of ``pids`` is alive; return those still alive at the deadline."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        left = [p for p in pids if alive(p)]
-        if not left or time.monotonic() > deadline:
-            return left
-        time.sleep(0.05)
-
-
-def _signal(pids: Sequence[int], sig: signal.Signals) -> None:
-    for p in pids:
-        with suppress(ProcessLookupError):
-            os.kill(p, sig)
-
-
-class Broker:
-    """The local broker of ``scripts/kafka.sh`` on this run's port."""
-
-    def __init__(self, port: int, log: Callable[[str], None]) -> None:
-        self.port = port
-        self.log = log
-        self.bootstrap = f"127.0.0.1:{port}"
-
-    def _sh(self, command: str) -> subprocess.CompletedProcess[str]:
-        env = dict(os.environ, KAFKA_PORT=str(self.port))
-        env.pop("KAFKA_CONTROLLER_PORT", None)
-        return subprocess.run(
-            [str(REPO / "scripts/kafka.sh"), command],
-            cwd=REPO,
-            env=env,
-            capture_output=True,
-            text=True,
-            check=False,
-            timeout=180,
-        )
-
-    def running(self) -> bool:
-        return self._sh("status").returncode == 0
-
-    def up(self) -> None:
-        proc = self._sh("up")
-        if proc.returncode != 0:
-            raise FaultsError(f"kafka.sh up failed:\n{(proc.stdout + proc.stderr)[-3000:]}")
-
-    def down(self) -> None:
-        proc = self._sh("down")
-        if proc.returncode != 0:
-            raise FaultsError(f"kafka.sh down failed:\n{(proc.stdout + proc.stderr)[-3000:]}")
-
-    def pid(self) -> int:
-        """The broker JVM's pid, from the pid file ``scripts/kafka.sh`` keeps, checked against
-        the process's command line (pids are reused)."""
-        state = LOCAL / f"kafka-{self.port}"
-        try:
-            pid = int((state / "kafka.pid").read_text().strip())
-        except (OSError, ValueError) as e:
-            raise FaultsError(f"no broker pid file in {state}: {e}") from e
-        args = _cmdline(pid)
-        if _BROKER_CLASS not in args or str(state / "server.properties") not in args:
-            raise FaultsError(f"pid {pid} in {state}/kafka.pid is not this run's broker")
-        return pid
-
-
-class Cluster:
-    """The local session cluster of ``scripts/flink-cluster.sh`` on this run's REST port, and
-    its JobManager/TaskManager processes (found by main class and ``--configDir``)."""
-
-    def __init__(self, rest: str, hash_key: str, log: Callable[[str], None]) -> None:
-        self.address = rest
-        self.rest = Rest(rest)
-        self.hash_key = hash_key
-        self.log = log
-        self.state = LOCAL / f"flink-{rest.rsplit(':', 1)[-1]}"
-        self.conf = self.state / "conf"
-        self.checkpoints = self.state / "checkpoints"
-        # scripts/flink-cluster.sh keeps this cluster's pid files here (FLINK_PID_DIR).
-        self.pid_dir = self.state
-
-    def env(self) -> dict[str, str]:
-        env = dict(os.environ)
-        env.pop("FLINK_RPC_PORT", None)
-        env.update(
-            FLINK_REST=self.address,
-            FLINK_CONF_DIR=str(self.conf),
-            FLINK_LOG_DIR=str(self.state / "log"),
-            FLINK_LIB_DIR=str(self.state / "lib"),
-            # The cluster's own pid files, as scripts/flink-cluster.sh sets them: the default
-            # (/tmp) is shared by every Flink cluster on the host, and `stop-all` stops them all.
-            FLINK_PID_DIR=str(self.pid_dir),
-            PIPELINE_HASH_KEY=self.hash_key,
-        )
-        return env
-
-    def answering(self) -> bool:
-        try:
-            self.rest.call("GET", "/overview")
-            return True
-        except (urllib.error.URLError, OSError, ValueError):
-            return False
-
-    def _script(self, command: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [str(REPO / "scripts/flink-cluster.sh"), command],
-            cwd=REPO,
-            env=self.env(),
-            capture_output=True,
-            text=True,
-            check=False,
-            timeout=300,
-            # Its daemons must not get the terminal's Ctrl-C: the teardown stops them in order.
-            start_new_session=True,
-        )
-
-    def up(self) -> None:
-        self.pid_dir.mkdir(parents=True, exist_ok=True)
-        proc = self._script("up")
-        if proc.returncode != 0:
-            raise FaultsError(f"flink-cluster.sh up failed:\n{(proc.stdout + proc.stderr)[-3000:]}")
-
-    def pids(self, main_class: str) -> list[int]:
-        conf = str(self.conf)
-        out = []
-        for p in _all_pids():
-            args = _cmdline(p)
-            if main_class in args and "--configDir" in args and conf in args and alive(p):
-                out.append(p)
-        return sorted(out)
-
-    def tm_pids(self) -> list[int]:
-        return self.pids(_TM_CLASS)
-
-    def jm_pids(self) -> list[int]:
-        return self.pids(_JM_CLASS)
-
-    def start_daemon(self, script: str) -> None:
-        proc = subprocess.run(
-            [str(flink_home() / "bin" / script), "start"],
-            env=self.env(),
-            capture_output=True,
-            text=True,
-            check=False,
-            timeout=60,
-            start_new_session=True,
-        )
-        if proc.returncode != 0:
-            raise FaultsError(f"{script} start failed:\n{(proc.stdout + proc.stderr)[-2000:]}")
-
-    def _clean_pid_files(self) -> None:
-        # kill -9 leaves dead pids in the pid files, and pids are reused (pid_max may be 32768):
-        # keep only this cluster's live daemons before `stop-all` signals every listed pid.
-        live = set(self.tm_pids()) | set(self.jm_pids())
-        for f in self.pid_dir.glob("*.pid"):
-            kept = [line for line in f.read_text().split() if line.isdigit() and int(line) in live]
-            f.write_text("".join(f"{p}\n" for p in kept))
-
-    def down(self) -> None:
-        if self.pid_dir.is_dir():
-            self._clean_pid_files()
-        if (self.conf / "config.yaml").exists():
-            self._script("down")
-        left = self.tm_pids() + self.jm_pids()
-        if left:
-            self.log(f"cluster processes still running after down: {left}; terminating")
-            _signal(left, signal.SIGTERM)
-            left = wait_gone(left, 20)
-            _signal(left, signal.SIGKILL)
-            wait_gone(left, 10)
 
 
 # --------------------------------------------------------------------------------------------
@@ -1596,13 +1391,12 @@ class Harness:
         self.client_log.setLevel(logging.INFO)
         self._client_handler = logging.FileHandler(self.run_dir / "kafka-clients.log")
         self.client_log.addHandler(self._client_handler)
-        self.broker = Broker(cfg.kafka_port, self.log)
-        self.cluster = Cluster(cfg.flink_rest, secrets.token_hex(32), self.log)
-        roles = ["raw", "enriched", "alerts", "dlq", "usage"]
-        self.has_reconciliation = "reconciliation_topic" in PipelineSettings.model_fields
-        if self.has_reconciliation:
-            roles.append("reconciliation")
-        self.topics = {r: f"faults.{self.run_id}.{r}" for r in roles}
+        # The scripts' output only in errors: this run's log is about the faults.
+        self.broker = Broker(cfg.kafka_port, self.log, echo=False)
+        self.cluster = SessionCluster(
+            cfg.flink_rest, secrets.token_hex(32), log=self.log, echo=False
+        )
+        self.topics = {role: f"faults.{self.run_id}.{role}" for role in ROLES}
         self.plan = TrafficPlan.for_run(cfg.duration_s, cfg.rate, cfg.idle_timeout_s)
         faults = cfg.fault_plan()
         self.parallelism = initial_parallelism(faults)
@@ -1626,8 +1420,6 @@ class Harness:
         self.vanishing: dict[str, int] = {}
         """Vanishing key -> epoch ms of the kill it went silent before (``Silence``)."""
         self.problems: list[str] = []
-        self.started_broker = False
-        self.started_cluster = False
         self.t_start = time.monotonic()
 
     def log(self, message: str) -> None:
@@ -1639,24 +1431,13 @@ class Harness:
     # -- infrastructure ------------------------------------------------------------------------
 
     def start(self) -> None:
-        if self.cluster.answering():
-            raise FaultsError(
-                f"a Flink cluster already answers on {self.cfg.flink_rest}; stop it first "
-                f"(FLINK_REST={self.cfg.flink_rest} scripts/flink-cluster.sh down) or choose "
-                "--flink-rest"
-            )
-        if self.broker.running():
-            self.log(f"broker on {self.broker.bootstrap} already running; using it")
-        else:
-            self.log(f"starting broker on {self.broker.bootstrap}")
-            self.broker.up()
-            self.started_broker = True
-        self.log(f"starting Flink session cluster on {self.cfg.flink_rest}")
-        self.started_cluster = True
-        self.cluster.up()
+        # The cluster first: one already answering (unknown hash key) ends the run before a
+        # broker is started for it. Both are stopped in teardown if started here.
+        self.cluster.ensure(reuse=False, hint=" or choose --flink-rest")
+        self.broker.ensure()
         ensure_topics(
             self.broker.bootstrap,
-            pipeline_topics(**self.topics, partitions=PARTITIONS),
+            named_pipeline_topics(self.topics, PARTITIONS),
         )
         self.log(f"topics faults.{self.run_id}.*; logs in {self.run_dir}")
 
@@ -1666,24 +1447,19 @@ class Harness:
                 self.traffic.stop_event.set()
                 self.traffic.join(150)
             if self.paused:
-                _signal(self.paused, signal.SIGCONT)
+                send_signal(self.paused, signal.SIGCONT)
                 self.paused = []
             self.reap_orphans()
             if self.progress is not None:
                 self.progress.close()
             if self.job_id is not None and self.cluster.answering():
                 try:
-                    if self.cluster.rest.job(self.job_id)["state"] not in _TERMINAL:
+                    if self.cluster.api.job(self.job_id)["state"] not in _TERMINAL:
                         self.log(f"cancelling job {self.job_id}")
-                        self.cluster.rest.call("PATCH", f"/jobs/{self.job_id}?mode=cancel")
+                        self.cluster.api.call("PATCH", f"/jobs/{self.job_id}?mode=cancel")
                 except (urllib.error.URLError, OSError, ValueError, KeyError) as e:
                     self.log(f"could not cancel job {self.job_id}: {e}")
-            if self.started_cluster:
-                self.log("stopping the Flink cluster")
-                try:
-                    self.cluster.down()
-                except (OSError, subprocess.SubprocessError) as e:
-                    self.log(f"cluster down failed: {e}")
+            self.cluster.release()
             if not success or self.cfg.keep_topics:
                 self.log(
                     f"kept for inspection: topics faults.{self.run_id}.* (broker state in "
@@ -1698,26 +1474,16 @@ class Harness:
                         _remove_tree(self.cluster.checkpoints / job)
                 except Exception as e:  # cleanup only
                     self.log(f"cleanup of topics/checkpoints failed: {e}")
-            if self.started_broker:
-                self.log("stopping the broker")
-                try:
-                    self.broker.down()
-                except (FaultsError, OSError, subprocess.SubprocessError) as e:
-                    self.log(f"broker down failed: {e}")
+            self.broker.release()
             self.client_log.removeHandler(self._client_handler)
             self._client_handler.close()
 
     # -- the job -------------------------------------------------------------------------------
 
     def job_flags(self) -> list[str]:
-        t = self.topics
         flags = [
             "--bootstrap-servers", self.broker.bootstrap,
-            "--raw-topic", t["raw"],
-            "--enriched-topic", t["enriched"],
-            "--alerts-topic", t["alerts"],
-            "--dlq-topic", t["dlq"],
-            "--usage-topic", t["usage"],
+            *job_topic_flags(self.topics),
             "--startup-mode", "earliest-offset",
             "--group-id", f"faults-{self.run_id}",
             "--transactional-id-prefix", f"faults-{self.run_id}",
@@ -1734,8 +1500,6 @@ class Harness:
                 "--transaction-timeout-ms", str(timeout_ms),
                 "--expected-restart-seconds", str(restart_s),
             ]  # fmt: skip
-        if self.has_reconciliation:
-            flags += ["--reconciliation-topic", t["reconciliation"]]
         return flags + list(self.cfg.effective_job_args())
 
     def _submit_cli(self, *args: str, timeout_s: float = 420) -> subprocess.CompletedProcess[str]:
@@ -1780,12 +1544,12 @@ class Harness:
 
     def _checkpoints(self) -> dict[str, Any]:
         assert self.job_id is not None
-        result: dict[str, Any] = self.cluster.rest.call("GET", f"/jobs/{self.job_id}/checkpoints")
+        result: dict[str, Any] = self.cluster.api.call("GET", f"/jobs/{self.job_id}/checkpoints")
         return result
 
     def restarts(self) -> int | None:
         try:
-            metrics = self.cluster.rest.call("GET", f"/jobs/{self.job_id}/metrics?get=numRestarts")
+            metrics = self.cluster.api.call("GET", f"/jobs/{self.job_id}/metrics?get=numRestarts")
             return int(metrics[0]["value"]) if metrics else None
         except (urllib.error.URLError, OSError, ValueError, KeyError, IndexError):
             return None
@@ -1793,7 +1557,7 @@ class Harness:
     def _recovered(self, since_ms: int) -> tuple[bool, str]:
         assert self.job_id is not None
         try:
-            info = self.cluster.rest.job(self.job_id)
+            info = self.cluster.api.job(self.job_id)
             state = str(info["state"])
             if state in _TERMINAL:
                 raise FaultsError(f"job {self.job_id} ended {state}")
@@ -1845,13 +1609,13 @@ class Harness:
         left = [
             p
             for p, args in self.orphan_candidates
-            if p not in keep and alive(p) and _cmdline(p) == args
+            if p not in keep and alive(p) and cmdline(p) == args
         ]
         self.orphan_candidates = []
         if not left:
             return ""
-        names = sorted({Path(a).name for p in left for a in _cmdline(p)[:1]})
-        _signal(left, signal.SIGKILL)
+        names = sorted({Path(a).name for p in left for a in cmdline(p)[:1]})
+        send_signal(left, signal.SIGKILL)
         wait_gone(left, 10)
         self.orphans_killed += len(left)
         return f"; {len(left)} worker processes outlived it ({', '.join(names)}), killed"
@@ -2212,9 +1976,9 @@ class Harness:
         pids = [pid, *descendants(pid)]
         hold = 2.5 * self.cfg.checkpoint_interval_s
         self.paused = pids
-        _signal(pids, signal.SIGSTOP)
+        send_signal(pids, signal.SIGSTOP)
         time.sleep(hold)  # the fault itself: a frozen TaskManager
-        _signal(list(reversed(pids)), signal.SIGCONT)
+        send_signal(list(reversed(pids)), signal.SIGCONT)
         self.paused = []
         resumed_ms = int(time.time() * 1000)
         return (
@@ -2246,7 +2010,7 @@ class Harness:
         """kill -9 the TaskManager, start a new one; (old pid, kill time in epoch ms). Its
         Python workers become orphan candidates (reaped after recovery)."""
         pid = self._one_tm()
-        workers = [(w, _cmdline(w)) for w in descendants(pid)]
+        workers = [(w, cmdline(w)) for w in descendants(pid)]
         os.kill(pid, signal.SIGKILL)
         killed_ms = int(time.time() * 1000)
         if wait_gone([pid], 15):
@@ -2306,7 +2070,7 @@ class Harness:
         while True:
             self._check_traffic()
             with suppress(urllib.error.URLError, OSError, ValueError, KeyError):
-                job = self.cluster.rest.job(self.job_id)
+                job = self.cluster.api.job(self.job_id)
                 restoring = restoring_tasks(job)
                 if restoring:
                     break
@@ -2343,7 +2107,7 @@ class Harness:
             time.sleep(self.rng.uniform(0.0, self.cfg.checkpoint_interval_s))
             pids = [pid, *descendants(pid)]
             self.paused = pids
-            _signal(pids, signal.SIGSTOP)
+            send_signal(pids, signal.SIGSTOP)
             paused_at = time.monotonic()
             # Frozen writers: what is open now stays open until Kafka aborts it.
             open_at_pause = stuck_transactions(
@@ -2351,7 +2115,7 @@ class Harness:
             )
             if open_at_pause:
                 break
-            _signal(list(reversed(pids)), signal.SIGCONT)
+            send_signal(list(reversed(pids)), signal.SIGCONT)
             self.paused = []
             if attempt == attempts:
                 raise FaultsError(f"no open transaction at any of {attempts} pauses")
@@ -2363,7 +2127,7 @@ class Harness:
             self.broker.bootstrap, self.output_topics(), self.client_log, 60
         )
         aborted_after = time.monotonic() - paused_at
-        _signal(list(reversed(pids)), signal.SIGCONT)
+        send_signal(list(reversed(pids)), signal.SIGCONT)
         self.paused = []
         resumed_ms = int(time.time() * 1000)
         if still_open:
@@ -2385,7 +2149,7 @@ class Harness:
         tm = self._one_tm()
         delay = self.rng.uniform(0.0, self.cfg.checkpoint_interval_s)
         time.sleep(delay)  # a random moment relative to the checkpoints
-        before = [(w, _cmdline(w)) for w in descendants(tm)]
+        before = [(w, cmdline(w)) for w in descendants(tm)]
         workers = sorted(w for w, args in before if _PY_WORKER_MODULE in args)
         if not workers:
             raise FaultsError(f"no Python worker ({_PY_WORKER_MODULE}) under TaskManager {tm}")
@@ -2401,10 +2165,7 @@ class Harness:
         )
 
     def broker_kill9(self) -> tuple[str, int]:
-        pid = self.broker.pid()
-        os.kill(pid, signal.SIGKILL)
-        if wait_gone([pid], 15):
-            raise FaultsError(f"broker {pid} survived SIGKILL")
+        pid = self.broker.kill()
         hold, start_s, up_ms = self._keep_broker_down()
         return (
             f"kill -9 broker {pid}, kept down {hold:.1f}s, restarted with log recovery "
@@ -2418,9 +2179,9 @@ class Harness:
         pid = self.broker.pid()
         hold = self.rng.uniform(32.0, 40.0)
         self.paused = [pid]
-        _signal([pid], signal.SIGSTOP)
+        send_signal([pid], signal.SIGSTOP)
         time.sleep(hold)  # the fault itself: a frozen broker
-        _signal([pid], signal.SIGCONT)
+        send_signal([pid], signal.SIGCONT)
         self.paused = []
         resumed_ms = int(time.time() * 1000)
         return f"SIGSTOP broker {pid} for {hold:.1f}s, then SIGCONT", resumed_ms
@@ -2460,12 +2221,8 @@ class Harness:
         if wait_gone(jms, 15):
             raise FaultsError(f"JobManager {jms[0]} survived SIGKILL")
         self.cluster.start_daemon("jobmanager.sh")
-        deadline = time.monotonic() + 120
-        while not self.cluster.answering():
-            if time.monotonic() > deadline:
-                raise FaultsError("restarted JobManager does not answer on REST")
-            time.sleep(_POLL_S)
-        known = [j["id"] for j in self.cluster.rest.call("GET", "/jobs")["jobs"]]
+        self.cluster.wait_answering(120)
+        known = [j["id"] for j in self.cluster.api.call("GET", "/jobs")["jobs"]]
         no_ha = old not in known
         # The TaskManager cancels its tasks when it loses the JobManager. In process mode a
         # Python worker's late state request can then reach a RocksDB backend already closed,
@@ -2506,7 +2263,7 @@ class Harness:
                 self.cluster.start_daemon("taskmanager.sh")
                 note = "; its TaskManager died while the JobManager was down, started anew"
             with suppress(urllib.error.URLError, OSError, KeyError):
-                tms = self.cluster.rest.call("GET", "/taskmanagers")["taskmanagers"]
+                tms = self.cluster.api.call("GET", "/taskmanagers")["taskmanagers"]
                 if tms and all(t["freeSlots"] == t["slotsNumber"] for t in tms):
                     return note
             if time.monotonic() > deadline:
@@ -2632,7 +2389,7 @@ def run(cfg: FaultsConfig, log: Callable[[str], None] | None = None) -> Report:
         report.lost = len(report.verification.lost)
         report.duplicated = report.verification.duplicated
         report.windows_differing = len(report.verification.window_mismatches)
-    except FaultsError as e:
+    except (FaultsError, StackError) as e:
         report.problems.append(str(e))
         h.log(f"error: {e}")
     except KeyboardInterrupt:

@@ -7,6 +7,9 @@ Kafka broker (`kafka_bootstrap`, session scope), first match wins:
      KAFKA_TEST_PORT (default 19092, so it never touches the dev broker on 9092); it is stopped at
      session end only if this fixture started it. Needs `make setup` first.
 
+The local broker, session cluster and Pinot are started, reused and stopped by testkit.stack,
+as for the benchmark and the fault suite.
+
 `unique_topics` gives each test its own freshly created pipeline topics and deletes them after.
 """
 
@@ -15,18 +18,17 @@ from __future__ import annotations
 import importlib
 import os
 import secrets
-import subprocess
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
 
+from testkit import stack
+from testkit.stack import FlinkCluster, PinotCluster, StackError
 from tools.topics import ROLES, delete_topics, ensure_topics, named_pipeline_topics
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
 TOPIC_ROLES = ROLES
 # Where testcontainers keeps RedpandaContainer: 4.15+ moved it to testcontainers.community.kafka
 # (testcontainers.kafka still re-exports it there, with a DeprecationWarning); 4.0-4.14 have it in
@@ -65,45 +67,18 @@ def _redpanda_container_class() -> Any:
     return None
 
 
-def _script(
-    name: str, command: str, env: dict[str, str], drop: tuple[str, ...] = ()
-) -> subprocess.CompletedProcess[str]:
-    """Run scripts/<name> <command> with this environment plus ``env``, minus ``drop``."""
-    full = dict(os.environ, **env)
-    for var in drop:
-        full.pop(var, None)
-    return subprocess.run(
-        [str(REPO_ROOT / "scripts" / name), command],
-        cwd=REPO_ROOT,
-        env=full,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+def _port(var: str, default: int) -> int:
+    return int(os.environ.get(var, "") or default)
 
 
-def _kafka_sh(command: str, port: int) -> subprocess.CompletedProcess[str]:
-    # A controller port chosen for another broker (e.g. the dev one) must not leak into this one;
-    # the script derives it from KAFKA_PORT.
-    return _script("kafka.sh", command, {"KAFKA_PORT": str(port)}, ("KAFKA_CONTROLLER_PORT",))
-
-
-def _local_kafka(port: int) -> Iterator[str]:
-    already_running = _kafka_sh("status", port).returncode == 0
-    up = _kafka_sh("up", port)
-    if up.returncode != 0:
-        pytest.fail(
-            f"scripts/kafka.sh up failed on port {port} (exit {up.returncode}):\n"
-            f"{up.stdout}{up.stderr}",
-            pytrace=False,
-        )
+@contextmanager
+def _failing_test_on_stack_error() -> Iterator[None]:
+    """A component that cannot be started fails the test that needs it, with the script's
+    output and no traceback (the cause is in the output, not in this code)."""
     try:
-        yield f"127.0.0.1:{port}"
-    finally:
-        if not already_running:
-            down = _kafka_sh("down", port)
-            if down.returncode != 0:
-                print(f"scripts/kafka.sh down failed:\n{down.stdout}{down.stderr}")
+        yield
+    except StackError as e:
+        pytest.fail(str(e), pytrace=False)
 
 
 @pytest.fixture(scope="session")
@@ -118,7 +93,8 @@ def kafka_bootstrap() -> Iterator[str]:
         with redpanda_cls() as redpanda:
             yield redpanda.get_bootstrap_server()
         return
-    yield from _local_kafka(int(os.environ.get("KAFKA_TEST_PORT", "19092")))
+    with _failing_test_on_stack_error(), stack.broker(_port("KAFKA_TEST_PORT", 19092)) as local:
+        yield local
 
 
 @pytest.fixture
@@ -134,20 +110,6 @@ def unique_topics(kafka_bootstrap: str) -> Iterator[dict[str, str]]:
         delete_topics(kafka_bootstrap, names.values())
 
 
-@dataclass(frozen=True)
-class FlinkCluster:
-    rest: str
-    hash_key: str
-    """The PIPELINE_HASH_KEY its TaskManagers have, so tests can compute fingerprints."""
-    log_dir: Path | None = None
-    """The JobManager/TaskManager/client logs, when the fixture started the cluster."""
-
-
-def _flink_cluster_sh(command: str, rest: str, hash_key: str) -> subprocess.CompletedProcess[str]:
-    env = {"FLINK_REST": rest, "PIPELINE_HASH_KEY": hash_key}
-    return _script("flink-cluster.sh", command, env, ("FLINK_RPC_PORT",))
-
-
 @pytest.fixture(scope="session")
 def flink_cluster() -> Iterator[FlinkCluster]:
     """A Flink standalone session cluster for the session.
@@ -155,7 +117,8 @@ def flink_cluster() -> Iterator[FlinkCluster]:
     FLINK_CLUSTER_REST set: use that running cluster (its TaskManagers must have the
     PIPELINE_HASH_KEY this process has). Otherwise scripts/flink-cluster.sh starts one on
     FLINK_TEST_REST (default 127.0.0.1:18081, away from a developer's 8081) with a fresh key,
-    and stops it at session end if it was not already running.
+    and stops it at session end; one already answering there is refused, since its
+    TaskManagers' key is unknown.
     """
     external = os.environ.get("FLINK_CLUSTER_REST", "").strip()
     if external:
@@ -165,34 +128,13 @@ def flink_cluster() -> Iterator[FlinkCluster]:
         yield FlinkCluster(external, key)
         return
     rest = os.environ.get("FLINK_TEST_REST", "127.0.0.1:18081")
-    key = secrets.token_hex(32)
-    if _flink_cluster_sh("status", rest, key).returncode == 0:
-        pytest.fail(
-            f"a cluster already runs on {rest} with an unknown hash key; stop it "
-            f"(FLINK_REST={rest} scripts/flink-cluster.sh down) or set FLINK_CLUSTER_REST",
-            pytrace=False,
-        )
-    up = _flink_cluster_sh("up", rest, key)
-    if up.returncode != 0:
-        pytest.fail(f"flink-cluster.sh up failed:\n{up.stdout}{up.stderr}", pytrace=False)
-    try:
-        yield FlinkCluster(rest, key, REPO_ROOT / f".local/flink-{rest.rsplit(':', 1)[-1]}/log")
-    finally:
-        down = _flink_cluster_sh("down", rest, key)
-        if down.returncode != 0:
-            print(f"flink-cluster.sh down failed:\n{down.stdout}{down.stderr}")
-
-
-@dataclass(frozen=True)
-class PinotCluster:
-    controller: str
-    """Controller base URL, e.g. http://127.0.0.1:19000."""
-    broker: str
-    """Broker base URL (POST /query/sql), e.g. http://127.0.0.1:18099."""
-
-
-def _pinot_sh(command: str, ports: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return _script("pinot.sh", command, ports)
+    with (
+        _failing_test_on_stack_error(),
+        stack.session_cluster(
+            rest, secrets.token_hex(32), hint=" or set FLINK_CLUSTER_REST"
+        ) as cluster,
+    ):
+        yield cluster
 
 
 @pytest.fixture(scope="session")
@@ -210,24 +152,6 @@ def pinot() -> Iterator[PinotCluster]:
     if controller and broker:
         yield PinotCluster(controller.rstrip("/"), broker.rstrip("/"))
         return
-    port = int(os.environ.get("PINOT_TEST_CONTROLLER_PORT", "19000"))
-    ports = {
-        "PINOT_CONTROLLER_PORT": str(port),
-        "PINOT_BROKER_PORT": str(port - 901),
-        "PINOT_ZK_PORT": str(port - 6819),
-        "PINOT_SERVER_PORT": str(port - 902),
-        "PINOT_SERVER_ADMIN_PORT": str(port - 903),
-    }
-    already_running = _pinot_sh("status", ports).returncode == 0
-    up = _pinot_sh("up", ports)
-    if up.returncode != 0:
-        pytest.fail(f"scripts/pinot.sh up failed:\n{up.stdout}{up.stderr}", pytrace=False)
-    try:
-        yield PinotCluster(
-            f"http://127.0.0.1:{port}", f"http://127.0.0.1:{ports['PINOT_BROKER_PORT']}"
-        )
-    finally:
-        if not already_running:
-            down = _pinot_sh("down", ports)
-            if down.returncode != 0:
-                print(f"scripts/pinot.sh down failed:\n{down.stdout}{down.stderr}")
+    port = _port("PINOT_TEST_CONTROLLER_PORT", 19000)
+    with _failing_test_on_stack_error(), stack.pinot(port) as local:
+        yield local

@@ -2,10 +2,10 @@
 
     python -m tools.topics --bootstrap-servers 127.0.0.1:9092 [--partitions 2]
 
-creates gateway.raw, gateway.enriched, gateway.alerts, gateway.dlq, gateway.usage and
-gateway.reconciliation if they are missing; existing topics are left untouched, so the command is
-safe to re-run. The alerts, dead-letter and reconciliation topics keep 14 days of data; the others
-use the broker's retention default. The reconciliation topic is also compacted.
+creates every topic of the catalog (metering.topics) that is missing, with its local retention and
+cleanup policy; existing topics are left untouched, so the command is safe to re-run. ``make
+topics``, the compose ``topics`` service, the tests, the bench and the demo create their topics
+with it; production clusters are provisioned by deploy/redpanda/provision.sh.
 """
 
 from __future__ import annotations
@@ -24,12 +24,24 @@ from confluent_kafka.admin import AdminClient
 # class itself lives (typed) in the C extension module.
 from confluent_kafka.cimpl import NewTopic
 
-RETENTION_14_DAYS_MS = str(14 * 24 * 60 * 60 * 1000)
-# The reconciliation topic is an upsert topic: per key, only the latest record counts, and the job
-# rewrites an interval's record up to once a second while its events arrive. Compaction drops the
-# superseded records; "delete" still ends the retention of old intervals.
-COMPACT_AND_DELETE = "compact,delete"
-DEFAULT_PARTITIONS = 2
+from metering.topics import BY_ROLE, LOCAL_LONG_RETENTION_MS, LOCAL_PARTITIONS, ROLES, TOPICS
+
+__all__ = [
+    "DEFAULT_PARTITIONS",
+    "RETENTION_14_DAYS_MS",
+    "ROLES",
+    "TopicSpec",
+    "delete_topics",
+    "ensure_topics",
+    "job_topic_flags",
+    "named_pipeline_topics",
+    "pipeline_topics",
+]
+
+DEFAULT_PARTITIONS = LOCAL_PARTITIONS
+"""Partitions of each topic created here unless the caller asks for others."""
+# tests/integration/test_broker.py checks the long-retention topics against this name.
+RETENTION_14_DAYS_MS = str(LOCAL_LONG_RETENTION_MS)
 
 
 @dataclass(frozen=True)
@@ -136,82 +148,52 @@ def delete_topics(bootstrap: str, names: Iterable[str], *, timeout_s: float = 60
     _wait_for_metadata(admin, wanted, present=False, timeout_s=timeout_s)
 
 
-def pipeline_topics(
-    *,
-    raw: str = "gateway.raw",
-    enriched: str = "gateway.enriched",
-    alerts: str = "gateway.alerts",
-    dlq: str = "gateway.dlq",
-    usage: str = "gateway.usage",
-    reconciliation: str = "gateway.reconciliation",
-    partitions: int = DEFAULT_PARTITIONS,
-) -> dict[str, TopicSpec]:
-    """The pipeline's six topics; alerts, dead letters and reconciliation keep 14 days, and
-    reconciliation, an upsert topic, is compacted as well."""
-    long_retention = {"retention.ms": RETENTION_14_DAYS_MS}
-    return {
-        raw: TopicSpec(partitions),
-        enriched: TopicSpec(partitions),
-        alerts: TopicSpec(partitions, dict(long_retention)),
-        dlq: TopicSpec(partitions, dict(long_retention)),
-        usage: TopicSpec(partitions),
-        reconciliation: TopicSpec(
-            partitions, long_retention | {"cleanup.policy": COMPACT_AND_DELETE}
-        ),
-    }
-
-
-ROLES = ("raw", "enriched", "alerts", "dlq", "usage", "reconciliation")
-"""The pipeline's topics by role, as the job's ``--<role>-topic`` flags name them."""
-
-
 def named_pipeline_topics(
     names: Mapping[str, str], partitions: int = DEFAULT_PARTITIONS
 ) -> dict[str, TopicSpec]:
-    """``pipeline_topics`` for role -> topic name (every role of ``ROLES``)."""
-    return pipeline_topics(
-        raw=names["raw"],
-        enriched=names["enriched"],
-        alerts=names["alerts"],
-        dlq=names["dlq"],
-        usage=names["usage"],
-        reconciliation=names["reconciliation"],
-        partitions=partitions,
-    )
+    """Topic name -> how to create it, for role -> topic name (roles of the catalog; any of
+    them). ValueError for an unknown role or a name given to two roles."""
+    unknown = sorted(set(names) - set(BY_ROLE))
+    if unknown:
+        raise ValueError(f"unknown topic roles {unknown}; the catalog has {list(BY_ROLE)}")
+    if len(set(names.values())) != len(names):
+        raise ValueError(f"the topic names must be distinct: {dict(names)}")
+    return {name: TopicSpec(partitions, BY_ROLE[role].config()) for role, name in names.items()}
+
+
+def pipeline_topics(*, partitions: int = DEFAULT_PARTITIONS, **names: str) -> dict[str, TopicSpec]:
+    """Every topic of the catalog, under its default name unless ``names`` (role=name) gives
+    another: topic name -> how to create it."""
+    return named_pipeline_topics({t.role: t.name for t in TOPICS} | names, partitions)
 
 
 def job_topic_flags(names: Mapping[str, str]) -> list[str]:
     """``--raw-topic X --enriched-topic Y ...`` for the roles in ``names`` (role -> topic)."""
-    return [arg for role, topic in names.items() for arg in (f"--{role}-topic", topic)]
+    return [arg for role, topic in names.items() for arg in (BY_ROLE[role].flag, topic)]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m tools.topics", description="Create the pipeline's Kafka topics."
+        prog="python -m tools.topics",
+        description="Create the pipeline's Kafka topics (metering.topics) that are missing.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument("--bootstrap-servers", required=True, metavar="HOST:PORT")
-    parser.add_argument("--raw-topic", default="gateway.raw")
-    parser.add_argument("--enriched-topic", default="gateway.enriched")
-    parser.add_argument("--alerts-topic", default="gateway.alerts")
-    parser.add_argument("--dlq-topic", default="gateway.dlq")
-    parser.add_argument("--usage-topic", default="gateway.usage")
-    parser.add_argument("--reconciliation-topic", default="gateway.reconciliation")
-    parser.add_argument("--partitions", type=int, default=DEFAULT_PARTITIONS)
+    for topic in TOPICS:
+        parser.add_argument(topic.flag, dest=topic.role, default=topic.name, help=topic.about)
+    parser.add_argument(
+        "--partitions", type=int, default=DEFAULT_PARTITIONS, help="partitions of each topic"
+    )
     args = parser.parse_args(argv)
     if args.partitions < 1:
         parser.error("--partitions must be at least 1")
 
-    topics = pipeline_topics(
-        raw=args.raw_topic,
-        enriched=args.enriched_topic,
-        alerts=args.alerts_topic,
-        dlq=args.dlq_topic,
-        usage=args.usage_topic,
-        reconciliation=args.reconciliation_topic,
-        partitions=args.partitions,
-    )
-    if len(topics) != 6:
-        parser.error("the six topic names must be distinct")
+    try:
+        topics = named_pipeline_topics(
+            {role: getattr(args, role) for role in ROLES}, args.partitions
+        )
+    except ValueError as e:
+        parser.error(str(e))
     ensure_topics(args.bootstrap_servers, topics)
     for name, spec in topics.items():
         extra = "".join(f" {k}={v}" for k, v in sorted(spec.config.items()))

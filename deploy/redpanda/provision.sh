@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Provisions a Redpanda cluster for the pipeline with rpk: the six topics, a SCRAM user for the
+# Provisions a Redpanda cluster for the pipeline with rpk: its topics, a SCRAM user for the
 # job, and that user's ACLs. Safe to re-run: existing topics and an existing user are left as
 # they are (their settings are not changed), and re-creating an existing ACL is a no-op.
 #
@@ -14,23 +14,20 @@
 # create the SCRAM user), RPK_USER / RPK_PASS / RPK_SASL_MECHANISM, RPK_TLS_ENABLED, ...
 # (`rpk -X help`). The principal running this needs superuser rights.
 #
-# Settings (environment):
-#   Topics; the names must match the job's --raw-topic, --enriched-topic, ... (defaults equal).
-#     RAW_TOPIC=gateway.raw  ENRICHED_TOPIC=gateway.enriched  USAGE_TOPIC=gateway.usage
-#     ALERTS_TOPIC=gateway.alerts  DLQ_TOPIC=gateway.dlq  RECON_TOPIC=gateway.reconciliation
-#   PARTITIONS=6           raw, enriched, usage (the job's parallelism should not exceed it)
-#   SMALL_PARTITIONS=3     alerts, dlq
+# Settings (environment); the defaults below are the topic catalog's production values
+# (metering/topics.py, which says why; tests/unit/test_k8s_and_provisioning.py checks them):
+#   Topics; the names must match the job's --raw-topic, --enriched-topic, ... (defaults equal):
+#     RAW_TOPIC, ENRICHED_TOPIC, USAGE_TOPIC, ALERTS_TOPIC, DLQ_TOPIC, RECON_TOPIC
+#   PARTITIONS             raw, enriched, usage (the job's parallelism should not exceed it)
+#   SMALL_PARTITIONS       alerts, dlq, reconciliation
 #   REPLICAS=3             replication factor (Redpanda requires an odd number; 1 on a dev node)
 #   MIN_INSYNC_REPLICAS=2  set as min.insync.replicas on every topic; empty to leave it out.
 #                          Redpanda acknowledges acks=all writes once a Raft majority has them
 #                          and does not use this setting; Apache Kafka brokers do.
-#   Retention (ms): RAW_RETENTION_MS (7 days), ENRICHED_RETENTION_MS (7 days),
-#     USAGE_RETENTION_MS (400 days: window counts become invoices, keep them past a year of
-#     billing disputes), ALERTS_RETENTION_MS (30 days), DLQ_RETENTION_MS (30 days),
-#     RECON_RETENTION_MS (400 days, like the usage it covers).
-#     cleanup.policy is delete on every topic but the reconciliation topic's, compact,delete: it
-#     is an upsert topic (the latest record per key counts), and compaction drops the records
-#     the job has since rewritten.
+#   Retention (ms): RAW_RETENTION_MS, ENRICHED_RETENTION_MS, USAGE_RETENTION_MS,
+#     ALERTS_RETENTION_MS, DLQ_RETENTION_MS, RECON_RETENTION_MS.
+#     cleanup.policy: compact,delete on the reconciliation topic (an upsert topic), delete on
+#     the others.
 #   Job principal:
 #     JOB_PRINCIPAL=gateway-pipeline     SCRAM user name (ACL principal User:<name>)
 #     JOB_PASSWORD                       its password; required unless CREATE_USER=0. Read from
@@ -42,10 +39,10 @@
 #
 # ACLs for User:<JOB_PRINCIPAL>:
 #   raw topic: read, describe        consumer group: read, describe (offset commits and fetches)
-#   enriched, usage, dlq, alerts: write, describe, and read (the Kafka sink inspects its own
-#     output topics' producers and transactions when it recovers and aborts leftovers)
+#   the output topics: write, describe, and read (the Kafka sink inspects its own output
+#     topics' producers and transactions when it recovers and aborts leftovers)
 #   transactional ids with the prefix TRANSACTIONAL_ID_PREFIX (prefixed pattern): write, describe
-#     (the exactly-once sinks use <prefix>-enriched-..., <prefix>-usage-..., <prefix>-dlq-...)
+#     (each exactly-once sink uses <prefix>-<topic role>-..., e.g. <prefix>-enriched-...)
 #   cluster: idempotent_write (the idempotent, non-transactional alerts producer)
 #
 # Caveat: rpk takes the new user's password as a command-line argument (`-p`), so it is visible
@@ -71,7 +68,6 @@ ENRICHED_RETENTION_MS="${ENRICHED_RETENTION_MS:-$((7 * DAY_MS))}"
 USAGE_RETENTION_MS="${USAGE_RETENTION_MS:-$((400 * DAY_MS))}"
 ALERTS_RETENTION_MS="${ALERTS_RETENTION_MS:-$((30 * DAY_MS))}"
 DLQ_RETENTION_MS="${DLQ_RETENTION_MS:-$((30 * DAY_MS))}"
-# Reconciliation proves the usage counts were complete: keep it as long as the usage it covers.
 RECON_RETENTION_MS="${RECON_RETENTION_MS:-$((400 * DAY_MS))}"
 
 JOB_PRINCIPAL="${JOB_PRINCIPAL:-gateway-pipeline}"
@@ -111,7 +107,8 @@ check_settings() {
   local topics
   topics="$(printf '%s\n' "$RAW_TOPIC" "$ENRICHED_TOPIC" "$USAGE_TOPIC" "$ALERTS_TOPIC" "$DLQ_TOPIC" \
     "$RECON_TOPIC")"
-  [[ "$(sort -u <<<"$topics" | wc -l)" -eq 6 ]] || die "the six topic names must be distinct"
+  [[ "$(sort -u <<<"$topics" | wc -l)" -eq "$(wc -l <<<"$topics")" ]] ||
+    die "the topic names must be distinct"
   if [[ "$CREATE_USER" == 1 ]]; then
     # Only the rule is reported, never the value.
     local password="${JOB_PASSWORD:-}"

@@ -10,22 +10,20 @@ from __future__ import annotations
 import fnmatch
 import hashlib
 import importlib.util
-import json
-import os
 import re
 import shlex
-import subprocess
 import tomllib
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
-from fake_rpk import install_fake_rpk, topic_creations
 
+import tools.topics
 from metering.settings import HASH_KEY_ENV, PipelineSettings, build_parser
-from tools.topics import DEFAULT_PARTITIONS, pipeline_topics
+from metering.topics import LOCAL_PARTITIONS, TOPICS
+from tools.topics import TopicSpec
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = REPO_ROOT / "docker-compose.yml"
@@ -188,74 +186,40 @@ def pyproject() -> dict[str, Any]:
 # --- topics -------------------------------------------------------------------------------------
 
 
-def test_topics_service_creates_the_jobs_default_topics(
+def test_topics_service_creates_the_catalogs_topics(
     services: dict[str, dict[str, Any]],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
-    env = environment(services["topics"])
-    plain = env["TOPICS"].split()
-    # Compacted topics keep LONG_RETENTION_MS as well.
-    long_retention = env["LONG_RETENTION_TOPICS"].split() + env["COMPACTED_TOPICS"].split()
-    defaults = PipelineSettings.model_fields
-    expected = {
-        defaults[f"{role}_topic"].default
-        for role in ("raw", "enriched", "alerts", "dlq", "usage", "reconciliation")
-    }
-    assert len(plain) + len(long_retention) == len(expected)
-    assert set(plain) | set(long_retention) == expected
-
-    # The same layout as `python -m tools.topics`.
-    specs = pipeline_topics()
-    assert set(specs) == expected
-    assert int(env["PARTITIONS"]) == DEFAULT_PARTITIONS
-    assert {name for name, spec in specs.items() if "retention.ms" in spec.config} == set(
-        long_retention
-    )
-    assert {specs[name].config["retention.ms"] for name in long_retention} == {
-        env["LONG_RETENTION_MS"]
-    }
-    assert env["BROKERS"] == "redpanda:9092"
-
-    script = "\n".join(as_argv(services["topics"].get("command")))
-    for variable in (
-        "TOPICS",
-        "LONG_RETENTION_TOPICS",
-        "COMPACTED_TOPICS",
-        "PARTITIONS",
-        "LONG_RETENTION_MS",
-    ):
-        assert f"$${variable}" in script, f"the topics script does not use {variable}"
-
-
-def test_topics_service_script_creates_the_same_topics_as_tools_topics(
-    services: dict[str, dict[str, Any]], tmp_path: Path
-) -> None:
-    """Runs the service's script, as the Redpanda image would, against a stand-in rpk."""
+    """The service runs tools.topics in the job's image, as `make topics` does: every topic of
+    the catalog, with its local retention and cleanup policy."""
     service = services["topics"]
-    assert as_argv(service["entrypoint"]) == ["/bin/sh", "-c"]
-    # Compose turns $$ into $ before the container's shell sees the script.
-    script = as_argv(service["command"])[0].replace("$$", "$")
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    install_fake_rpk(bin_dir)
-    log = tmp_path / "rpk-calls.jsonl"
-    env = environment(service) | {
-        "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
-        "FAKE_RPK_LOG": str(log),
-    }
-    result = subprocess.run(
-        ["sh", "-c", script], env=env, capture_output=True, text=True, timeout=60, check=False
-    )
-    assert result.returncode == 0, result.stderr
-    calls = [json.loads(line) for line in log.read_text(encoding="utf-8").splitlines()]
-    created = topic_creations(calls)
+    assert service["image"] == services["pipeline"]["image"]
+    assert service["depends_on"]["redpanda"]["condition"] == "service_healthy"
+    argv = as_argv(service["command"])
+    assert argv[:3] == ["python", "-m", "tools.topics"]
+    for package in ("tools", "metering"):
+        assert f"COPY {package} /opt/pipeline/{package}" in dockerfile_lines()
 
-    expected = pipeline_topics()
-    assert set(created) == set(expected)
-    for name, spec in expected.items():
-        assert created[name]["-p"] == str(spec.partitions), name
-        assert created[name]["-X"] == f"brokers={env['BROKERS']}", name
-        assert created[name]["config"] == spec.config, name
-    assert created["gateway.reconciliation"]["config"]["cleanup.policy"] == "compact,delete"
+    created: dict[str, TopicSpec] = {}
+
+    def ensure(bootstrap: str, topics: Mapping[str, TopicSpec], **_: Any) -> None:
+        assert bootstrap == "redpanda:9092"
+        created.update(topics)
+
+    monkeypatch.setattr(tools.topics, "ensure_topics", ensure)
+    assert tools.topics.main(argv[3:]) == 0
+    capsys.readouterr()
+    assert set(created) == {t.name for t in TOPICS}
+    for t in TOPICS:
+        assert created[t.name].partitions == LOCAL_PARTITIONS, t.name
+        assert created[t.name].config == {
+            "cleanup.policy": t.cleanup,
+            "retention.ms": str(t.local_retention_ms),
+        }, t.name
+    # And the job writes them: it keeps the default topic names.
+    _, job_args = job_command(services)
+    assert not {t.flag for t in TOPICS} & set(job_args)
 
 
 def test_broker_does_not_auto_create_topics(services: dict[str, dict[str, Any]]) -> None:

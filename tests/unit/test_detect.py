@@ -216,8 +216,8 @@ def test_detector_state_is_bounded_and_pickles() -> None:
     for i, country in enumerate(f"C{i:02d}" for i in range(100)):
         state, _ = evaluate(state, record(n + i, 10, ["GB", country]), CFG, NOW)
     geo = state.rules["new_country"]
-    assert len(geo.familiar) <= CFG.new_country.max_countries
-    assert len(geo.pending) <= CFG.new_country.max_pending
+    assert len(geo.familiar) <= CFG.rules["new_country"].max_countries
+    assert len(geo.pending) <= CFG.rules["new_country"].max_pending
     assert len(state.recent) <= RECENT_WINDOWS
     size = len(pickle.dumps(state))
     assert size < 8_000, size

@@ -29,6 +29,7 @@ from metering.settings import (
     build_parser,
     read_hash_key,
 )
+from metering.topics import OUTPUTS, TOPICS
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 K8S_DIR = REPO_ROOT / "deploy" / "k8s"
@@ -110,7 +111,6 @@ RPK_ACL_FLAGS = {
     "--resource-pattern-type": True,
     "--cluster": False,
 }
-DAY_MS = 24 * 60 * 60 * 1000
 
 
 # --- helpers ------------------------------------------------------------------------------------
@@ -617,33 +617,25 @@ def test_provision_script_syntax() -> None:
     assert os.access(PROVISION, os.X_OK), "provision.sh must be executable"
 
 
-def test_provision_creates_the_jobs_topics(provision: Provision) -> None:
+def test_provision_creates_the_catalogs_topics(provision: Provision) -> None:
+    """Every topic of the catalog (metering.topics), under its default name, with its
+    production partitions, retention and cleanup policy."""
     result = provision.run()
     assert result.returncode == 0, result.stderr
-    topics = topic_creations(provision.calls())
-    defaults = PipelineSettings.model_fields
-    roles = ("raw", "enriched", "usage", "alerts", "dlq", "reconciliation")
-    names = {role: defaults[f"{role}_topic"].default for role in roles}
-    assert set(topics) == set(names.values())
-
-    partitions = {
-        "raw": "6", "enriched": "6", "usage": "6", "alerts": "3", "dlq": "3", "reconciliation": "3"
-    }  # fmt: skip
-    retention_days = {
-        "raw": 7, "enriched": 7, "usage": 400, "alerts": 30, "dlq": 30, "reconciliation": 400
-    }  # fmt: skip
-    for role, name in names.items():
-        spec = topics[name]
-        assert spec["-p"] == partitions[role], name
-        assert spec["-r"] == "3", name
+    created = topic_creations(provision.calls())
+    assert set(created) == {t.name for t in TOPICS}
+    for t in TOPICS:
+        spec = created[t.name]
+        assert spec["-p"] == str(t.partitions), t.name
+        assert spec["-r"] == "3", t.name
         assert spec["config"] == {
-            # An upsert topic: compaction keeps the latest record per key.
-            "cleanup.policy": "compact,delete" if role == "reconciliation" else "delete",
-            "retention.ms": str(retention_days[role] * DAY_MS),
+            "cleanup.policy": t.cleanup,
+            "retention.ms": str(t.retention_ms),
             "min.insync.replicas": "2",
-        }, name
-    # The job's default parallelism fits the raw topic's partitions.
-    assert defaults["parallelism"].default <= int(topics[names["raw"]]["-p"])
+        }, t.name
+    # The job's default parallelism fits the input's partitions.
+    parallelism = PipelineSettings.model_fields["parallelism"].default
+    assert all(parallelism <= t.partitions for t in TOPICS if t.sink is None)
 
 
 def test_provision_settings_are_overridable(provision: Provision) -> None:
@@ -677,15 +669,11 @@ def test_provision_grants_the_jobs_acls(provision: Provision) -> None:
                 ops |= set(acl["--operation"].split(","))
         return ops
 
-    raw = defaults["raw_topic"].default
+    (raw,) = [t.name for t in TOPICS if t.sink is None]
     assert grants(**{"--topic": raw}) == {"read", "describe"}
     assert grants(**{"--group": defaults["group_id"].default}) == {"read", "describe"}
-    outputs = [
-        defaults[f"{role}_topic"].default
-        for role in ("enriched", "usage", "dlq", "alerts", "reconciliation")
-    ]
     (output_acl,) = [acl for acl in acls if acl.get("--topic", "").count(",")]
-    assert set(output_acl["--topic"].split(",")) == set(outputs)
+    assert set(output_acl["--topic"].split(",")) == {t.name for t in OUTPUTS}
     assert set(output_acl["--operation"].split(",")) == {"write", "describe", "read"}
 
     (txn,) = [acl for acl in acls if "--transactional-id" in acl]
@@ -715,7 +703,7 @@ def test_provision_creates_the_user_without_printing_its_password(provision: Pro
 def test_provision_is_idempotent(provision: Provision) -> None:
     result = provision.run(mode="existing")
     assert result.returncode == 0, result.stderr
-    assert result.stdout.count("left unchanged") == 7  # six topics and the user
+    assert result.stdout.count("left unchanged") == len(TOPICS) + 1  # and the user
     calls = provision.calls()
     assert not [call for call in calls if call[:3] == ["security", "user", "create"]]
     assert acl_creations(calls), "ACLs are (re)created on every run"

@@ -200,7 +200,7 @@ def test_a_country_is_not_learned_from_the_windows_judged_and_fades_over_days() 
     later = T0 + (at + 30 * 24 * PER_HOUR) * W
     from metering.rules import geography
 
-    assert geography._familiarity(geo.familiar["GB"], later, CFG.new_country) < 0.5
+    assert geography._familiarity(geo.familiar["GB"], later, CFG.rules["new_country"]) < 0.5
 
 
 # -- auth_failures -----------------------------------------------------------------------------

@@ -12,16 +12,18 @@ from pydantic import ValidationError
 from metering.baseline import BaselineConfig
 from metering.detect import DetectorConfig
 from metering.records import Limits
-from metering.rules import geography, guessing, rate
+from metering.rules import distributed, geography, guessing, rate
 from metering.settings import (
     HASH_KEY_ENV,
     HashKeyError,
     PipelineSettings,
     build_parser,
+    detector_settings,
     parse_flink_config,
     read_hash_key,
     settings_from_args,
 )
+from metering.topics import ROLES
 
 RANDOM_KEY = "3f9a1c7e5b2d8f04a6c1e9b7d3f5a2c8e0b4d6f1a3c5e7b9d2f4a6c8e1b3d5f7"
 
@@ -265,7 +267,7 @@ def test_duplicate_topics_are_rejected_by_the_model() -> None:
 def test_topics_by_role_names_every_topic_the_job_uses() -> None:
     s = PipelineSettings()
     topics = s.topics_by_role()
-    assert set(topics) == {"raw", "enriched", "alerts", "dlq", "usage", "reconciliation"}
+    assert tuple(topics) == ROLES
     topic_fields = {name for name in PipelineSettings.model_fields if name.endswith("_topic")}
     assert sorted(topics.values()) == sorted(getattr(s, name) for name in topic_fields)
 
@@ -388,6 +390,7 @@ def test_detector_and_limits_follow_the_settings() -> None:
             "--country-half-life-days", "3",
             "--country-familiar-after-minutes", "30",
             "--slow-guessing-min", "12",
+            "--distributed-sensitivity", "5",
             "--incident-quiet-minutes", "2",
             "--auth-failure-min", "30",
             "--auth-failure-ratio", "0.8",
@@ -401,14 +404,27 @@ def test_detector_and_limits_follow_the_settings() -> None:
         window_ms=30_000,
         quiet_minutes=2.0,
         baseline=BaselineConfig(learn_minutes=5.0),
-        rate_spike=rate.Config(sensitivity=8.0, min_count=50, min_ratio=4.0),
-        new_country=geography.Config(half_life_days=3.0, familiar_after_minutes=30.0),
-        auth_failures=guessing.Config(min_per_window=30, min_share=0.8, slow_min=12.0),
+        rules={
+            rate.NAME: rate.Config(sensitivity=8.0, min_count=50, min_ratio=4.0),
+            geography.NAME: geography.Config(half_life_days=3.0, familiar_after_minutes=30.0),
+            guessing.NAME: guessing.Config(min_per_window=30, min_share=0.8, slow_min=12.0),
+            distributed.NAME: distributed.Config(sensitivity=5.0),
+        },
     )
     assert s.limits() == Limits(
         max_record_bytes=4096, max_depth=10, max_batch_entries=7, dlq_payload_chars=512
     )
     assert PipelineSettings().detector() == DetectorConfig()
+
+
+def test_every_detector_setting_has_a_place_and_its_default() -> None:
+    cfg = DetectorConfig()
+    places = detector_settings()
+    assert len(places) == len(set(places.values())) >= 12
+    for name, path in places.items():
+        part, _, attr = path.rpartition(".")
+        holder = cfg.rules[part] if part in cfg.rules else getattr(cfg, part) if part else cfg
+        assert PipelineSettings.model_fields[name].default == getattr(holder, attr), name
     assert PipelineSettings().limits() == Limits()
 
 
