@@ -173,8 +173,29 @@ TOPICS: tuple[Topic, ...] = (
 )
 """Every topic, the input first, then the outputs in the order the job attaches their sinks."""
 
-BY_ROLE: dict[str, Topic] = {t.role: t for t in TOPICS}
-ROLES: tuple[str, ...] = tuple(BY_ROLE)
+SERVICE_TOPICS: tuple[Topic, ...] = (
+    # Read back whole at the responder's start (what it decided, what is blocked until when),
+    # so kept longer than the alerts it de-duplicates, and not for ever.
+    Topic(
+        role="actions",
+        name="gateway.actions",
+        about="the responder's action records: notifications, blocks and unblocks, planned "
+        "then done or failed (responder/)",
+        key="action id",
+        value=None,
+        partitions=3,
+        retention_ms=90 * DAY_MS,
+        local_retention_ms=LOCAL_LONG_RETENTION_MS,
+        cleanup="delete",
+        sink=None,
+    ),
+)
+"""Topics of the services beside the job (the responder), written by them, not by the job: the
+job has no setting for them, ``make topics`` and provision.sh create them too."""
+
+BY_ROLE: dict[str, Topic] = {t.role: t for t in (*TOPICS, *SERVICE_TOPICS)}
+ROLES: tuple[str, ...] = tuple(t.role for t in TOPICS)
+"""The job's topics' roles."""
 OUTPUTS: tuple[Topic, ...] = tuple(t for t in TOPICS if t.sink is not None)
 """The topics the job writes."""
 

@@ -24,7 +24,16 @@ from confluent_kafka.admin import AdminClient
 # class itself lives (typed) in the C extension module.
 from confluent_kafka.cimpl import NewTopic
 
-from metering.topics import BY_ROLE, LOCAL_LONG_RETENTION_MS, LOCAL_PARTITIONS, ROLES, TOPICS
+from metering.topics import (
+    BY_ROLE,
+    LOCAL_LONG_RETENTION_MS,
+    LOCAL_PARTITIONS,
+    ROLES,
+    SERVICE_TOPICS,
+    TOPICS,
+)
+
+SERVICE_ROLES = tuple(t.role for t in SERVICE_TOPICS)
 
 __all__ = [
     "DEFAULT_PARTITIONS",
@@ -179,7 +188,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument("--bootstrap-servers", required=True, metavar="HOST:PORT")
-    for topic in TOPICS:
+    for topic in (*TOPICS, *SERVICE_TOPICS):
         parser.add_argument(topic.flag, dest=topic.role, default=topic.name, help=topic.about)
     parser.add_argument(
         "--partitions", type=int, default=DEFAULT_PARTITIONS, help="partitions of each topic"
@@ -190,7 +199,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         topics = named_pipeline_topics(
-            {role: getattr(args, role) for role in ROLES}, args.partitions
+            {role: getattr(args, role) for role in (*ROLES, *SERVICE_ROLES)}, args.partitions
         )
     except ValueError as e:
         parser.error(str(e))

@@ -17,15 +17,16 @@
 # Settings (environment); the defaults below are the topic catalog's production values
 # (metering/topics.py, which says why; tests/unit/test_k8s_and_provisioning.py checks them):
 #   Topics; the names must match the job's --raw-topic, --enriched-topic, ... (defaults equal):
-#     RAW_TOPIC, ENRICHED_TOPIC, USAGE_TOPIC, ALERTS_TOPIC, DLQ_TOPIC, RECON_TOPIC
+#     RAW_TOPIC, ENRICHED_TOPIC, USAGE_TOPIC, ALERTS_TOPIC, DLQ_TOPIC, RECON_TOPIC; and the
+#     responder's (responder/, its --actions-topic): ACTIONS_TOPIC
 #   PARTITIONS             raw, enriched, usage (the job's parallelism should not exceed it)
-#   SMALL_PARTITIONS       alerts, dlq, reconciliation
+#   SMALL_PARTITIONS       alerts, dlq, reconciliation, actions
 #   REPLICAS=3             replication factor (Redpanda requires an odd number; 1 on a dev node)
 #   MIN_INSYNC_REPLICAS=2  set as min.insync.replicas on every topic; empty to leave it out.
 #                          Redpanda acknowledges acks=all writes once a Raft majority has them
 #                          and does not use this setting; Apache Kafka brokers do.
 #   Retention (ms): RAW_RETENTION_MS, ENRICHED_RETENTION_MS, USAGE_RETENTION_MS,
-#     ALERTS_RETENTION_MS, DLQ_RETENTION_MS, RECON_RETENTION_MS.
+#     ALERTS_RETENTION_MS, DLQ_RETENTION_MS, RECON_RETENTION_MS, ACTIONS_RETENTION_MS.
 #     cleanup.policy: compact,delete on the reconciliation topic (an upsert topic), delete on
 #     the others.
 #   Job principal:
@@ -56,6 +57,7 @@ USAGE_TOPIC="${USAGE_TOPIC:-gateway.usage}"
 ALERTS_TOPIC="${ALERTS_TOPIC:-gateway.alerts}"
 DLQ_TOPIC="${DLQ_TOPIC:-gateway.dlq}"
 RECON_TOPIC="${RECON_TOPIC:-gateway.reconciliation}"
+ACTIONS_TOPIC="${ACTIONS_TOPIC:-gateway.actions}"
 
 PARTITIONS="${PARTITIONS:-6}"
 SMALL_PARTITIONS="${SMALL_PARTITIONS:-3}"
@@ -69,6 +71,7 @@ USAGE_RETENTION_MS="${USAGE_RETENTION_MS:-$((400 * DAY_MS))}"
 ALERTS_RETENTION_MS="${ALERTS_RETENTION_MS:-$((30 * DAY_MS))}"
 DLQ_RETENTION_MS="${DLQ_RETENTION_MS:-$((30 * DAY_MS))}"
 RECON_RETENTION_MS="${RECON_RETENTION_MS:-$((400 * DAY_MS))}"
+ACTIONS_RETENTION_MS="${ACTIONS_RETENTION_MS:-$((90 * DAY_MS))}"
 
 JOB_PRINCIPAL="${JOB_PRINCIPAL:-gateway-pipeline}"
 SASL_MECHANISM="${SASL_MECHANISM:-SCRAM-SHA-256}"
@@ -188,6 +191,7 @@ main() {
   create_topic "$ALERTS_TOPIC" "$SMALL_PARTITIONS" "$ALERTS_RETENTION_MS"
   create_topic "$DLQ_TOPIC" "$SMALL_PARTITIONS" "$DLQ_RETENTION_MS"
   create_topic "$RECON_TOPIC" "$SMALL_PARTITIONS" "$RECON_RETENTION_MS" compact,delete
+  create_topic "$ACTIONS_TOPIC" "$SMALL_PARTITIONS" "$ACTIONS_RETENTION_MS"
 
   create_user
 

@@ -22,7 +22,7 @@ import yaml
 
 import tools.topics
 from metering.settings import HASH_KEY_ENV, PipelineSettings, build_parser
-from metering.topics import LOCAL_PARTITIONS, TOPICS
+from metering.topics import LOCAL_PARTITIONS, SERVICE_TOPICS, TOPICS
 from tools.topics import TopicSpec
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -210,8 +210,8 @@ def test_topics_service_creates_the_catalogs_topics(
     monkeypatch.setattr(tools.topics, "ensure_topics", ensure)
     assert tools.topics.main(argv[3:]) == 0
     capsys.readouterr()
-    assert set(created) == {t.name for t in TOPICS}
-    for t in TOPICS:
+    assert set(created) == {t.name for t in (*TOPICS, *SERVICE_TOPICS)}
+    for t in (*TOPICS, *SERVICE_TOPICS):
         assert created[t.name].partitions == LOCAL_PARTITIONS, t.name
         assert created[t.name].config == {
             "cleanup.policy": t.cleanup,

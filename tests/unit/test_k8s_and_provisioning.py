@@ -29,7 +29,7 @@ from metering.settings import (
     build_parser,
     read_hash_key,
 )
-from metering.topics import OUTPUTS, TOPICS
+from metering.topics import OUTPUTS, SERVICE_TOPICS, TOPICS
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 K8S_DIR = REPO_ROOT / "deploy" / "k8s"
@@ -623,8 +623,8 @@ def test_provision_creates_the_catalogs_topics(provision: Provision) -> None:
     result = provision.run()
     assert result.returncode == 0, result.stderr
     created = topic_creations(provision.calls())
-    assert set(created) == {t.name for t in TOPICS}
-    for t in TOPICS:
+    assert set(created) == {t.name for t in (*TOPICS, *SERVICE_TOPICS)}
+    for t in (*TOPICS, *SERVICE_TOPICS):
         spec = created[t.name]
         assert spec["-p"] == str(t.partitions), t.name
         assert spec["-r"] == "3", t.name
@@ -703,7 +703,8 @@ def test_provision_creates_the_user_without_printing_its_password(provision: Pro
 def test_provision_is_idempotent(provision: Provision) -> None:
     result = provision.run(mode="existing")
     assert result.returncode == 0, result.stderr
-    assert result.stdout.count("left unchanged") == len(TOPICS) + 1  # and the user
+    # Every topic, and the user.
+    assert result.stdout.count("left unchanged") == len(TOPICS) + len(SERVICE_TOPICS) + 1
     calls = provision.calls()
     assert not [call for call in calls if call[:3] == ["security", "user", "create"]]
     assert acl_creations(calls), "ACLs are (re)created on every run"

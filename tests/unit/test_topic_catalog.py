@@ -21,7 +21,15 @@ from jobs.gateway_pipeline import Outputs
 from jobs.kafka_tables import sink_specs, sink_table
 from metering.records import DEFAULT_MAX_EVENT_AGE_S
 from metering.settings import ENV_PREFIX, PipelineSettings, build_parser, settings_from_args
-from metering.topics import BY_ROLE, LOCAL_PARTITIONS, OUTPUTS, ROLES, TOPICS, sink_of
+from metering.topics import (
+    BY_ROLE,
+    LOCAL_PARTITIONS,
+    OUTPUTS,
+    ROLES,
+    SERVICE_TOPICS,
+    TOPICS,
+    sink_of,
+)
 from schemas.events import OUTPUT_MODELS
 from tools.topics import TopicSpec, job_topic_flags, named_pipeline_topics, pipeline_topics
 
@@ -154,16 +162,16 @@ def test_make_topics_creates_every_topic_with_its_local_settings(
     created = captured_topics(monkeypatch)
     argv = ["--bootstrap-servers", "h:9092", "--usage-topic", "u", "--partitions", "3"]
     assert tools.topics.main(argv) == 0
-    names = {t.role: t.name for t in TOPICS} | {"usage": "u"}
+    names = {t.role: t.name for t in (*TOPICS, *SERVICE_TOPICS)} | {"usage": "u"}
     assert set(created) == set(names.values())
-    for t in TOPICS:
+    for t in (*TOPICS, *SERVICE_TOPICS):
         spec = created[names[t.role]]
         assert spec.partitions == 3
         assert spec.config == {
             "cleanup.policy": t.cleanup,
             "retention.ms": str(t.local_retention_ms),
         }, t.role
-    assert capsys.readouterr().out.count(" ready ") == len(TOPICS)
+    assert capsys.readouterr().out.count(" ready ") == len(TOPICS) + len(SERVICE_TOPICS)
 
 
 def test_make_topics_refuses_one_name_for_two_topics(
