@@ -11,8 +11,8 @@ values:
   recursion limit, far above ``Limits.max_depth``). It reads integers exactly, as json does where
   orjson would round them, and refuses what the reference refuses or treats specially (invalid
   UTF-8, lone surrogate escapes, NaN literals, numbers beyond a double).
-- ``twin(model)`` is a msgspec Struct generated from a pydantic input model of
-  ``schemas.events`` (the schema's one source of truth): the same fields, defaults and numeric
+- ``twin(model)`` is a msgspec Struct generated from a pydantic input model of a gateway format
+  (metering.gateways, the schema's one source of truth): the same fields, defaults and numeric
   bounds, converted with ``strict=True``, so only JSON values of the declared types pass: none of
   pydantic's lax coercions (``"200"`` as a status, ``200.0`` as an int), which take the reference
   path instead. A datetime is taken only as RFC 3339 text with at most 6 fractional digits

@@ -1,9 +1,10 @@
 """From one Kafka record value to enriched events and dead letters. Pure: no Flink, no Kafka.
 
-A record is an APISIX or Kong log entry, a JSON array of them (gateways batch), or a generic usage
-event. Each good entry becomes one flat enriched event; each unusable record, or unusable element
-of an otherwise good array, becomes one dead letter carrying its reason and source coordinates.
-Nothing raises: a bug in here would restart the job on every replay of the same record.
+A record is one entry of a registered gateway format (``metering.gateways``: APISIX, Kong, a
+generic usage event), or a JSON array of them (gateways batch). Each good entry becomes one flat
+enriched event; each unusable record, or unusable element of an otherwise good array, becomes one
+dead letter carrying its reason and source coordinates. Nothing raises: a bug in here would
+restart the job on every replay of the same record.
 """
 
 from __future__ import annotations
@@ -11,12 +12,10 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import json
-import math
 import re
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any
 
@@ -24,12 +23,13 @@ import msgspec
 import orjson
 from pydantic import BaseModel, ValidationError
 
-from metering import fastparse
-from metering.geo import EMPTY_GEO, Geo
+from metering import fastparse, gateways
+from metering.gateways import NO_KEY, EventBuilder, EventFields, NoKey
+from metering.gateways import Unusable as _Unusable
+from metering.geo import Geo
 from metering.redact import (
     REDACTED,
     Pseudonymizer,
-    extract_api_key,
     ip_prefix,
     is_secret_name,
     parse_ip,
@@ -40,19 +40,11 @@ from metering.redact import (
     redact_user_agent,
     scrub_text,
 )
-from schemas.events import (
-    MAX_EVENT_TIME_MS,
-    MIN_EVENT_TIME_MS,
-    ApisixEntry,
-    GenericUsageEvent,
-    KongEntry,
-)
 
 CLIENT_KEY_PREFIX = "client:"
 """Rate keys of rejected calls, counted per client network."""
 SHARED_KEY = "global"
 """The rate key of the shared signal: rejected calls of every unidentified client together."""
-_KONG_VERSION = re.compile(r"kong/([0-9][\w.\-]*)", re.IGNORECASE)
 AUTH_FAILURE_STATUSES = frozenset({401, 403})
 
 
@@ -104,13 +96,6 @@ class Result:
 _NO_ELEMENT: Any = object()
 
 
-class _Unusable(Exception):
-    def __init__(self, reason: str, detail: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.detail = detail
-
-
 def _reject_constant(name: str) -> float:
     # NaN / Infinity are not JSON; accepting them would poison latencies and the output topics.
     raise ValueError(f"non-standard JSON constant {name}")
@@ -136,10 +121,9 @@ def _inspect(value: Any, limit: int) -> tuple[bool, bool]:
     """(whether ``value`` nests deeper than ``limit`` containers, whether it holds a float
     orjson may have made of an integer too long for 64 bits).
 
-    One pass over the containers, iteratively: its cost is per container and value, which on
-    the bench's records is 17 µs per record against 44 µs for the text-based check it replaced.
-    Unlike that check, it does not see a subtree that a later duplicate key replaced: the
-    parser already dropped it, so nothing after this sees it either.
+    One pass over the containers, iteratively: its cost is per container and value, not per
+    byte of text. It does not see a subtree that a later duplicate key replaced: the parser
+    already dropped it, so nothing after this sees it either.
     """
     t = type(value)
     if t is not dict and t is not list:
@@ -214,36 +198,50 @@ def redact_structure(value: Any) -> Any:
     return out
 
 
-def _first_header(headers: Mapping[str, Any], name: str) -> str | None:
-    value = headers.get(name)
-    if isinstance(value, list):
-        value = value[0] if value else None
-    return value if isinstance(value, str) and value else None
-
-
-def _opt_int(value: float | None) -> int | None:
-    return None if value is None else int(value)
-
-
-def _event_ms(value: datetime | float) -> int:
-    if isinstance(value, datetime):
-        if value.tzinfo is None:
-            value = value.replace(tzinfo=UTC)
-        ms = int(value.timestamp() * 1000)
-        if not MIN_EVENT_TIME_MS <= ms < MAX_EVENT_TIME_MS:
-            raise _Unusable("invalid_event", "timestamp: out_of_range")
-        return ms
-    return int(value)
-
-
-# Where _generic hands the event's idempotency key to process(); never part of the output.
+# Where the event builder hands an event's idempotency key to process(); never in the output.
 _IDEMPOTENCY_KEY = "_idempotency_key"
+
+_EVENT_TEMPLATE: dict[str, Any] = {
+    "rate_key": None,
+    "consumer": None,
+    "key_fingerprint": None,
+    "client_hash": None,
+    "client_prefix": None,
+    "country": None,
+    "region": None,
+    "city": None,
+    "latitude": None,
+    "longitude": None,
+    "request_id": None,
+    "gateway": None,
+    "gateway_version": None,
+    "gateway_host": None,
+    "route": None,
+    "service": None,
+    "method": None,
+    "host": None,
+    "path": None,
+    "status": None,
+    "auth_failed": None,
+    "latency_ms": None,
+    "upstream_latency_ms": None,
+    "gateway_latency_ms": None,
+    "request_bytes": None,
+    "response_bytes": None,
+    "units": 1.0,
+    "user_agent": None,
+    "event_time": None,
+}
+"""What the event builder writes, in the order the enriched topic's JSON has it, each member with
+its value when neither the format nor the builder sets it. Copying it and updating the copy
+costs less per event than a call with a keyword per member."""
 
 
 def fingerprint(data: bytes) -> str:
     """The retry fingerprint of an entry's bytes: 128 bits of SHA-256, which hashlib runs on the
-    CPU's SHA instructions (1.4 µs on a 1 KB entry, half of BLAKE2b's or MD5's here; xxhash would
-    be a dependency more). Unkeyed: it never leaves the job's dedup state."""
+    CPU's SHA instructions, cheaper than BLAKE2b or MD5 there (xxhash would be a dependency
+    more; docs/performance.md has the figures). Unkeyed: it never leaves the job's dedup
+    state."""
     return hashlib.sha256(data).hexdigest()[:32]
 
 
@@ -277,6 +275,8 @@ def client_rate_key(pseudonymizer: Pseudonymizer, client_ip: str) -> str:
 
 Validate = Callable[[type[BaseModel], dict[str, Any]], Any]
 """Validates an entry against an input model: the model itself, or its fast twin."""
+_Claim = tuple[str, type[BaseModel], Callable[[Any, dict[str, Any], EventBuilder], dict[str, Any]]]
+"""What the parse needs of the format that claims an entry: its TIME_FIELD, MODEL and to_event."""
 
 
 class RecordProcessor:
@@ -304,6 +304,14 @@ class RecordProcessor:
         self._clock = clock
         self._fast = fast
         self._fast_decoder = fastparse.decoder(self._limits.max_depth)
+        formats = gateways.registered()
+        # Each format's members read once, as plain tuples: the sniff loop runs per entry, and
+        # a module's attributes cost a lookup each.
+        self._formats: tuple[tuple[Callable[[dict[str, Any]], bool], _Claim], ...] = tuple(
+            (f.sniff, (f.TIME_FIELD, f.MODEL, f.to_event)) for f in formats
+        )
+        self._time_fields = frozenset(f.TIME_FIELD for f in formats)
+        self._unknown_format = gateways.unknown_format_detail(formats)
 
     # -- entry point ---------------------------------------------------------------------------
 
@@ -357,7 +365,7 @@ class RecordProcessor:
             index = idx if batched else None
             try:
                 event = self._enrich(entry, src, idx, now, validate)
-                idempotency_key = event.pop(_IDEMPOTENCY_KEY, None)
+                idempotency_key = event.pop(_IDEMPOTENCY_KEY, NO_KEY)
                 text = dumps(event)
                 # Key (the rate key) and value, as the producer counts them. A record over the
                 # sinks' max.request.size would fail in the producer and restart the job forever.
@@ -366,7 +374,7 @@ class RecordProcessor:
                 )
                 if size > max_bytes:
                     raise _Unusable("enriched_too_large", f"{size} bytes > {max_bytes}")
-                if event["gateway"] != "generic":
+                if idempotency_key is NO_KEY:
                     # A gateway retry resends the same bytes; a client-chosen header alone
                     # (x-request-id) never decides.
                     dedup: str | None = fingerprint(whole if whole else entry_bytes(entry))
@@ -445,20 +453,15 @@ class RecordProcessor:
     ) -> dict[str, Any]:
         if not isinstance(entry, dict):
             raise _Unusable("wrong_type", f"entry is JSON {type(entry).__name__}")
-        if "started_at" in entry or "latencies" in entry:
-            if "started_at" not in entry:
-                raise _Unusable("missing_event_time", "started_at: missing")
-            event = self._kong(entry, validate)
-        elif "start_time" in entry or ("request" in entry and "response" in entry):
-            if "start_time" not in entry:
-                raise _Unusable("missing_event_time", "start_time: missing")
-            event = self._apisix(entry, validate)
-        elif "endpoint" in entry:
-            if "timestamp" not in entry:
-                raise _Unusable("missing_event_time", "timestamp: missing")
-            event = self._generic(entry, validate)
+        for sniff, claim in self._formats:
+            if sniff(entry):
+                time_field, model, to_event = claim
+                break
         else:
-            raise _Unusable("unknown_format", "neither APISIX, Kong nor a generic usage event")
+            raise _Unusable("unknown_format", self._unknown_format)
+        if time_field not in entry:
+            raise _Unusable("missing_event_time", f"{time_field}: missing")
+        event = to_event(validate(model, entry), entry, self._event)
         lim = self._limits
         if event["event_time"] > now + lim.max_future_skew_s * 1000:
             # One such entry would move its source subtask's watermark ahead, and every later
@@ -478,18 +481,21 @@ class RecordProcessor:
         event["source_offset"] = src.offset
         return event
 
-    def _identity(
+    def _event(
         self,
-        consumer: str | None,
-        api_key: str | None,
-        client_ip: str | None,
-        auth_failed: bool = False,
+        fields: EventFields,
+        *,
+        api_key: str | None = None,
+        client_ip: str | None = None,
+        idempotency_key: str | NoKey | None = NO_KEY,
     ) -> dict[str, Any]:
+        """The common enriched event (gateways.EventBuilder): what a format says about the call,
+        with the identity, geo, redaction and auth failure every format shares."""
+        event = _EVENT_TEMPLATE.copy()
+        event.update(fields)
+        consumer = event["consumer"]
+        auth_failed = event["status"] in AUTH_FAILURE_STATUSES
         fingerprint = self._ps.key_fingerprint(api_key) if api_key else None
-        geo = self._geo(client_ip) if client_ip else EMPTY_GEO
-        prefix = ip_prefix(client_ip) if client_ip else None
-        # An unparseable "IP" could be anything, so it is hashed but never echoed.
-        client_hash = self._ps.client_hash(client_ip.strip()) if client_ip else None
         if consumer:
             rate_key = consumer
         elif fingerprint and not auth_failed:
@@ -501,25 +507,31 @@ class RecordProcessor:
             rate_key = client_rate_key(self._ps, client_ip)
         else:
             rate_key = "anonymous"
-        return {
-            "rate_key": rate_key,
-            "consumer": consumer,
-            "key_fingerprint": fingerprint,
-            "client_hash": client_hash,
-            "client_prefix": prefix,
-            "country": geo.country_code,
-            "region": geo.region,
-            "city": geo.city,
-            "latitude": geo.latitude,
-            "longitude": geo.longitude,
-        }
+        event["rate_key"] = rate_key
+        event["key_fingerprint"] = fingerprint
+        if client_ip:
+            geo = self._geo(client_ip)
+            # An unparseable "IP" could be anything, so it is hashed but never echoed.
+            event["client_hash"] = self._ps.client_hash(client_ip.strip())
+            event["client_prefix"] = ip_prefix(client_ip)
+            event["country"] = geo.country_code
+            event["region"] = geo.region
+            event["city"] = geo.city
+            event["latitude"] = geo.latitude
+            event["longitude"] = geo.longitude
+        event["path"] = path_of(event["path"])
+        event["auth_failed"] = auth_failed
+        event["user_agent"] = redact_user_agent(event["user_agent"])
+        if idempotency_key is not NO_KEY:
+            event[_IDEMPOTENCY_KEY] = idempotency_key
+        return event
 
     def _validate(self, model: type[BaseModel], entry: dict[str, Any]) -> Any:
         try:
             return model.model_validate(entry)
         except ValidationError as e:
             missing_time = any(
-                err["loc"] and err["loc"][0] in ("start_time", "started_at", "timestamp")
+                err["loc"] and err["loc"][0] in self._time_fields
                 for err in e.errors(include_url=False, include_input=False)
             )
             reason = "invalid_event"
@@ -528,121 +540,6 @@ class RecordProcessor:
             ):
                 reason = "missing_event_time"
             raise _Unusable(reason, _validation_detail(e)) from None
-
-    # Each of these reads the validated entry by attribute: a pydantic model, or its msgspec
-    # twin (the same names and values).
-
-    def _apisix(self, entry: dict[str, Any], validate: Validate) -> dict[str, Any]:
-        e: ApisixEntry = validate(ApisixEntry, entry)
-        req, resp = e.request, e.response
-        # The consumer object as sent: what the model keeps of it (extra="allow"), where an
-        # APISIX < 2.11 key-auth key may sit.
-        consumer_obj = entry["consumer"] if e.consumer is not None else None
-        consumer = e.consumer.username if e.consumer is not None else None
-        api_key = extract_api_key(req.headers, req.querystring, consumer_obj)
-        gateway_latency = e.apisix_latency
-        if gateway_latency is None and e.latency is not None and e.upstream_latency is not None:
-            gateway_latency = max(0.0, e.latency - e.upstream_latency)
-        service = str(e.service_id) if e.service_id not in (None, "") else None
-        out = self._identity(
-            consumer or None, api_key, e.client_ip, resp.status in AUTH_FAILURE_STATUSES
-        )
-        out.update(
-            request_id=_first_header(req.headers, "x-request-id")
-            or _first_header(req.headers, "request-id"),
-            gateway="apisix",
-            gateway_version=e.server.version,
-            gateway_host=e.server.hostname,
-            # No matched route: APISIX writes the Host into service_id, which is not a service.
-            route=str(e.route_id) if e.route_id not in (None, "") else None,
-            service=service if e.route_id not in (None, "") else None,
-            method=req.method,
-            host=_first_header(req.headers, "host"),
-            path=path_of(req.uri),
-            status=resp.status,
-            auth_failed=resp.status in AUTH_FAILURE_STATUSES,
-            latency_ms=e.latency,
-            upstream_latency_ms=e.upstream_latency,
-            gateway_latency_ms=gateway_latency,
-            request_bytes=_opt_int(req.size),
-            response_bytes=_opt_int(resp.size),
-            units=1.0,
-            user_agent=redact_user_agent(_first_header(req.headers, "user-agent")),
-            event_time=int(e.start_time),
-        )
-        return out
-
-    def _kong(self, entry: dict[str, Any], validate: Validate) -> dict[str, Any]:
-        e: KongEntry = validate(KongEntry, entry)
-        req, resp, lat = e.request, e.response, e.latencies
-        consumer = None
-        if e.consumer is not None:
-            consumer = e.consumer.username or e.consumer.custom_id or e.consumer.id
-        api_key = extract_api_key(req.headers, req.querystring)
-        version = None
-        for name in ("via", "server"):
-            header = _first_header(resp.headers, name)
-            match = _KONG_VERSION.search(header) if header else None
-            if match:
-                version = match.group(1)
-                break
-        out = self._identity(consumer, api_key, e.client_ip, resp.status in AUTH_FAILURE_STATUSES)
-        out.update(
-            request_id=req.id or _first_header(req.headers, "x-request-id"),
-            gateway="kong",
-            gateway_version=version,
-            gateway_host=None,
-            route=(e.route.name or e.route.id) if e.route else None,
-            service=(e.service.name or e.service.id) if e.service else None,
-            method=req.method,
-            host=_first_header(req.headers, "host"),
-            path=path_of(req.uri),
-            status=resp.status,
-            auth_failed=resp.status in AUTH_FAILURE_STATUSES,
-            latency_ms=lat.request,
-            # -1 means Kong answered itself and never proxied.
-            upstream_latency_ms=lat.proxy if lat.proxy is not None and lat.proxy >= 0 else None,
-            gateway_latency_ms=lat.kong,
-            request_bytes=_opt_int(req.size),
-            response_bytes=_opt_int(resp.size),
-            units=1.0,
-            user_agent=redact_user_agent(_first_header(req.headers, "user-agent")),
-            event_time=int(e.started_at),
-        )
-        return out
-
-    def _generic(self, entry: dict[str, Any], validate: Validate) -> dict[str, Any]:
-        e: GenericUsageEvent = validate(GenericUsageEvent, entry)
-        consumer = e.user_id or e.consumer
-        if not consumer:
-            raise _Unusable("invalid_event", "user_id: missing")
-        if not math.isfinite(e.units):
-            raise _Unusable("invalid_event", "units: not_finite")
-        out = self._identity(consumer, None, e.client_ip)
-        out.update(
-            request_id=None,
-            gateway="generic",
-            gateway_version=None,
-            gateway_host=None,
-            route=None,
-            service=None,
-            method=e.method,
-            host=None,
-            path=path_of(e.endpoint),
-            status=e.status,
-            auth_failed=e.status in AUTH_FAILURE_STATUSES,
-            latency_ms=None,
-            upstream_latency_ms=None,
-            gateway_latency_ms=None,
-            request_bytes=None,
-            response_bytes=None,
-            units=float(e.units),
-            user_agent=None,
-            event_time=_event_ms(e.timestamp),
-        )
-        if e.id is not None:
-            out[_IDEMPOTENCY_KEY] = e.id
-        return out
 
     # -- dead letters --------------------------------------------------------------------------
 

@@ -1,8 +1,10 @@
-"""Pydantic models: the gateway payloads we accept, and the records the job emits.
+"""Pydantic models: what gateway input models share, and the records the job emits.
 
-Input models validate one log entry each. They use pydantic's lax mode on purpose: custom APISIX
-log formats and old Kong versions write numbers as strings ("status": "502", "size": "75"), and
-those are still good events. Anything that cannot be coerced is a dead letter.
+Input models validate one log entry each; each lives in its format's module of
+``metering.gateways`` and derives from ``GatewayInput``, with the field types below. They use
+pydantic's lax mode on purpose: custom APISIX log formats and old Kong versions write numbers as
+strings ("status": "502", "size": "75"), and those are still good events. Anything that cannot
+be coerced is a dead letter.
 
 Output models document the topics' record schemas; ``python -m schemas.export`` writes them as JSON
 Schema to ``schemas/json/``. The job builds plain dicts for speed; the unit tests check every dict
@@ -11,10 +13,9 @@ it emits against these models with ``extra="forbid"``.
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated, Any, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field
 
 # Event times outside this range are not clock skew but garbage (seconds instead of ms, 0, ...).
 MIN_EVENT_TIME_MS = 946_684_800_000  # 2000-01-01
@@ -35,9 +36,6 @@ QueryValue = str | bool | list[str | bool]
 EpochMs = Annotated[float, Field(ge=MIN_EVENT_TIME_MS, lt=MAX_EVENT_TIME_MS)]
 Size = Annotated[float, Field(ge=0, le=MAX_SIZE_BYTES)]
 Latency = Annotated[float, Field(ge=0, le=MAX_LATENCY_MS)]
-# Kong writes -1 for a phase that did not happen (proxy: Kong answered itself).
-KongLatency = Annotated[float, Field(ge=-1, le=MAX_LATENCY_MS)]
-Units = Annotated[float, Field(ge=0, le=MAX_UNITS)]
 
 DeadLetterReason = Literal[
     "empty_record",
@@ -58,129 +56,17 @@ DeadLetterReason = Literal[
 DEAD_LETTER_REASONS: tuple[str, ...] = get_args(DeadLetterReason)
 
 
-class _In(BaseModel):
+class GatewayInput(BaseModel):
+    """The base of every gateway input model (``metering.gateways``: one module per format)."""
+
     # 1e400 parses as inf: a number no output may carry (it would be written as Infinity, which
     # is not JSON), so it makes the entry invalid.
     model_config = ConfigDict(extra="ignore", frozen=True, allow_inf_nan=False)
 
 
-# --- Apache APISIX kafka-logger, default "full log" format -------------------------------------
-
-
-class ApisixRequest(_In):
-    url: str = ""
-    uri: str
-    method: str
-    headers: dict[str, HeaderValue] = Field(default_factory=dict)
-    querystring: dict[str, QueryValue] = Field(default_factory=dict)
-    size: Size | None = None
-    body: str | None = None
-
-
-class ApisixResponse(_In):
-    status: Annotated[int, Field(ge=0, le=999)]
-    headers: dict[str, HeaderValue] = Field(default_factory=dict)
-    size: Size | None = None
-    body: str | None = None
-
-
-class ApisixServer(_In):
-    hostname: str | None = None
-    version: str | None = None
-
-
-class ApisixConsumer(BaseModel):
-    """``{"username": ...}`` since 2.11; before, the whole consumer object with credentials."""
-
-    model_config = ConfigDict(extra="allow", frozen=True, allow_inf_nan=False)
-    username: str | None = None
-
-
-class ApisixEntry(_In):
-    request: ApisixRequest
-    response: ApisixResponse
-    server: ApisixServer = ApisixServer()
-    upstream: str | None = None
-    service_id: str | int | None = None
-    route_id: str | int | None = None
-    consumer: ApisixConsumer | None = None
-    client_ip: str
-    start_time: EpochMs
-    latency: Latency | None = None
-    upstream_latency: Latency | None = None
-    apisix_latency: Latency | None = None
-
-
-# --- Kong http-log (kong.log.serialize()) -------------------------------------------------------
-
-
-class KongRequest(_In):
-    id: str | None = None
-    uri: str
-    url: str = ""
-    querystring: dict[str, QueryValue] = Field(default_factory=dict)
-    method: str
-    headers: dict[str, HeaderValue] = Field(default_factory=dict)
-    size: Size | None = None
-
-
-class KongResponse(_In):
-    status: Annotated[int, Field(ge=0, le=999)]
-    headers: dict[str, HeaderValue] = Field(default_factory=dict)
-    size: Size | None = None
-
-
-class KongLatencies(_In):
-    kong: KongLatency | None = None
-    proxy: KongLatency | None = None
-    request: KongLatency | None = None
-    receive: KongLatency | None = None
-
-
-class KongConsumer(_In):
-    id: str | None = None
-    username: str | None = None
-    custom_id: str | None = None
-
-
-class KongEntity(_In):
-    id: str | None = None
-    name: str | None = None
-
-
-class KongEntry(_In):
-    request: KongRequest
-    response: KongResponse
-    latencies: KongLatencies = KongLatencies()
-    consumer: KongConsumer | None = None
-    route: KongEntity | None = None
-    service: KongEntity | None = None
-    client_ip: str
-    started_at: EpochMs
-
-
-# --- Generic usage event ------------------------------------------------------------------------
-
-
-class GenericUsageEvent(_In):
-    user_id: str | None = None
-    consumer: str | None = None
-    endpoint: str
-    units: Units = 1
-    timestamp: datetime | EpochMs
-    id: str | None = Field(
-        None,
-        description="idempotency key (CloudEvents, Stripe meter events): a second event with "
-        "the same consumer and id within the dedup horizon is a retry",
-    )
-    client_ip: str | None = None
-    method: str | None = None
-    status: Annotated[int, Field(ge=0, le=999)] | None = None
-
-    @field_validator("user_id", "consumer")
-    @classmethod
-    def _not_blank(cls, v: str | None) -> str | None:
-        return v if v is None or v.strip() else None
+GatewayName = Literal["apisix", "kong", "generic"]
+"""The enriched event's ``gateway``: the NAME of each built-in format of ``metering.gateways``
+(tests/unit/test_gateways.py checks the two agree)."""
 
 
 # --- Records the job emits ----------------------------------------------------------------------
@@ -197,7 +83,7 @@ class EnrichedEvent(_Out):
     request_id: str | None = Field(
         None, description="gateway request id, when the gateway sets one"
     )
-    gateway: Literal["apisix", "kong", "generic"]
+    gateway: GatewayName
     gateway_version: str | None = None
     gateway_host: str | None = None
     rate_key: str = Field(

@@ -48,6 +48,9 @@ from datetime import UTC, datetime
 from typing import Any, Final
 from urllib.parse import quote, unquote
 
+from testkit import gateways
+from testkit.gateways import Call, encode
+
 # The broker's default message.max.bytes (scripts/kafka.sh keeps Kafka's default): the largest
 # record batch it accepts. Producers must stay under it with a single record plus framing.
 BROKER_MESSAGE_MAX_BYTES: Final = 1_048_588
@@ -188,10 +191,6 @@ def _dumps(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
 
 
-def _enc(value: Any) -> bytes:
-    return _dumps(value).encode()
-
-
 def _nested_lists(levels: int) -> Any:
     value: Any = []
     for _ in range(levels - 1):
@@ -262,28 +261,32 @@ class _Ctx:
         headers: dict[str, Any] = {"host": _API_HOST, "user-agent": ua, "x-request-id": self.rid()}
         uri = self._credential(headers, path)
         query = {"limit": "10", "apikey": uri.rsplit("=", 1)[1]} if "?" in uri else {}
-        request: dict[str, Any] = {"uri": uri, "method": "GET", "headers": headers}
-        entry: dict[str, Any] = {
-            "request": request,
-            "response": {"status": status},
-            "client_ip": self.ip(),
-            "start_time": self.t,
-        }
-        if consumer is not None:
-            entry["consumer"] = {"username": consumer}
+        call = Call(
+            start_ms=self.t,
+            method="GET",
+            uri=uri,
+            request_headers=headers,
+            status=status,
+            client_ip=self.ip(),
+            consumer=consumer,
+        )
         if not lean:
-            request["url"] = f"https://{_API_HOST}:9443{uri}"
-            request["querystring"] = query
-            request["size"] = 120
-            entry["response"]["headers"] = {"server": "APISIX/3.9.0"}
-            entry["response"]["size"] = 80
-            entry["server"] = {"hostname": "apisix-hostile-0", "version": "3.9.0"}
-            entry["route_id"] = "hostile-orders"
-            entry["service_id"] = "orders"
-            entry["latency"] = 12.000047683716
-            entry["upstream_latency"] = 10
-            entry["apisix_latency"] = 2.000047683716
-        return entry
+            call = replace(
+                call,
+                url=f"https://{_API_HOST}:9443{uri}",
+                query=query,
+                request_size=120,
+                response_headers={"server": "APISIX/3.9.0"},
+                response_size=80,
+                gateway_host="apisix-hostile-0",
+                gateway_version="3.9.0",
+                route_id="hostile-orders",
+                service_id="orders",
+                latency_ms=12.000047683716,
+                upstream_latency_ms=10,
+                gateway_latency_ms=2.000047683716,
+            )
+        return gateways.apisix.render(call)
 
     def kong(
         self, *, consumer: str = "probe-kong", ua: str = "hostile-probe/1.0", status: Any = 200
@@ -292,31 +295,36 @@ class _Ctx:
         headers: dict[str, Any] = {"host": _API_HOST, "user-agent": ua}
         uri = self._credential(headers, path)
         query = {"limit": "10", "apikey": uri.rsplit("=", 1)[1]} if "?" in uri else {}
-        return {
-            "request": {
-                "id": self.rid(),
-                "uri": uri,
-                "url": f"https://{_API_HOST}:8443{uri}",
-                "method": "GET",
-                "headers": headers,
-                "querystring": query,
-            },
-            "response": {"status": status, "headers": {"via": "1.1 kong/3.8.0"}},
-            "latencies": {"kong": 1, "proxy": 10, "request": 11, "receive": 0},
-            "consumer": {"username": consumer, "id": "7c5e0f0e-hostile"},
-            "route": {"name": "devices"},
-            "service": {"name": "iot-backend"},
-            "client_ip": self.ip(),
-            "started_at": self.t,
-        }
+        call = Call(
+            start_ms=self.t,
+            method="GET",
+            uri=uri,
+            url=f"https://{_API_HOST}:8443{uri}",
+            query=query,
+            request_headers=headers,
+            request_id=self.rid(),
+            status=status,
+            response_headers={"via": "1.1 kong/3.8.0"},
+            client_ip=self.ip(),
+            consumer=consumer,
+            consumer_id="7c5e0f0e-hostile",
+            route="devices",
+            service="iot-backend",
+            latency_ms=11,
+            upstream_latency_ms=10,
+            gateway_latency_ms=1,
+        )
+        return gateways.kong.render(call)
 
     def generic(self, *, user: str = "probe-generic", timestamp: Any = None) -> dict[str, Any]:
-        return {
-            "user_id": user,
-            "endpoint": "/v1/reports/export",
-            "units": 2,
-            "timestamp": self.t if timestamp is None else timestamp,
-        }
+        call = Call(
+            start_ms=self.t,
+            consumer=user,
+            uri="/v1/reports/export",
+            units=2,
+            extra={} if timestamp is None else {"timestamp": timestamp},
+        )
+        return gateways.generic.render(call)
 
     def any_entry(self, **kw: Any) -> dict[str, Any]:
         roll = self.rng.random()
@@ -332,7 +340,7 @@ def _iso(ms: int) -> str:
 
 
 def _good(entry: Any) -> _Out:
-    return _Out(_enc(entry), 1, ())
+    return _Out(encode(entry), 1, ())
 
 
 def _bad(value: bytes | None, *reasons: str) -> _Out:
@@ -366,8 +374,8 @@ def _huge_text(n: int) -> str:
 
 def _fit(build: Callable[[str], Any], target: int = HUGE_RECORD_BYTES) -> bytes:
     """The record ``build(s)`` with a filler string ``s`` sized so the record is ``target``."""
-    base = len(_enc(build("")))
-    value = _enc(build(_huge_text(target - base)))
+    base = len(encode(build("")))
+    value = encode(build(_huge_text(target - base)))
     assert len(value) == target, (len(value), target)
     return value
 
@@ -378,7 +386,7 @@ def _batch_to_size(c: _Ctx, bad_index: int | None) -> _Out:
     size = 2
     while True:
         entry = c.apisix(lean=True) if c.rng.random() < 0.7 else c.kong()
-        piece = len(_enc(entry)) + 1
+        piece = len(encode(entry)) + 1
         if size + piece > HUGE_RECORD_BYTES:
             break
         entries.append(entry)
@@ -388,7 +396,7 @@ def _batch_to_size(c: _Ctx, bad_index: int | None) -> _Out:
         index = bad_index % len(entries)
         entries[index] = _with(entries[index], ("response", "status"), "abc")
         reasons = ("invalid_event",)
-    return _Out(_enc(entries), len(entries) - len(reasons), reasons)
+    return _Out(encode(entries), len(entries) - len(reasons), reasons)
 
 
 # --------------------------------------------------------------------------------------------
@@ -403,7 +411,7 @@ def _truncated(c: _Ctx) -> _Out:
 
 def _trailing_garbage(c: _Ctx) -> _Out:
     tail = c.rng.choice(["x", "}", ",{}", " null", "\n{}", "]"])
-    return _bad(_enc(c.any_entry()) + tail.encode(), "not_json")
+    return _bad(encode(c.any_entry()) + tail.encode(), "not_json")
 
 
 def _single_quotes(c: _Ctx) -> _Out:
@@ -436,7 +444,7 @@ def _deep_in_entry(c: _Ctx, levels: int) -> _Out:
     entry = c.apisix()
     entry["extra"] = _nested_lists(levels)
     if levels + 1 > MAX_DEPTH:
-        return _bad(_enc(entry), "too_deep")
+        return _bad(encode(entry), "too_deep")
     return _good(entry)
 
 
@@ -479,28 +487,28 @@ def _mixed_small(c: _Ctx) -> _Out:
     ]
     make, reason = c.rng.choice(choices)
     entries.insert(index, make())
-    return _Out(_enc(entries), n, (reason,))
+    return _Out(encode(entries), n, (reason,))
 
 
 def _scalars(c: _Ctx) -> _Out:
     items: list[Any] = [1, "Bearer " + c.secret(), None, True, [], {}]
     c.rng.shuffle(items)
     reasons = tuple("unknown_format" if item == {} else "wrong_type" for item in items)
-    return _bad(_enc(items), *reasons)
+    return _bad(encode(items), *reasons)
 
 
 def _retry_batch(c: _Ctx) -> _Out:
     # A gateway retry logged twice in one batch: same request id, same consumer.
     first, second = c.apisix(), c.apisix()
     again = json.loads(_dumps(first))
-    return _Out(_enc([first, second, again]), 2, (), deduplicated=1)
+    return _Out(encode([first, second, again]), 2, (), deduplicated=1)
 
 
 def _deep_element(c: _Ctx) -> _Out:
     # Depth is checked on the whole record before any element is looked at.
     deep = c.apisix()
     deep["extra"] = _nested_lists(40)
-    return _bad(_enc([c.apisix(), deep, c.apisix()]), "too_deep")
+    return _bad(encode([c.apisix(), deep, c.apisix()]), "too_deep")
 
 
 def _surrogate_element(c: _Ctx) -> _Out:
@@ -515,7 +523,7 @@ def _latin1(c: _Ctx) -> _Out:
 
 def _utf16(c: _Ctx) -> _Out:
     # No credentials or addresses here: scrubbing cannot see through UTF-16 (see PROBES).
-    entry = {"user_id": "probe-utf16", "endpoint": "/v1/reports", "timestamp": c.t}
+    entry = gateways.generic.render(Call(start_ms=c.t, consumer="probe-utf16", uri="/v1/reports"))
     encoding = c.rng.choice(["utf-16", "utf-32"])
     return _bad(_dumps(entry).encode(encoding), "not_utf8")
 
@@ -543,11 +551,11 @@ def _huge_dropped_header(c: _Ctx) -> _Out:
 
 def _huge_header_list(c: _Ctx) -> _Out:
     entry = c.apisix()
-    base = len(_enc(entry)) + len(',"accept":[]')
+    base = len(encode(entry)) + len(',"accept":[]')
     item = "application/json"
     n = (HUGE_RECORD_BYTES - base) // (len(item) + 3)
     entry["request"]["headers"]["accept"] = [item] * n
-    return _Out(_enc(entry), 1, ())
+    return _Out(encode(entry), 1, ())
 
 
 def _huge_bad(c: _Ctx) -> _Out:
@@ -574,7 +582,7 @@ def _event_time_batch(c: _Ctx, t: int, reason: str) -> _Out:
     entries: list[Any] = [c.any_entry() for _ in range(c.rng.randint(2, 4))]
     index = c.rng.randrange(len(entries) + 1)
     entries.insert(index, _with(c.apisix(), ("start_time",), t))
-    return _Out(_enc(entries), len(entries) - 1, (reason,))
+    return _Out(encode(entries), len(entries) - 1, (reason,))
 
 
 def _constant_request_id(c: _Ctx, n: int) -> _Out:
@@ -584,7 +592,7 @@ def _constant_request_id(c: _Ctx, n: int) -> _Out:
         entry = c.apisix(consumer="probe-constant-id")
         entry["request"]["headers"]["x-request-id"] = CONSTANT_REQUEST_ID
         entries.append(entry)
-    return _Out(_enc(entries[0] if n == 1 else entries), n, ())
+    return _Out(encode(entries[0] if n == 1 else entries), n, ())
 
 
 def _amplifying_path(c: _Ctx) -> _Out:
@@ -597,12 +605,12 @@ def _amplifying_path(c: _Ctx) -> _Out:
     request["uri"] = "/x;&sig=a" * 66_000
     request["querystring"] = {}
     request.pop("url", None)
-    return _bad(_enc(entry), "enriched_too_large")
+    return _bad(encode(entry), "enriched_too_large")
 
 
 def _amplifying_consumer(c: _Ctx) -> _Out:
     # A 400 KB consumer name is the rate key (the Kafka key) and the consumer: three copies.
-    return _bad(_enc(c.apisix(consumer="c" * 400_000)), "enriched_too_large")
+    return _bad(encode(c.apisix(consumer="c" * 400_000)), "enriched_too_large")
 
 
 def _rotating_ipv6(c: _Ctx) -> _Out:
@@ -617,7 +625,7 @@ def _rotating_ipv6(c: _Ctx) -> _Out:
         entry = c.apisix(consumer=None, status=401)
         entry["client_ip"] = ip
         entries.append(entry)
-    return _Out(_enc(entries), len(entries), ())
+    return _Out(encode(entries), len(entries), ())
 
 
 def _huge_not_utf8(c: _Ctx) -> _Out:
@@ -765,7 +773,7 @@ def _secret_custom_fields(c: _Ctx) -> _Out:
     entry["x-hub-signature-256"] = "sha256=" + _shaped(c)["hex"]
     entry["request"]["body"] = {"cardNumber": _luhn_card(c), "note": _free_text(c)}
     entry["note"] = _free_text(c)
-    return _bad(_enc(entry), "invalid_event")
+    return _bad(encode(entry), "invalid_event")
 
 
 def _raw_http(c: _Ctx, newline: str = "\r\n") -> str:
@@ -790,17 +798,17 @@ def _secret_base64(c: _Ctx) -> _Out:
     entry = {_WRAPPED_FIELD: True, **c.apisix(status="abc")}
     entry["accessToken"] = _hsk(c)
     entry["note"] = _free_text(c)
-    encode = base64.b64encode if c.rng.random() < 0.5 else base64.urlsafe_b64encode
-    blob = _plant(c, encode(_enc(entry)).decode())
+    b64encode = base64.b64encode if c.rng.random() < 0.5 else base64.urlsafe_b64encode
+    blob = _plant(c, b64encode(encode(entry)).decode())
     if c.rng.random() < 0.5:
         return _bad(blob.encode(), "not_json")
-    return _bad(_enc({"data": blob}), "unknown_format")
+    return _bad(encode({"data": blob}), "unknown_format")
 
 
 def _secret_double_escaped(c: _Ctx) -> _Out:
     s = _shaped(c)
     inner = _dumps({"apikey": _hsk(c), "accessToken": _hsk(c), "note": f"{s['stripe']} {s['jwt']}"})
-    envelope = _enc({"envelope": _dumps({"payload": inner, "note": s["github"]})})
+    envelope = encode({"envelope": _dumps({"payload": inner, "note": s["github"]})})
     if c.rng.random() < 0.5:
         return _bad(envelope, "unknown_format")
     return _bad(b"garbage " + envelope, "not_json")
@@ -827,17 +835,17 @@ KINDS: Final[tuple[Kind, ...]] = (
     _k("nan_literal", 2, lambda c: _literal(c, "NaN")),
     _k("infinity_literal", 2, lambda c: _literal(c, c.rng.choice(["Infinity", "-Infinity"]))),
     _k("raw_control_char", 2, _raw_control),
-    _k("utf8_bom", 1, lambda c: _bad(b"\xef\xbb\xbf" + _enc(c.apisix()), "not_json")),
-    _k("comment", 1, lambda c: _bad(b"// access log\n" + _enc(c.apisix()), "not_json")),
+    _k("utf8_bom", 1, lambda c: _bad(b"\xef\xbb\xbf" + encode(c.apisix()), "not_json")),
+    _k("comment", 1, lambda c: _bad(b"// access log\n" + encode(c.apisix()), "not_json")),
     _k("whitespace_only", 1, lambda c: _bad(c.rng.choice([b" ", b"\n\t ", b"\x00"]), "not_json")),
     _k("unquoted_keys", 1, lambda c: _bad(b"{status: 200, start_time: 1}", "not_json")),
     _k("huge_int_literal", 0.2, lambda c: _number_text(c, ("latency",), "9" * 5000, "not_json")),
     # wrong types inside an entry
-    _k("status_list", 3, lambda c: _bad(_enc(c.apisix(status=[200])), "invalid_event")),
-    _k("status_dict", 2, lambda c: _bad(_enc(c.apisix(status={"code": 200})), "invalid_event")),
-    _k("status_abc", 3, lambda c: _bad(_enc(c.apisix(status="abc")), "invalid_event")),
-    _k("status_1000", 1, lambda c: _bad(_enc(c.apisix(status=1000)), "invalid_event")),
-    _k("status_negative", 1, lambda c: _bad(_enc(c.apisix(status=-1)), "invalid_event")),
+    _k("status_list", 3, lambda c: _bad(encode(c.apisix(status=[200])), "invalid_event")),
+    _k("status_dict", 2, lambda c: _bad(encode(c.apisix(status={"code": 200})), "invalid_event")),
+    _k("status_abc", 3, lambda c: _bad(encode(c.apisix(status="abc")), "invalid_event")),
+    _k("status_1000", 1, lambda c: _bad(encode(c.apisix(status=1000)), "invalid_event")),
+    _k("status_negative", 1, lambda c: _bad(encode(c.apisix(status=-1)), "invalid_event")),
     _k(
         "status_1e400",
         1,
@@ -851,17 +859,17 @@ KINDS: Final[tuple[Kind, ...]] = (
     _k(
         "start_time_garbage",
         3,
-        lambda c: _bad(_enc(_with(c.apisix(), ("start_time",), "yesterday")), "invalid_event"),
+        lambda c: _bad(encode(_with(c.apisix(), ("start_time",), "yesterday")), "invalid_event"),
     ),
     _k(
         "start_time_null",
         1,
-        lambda c: _bad(_enc(_with(c.apisix(), ("start_time",), None)), "invalid_event"),
+        lambda c: _bad(encode(_with(c.apisix(), ("start_time",), None)), "invalid_event"),
     ),
     _k(
         "start_time_seconds",
         1,
-        lambda c: _bad(_enc(_with(c.apisix(), ("start_time",), c.t // 1000)), "invalid_event"),
+        lambda c: _bad(encode(_with(c.apisix(), ("start_time",), c.t // 1000)), "invalid_event"),
     ),
     _k("start_time_1e400", 1, lambda c: _number_text(c, ("start_time",), "1e400", "invalid_event")),
     # (List-shaped headers and query strings that carry a credential are PROBES.)
@@ -869,7 +877,7 @@ KINDS: Final[tuple[Kind, ...]] = (
         "headers_list",
         2,
         lambda c: _bad(
-            _enc(_with(c.apisix(), ("request", "headers"), [["accept", "application/json"]])),
+            encode(_with(c.apisix(), ("request", "headers"), [["accept", "application/json"]])),
             "invalid_event",
         ),
     ),
@@ -877,7 +885,7 @@ KINDS: Final[tuple[Kind, ...]] = (
         "header_value_number",
         1,
         lambda c: _bad(
-            _enc(_with(c.apisix(), ("request", "headers", "content-length"), 12)),
+            encode(_with(c.apisix(), ("request", "headers", "content-length"), 12)),
             "invalid_event",
         ),
     ),
@@ -885,19 +893,19 @@ KINDS: Final[tuple[Kind, ...]] = (
         "request_string",
         1,
         lambda c: _bad(
-            _enc(_with(c.apisix(), ("request",), f"GET /?apikey={c.secret()}")), "invalid_event"
+            encode(_with(c.apisix(), ("request",), f"GET /?apikey={c.secret()}")), "invalid_event"
         ),
     ),
     _k(
         "client_ip_number",
         1,
-        lambda c: _bad(_enc(_with(c.apisix(), ("client_ip",), 3405803783)), "invalid_event"),
+        lambda c: _bad(encode(_with(c.apisix(), ("client_ip",), 3405803783)), "invalid_event"),
     ),
     _k(
         "querystring_list",
         1,
         lambda c: _bad(
-            _enc(_with(c.apisix(), ("request", "querystring"), ["limit", "10"])),
+            encode(_with(c.apisix(), ("request", "querystring"), ["limit", "10"])),
             "invalid_event",
         ),
     ),
@@ -912,57 +920,57 @@ KINDS: Final[tuple[Kind, ...]] = (
         0.5,
         lambda c: _number_text(c, ("latency",), "1" + "0" * 400, "invalid_event"),
     ),
-    _k("kong_status_abc", 2, lambda c: _bad(_enc(c.kong(status="abc")), "invalid_event")),
+    _k("kong_status_abc", 2, lambda c: _bad(encode(c.kong(status="abc")), "invalid_event")),
     _k(
         "generic_bad_timestamp",
         1,
-        lambda c: _bad(_enc(c.generic(timestamp="not a date")), "invalid_event"),
+        lambda c: _bad(encode(c.generic(timestamp="not a date")), "invalid_event"),
     ),
     _k(
         "generic_year_9999",
         1,
-        lambda c: _bad(_enc(c.generic(timestamp="9999-12-31T23:59:59Z")), "invalid_event"),
+        lambda c: _bad(encode(c.generic(timestamp="9999-12-31T23:59:59Z")), "invalid_event"),
     ),
     _k(
         "generic_negative_units",
         1,
-        lambda c: _bad(_enc(_with(c.generic(), ("units",), -1)), "invalid_event"),
+        lambda c: _bad(encode(_with(c.generic(), ("units",), -1)), "invalid_event"),
     ),
     _k(
         "generic_inf_units",
         1,
-        lambda c: _bad(_enc(_with(c.generic(), ("units",), "1e400")), "invalid_event"),
+        lambda c: _bad(encode(_with(c.generic(), ("units",), "1e400")), "invalid_event"),
     ),
-    _k("generic_blank_user", 1, lambda c: _bad(_enc(c.generic(user="   ")), "invalid_event")),
+    _k("generic_blank_user", 1, lambda c: _bad(encode(c.generic(user="   ")), "invalid_event")),
     # wrong top-level types
     _k("json_null", 2, lambda c: _bad(b"null", "wrong_type")),
     _k("json_number", 1, lambda c: _bad(b"-0.5e3", "wrong_type")),
-    _k("json_string", 1, lambda c: _bad(_enc(f"apikey={c.secret()}"), "wrong_type")),
+    _k("json_string", 1, lambda c: _bad(encode(f"apikey={c.secret()}"), "wrong_type")),
     _k("json_true", 1, lambda c: _bad(b"true", "wrong_type")),
     _k("array_of_scalars", 2, _scalars),
-    _k("array_of_arrays", 1, lambda c: _bad(_enc([[c.apisix()]]), "wrong_type")),
+    _k("array_of_arrays", 1, lambda c: _bad(encode([[c.apisix()]]), "wrong_type")),
     # missing event time, unknown format
     _k(
         "apisix_no_start_time",
         2,
-        lambda c: _bad(_enc(_without(c.apisix(), "start_time")), "missing_event_time"),
+        lambda c: _bad(encode(_without(c.apisix(), "start_time")), "missing_event_time"),
     ),
     _k(
         "kong_no_started_at",
         1,
-        lambda c: _bad(_enc(_without(c.kong(), "started_at")), "missing_event_time"),
+        lambda c: _bad(encode(_without(c.kong(), "started_at")), "missing_event_time"),
     ),
     _k(
         "generic_no_timestamp",
         1,
-        lambda c: _bad(_enc(_without(c.generic(), "timestamp")), "missing_event_time"),
+        lambda c: _bad(encode(_without(c.generic(), "timestamp")), "missing_event_time"),
     ),
     _k("empty_object", 1, lambda c: _bad(b"{}", "unknown_format")),
-    _k("unknown_object", 1, lambda c: _bad(_enc({"msg": "GET /", "ts": c.t}), "unknown_format")),
+    _k("unknown_object", 1, lambda c: _bad(encode({"msg": "GET /", "ts": c.t}), "unknown_format")),
     _k(
         "request_only",
         1,
-        lambda c: _bad(_enc({"request": c.apisix()["request"]}), "unknown_format"),
+        lambda c: _bad(encode({"request": c.apisix()["request"]}), "unknown_format"),
     ),
     # empty
     _k("empty_array", 1, lambda c: _bad(b"[]", "empty_batch")),
@@ -991,7 +999,7 @@ KINDS: Final[tuple[Kind, ...]] = (
     _k(
         "truncated_multibyte_end",
         1,
-        lambda c: _bad(_enc(c.apisix()) + b"\xf0\x9f\x98", "not_utf8"),
+        lambda c: _bad(encode(c.apisix()) + b"\xf0\x9f\x98", "not_utf8"),
     ),
     _k("cesu_surrogate", 1, lambda c: _bad(_with_ua_bytes(c, b"\xed\xa0\xbd"), "not_utf8")),
     _k("above_u10ffff", 1, lambda c: _bad(_with_ua_bytes(c, b"\xf4\x90\x80\x80"), "not_utf8")),
@@ -1020,7 +1028,7 @@ KINDS: Final[tuple[Kind, ...]] = (
     _k("status_numeric_string", 1, lambda c: _good(c.apisix(status="502"))),
     _k("latency_1e-400", 1, lambda c: _number_good(c, ("latency",), "1e-400")),
     _k("duplicate_keys", 1, _duplicate_keys),
-    _k("trailing_whitespace", 1, lambda c: _Out(_enc(c.kong()) + b" \r\n\t", 1, ())),
+    _k("trailing_whitespace", 1, lambda c: _Out(encode(c.kong()) + b" \r\n\t", 1, ())),
     _k("depth_32", 1, lambda c: _deep_in_entry(c, MAX_DEPTH - 1)),
     _k("generic_iso_timestamp", 1, lambda c: _good(c.generic(timestamp=_iso(c.t)))),
     # near the broker's size limit
@@ -1039,24 +1047,28 @@ KINDS: Final[tuple[Kind, ...]] = (
         "future_event_time",
         2,
         lambda c: _bad(
-            _enc(_with(c.apisix(), ("start_time",), FAR_FUTURE_MS)), "event_time_future"
+            encode(_with(c.apisix(), ("start_time",), FAR_FUTURE_MS)), "event_time_future"
         ),
     ),
     _k(
         "kong_future_event_time",
         1,
-        lambda c: _bad(_enc(_with(c.kong(), ("started_at",), FAR_FUTURE_MS)), "event_time_future"),
+        lambda c: _bad(
+            encode(_with(c.kong(), ("started_at",), FAR_FUTURE_MS)), "event_time_future"
+        ),
     ),
     _k("future_in_batch", 1, lambda c: _event_time_batch(c, FAR_FUTURE_MS, "event_time_future")),
     _k(
         "ancient_event_time",
         2,
-        lambda c: _bad(_enc(_with(c.apisix(), ("start_time",), ANCIENT_MS)), "event_time_too_old"),
+        lambda c: _bad(
+            encode(_with(c.apisix(), ("start_time",), ANCIENT_MS)), "event_time_too_old"
+        ),
     ),
     _k(
         "generic_ancient_iso",
         1,
-        lambda c: _bad(_enc(c.generic(timestamp=_iso(ANCIENT_MS))), "event_time_too_old"),
+        lambda c: _bad(encode(c.generic(timestamp=_iso(ANCIENT_MS))), "event_time_too_old"),
     ),
     _k("ancient_in_batch", 1, lambda c: _event_time_batch(c, ANCIENT_MS, "event_time_too_old")),
     _k("constant_request_id", 2, lambda c: _constant_request_id(c, 1)),
@@ -1064,22 +1076,22 @@ KINDS: Final[tuple[Kind, ...]] = (
     _k(
         "huge_units",
         1,
-        lambda c: _bad(_enc(_with(c.generic(), ("units",), 1e308)), "invalid_event"),
+        lambda c: _bad(encode(_with(c.generic(), ("units",), 1e308)), "invalid_event"),
     ),
     _k(
         "units_over_max",
         1,
-        lambda c: _bad(_enc(_with(c.generic(), ("units",), 1e10)), "invalid_event"),
+        lambda c: _bad(encode(_with(c.generic(), ("units",), 1e10)), "invalid_event"),
     ),
     _k(
         "latency_over_a_day",
         1,
-        lambda c: _bad(_enc(_with(c.apisix(lean=False), ("latency",), 1e12)), "invalid_event"),
+        lambda c: _bad(encode(_with(c.apisix(lean=False), ("latency",), 1e12)), "invalid_event"),
     ),
     _k(
         "size_over_2_53",
         1,
-        lambda c: _bad(_enc(_with(c.kong(), ("request", "size"), 2.0**60)), "invalid_event"),
+        lambda c: _bad(encode(_with(c.kong(), ("request", "size"), 2.0**60)), "invalid_event"),
     ),
     _k("ipv6_rotation", 1, _rotating_ipv6),
     _k("amplifying_path", 1, _amplifying_path, huge=True),
@@ -1093,7 +1105,9 @@ KINDS: Final[tuple[Kind, ...]] = (
     _k(
         "secret_raw_http_in_field",
         1,
-        lambda c: _bad(_enc({"raw": _raw_http(c, c.rng.choice(["\r\n", "\n"]))}), "unknown_format"),
+        lambda c: _bad(
+            encode({"raw": _raw_http(c, c.rng.choice(["\r\n", "\n"]))}), "unknown_format"
+        ),
     ),
     _k("secret_free_text", 1, lambda c: _bad(_free_text(c).encode(), "not_json")),
     _k("secret_base64_wrapped", 1, _secret_base64),
@@ -1138,13 +1152,13 @@ def _probe_headers_as_list(c: _Ctx) -> _Out:
     # dead letter's payload is the parsed entry, in which only dict-shaped headers are redacted.
     entry = c.apisix()
     entry["request"]["headers"] = ["host", _API_HOST, "apikey", c.secret()]
-    return _bad(_enc(entry), "invalid_event")
+    return _bad(encode(entry), "invalid_event")
 
 
 def _probe_querystring_as_pairs(c: _Ctx) -> _Out:
     entry = c.apisix()
     entry["request"]["querystring"] = [["limit", "10"], ["apikey", c.secret()]]
-    return _bad(_enc(entry), "invalid_event")
+    return _bad(encode(entry), "invalid_event")
 
 
 PROBES: Final[dict[str, tuple[Callable[[_Ctx], _Out], str]]] = {

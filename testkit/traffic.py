@@ -13,7 +13,8 @@ Payload shapes follow what the gateways really emit (see the gateway-format rese
 APISIX kafka-logger full logs from ``log-util.lua`` ``get_full_log`` in 3.9.0, 3.1.0 (``\\/``
 escaped slashes) and 2.10.4 (whole consumer object with its key, no latency split), batched as
 JSON arrays in completion order; Kong ``kong.log.serialize()`` objects and arrays; and flat
-generic usage events.
+generic usage events. This module draws each call and its deployment details; the renderers of
+``testkit.gateways`` write it in its gateway's format.
 """
 
 from __future__ import annotations
@@ -37,6 +38,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, timezone
 from email.utils import formatdate
 from typing import Any, Final, Literal, Protocol
+
+from testkit import gateways
+from testkit.gateways import Call, encode
 
 AuthStyle = Literal["apikey-header", "apikey-query", "bearer"]
 Gateway = Literal["apisix", "kong", "generic"]
@@ -212,30 +216,12 @@ class Generated:
 # --------------------------------------------------------------------------------------------
 
 
-def _version(text: str) -> tuple[int, ...]:
-    return tuple(int(p) for p in text.split("."))
-
-
 @dataclass(frozen=True)
 class _ApisixNode:
     hostname: str
     version: str
     workers: int
     weight: int
-
-    @property
-    def escapes_slashes(self) -> bool:
-        # lua-cjson escapes "/" by default; APISIX switched that off in 3.2.0.
-        return _version(self.version) < (3, 2, 0)
-
-    @property
-    def full_consumer(self) -> bool:
-        # Before 2.11.0 the log carried ctx.consumer whole, credentials included.
-        return _version(self.version) < (2, 11, 0)
-
-    @property
-    def split_latency(self) -> bool:
-        return _version(self.version) >= (2, 12, 0)
 
 
 @dataclass(frozen=True)
@@ -346,11 +332,8 @@ class _Record:
     items: list[_Item]
 
 
-def _encode(value: Any, escape_slashes: bool = False) -> bytes:
-    text = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
-    if escape_slashes:
-        text = text.replace("/", "\\/")
-    return text.encode()
+# evaluation.endtoend encodes its records under this name.
+_encode = encode
 
 
 def _cjson_number(value: float) -> int | float:
@@ -513,7 +496,7 @@ class _Renderer:
         sink = self._sink(
             f"apisix/{node.hostname}/{worker}/{route.route_id}",
             _APISIX_MAX_BATCH if batched else 1,
-            node.escapes_slashes,
+            gateways.apisix.escapes_slashes(node.version),
         )
         return sink, entry, done
 
@@ -539,17 +522,8 @@ class _Renderer:
         if body is not None:
             headers["content-type"] = "application/json"
             headers["content-length"] = str(len(body))
-        request: Entry = {
-            "url": f"https://{_API_HOST}:9443{uri}",
-            "uri": uri,
-            "method": method,
-            "headers": headers,
-            "querystring": _querystring(args),
-            "size": len(f"{method} {uri} HTTP/1.1\r\n") + _header_bytes(headers) + 2,
-        }
-        if body is not None:
-            request["body"] = body
-            request["size"] += len(body)
+        request_size = len(f"{method} {uri} HTTP/1.1\r\n") + _header_bytes(headers) + 2
+        request_size += len(body or "")
 
         upstream_ms: int | None = None
         upstream: str | None = None
@@ -591,39 +565,37 @@ class _Renderer:
             resp_headers["set-cookie"] = (
                 [cookie, "consent=1; Path=/"] if rng.random() < 0.5 else cookie
             )
-        response: Entry = {
-            "status": status,
-            "headers": resp_headers,
-            "size": len(payload) + _header_bytes(resp_headers) + 17,
-        }
-        if resp_body is not None:
-            response["body"] = resp_body
-
-        entry: Entry = {
-            "request": request,
-            "response": response,
-            "server": {"hostname": node.hostname, "version": node.version},
-            "service_id": route.service_id,
-            "route_id": route.route_id,
-            "client_ip": req.client_ip,
-            "start_time": req.start_ms,
-            "latency": _cjson_number(latency),
-        }
-        if upstream is not None:
-            entry["upstream"] = upstream
-        if req.consumer is not None:
-            if node.full_consumer:
-                entry["consumer"] = {
-                    "username": req.consumer.name,
-                    "plugins": {"key-auth": {"key": req.consumer.api_key}},
-                    "consumer_name": req.consumer.name,
-                }
-            else:
-                entry["consumer"] = {"username": req.consumer.name}
-        if node.split_latency:
-            if upstream_ms is not None:
-                entry["upstream_latency"] = upstream_ms
-            entry["apisix_latency"] = _cjson_number(max(0.0, latency - (upstream_ms or 0)))
+        extra: Entry = {}
+        if req.consumer is not None and gateways.apisix.logs_whole_consumer(node.version):
+            extra["consumer"] = gateways.apisix.whole_consumer(
+                req.consumer.name, req.consumer.api_key
+            )
+        call = Call(
+            start_ms=req.start_ms,
+            method=method,
+            uri=uri,
+            url=f"https://{_API_HOST}:9443{uri}",
+            query=_querystring(args),
+            request_headers=headers,
+            request_size=request_size,
+            request_body=body,
+            status=status,
+            response_headers=resp_headers,
+            response_size=len(payload) + _header_bytes(resp_headers) + 17,
+            response_body=resp_body,
+            client_ip=req.client_ip,
+            consumer=req.consumer.name if req.consumer is not None else None,
+            route_id=route.route_id,
+            service_id=route.service_id,
+            upstream=upstream,
+            latency_ms=_cjson_number(latency),
+            upstream_latency_ms=upstream_ms,
+            gateway_latency_ms=_cjson_number(max(0.0, latency - (upstream_ms or 0))),
+            gateway_host=node.hostname,
+            gateway_version=node.version,
+            extra=extra,
+        )
+        entry = gateways.apisix.render(call)
         return _cjson_order(entry, rng), req.start_ms + math.ceil(latency)
 
     # -- Kong ----------------------------------------------------------------------------------
@@ -657,24 +629,11 @@ class _Renderer:
         upstream_uri = upstream_path + (uri[len(path) :] if args else "")
         kong_ms = rng.randint(0, 3)
         receive_ms = rng.randint(0, 1)
-        entry: Entry = {
-            "request": {
-                "id": request_id,
-                "uri": uri,
-                "url": f"https://{_API_HOST}:8443{uri}",
-                "querystring": _querystring(args),
-                "method": method,
-                "headers": headers,
-                "size": len(f"{method} {uri} HTTP/1.1\r\n") + _header_bytes(headers) + 2,
-            },
+        extra: Entry = {
             "upstream_uri": upstream_uri,
-            "client_ip": req.client_ip,
-            "started_at": req.start_ms,
             "workspace": self._workspace,
             "workspace_name": "default",
             "route": {
-                "id": route_id,
-                "name": route.name,
                 "paths": [route.prefix],
                 "protocols": ["http", "https"],
                 "methods": ["GET", "POST"],
@@ -692,8 +651,6 @@ class _Renderer:
                 "tags": ["public-api"],
             },
             "service": {
-                "id": service_id,
-                "name": route.service_name,
                 "host": route.service_host,
                 "port": 8080,
                 "protocol": "http",
@@ -708,58 +665,50 @@ class _Renderer:
                 "updated_at": 1_726_782_459,
             },
         }
+        consumer: Consumer | None = None
+        consumer_id: str | None = None
+        upstream_ms: int | None = None
         if rejected:
             total = kong_ms + receive_ms
             body = '{"message":"No API key found in request"}'
             if req.key is not None:
                 body = '{"message":"Unauthorized"}'
-            entry["response"] = {
-                "status": 401,
-                "headers": {
-                    "content-type": "application/json; charset=utf-8",
-                    "content-length": str(len(body)),
-                    "date": _http_date(req.start_ms + total),
-                    "connection": "keep-alive",
-                    "www-authenticate": 'Key realm="kong"',
-                    "server": "kong/3.8.0",
-                    "x-kong-response-latency": str(kong_ms),
-                    "x-kong-request-id": request_id,
-                },
-                "size": len(body) + 260,
+            status = 401
+            resp_headers: dict[str, Any] = {
+                "content-type": "application/json; charset=utf-8",
+                "content-length": str(len(body)),
+                "date": _http_date(req.start_ms + total),
+                "connection": "keep-alive",
+                "www-authenticate": 'Key realm="kong"',
+                "server": "kong/3.8.0",
+                "x-kong-response-latency": str(kong_ms),
+                "x-kong-request-id": request_id,
             }
-            # Kong answered itself: no upstream try, proxy latency -1, source "kong".
-            entry["latencies"] = {"kong": kong_ms, "proxy": -1, "request": total, "receive": 0}
-            entry["upstream_status"] = ""
-            entry["source"] = "kong"
+            resp_size = len(body) + 260
+            # Kong answered itself: no upstream try, source "kong".
+            extra["upstream_status"] = ""
+            extra["source"] = "kong"
         else:
             assert req.consumer is not None
-            proxy_ms = self._upstream_ms()
-            total = kong_ms + proxy_ms + receive_ms
+            consumer = req.consumer
+            upstream_ms = self._upstream_ms()
+            total = kong_ms + upstream_ms + receive_ms
             retried = rng.random() < 0.02
             upstream_ip = rng.choice(_UPSTREAMS).split(":")[0]
             status = 201 if method == "POST" else (404 if rng.random() < 0.03 else 200)
             body_len = rng.randint(60, 4000)
-            entry["response"] = {
-                "status": status,
-                "headers": {
-                    "content-type": "application/json",
-                    "content-length": str(body_len),
-                    "date": _http_date(req.start_ms + total),
-                    "connection": "keep-alive",
-                    "server": "uvicorn",
-                    "via": "1.1 kong/3.8.0",
-                    "x-kong-upstream-latency": str(proxy_ms),
-                    "x-kong-proxy-latency": str(kong_ms),
-                    "x-kong-request-id": request_id,
-                },
-                "size": body_len + 320,
+            resp_headers = {
+                "content-type": "application/json",
+                "content-length": str(body_len),
+                "date": _http_date(req.start_ms + total),
+                "connection": "keep-alive",
+                "server": "uvicorn",
+                "via": "1.1 kong/3.8.0",
+                "x-kong-upstream-latency": str(upstream_ms),
+                "x-kong-proxy-latency": str(kong_ms),
+                "x-kong-request-id": request_id,
             }
-            entry["latencies"] = {
-                "kong": kong_ms,
-                "proxy": proxy_ms,
-                "request": total,
-                "receive": receive_ms,
-            }
+            resp_size = body_len + 320
             start = req.start_ms + kong_ms
             tries: list[Entry] = []
             if retried:
@@ -783,21 +732,43 @@ class _Renderer:
                     "balancer_latency_ns": rng.randint(9_000, 60_000),
                 }
             )
-            entry["tries"] = tries
-            entry["upstream_status"] = f"502, {status}" if retried else str(status)
-            entry["source"] = "upstream"
-            consumer_id, credential_id, created = self._kong_consumer(req.consumer)
-            entry["consumer"] = {
-                "id": consumer_id,
-                "username": req.consumer.name,
+            extra["tries"] = tries
+            extra["upstream_status"] = f"502, {status}" if retried else str(status)
+            extra["source"] = "upstream"
+            consumer_id, credential_id, created = self._kong_consumer(consumer)
+            extra["consumer"] = {
                 "custom_id": f"crm-{created % 100_000:05d}",
                 "created_at": created,
                 "updated_at": created,
                 "type": 0,
                 "tags": ["partner"],
             }
-            entry["authenticated_entity"] = {"id": credential_id, "consumer_id": consumer_id}
-        return _cjson_order(entry, rng), req.start_ms + total
+            extra["authenticated_entity"] = {"id": credential_id, "consumer_id": consumer_id}
+        call = Call(
+            start_ms=req.start_ms,
+            method=method,
+            uri=uri,
+            url=f"https://{_API_HOST}:8443{uri}",
+            query=_querystring(args),
+            request_headers=headers,
+            request_size=len(f"{method} {uri} HTTP/1.1\r\n") + _header_bytes(headers) + 2,
+            status=status,
+            response_headers=resp_headers,
+            response_size=resp_size,
+            client_ip=req.client_ip,
+            consumer=consumer.name if consumer is not None else None,
+            consumer_id=consumer_id,
+            request_id=request_id,
+            route=route.name,
+            route_id=route_id,
+            service=route.service_name,
+            service_id=service_id,
+            latency_ms=total,
+            upstream_latency_ms=upstream_ms,
+            gateway_latency_ms=kong_ms,
+            extra=extra,
+        )
+        return _cjson_order(gateways.kong.render(call), rng), req.start_ms + total
 
     # -- generic usage events ------------------------------------------------------------------
 
@@ -814,13 +785,18 @@ class _Renderer:
     def generic(self, req: _Request) -> tuple[_Sink, Entry, int]:
         assert req.consumer is not None
         rng = self.rng
-        who = "consumer" if rng.random() < 0.3 else "user_id"
-        event: Entry = {
-            who: req.consumer.name,
-            "endpoint": rng.choice(_GENERIC_ENDPOINTS),
-            "units": rng.randint(1, 5),
-            "timestamp": self._iso(req.start_ms) if rng.random() < 0.5 else req.start_ms,
-        }
+        who: Literal["user_id", "consumer"] = "consumer" if rng.random() < 0.3 else "user_id"
+        endpoint = rng.choice(_GENERIC_ENDPOINTS)
+        units = rng.randint(1, 5)
+        as_text = rng.random() < 0.5
+        call = Call(
+            start_ms=req.start_ms,
+            consumer=req.consumer.name,
+            uri=endpoint,
+            units=units,
+            extra={"timestamp": self._iso(req.start_ms)} if as_text else {},
+        )
+        event = gateways.generic.render(call, consumer_field=who)
         # Usage events are emitted once the work is billed, a little after it started.
         return self._sink("generic", 1), event, req.start_ms + rng.randint(20, 600)
 
@@ -829,8 +805,10 @@ class _Renderer:
             sink, entry, done = self.apisix(req)
         elif req.source == "kong":
             sink, entry, done = self.kong(req)
-        else:
+        elif req.source == "generic":
             sink, entry, done = self.generic(req)
+        else:
+            raise ValueError(f"no deployment of {req.source!r} to draw calls from")
         return sink, _Item(entry, req.start_ms, req.rate_key, req.source), done
 
 
@@ -854,7 +832,7 @@ class _Engine:
         self._seq += 1
         entries = [i.entry for i in items]
         value = entries[0] if sink.max_entries == 1 else entries
-        return _Record(emit_ms, self._seq, _encode(value, sink.escape_slashes), items)
+        return _Record(emit_ms, self._seq, encode(value, escape_slashes=sink.escape_slashes), items)
 
     def _expire(self, now_ms: int, out: list[_Record]) -> None:
         due = [
@@ -931,18 +909,18 @@ def _bad_record(kind: str, renderer: _Renderer, consumers: Sequence[Consumer], a
     if kind == "wrong_type_number":
         return _Bad(b"42", [REASON_WRONG_TYPE], [])
     if kind == "wrong_type_string":
-        return _Bad(_encode(f"Bearer {renderer.secret()}"), [REASON_WRONG_TYPE], [])
+        return _Bad(encode(f"Bearer {renderer.secret()}"), [REASON_WRONG_TYPE], [])
     if kind in ("status_list", "missing_start_time"):
         c = consumers[0]
         req = _Request("apisix", _home_ip(consumers, 0), at_ms, c, c.api_key, c.auth_style)
         entry, _ = renderer.apisix_entry(req, node, route)
         if kind == "status_list":
             entry["response"]["status"] = [200]
-            return _Bad(_encode(entry), [REASON_INVALID_EVENT], [])
+            return _Bad(encode(entry), [REASON_INVALID_EVENT], [])
         del entry["start_time"]
-        return _Bad(_encode(entry), [REASON_MISSING_EVENT_TIME], [])
+        return _Bad(encode(entry), [REASON_MISSING_EVENT_TIME], [])
     if kind == "too_deep":
-        inner = _encode(f"apikey={renderer.secret()}")
+        inner = encode(f"apikey={renderer.secret()}")
         return _Bad(b"[" * TOO_DEEP_LEVELS + inner + b"]" * TOO_DEEP_LEVELS, [REASON_TOO_DEEP], [])
     if kind == "empty_batch":
         return _Bad(b"[]", [REASON_EMPTY_BATCH], [])
@@ -959,7 +937,7 @@ def _bad_record(kind: str, renderer: _Renderer, consumers: Sequence[Consumer], a
             else:
                 good.append(_Item(entry, req.start_ms, req.rate_key, "apisix"))
             entries.append(entry)
-        return _Bad(_encode(entries), [REASON_INVALID_EVENT], good)
+        return _Bad(encode(entries), [REASON_INVALID_EVENT], good)
     raise ValueError(f"unknown bad record kind {kind!r}")
 
 
@@ -1325,31 +1303,29 @@ class SequencedEvents:
             "accept": "application/json",
             "x-request-id": sequenced_request_id(key, seq),
         }
-        entry: Entry = {
-            "request": {
-                "url": f"https://{_API_HOST}:9443{path}",
-                "uri": path,
-                "method": "GET",
-                "headers": headers,
-                "querystring": {},
-                "size": len(f"GET {path} HTTP/1.1\r\n") + _header_bytes(headers) + 2,
-            },
-            "response": {
-                "status": 200,
-                "headers": {"content-type": "application/json", "server": "APISIX/3.9.0"},
-                "size": 180,
-            },
-            "server": {"hostname": "apisix-faults-0", "version": "3.9.0"},
-            "service_id": "orders",
-            "route_id": "orders-v1",
-            "upstream": rng.choice(_UPSTREAMS),
-            "consumer": {"username": key},
-            "client_ip": self._ips[key],
-            "start_time": start_ms,
-            "latency": upstream_ms + gateway_ms,
-            "upstream_latency": upstream_ms,
-            "apisix_latency": gateway_ms,
-        }
+        call = Call(
+            start_ms=start_ms,
+            method="GET",
+            uri=path,
+            url=f"https://{_API_HOST}:9443{path}",
+            query={},
+            request_headers=headers,
+            request_size=len(f"GET {path} HTTP/1.1\r\n") + _header_bytes(headers) + 2,
+            status=200,
+            response_headers={"content-type": "application/json", "server": "APISIX/3.9.0"},
+            response_size=180,
+            client_ip=self._ips[key],
+            consumer=key,
+            route_id="orders-v1",
+            service_id="orders",
+            upstream=rng.choice(_UPSTREAMS),
+            latency_ms=upstream_ms + gateway_ms,
+            upstream_latency_ms=upstream_ms,
+            gateway_latency_ms=gateway_ms,
+            gateway_host="apisix-faults-0",
+            gateway_version="3.9.0",
+        )
+        entry = gateways.apisix.render(call)
         return entry, key, seq
 
 
@@ -1379,7 +1355,7 @@ def auth_failure_burst(start_ms: int, count: int, client_ip: str, seed: int = 0)
         )[1]
         for i in range(count)
     ]
-    return BulkRecord(_encode(entries), count, start_ms + count)
+    return BulkRecord(encode(entries), count, start_ms + count)
 
 
 def random_public_ips(count: int, seed: int, ipv6_share: float = 0.05) -> list[str]:

@@ -752,7 +752,7 @@ DEAD_LETTERS = [
     pytest.param(
         encode({"apikey": SECRET, "client_ip": GB_IP, "hello": "world"}),
         "unknown_format",
-        "neither APISIX, Kong nor a generic usage event",
+        "neither Kong, APISIX nor a generic usage event",
         id="unknown-format",
     ),
 ]
