@@ -274,35 +274,106 @@ def local_port(bootstrap: str) -> int | None:
     return int(port)
 
 
-class Broker:
-    """The local broker of ``scripts/kafka.sh`` on ``port`` (state in .local/kafka-<port>/).
+class _ScriptService:
+    """A local component run by one of scripts/ (``up``, ``down``, ``status``): its script
+    calls, and the ``ensure()`` / ``release()`` lifecycle: use one already running, else start
+    it, and stop only what was started."""
 
-    ``ensure()`` / ``release()`` are the lifecycle: start unless one already runs there, and
-    stop only what was started. ``up()``, ``down()``, ``pid()`` and ``kill()`` act at once, for
-    callers that stop and restart the broker on purpose.
-    """
+    script: str
+    what: str  # for messages: "the broker", "Pinot", ...
+    timeout_env: str = ""  # the script's ready-timeout variable
+    timeout_default_s = 300
 
-    def __init__(self, port: int, log: Log = say, echo: bool = True) -> None:
-        self.port = port
-        self.bootstrap = f"{HOST}:{port}"
-        self.state = LOCAL / f"kafka-{port}"
-        self.log_dir = self.state / "logs"
+    def __init__(self, address: str, log_dir: Path, log: Log, echo: bool) -> None:
+        self.address = address
+        self.log_dir = log_dir
         self._log = log
         self._echo = echo
         self.started = False
         """Whether ``ensure()`` started it (so ``release()`` stops it)."""
 
     def env(self) -> dict[str, str]:
-        return script_env(os.environ, {"KAFKA_PORT": str(self.port)}, ("KAFKA_CONTROLLER_PORT",))
+        raise NotImplementedError
 
     def _script(self, command: str) -> subprocess.CompletedProcess[str]:
         env = self.env()
+        timeout = float(self.timeout_default_s)
+        if self.timeout_env:
+            timeout = ready_timeout(
+                env, self.timeout_env, self.timeout_default_s, self.timeout_default_s
+            )
         return run_script(
-            [str(SCRIPTS / "kafka.sh"), command],
+            [str(SCRIPTS / self.script), command],
             env,
             log=self._log if self._echo and command != "status" else None,
-            timeout_s=ready_timeout(env, "KAFKA_READY_TIMEOUT", 90, 90),
+            timeout_s=timeout,
         )
+
+    def _run(self, command: str) -> None:
+        proc = self._script(command)
+        if proc.returncode != 0:
+            raise failure(proc)
+
+    def up(self) -> None:
+        """Start it and return once it is ready; a no-op when it runs."""
+        self._run("up")
+
+    def down(self) -> None:
+        self._run("down")
+
+    def in_use(self) -> bool:
+        """Whether one already runs (or answers) here, to be used rather than started."""
+        raise NotImplementedError
+
+    def ensure(self) -> bool:
+        """Use the one already running here, else start it; whether this call started it. A
+        failed start still counts as started, so ``release()`` stops what it left behind."""
+        if self.in_use():
+            self._log(f"{self.what} on {self.address} already running; using it")
+            return False
+        self._start()
+        return True
+
+    def _start(self) -> None:
+        self._log(f"starting {self.what} on {self.address} (logs in {self.log_dir})")
+        self.started = True
+        self.up()
+
+    def release(self) -> None:
+        """Stop it if ``ensure()`` started it; a failure to stop is logged, not raised (this
+        runs in cleanup, where it must not hide the error that ended the run)."""
+        if not self.started:
+            return
+        self._log(f"stopping {self.what} on {self.address}")
+        try:
+            self.down()
+        except (StackError, OSError) as e:
+            self._log(f"{self.script} down failed: {e}")
+        self.started = False
+
+
+class Broker(_ScriptService):
+    """The local broker of ``scripts/kafka.sh`` on ``port`` (state in .local/kafka-<port>/).
+
+    ``ensure()`` / ``release()`` are the lifecycle: start unless one already runs there, and
+    stop only what was started. ``up()``, ``down()``, ``pid()`` and ``kill()`` act at once, for
+    callers that stop and restart the broker on purpose (``down``: SIGTERM, then SIGKILL after
+    30 s).
+    """
+
+    script = "kafka.sh"
+    what = "a broker"
+    timeout_env = "KAFKA_READY_TIMEOUT"
+    timeout_default_s = 90
+
+    def __init__(self, port: int, log: Log = say, echo: bool = True) -> None:
+        self.port = port
+        self.bootstrap = f"{HOST}:{port}"
+        self.state = LOCAL / f"kafka-{port}"
+        super().__init__(self.bootstrap, self.state / "logs", log, echo)
+
+    def env(self) -> dict[str, str]:
+        return script_env(os.environ, {"KAFKA_PORT": str(self.port)}, ("KAFKA_CONTROLLER_PORT",))
 
     def running(self) -> bool:
         """Whether this port's broker of scripts/kafka.sh runs (its process, its port open)."""
@@ -313,41 +384,8 @@ class Broker:
         one answers at once, a metadata request only at its timeout)."""
         return port_open(self.port) and broker_answers(self.bootstrap)
 
-    def up(self) -> None:
-        """Start it and return once it serves metadata; a no-op when it runs."""
-        proc = self._script("up")
-        if proc.returncode != 0:
-            raise failure(proc)
-
-    def down(self) -> None:
-        """SIGTERM, then SIGKILL after 30 s; a no-op when it does not run."""
-        proc = self._script("down")
-        if proc.returncode != 0:
-            raise failure(proc)
-
-    def ensure(self) -> bool:
-        """Use the broker already running or answering on this port, else start one; whether
-        this call started it. A failed start still counts as started, so ``release()`` stops
-        what it left behind."""
-        if self.running() or self.answers():
-            self._log(f"broker on {self.bootstrap} already running; using it")
-            return False
-        self._log(f"starting a broker on {self.bootstrap} (logs in {self.log_dir})")
-        self.started = True
-        self.up()
-        return True
-
-    def release(self) -> None:
-        """Stop the broker if ``ensure()`` started it; a failure to stop is logged, not raised
-        (this runs in cleanup, where it must not hide the error that ended the run)."""
-        if not self.started:
-            return
-        self._log(f"stopping the broker on {self.bootstrap}")
-        try:
-            self.down()
-        except (StackError, OSError) as e:
-            self._log(f"broker down failed: {e}")
-        self.started = False
+    def in_use(self) -> bool:
+        return self.running() or self.answers()
 
     def pid(self) -> int:
         """The broker JVM's pid, from the pid file scripts/kafka.sh keeps, checked against the
@@ -422,7 +460,7 @@ def rest_port(rest: str) -> str:
     return rest.rsplit(":", 1)[-1]
 
 
-class SessionCluster:
+class SessionCluster(_ScriptService):
     """The standalone session cluster of ``scripts/flink-cluster.sh`` at ``rest`` (state in
     .local/flink-<rest port>/), and its JobManager/TaskManager processes, found by main class
     and ``--configDir``.
@@ -431,6 +469,9 @@ class SessionCluster:
     (default: this process's environment) already does; the TaskManagers get ``hash_key`` as
     PIPELINE_HASH_KEY.
     """
+
+    script = "flink-cluster.sh"
+    what = "a Flink session cluster"
 
     def __init__(
         self,
@@ -448,17 +489,13 @@ class SessionCluster:
         self.hash_key = hash_key
         self.state = LOCAL / f"flink-{rest_port(rest)}"
         self.conf = self.state / "conf"
-        self.log_dir = self.state / "log"
         self.checkpoints = self.state / "checkpoints"
         # scripts/flink-cluster.sh keeps this cluster's pid files here (FLINK_PID_DIR).
         self.pid_dir = self.state
         self._base_env = dict(os.environ if env is None else env)
         self._taskmanagers = taskmanagers
         self._task_slots = task_slots
-        self._log = log
-        self._echo = echo
-        self.started = False
-        """Whether ``ensure()`` started it (so ``release()`` stops it)."""
+        super().__init__(rest, self.state / "log", log, echo)
 
     def env(self) -> dict[str, str]:
         """The environment of the script and of daemons started directly (``start_daemon``):
@@ -485,14 +522,6 @@ class SessionCluster:
             ("FLINK_RPC_PORT",),
         )
 
-    def _script(self, command: str) -> subprocess.CompletedProcess[str]:
-        return run_script(
-            [str(SCRIPTS / "flink-cluster.sh"), command],
-            self.env(),
-            log=self._log if self._echo and command != "status" else None,
-            timeout_s=300,
-        )
-
     def answering(self) -> bool:
         """Whether a JobManager answers REST at this address."""
         try:
@@ -509,9 +538,7 @@ class SessionCluster:
         """Start it and return once its TaskManagers registered their slots; a no-op when it
         runs."""
         self.pid_dir.mkdir(parents=True, exist_ok=True)
-        proc = self._script("up")
-        if proc.returncode != 0:
-            raise failure(proc)
+        self._run("up")
 
     def down(self) -> None:
         """Stop every JobManager and TaskManager of this cluster: the script first, then any
@@ -540,35 +567,21 @@ class SessionCluster:
             kept = [line for line in f.read_text().split() if line.isdigit() and int(line) in live]
             f.write_text("".join(f"{p}\n" for p in kept))
 
-    def ensure(self, *, reuse: bool, hint: str = "") -> bool:
+    def ensure(self, *, reuse: bool = True, hint: str = "") -> bool:
         """Start the cluster; whether this call started it. One already answering is used
         with ``reuse`` (its TaskManagers' hash key is then whatever they were started with),
         and refused otherwise (StackError, ``hint`` appended). A failed start still counts as
         started, so ``release()`` stops what it left behind."""
-        if self.answering():
-            if not reuse:
-                raise StackError(
-                    f"a Flink cluster already answers on {self.rest} with a hash key this run "
-                    f"does not know; stop it (FLINK_REST={self.rest} scripts/flink-cluster.sh "
-                    f"down){hint}"
-                )
-            self._log(f"Flink session cluster on {self.rest} already answers; using it")
-            return False
-        self._log(f"starting a Flink session cluster on {self.rest} (logs in {self.log_dir})")
-        self.started = True
-        self.up()
-        return True
+        if self.answering() and not reuse:
+            raise StackError(
+                f"a Flink cluster already answers on {self.rest} with a hash key this run "
+                f"does not know; stop it (FLINK_REST={self.rest} scripts/flink-cluster.sh "
+                f"down){hint}"
+            )
+        return super().ensure()
 
-    def release(self) -> None:
-        """Stop the cluster if ``ensure()`` started it; a failure is logged, not raised."""
-        if not self.started:
-            return
-        self._log(f"stopping the Flink session cluster on {self.rest}")
-        try:
-            self.down()
-        except (StackError, OSError) as e:
-            self._log(f"cluster down failed: {e}")
-        self.started = False
+    def in_use(self) -> bool:
+        return self.answering()
 
     def pids(self, main_class: str | None = None) -> list[int]:
         """Live JobManager and TaskManager processes of this cluster (or those of
@@ -654,9 +667,14 @@ def pinot_ports(controller_port: int) -> dict[str, int]:
     }
 
 
-class LocalPinot:
+class LocalPinot(_ScriptService):
     """The local Pinot of ``scripts/pinot.sh`` (ZooKeeper, controller, broker, server) on the
     ports ``pinot_ports(controller_port)`` gives (state in .local/pinot-<controller port>/)."""
+
+    script = "pinot.sh"
+    what = "Pinot"
+    timeout_env = "PINOT_READY_TIMEOUT"
+    timeout_default_s = 120
 
     def __init__(self, controller_port: int, log: Log = say, echo: bool = True) -> None:
         self.ports = pinot_ports(controller_port)
@@ -664,66 +682,19 @@ class LocalPinot:
             f"http://{HOST}:{self.ports['controller']}", f"http://{HOST}:{self.ports['broker']}"
         )
         self.state = LOCAL / f"pinot-{controller_port}"
-        self.log_dir = self.state / "logs"
-        self._log = log
-        self._echo = echo
-        self.started = False
-        """Whether ``ensure()`` started it (so ``release()`` stops it)."""
+        super().__init__(self.urls.controller, self.state / "logs", log, echo)
 
     def env(self) -> dict[str, str]:
         return script_env(
             os.environ, {f"PINOT_{name.upper()}_PORT": str(p) for name, p in self.ports.items()}
         )
 
-    def _script(self, command: str) -> subprocess.CompletedProcess[str]:
-        env = self.env()
-        return run_script(
-            [str(SCRIPTS / "pinot.sh"), command],
-            env,
-            log=self._log if self._echo and command != "status" else None,
-            timeout_s=ready_timeout(env, "PINOT_READY_TIMEOUT", 120, 120),
-        )
-
     def running(self) -> bool:
         """Whether its processes run and ZooKeeper, controller, broker and server are healthy."""
         return self._script("status").returncode == 0
 
-    def up(self) -> None:
-        """Start what is not running and return once every role is healthy."""
-        proc = self._script("up")
-        if proc.returncode != 0:
-            raise failure(proc)
-
-    def down(self) -> None:
-        proc = self._script("down")
-        if proc.returncode != 0:
-            raise failure(proc)
-
-    def ensure(self) -> bool:
-        """Use the Pinot already running on these ports, else start it; whether this call
-        started it. A failed start still counts as started, so ``release()`` stops what it
-        left behind."""
-        if self.running():
-            self._log(f"Pinot on {self.urls.controller} already running; using it")
-            return False
-        self._log(
-            f"starting Pinot (controller {self.urls.controller}, broker {self.urls.broker}; "
-            f"logs in {self.log_dir})"
-        )
-        self.started = True
-        self.up()
-        return True
-
-    def release(self) -> None:
-        """Stop Pinot if ``ensure()`` started it; a failure is logged, not raised."""
-        if not self.started:
-            return
-        self._log(f"stopping Pinot on {self.urls.controller}")
-        try:
-            self.down()
-        except (StackError, OSError) as e:
-            self._log(f"pinot down failed: {e}")
-        self.started = False
+    def in_use(self) -> bool:
+        return self.running()
 
 
 @contextmanager
