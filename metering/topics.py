@@ -173,6 +173,51 @@ TOPICS: tuple[Topic, ...] = (
 )
 """Every topic, the input first, then the outputs in the order the job attaches their sinks."""
 
+FOREVER = -1
+"""retention.ms that never deletes by time: with compaction, the latest record per key stays."""
+
+# Billing inputs (metering/billing/, written by tools/billing.py): plans, subscriptions and
+# grants must never expire: a plan or subscription that disappears re-prices the periods it
+# covered, and a balance is the sum of every grant ever made.
+PLANS = Topic(
+    role="plans",
+    name="gateway.billing.plans",
+    about="billing plans, keyed by plan id; a tombstone deletes one",
+    key="plan id",
+    value=None,
+    partitions=1,
+    retention_ms=FOREVER,
+    local_retention_ms=FOREVER,
+    cleanup="compact,delete",
+    sink=None,
+)
+SUBSCRIPTIONS = Topic(
+    role="subscriptions",
+    name="gateway.billing.subscriptions",
+    about="billing subscriptions: a subject on a plan from an instant on",
+    # Not the subject alone: compaction would drop the subscription a mid-period change ended,
+    # which the period's invoice still needs.
+    key="<subject>@<effective_from ms>",
+    value=None,
+    partitions=3,
+    retention_ms=FOREVER,
+    local_retention_ms=FOREVER,
+    cleanup="compact,delete",
+    sink=None,
+)
+GRANTS = Topic(
+    role="grants",
+    name="gateway.billing.grants",
+    about="prepaid grants (top-ups, credits), keyed by grant id",
+    key="grant id",
+    value=None,
+    partitions=3,
+    retention_ms=FOREVER,
+    local_retention_ms=FOREVER,
+    cleanup="compact,delete",
+    sink=None,
+)
+
 SERVICE_TOPICS: tuple[Topic, ...] = (
     # Read back whole at the responder's start (what it decided, what is blocked until when),
     # so kept longer than the alerts it de-duplicates, and not for ever.
@@ -189,6 +234,9 @@ SERVICE_TOPICS: tuple[Topic, ...] = (
         cleanup="delete",
         sink=None,
     ),
+    PLANS,
+    SUBSCRIPTIONS,
+    GRANTS,
 )
 """Topics of the services beside the job (the responder), written by them, not by the job: the
 job has no setting for them, ``make topics`` and provision.sh create them too."""

@@ -18,7 +18,9 @@
 # (metering/topics.py, which says why; tests/unit/test_k8s_and_provisioning.py checks them):
 #   Topics; the names must match the job's --raw-topic, --enriched-topic, ... (defaults equal):
 #     RAW_TOPIC, ENRICHED_TOPIC, USAGE_TOPIC, ALERTS_TOPIC, DLQ_TOPIC, RECON_TOPIC; and the
-#     responder's (responder/, its --actions-topic): ACTIONS_TOPIC
+#     responder's (responder/, its --actions-topic): ACTIONS_TOPIC; and billing's inputs
+#     (python -m tools.billing): PLANS_TOPIC, SUBSCRIPTIONS_TOPIC, GRANTS_TOPIC (compacted, never
+#     deleted by time: retention.ms -1)
 #   PARTITIONS             raw, enriched, usage (the job's parallelism should not exceed it)
 #   SMALL_PARTITIONS       alerts, dlq, reconciliation, actions
 #   REPLICAS=3             replication factor (Redpanda requires an odd number; 1 on a dev node)
@@ -58,6 +60,9 @@ ALERTS_TOPIC="${ALERTS_TOPIC:-gateway.alerts}"
 DLQ_TOPIC="${DLQ_TOPIC:-gateway.dlq}"
 RECON_TOPIC="${RECON_TOPIC:-gateway.reconciliation}"
 ACTIONS_TOPIC="${ACTIONS_TOPIC:-gateway.actions}"
+PLANS_TOPIC="${PLANS_TOPIC:-gateway.billing.plans}"
+SUBSCRIPTIONS_TOPIC="${SUBSCRIPTIONS_TOPIC:-gateway.billing.subscriptions}"
+GRANTS_TOPIC="${GRANTS_TOPIC:-gateway.billing.grants}"
 
 PARTITIONS="${PARTITIONS:-6}"
 SMALL_PARTITIONS="${SMALL_PARTITIONS:-3}"
@@ -192,6 +197,10 @@ main() {
   create_topic "$DLQ_TOPIC" "$SMALL_PARTITIONS" "$DLQ_RETENTION_MS"
   create_topic "$RECON_TOPIC" "$SMALL_PARTITIONS" "$RECON_RETENTION_MS" compact,delete
   create_topic "$ACTIONS_TOPIC" "$SMALL_PARTITIONS" "$ACTIONS_RETENTION_MS"
+  # One partition: a handful of plans, read whole by every pricer.
+  create_topic "$PLANS_TOPIC" 1 -1 compact,delete
+  create_topic "$SUBSCRIPTIONS_TOPIC" "$SMALL_PARTITIONS" -1 compact,delete
+  create_topic "$GRANTS_TOPIC" "$SMALL_PARTITIONS" -1 compact,delete
 
   create_user
 

@@ -16,8 +16,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from metering.billing.invoice import DEFAULT_STRIPE_EVENT_NAME
 from metering.billing.plans import validation_problems
-from metering.billing.topics import GRANTS, PLANS, SUBSCRIPTIONS
 from metering.settings import PipelineSettings
+from metering.topics import GRANTS, PLANS, SUBSCRIPTIONS
 
 ENV_PREFIX = "BILLING_"
 JOB_WINDOW_SECONDS: int = PipelineSettings.model_fields["window_seconds"].default

@@ -16,49 +16,15 @@ counts, a tombstone deletes).
 
 from __future__ import annotations
 
-from metering.topics import DAY_MS, LOCAL_LONG_RETENTION_MS, Topic
+from metering.topics import (
+    DAY_MS,
+    GRANTS,
+    LOCAL_LONG_RETENTION_MS,
+    PLANS,
+    SUBSCRIPTIONS,
+    Topic,
+)
 
-FOREVER = -1
-"""retention.ms that never deletes by time."""
-
-PLANS = Topic(
-    role="plans",
-    name="gateway.billing.plans",
-    about="billing plans, keyed by plan id; a tombstone deletes one",
-    key="plan id",
-    value=None,
-    partitions=1,
-    retention_ms=FOREVER,
-    local_retention_ms=FOREVER,
-    cleanup="compact,delete",
-    sink=None,
-)
-SUBSCRIPTIONS = Topic(
-    role="subscriptions",
-    name="gateway.billing.subscriptions",
-    about="billing subscriptions: a subject on a plan from an instant on",
-    # Not the subject alone: compaction would drop the subscription a mid-period change ended,
-    # which the period's invoice still needs.
-    key="<subject>@<effective_from ms>",
-    value=None,
-    partitions=3,
-    retention_ms=FOREVER,
-    local_retention_ms=FOREVER,
-    cleanup="compact,delete",
-    sink=None,
-)
-GRANTS = Topic(
-    role="grants",
-    name="gateway.billing.grants",
-    about="prepaid grants (top-ups, credits), keyed by grant id",
-    key="grant id",
-    value=None,
-    partitions=3,
-    retention_ms=FOREVER,
-    local_retention_ms=FOREVER,
-    cleanup="compact,delete",
-    sink=None,
-)
 # Invoices are made from it and disputed for a year after: kept as long as the usage topic.
 PERIOD_USAGE = Topic(
     role="period_usage",
@@ -100,8 +66,8 @@ BALANCE_SIGNALS = Topic(
 )
 
 INPUT_TOPICS: tuple[Topic, ...] = (PLANS, SUBSCRIPTIONS, GRANTS)
-"""The billing inputs tools/billing.py writes."""
+"""The billing inputs tools/billing.py writes (declared in the catalog, metering.topics)."""
 OUTPUT_TOPICS: tuple[Topic, ...] = (PERIOD_USAGE, QUOTA_SIGNALS, BALANCE_SIGNALS)
 """What the streaming part will write (nothing writes them yet)."""
 BILLING_TOPICS: tuple[Topic, ...] = INPUT_TOPICS + OUTPUT_TOPICS
-"""Every billing topic, for the catalog (``metering.topics``)."""
+"""Every billing topic."""
