@@ -28,12 +28,12 @@ export FLINK_REST
 
 .PHONY: cluster-up cluster-down submit savepoint-stop faults
 .PHONY: pinot-jars pinot-up pinot-down pinot-status pinot-tables
-.PHONY: setup kafka-up kafka-down topics demo test test-unit test-pipeline test-integration \
-	lint typecheck schemas bench eval-detect clean help
+.PHONY: setup kafka-up kafka-down topics demo responder test test-unit test-pipeline \
+	test-integration lint typecheck schemas bench eval-detect clean help
 
 help:
-	@echo "make setup | kafka-up | kafka-down | topics | demo | test | lint | typecheck | schemas"
-	@echo "make bench | eval-detect | faults"
+	@echo "make setup | kafka-up | kafka-down | topics | demo | responder | test | lint | typecheck"
+	@echo "make schemas | bench | eval-detect | faults"
 	@echo "make pinot-up | pinot-down | pinot-status | pinot-tables"
 
 setup: $(SETUP_STAMP)
@@ -124,10 +124,21 @@ faults: setup
 	$(PY) -m testkit.faults $(ARGS)
 
 # make demo PINOT=1 also starts Pinot, ingests the demo's topics and prints the KPIs from it.
+# make demo ARGS="--duration 100"   (flags of testkit.demo: --attack-at, --rate, --no-responder)
 demo: setup kafka-up $(if $(PINOT),pinot-up)
 	$(PY) -m testkit.demo --bootstrap-servers 127.0.0.1:$(KAFKA_PORT) \
 		$(if $(PINOT),--pinot-broker http://127.0.0.1:$(PINOT_BROKER_PORT) \
-		--pinot-controller http://127.0.0.1:$(PINOT_CONTROLLER_PORT))
+		--pinot-controller http://127.0.0.1:$(PINOT_CONTROLLER_PORT)) $(ARGS)
+
+# The responder (responder/, docs/responder.md) on the local broker's alerts topic, writing the
+# actions topic that `topics` creates. Its secrets come from the environment only (python -m
+# responder run --help lists them, with every setting's RESPONDER_* variable); the policy's
+# channels and gateway must be configured, e.g.
+# make responder RESPONDER_POLICY=my-policy.toml ARGS="--gateway apisix --webhook-url https://..."
+RESPONDER_POLICY ?= responder/policy.example.toml
+responder: setup topics
+	$(PY) -m responder run --bootstrap-servers 127.0.0.1:$(KAFKA_PORT) \
+		--policy-file $(RESPONDER_POLICY) $(ARGS)
 
 # Benchmark (not a test): the job vs a Java-only Flink SQL ceiling vs a plain Python loop on the
 # same pre-loaded data; table on stdout, bench/results/latest.json and latest.png (git-ignored).

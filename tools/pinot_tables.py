@@ -1,13 +1,16 @@
 """Create or update the Pinot schemas and real-time tables defined under ``schemas/pinot/``.
 
     python -m tools.pinot_tables --controller http://127.0.0.1:9000 \\
-        --bootstrap-servers 127.0.0.1:9092 [--enriched-topic T] [--alerts-topic T] [--recreate]
+        --bootstrap-servers 127.0.0.1:9092 [--enriched-topic T] [--alerts-topic T] \\
+        [--actions-topic T] [--recreate]
 
 Each table has a folder ``schemas/pinot/<table>/`` with ``schema.json`` and ``table.json``. The
 table configs name their Kafka topic and brokers through placeholders (``${ENRICHED_TOPIC}``,
-``${ALERTS_TOPIC}``, ``${BOOTSTRAP_SERVERS}``) that this tool fills in; the defaults come from
-``PipelineSettings`` (so ``PIPELINE_BOOTSTRAP_SERVERS``, ``PIPELINE_ENRICHED_TOPIC`` and
-``PIPELINE_ALERTS_TOPIC`` apply, as for the job).
+``${ALERTS_TOPIC}``, ``${ACTIONS_TOPIC}``, ``${BOOTSTRAP_SERVERS}``) that this tool fills in; the
+defaults come from ``PipelineSettings`` (so ``PIPELINE_BOOTSTRAP_SERVERS``,
+``PIPELINE_ENRICHED_TOPIC`` and ``PIPELINE_ALERTS_TOPIC`` apply, as for the job). The actions
+topic is the responder's, not the job's: its default is ``RESPONDER_ACTIONS_TOPIC``, the
+responder's own setting, else the catalog's name (metering.topics).
 
 Idempotent: a schema or table that exists is updated in place (PUT), otherwise created (POST),
 schemas before tables. An update keeps the table's data; Pinot applies changed stream settings
@@ -25,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import sys
 import time
@@ -38,9 +42,13 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from metering.settings import PipelineSettings
+from metering.topics import BY_ROLE
 
 PINOT_DIR = Path(__file__).resolve().parent.parent / "schemas" / "pinot"
-TABLES: tuple[str, ...] = ("api_events", "alerts")
+TABLES: tuple[str, ...] = ("api_events", "alerts", "actions")
+ACTIONS_TOPIC = BY_ROLE["actions"].name
+"""The responder's action records (responder/actions.py), the ``actions`` table's topic."""
+ACTIONS_TOPIC_ENV = "RESPONDER_ACTIONS_TOPIC"
 PLACEHOLDER = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 # Pinot answers these while a just-deleted table is still being cleaned up.
 _RETRY_STATUSES = frozenset({400, 409, 500, 503})
@@ -59,13 +67,18 @@ class PinotError(RuntimeError):
 
 
 def placeholder_values(
-    *, bootstrap_servers: str, enriched_topic: str, alerts_topic: str
+    *,
+    bootstrap_servers: str,
+    enriched_topic: str,
+    alerts_topic: str,
+    actions_topic: str = ACTIONS_TOPIC,
 ) -> dict[str, str]:
     """The values of the placeholders the table configs may use."""
     return {
         "BOOTSTRAP_SERVERS": bootstrap_servers,
         "ENRICHED_TOPIC": enriched_topic,
         "ALERTS_TOPIC": alerts_topic,
+        "ACTIONS_TOPIC": actions_topic,
     }
 
 
@@ -334,6 +347,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--enriched-topic", default=settings.enriched_topic)
     parser.add_argument("--alerts-topic", default=settings.alerts_topic)
     parser.add_argument(
+        "--actions-topic",
+        default=os.environ.get(ACTIONS_TOPIC_ENV) or ACTIONS_TOPIC,
+        help=f"the responder's action records ({ACTIONS_TOPIC_ENV} if set)",
+    )
+    parser.add_argument(
         "--table",
         action="append",
         choices=TABLES,
@@ -361,6 +379,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         bootstrap_servers=args.bootstrap_servers,
         enriched_topic=args.enriched_topic,
         alerts_topic=args.alerts_topic,
+        actions_topic=args.actions_topic,
     )
     try:
         definitions = load_definitions(values, args.tables or TABLES)

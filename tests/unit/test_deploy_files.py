@@ -2,7 +2,9 @@
 
 Checks what would otherwise only fail after an image build or a `docker compose up`: topic names,
 the job's flags, versions shared with the Makefile, ports, volumes, and that the hash key is never
-written down.
+written down. The APISIX stack (etcd, apisix, the responder; deploy/apisix/) is checked here too:
+it is not run in CI, so its configuration is held to the project's code instead (the responder's
+own argument parser and settings, the APISIX version of the Admin API fake, the topic catalog).
 """
 
 from __future__ import annotations
@@ -10,19 +12,32 @@ from __future__ import annotations
 import fnmatch
 import hashlib
 import importlib.util
+import ipaddress
+import json
 import re
+import secrets
 import shlex
 import tomllib
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import yaml
 
 import tools.topics
 from metering.settings import HASH_KEY_ENV, PipelineSettings, build_parser
-from metering.topics import LOCAL_PARTITIONS, SERVICE_TOPICS, TOPICS
+from metering.topics import BY_ROLE, LOCAL_PARTITIONS, SERVICE_TOPICS, TOPICS
+from responder.__main__ import build_channels
+from responder.__main__ import build_parser as responder_parser
+from responder.policy import load_policy
+from responder.settings import (
+    ENV_PREFIX,
+    SECRET_FIELDS,
+    ResponderSettings,
+    settings_from_namespace,
+)
 from tools.topics import TopicSpec
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -50,6 +65,25 @@ FLINK_RUN_OPTIONS = {
 HASH_KEY_REFERENCE = re.compile(r"\$\{" + HASH_KEY_ENV + r":\?[^}]+\}")
 # Compose interpolates $NAME / ${NAME...} in every value; $$ is a literal $.
 INTERPOLATION = re.compile(r"\$(\{[^}]*\}|[A-Za-z_][A-Za-z0-9_]*)")
+# The only variables Compose interpolates, each required (${NAME:?message}): the secrets, and
+# where the responder's webhook goes.
+REQUIRED_VARIABLES = (
+    HASH_KEY_ENV,
+    "APISIX_ADMIN_KEY",
+    "APISIX_KEYRING",
+    "RESPONDER_WEBHOOK_URL",
+    "RESPONDER_WEBHOOK_SECRET",
+)
+REQUIRED_REFERENCE = re.compile(r"\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*):\?[^}]+\}")
+# Container variables holding a secret: each must be such a reference, never a value.
+SECRET_VARIABLES = frozenset(
+    {HASH_KEY_ENV, "APISIX_ADMIN_KEY", "APISIX_KEYRING"}
+    | {ENV_PREFIX + name.upper() for name in SECRET_FIELDS}
+)
+APISIX_DIR = REPO_ROOT / "deploy" / "apisix"
+APISIX_CONFIG_MOUNT = "/usr/local/apisix/conf/config.yaml"
+# APISIX's substitution in its config.yaml: ${{NAME}} or ${{NAME:=default}}.
+APISIX_SUBSTITUTION = re.compile(r"\$\{\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(:=[^}]*)?\}\}")
 
 
 # --- parsing helpers ----------------------------------------------------------------------------
@@ -329,11 +363,44 @@ def test_hash_key_is_never_a_literal(
         assert HASH_KEY_ENV not in line, f"the image must not set {HASH_KEY_ENV}: {line}"
 
 
-def test_only_the_hash_key_is_interpolated(compose: dict[str, Any]) -> None:
-    """Shell variables in the scripts are written $$NAME, so Compose leaves them to the shell."""
+def test_only_required_variables_are_interpolated(compose: dict[str, Any]) -> None:
+    """Shell variables in the scripts are written $$NAME, so Compose leaves them to the shell;
+    what Compose does interpolate is required (${NAME:?...}): no secret defaults to empty or to a
+    value written here."""
+    seen = set()
     for text in strings_in(compose):
         for match in INTERPOLATION.finditer(text.replace("$$", "")):
-            assert HASH_KEY_REFERENCE.fullmatch(match[0]), f"Compose would interpolate {match[0]}"
+            reference = REQUIRED_REFERENCE.fullmatch(match[0])
+            assert reference, f"Compose would interpolate {match[0]}, which is not required"
+            assert reference["name"] in REQUIRED_VARIABLES, f"Compose interpolates {match[0]}"
+            seen.add(reference["name"])
+    assert seen == set(REQUIRED_VARIABLES)
+
+
+def test_secrets_are_never_literals(services: dict[str, dict[str, Any]]) -> None:
+    for name, service in services.items():
+        for variable, value in environment(service).items():
+            if variable in SECRET_VARIABLES:
+                reference = REQUIRED_REFERENCE.fullmatch(value)
+                assert reference, f"{name}: {variable} must be a ${{...:?}} reference"
+            if variable.startswith(ENV_PREFIX):
+                # A typo would be ignored by pydantic-settings, silently.
+                setting = variable.removeprefix(ENV_PREFIX).lower()
+                assert setting in ResponderSettings.model_fields, f"{name}: {variable}"
+        for token in as_argv(service.get("command")):
+            # Secrets are read from the environment only; the responder refuses secret flags.
+            assert not any(token == "--" + f.replace("_", "-") for f in SECRET_FIELDS), token
+    # The responder and APISIX share the admin key and the keyring: the same variables.
+    responder, apisix = environment(services["responder"]), environment(services["apisix"])
+    for ours, theirs in (
+        ("RESPONDER_APISIX_ADMIN_KEY", "APISIX_ADMIN_KEY"),
+        ("RESPONDER_APISIX_KEYRING", "APISIX_KEYRING"),
+    ):
+        mine, its = (
+            REQUIRED_REFERENCE.fullmatch(responder[ours]),
+            REQUIRED_REFERENCE.fullmatch(apisix[theirs]),
+        )
+        assert mine and its and mine["name"] == its["name"] == theirs
 
 
 def test_build_context_keeps_secrets_and_local_state_out() -> None:
@@ -366,7 +433,9 @@ def test_images_are_pinned(services: dict[str, dict[str, Any]]) -> None:
         assert repository and tag and "/" not in tag, f"{name}: {image} has no tag"
         assert tag != "latest", f"{name}: {image}"
         if "build" not in service:
-            assert re.fullmatch(r"v?\d+\.\d+\.\d+", tag), f"{name}: pin a release, not {tag}"
+            # A release; APISIX tags it per base distribution (the -debian build).
+            release = r"v?\d+\.\d+\.\d+(-debian)?"
+            assert re.fullmatch(release, tag), f"{name}: pin a release, not {tag}"
     for service in services.values():
         if "build" in service:
             assert service["build"]["dockerfile"] == "deploy/Dockerfile"
@@ -449,7 +518,9 @@ def test_published_ports(services: dict[str, dict[str, Any]]) -> None:
     # Pinot's controller (REST API, UI) and broker (SQL); the server is reached only by the broker.
     assert published_ports(services["pinot-controller"]) == {9000: 9000}
     assert published_ports(services["pinot-broker"]) == {8099: 8099}
-    publishing = ("redpanda", "jobmanager", "pinot-controller", "pinot-broker")
+    # APISIX's proxy; its Admin API (9180), etcd and the responder's /metrics are not published.
+    assert published_ports(services["apisix"]) == {9080: 9080}
+    publishing = ("redpanda", "jobmanager", "pinot-controller", "pinot-broker", "apisix")
     for name, service in services.items():
         assert all(str(p).startswith("127.0.0.1:") for p in service.get("ports", [])), name
         if name not in publishing:
@@ -506,3 +577,167 @@ def test_transaction_timeout_is_within_the_brokers_maximum(
     _, job_args = job_command(services)
     assert "--transaction-timeout-ms" not in job_args
     assert PipelineSettings.model_fields["transaction_timeout_ms"].default <= broker_max
+
+
+# --- APISIX and the responder (deploy/apisix/, not run in CI) ------------------------------------
+
+
+def apisix_config() -> dict[str, Any]:
+    data = yaml.safe_load((APISIX_DIR / "config.yaml").read_text(encoding="utf-8"))
+    assert isinstance(data, dict)
+    return data
+
+
+def fake_values() -> dict[str, str]:
+    """Values of the required variables, as a user would set them."""
+    return {
+        HASH_KEY_ENV: secrets.token_hex(32),
+        "APISIX_ADMIN_KEY": secrets.token_hex(16),
+        "APISIX_KEYRING": secrets.token_hex(8),
+        "RESPONDER_WEBHOOK_URL": "https://receiver.internal.test/gateway-alerts",
+        "RESPONDER_WEBHOOK_SECRET": secrets.token_hex(32),
+    }
+
+
+def responder_settings(
+    services: dict[str, dict[str, Any]], monkeypatch: pytest.MonkeyPatch
+) -> ResponderSettings:
+    """The settings the compose responder runs with: its command through the responder's own
+    parser, its environment with the required variables set."""
+    service = services["responder"]
+    argv = as_argv(service["command"])
+    assert argv[:3] == ["python", "-m", "responder"]
+    parser = responder_parser()
+    ns, unknown = parser.parse_known_args(argv[3:])
+    assert ns.command == "run" and unknown == []
+    # Exact names only: argparse would also accept unambiguous abbreviations.
+    subcommands = next(a for a in parser._actions if isinstance(a.choices, dict))
+    assert isinstance(subcommands.choices, dict)
+    known = set(subcommands.choices["run"]._option_string_actions)
+    for token in argv[4:]:
+        if token.startswith("-"):
+            assert token in known, f"{token} is not a flag of `python -m responder run`"
+    for name in ResponderSettings.model_fields:
+        monkeypatch.delenv(ENV_PREFIX + name.upper(), raising=False)
+    values = fake_values()
+    for variable, value in environment(service).items():
+        reference = REQUIRED_REFERENCE.fullmatch(value)
+        monkeypatch.setenv(variable, values[reference["name"]] if reference else value)
+    return settings_from_namespace(parser, ns, unknown)
+
+
+def test_responder_command_parses_and_its_settings_validate(
+    services: dict[str, dict[str, Any]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = responder_settings(services, monkeypatch)
+    assert settings.bootstrap_servers == "redpanda:9092"
+    # The job's alerts topic and the actions topic the `topics` service creates.
+    assert settings.alerts_topic == BY_ROLE["alerts"].name
+    assert settings.actions_topic in {t.name for t in SERVICE_TOPICS}
+    assert not settings.demo, "placeholders and SMTP logins without TLS are for the demo only"
+    assert settings.gateway == "apisix"
+    admin = apisix_config()["deployment"]["admin"]
+    assert settings.apisix_admin_url == f"http://apisix:{admin['admin_listen']['port']}"
+    assert settings.keyring(), "APISIX encrypts key-auth keys: the responder needs the keyring"
+    assert settings.instance == "responder-1", "a stable static member across re-creations"
+
+
+def test_responder_policy_is_mounted_valid_and_its_channels_configured(
+    services: dict[str, dict[str, Any]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = responder_settings(services, monkeypatch)
+    source, read_only = volume_mounts(services["responder"])[settings.policy_file]
+    assert read_only and source.startswith("./deploy/apisix/")
+    policy = load_policy(REPO_ROOT / source)
+    # Nothing is blocked until someone decides to: the example stack is in dry run.
+    assert policy.dry_run
+    with httpx.Client() as client:
+        channels = build_channels(settings, policy, client)
+    assert policy.channels() <= set(channels), "the service would refuse to start"
+    assert policy.blocks() and settings.gateway != "none"
+
+
+def test_responder_service_waits_restarts_and_reports_health(
+    services: dict[str, dict[str, Any]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    service = services["responder"]
+    # The job's image, as `topics` and `pipeline` use it (the Dockerfile copies responder/).
+    assert service["image"] == services["pipeline"]["image"]
+    assert "COPY responder /opt/pipeline/responder" in dockerfile_lines()
+    assert service["restart"] == "unless-stopped"
+    depends = service["depends_on"]
+    assert depends["topics"]["condition"] == "service_completed_successfully"
+    assert depends["apisix"]["condition"] == "service_started"
+    settings = responder_settings(services, monkeypatch)
+    health = " ".join(as_argv(service["healthcheck"]["test"]))
+    assert f":{settings.health_port}/healthz" in health
+    # Bound inside the container for the network's scrapers; no port is published.
+    assert settings.health_host == "0.0.0.0"
+    assert not service.get("ports")
+
+
+def test_apisix_image_is_the_version_of_the_admin_api_fake(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    """The responder's APISIX client is tested against testkit/gateway_admin.py, transcribed
+    from one APISIX version's definitions: the stack runs that version."""
+    doc = (REPO_ROOT / "testkit" / "gateway_admin.py").read_text(encoding="utf-8")
+    match = re.search(r"apisix/core/version\.lua``: (\d+\.\d+\.\d+)", doc)
+    assert match
+    assert services["apisix"]["image"] == f"apache/apisix:{match[1]}-debian"
+
+
+def test_apisix_config_takes_its_secrets_from_the_environment(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    service = services["apisix"]
+    assert volume_mounts(service)[APISIX_CONFIG_MOUNT] == ("./deploy/apisix/config.yaml", True)
+    config = apisix_config()
+    admin = config["deployment"]["admin"]
+    assert admin["admin_key_required"] is True
+    assert [(k["key"], k["role"]) for k in admin["admin_key"]] == [
+        ("${{APISIX_ADMIN_KEY}}", "admin")
+    ]
+    encryption = config["apisix"]["data_encryption"]
+    assert encryption["enable_encrypt_fields"] is True
+    assert encryption["keyring"] == ["${{APISIX_KEYRING}}"]
+    # Every substitution names a variable the container gets, from a required reference.
+    names = {m["name"] for t in strings_in(config) for m in APISIX_SUBSTITUTION.finditer(t)}
+    assert names == {"APISIX_ADMIN_KEY", "APISIX_KEYRING"}
+    env = environment(service)
+    for name in names:
+        assert REQUIRED_REFERENCE.fullmatch(env[name]), name
+    # The Admin API: from the compose network and loopback only, never from anywhere.
+    networks = [ipaddress.ip_network(n) for n in admin["allow_admin"]]
+    assert networks and all(n.is_private for n in networks)
+    assert ipaddress.ip_network("0.0.0.0/0") not in networks
+    assert 9180 not in published_ports(service).values()
+
+
+def test_apisix_stores_its_config_in_the_compose_etcd(services: dict[str, dict[str, Any]]) -> None:
+    etcd_conf = apisix_config()["deployment"]["etcd"]
+    assert etcd_conf["host"] == ["http://etcd:2379"]
+    assert services["apisix"]["depends_on"]["etcd"]["condition"] == "service_healthy"
+    argv = as_argv(services["etcd"]["command"])
+    assert argv[argv.index("--advertise-client-urls") + 1] == "http://etcd:2379"
+    assert not services["etcd"].get("ports")
+
+
+def test_kafka_logger_writes_the_raw_topic_on_the_compose_broker(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    rule = json.loads((APISIX_DIR / "kafka-logger.global-rule.json").read_text(encoding="utf-8"))
+    conf = rule["plugins"]["kafka-logger"]
+    assert conf["kafka_topic"] == BY_ROLE["raw"].name
+    # The broker's internal listener, as it advertises it inside the network.
+    argv = as_argv(services["redpanda"]["command"])
+    advertised = argv[argv.index("--advertise-kafka-addr") + 1].split(",")
+    assert [f"internal://{b['host']}:{b['port']}" for b in conf["brokers"]] == [
+        a for a in advertised if a.startswith("internal://")
+    ]
+    # The full-log format the job parses (docs/formats.md); `origin` is the raw request.
+    assert conf["meta_format"] == "default"
+    assert conf["required_acks"] in (1, -1)
+    readme = (APISIX_DIR / "README.md").read_text(encoding="utf-8")
+    assert "deploy/apisix/kafka-logger.global-rule.json" in readme
+    assert "Not run in CI" in readme

@@ -11,8 +11,13 @@ from typing import Any
 import pytest
 import yaml
 
+from metering.topics import BY_ROLE
+from responder.actions import ActionRecord
+from responder.settings import DEFAULT_ACTIONS_TOPIC
 from schemas.events import Alert, EnrichedEvent
 from tools.pinot_tables import (
+    ACTIONS_TOPIC,
+    ACTIONS_TOPIC_ENV,
     PINOT_DIR,
     TABLES,
     PinotController,
@@ -35,6 +40,8 @@ EPOCH_MILLIS = "1:MILLISECONDS:EPOCH"
 TOPICS: dict[str, tuple[str, type[Any]]] = {
     "api_events": ("ENRICHED_TOPIC", EnrichedEvent),
     "alerts": ("ALERTS_TOPIC", Alert),
+    # Written by the responder (responder/), not by the job.
+    "actions": ("ACTIONS_TOPIC", ActionRecord),
 }
 INDEX_KEYS = (
     "sortedColumn",
@@ -57,6 +64,7 @@ VALUES = placeholder_values(
     bootstrap_servers="kafka-1:9092,kafka-2:9092",
     enriched_topic="t.enriched",
     alerts_topic="t.alerts",
+    actions_topic="t.actions",
 )
 
 
@@ -149,8 +157,10 @@ def test_time_column_is_an_epoch_millis_timestamp(table: str) -> None:
 def test_time_columns_and_retention_per_table() -> None:
     assert _raw("api_events", "table")["segmentsConfig"]["timeColumnName"] == "event_time"
     assert _raw("alerts", "table")["segmentsConfig"]["timeColumnName"] == "detected_at"
+    assert _raw("actions", "table")["segmentsConfig"]["timeColumnName"] == "recorded_at"
     assert _raw("api_events", "table")["segmentsConfig"]["retentionTimeValue"] == "30"
     assert _raw("alerts", "table")["segmentsConfig"]["retentionTimeValue"] == "90"
+    assert _raw("actions", "table")["segmentsConfig"]["retentionTimeValue"] == "90"
 
 
 @pytest.mark.parametrize("table", TABLES)
@@ -195,9 +205,30 @@ def test_alerts_are_deduplicated_on_alert_id() -> None:
     assert _stream("alerts")["stream.kafka.consumer.type"] == "lowlevel"
     assert "upsertConfig" not in table
     assert table["tableIndexConfig"].get("starTreeIndexConfigs") in (None, [])
-    # Only alerts are deduplicated: every enriched event is a distinct request.
-    assert "dedupConfig" not in _raw("api_events", "table")
-    assert "primaryKeyColumns" not in _raw("api_events", "schema")
+    # Only alerts are deduplicated: every enriched event is a distinct request, and every
+    # action record a step of an action's history (planned, then done or failed).
+    for table in ("api_events", "actions"):
+        assert "dedupConfig" not in _raw(table, "table")
+        assert "upsertConfig" not in _raw(table, "table")
+        assert "primaryKeyColumns" not in _raw(table, "schema")
+
+
+def test_actions_indexes() -> None:
+    """The on-call questions: what happened to this incident, which actions failed, what was
+    done to this consumer."""
+    index_config = _raw("actions", "table")["tableIndexConfig"]
+    assert index_config["sortedColumn"] == ["incident_id"]
+    assert set(index_config["invertedIndexColumns"]) == {
+        "action",
+        "outcome",
+        "consumer",
+        "incident_id",
+    }
+    assert index_config["noDictionaryColumns"] == ["action_id", "reason"]
+    assert "recorded_at" in index_config["rangeIndexColumns"]
+    # The alert a planned notification carries (about 1 KB) must not be cut to Pinot's default
+    # 512 characters: a cut JSON value is not JSON.
+    assert _specs(_raw("actions", "schema"))["alert"]["maxLength"] >= 8192
 
 
 @pytest.mark.parametrize("table", TABLES)
@@ -227,15 +258,17 @@ def test_names_agree(table: str) -> None:
 
 
 def test_placeholders_are_filled_from_the_arguments() -> None:
-    events, alerts = load_definitions(VALUES)
-    assert events.name == "api_events" and alerts.name == "alerts"
+    events, alerts, actions = load_definitions(VALUES)
+    assert (events.name, alerts.name, actions.name) == ("api_events", "alerts", "actions")
     events_stream = events.table_config["tableIndexConfig"]["streamConfigs"]
     alerts_stream = alerts.table_config["tableIndexConfig"]["streamConfigs"]
+    actions_stream = actions.table_config["tableIndexConfig"]["streamConfigs"]
     assert events_stream["stream.kafka.topic.name"] == "t.enriched"
     assert alerts_stream["stream.kafka.topic.name"] == "t.alerts"
-    for stream in (events_stream, alerts_stream):
+    assert actions_stream["stream.kafka.topic.name"] == "t.actions"
+    for stream in (events_stream, alerts_stream, actions_stream):
         assert stream["stream.kafka.broker.list"] == "kafka-1:9092,kafka-2:9092"
-    for definition in (events, alerts):
+    for definition in (events, alerts, actions):
         assert find_placeholders(definition.table_config) == set()
         assert find_placeholders(definition.schema) == set()
 
@@ -263,6 +296,7 @@ def test_defaults_come_from_pipeline_settings(
     monkeypatch.setenv("PIPELINE_BOOTSTRAP_SERVERS", "broker-a:9092")
     monkeypatch.setenv("PIPELINE_ENRICHED_TOPIC", "env.enriched")
     monkeypatch.delenv("PIPELINE_ALERTS_TOPIC", raising=False)
+    monkeypatch.delenv(ACTIONS_TOPIC_ENV, raising=False)
     assert main(["--print"]) == 0
     out, decoder, printed = capsys.readouterr().out, json.JSONDecoder(), []
     pos = 0
@@ -271,8 +305,29 @@ def test_defaults_come_from_pipeline_settings(
         printed.append(doc)
         pos = end
     streams = [d["table"]["tableIndexConfig"]["streamConfigs"] for d in printed]
-    assert [s["stream.kafka.topic.name"] for s in streams] == ["env.enriched", "gateway.alerts"]
+    assert [s["stream.kafka.topic.name"] for s in streams] == [
+        "env.enriched",
+        "gateway.alerts",
+        "gateway.actions",
+    ]
     assert {s["stream.kafka.broker.list"] for s in streams} == {"broker-a:9092"}
+
+
+def test_the_actions_topic_is_the_responders(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The catalog's name (the topic `make topics` and the compose `topics` service create),
+    unless the responder's own setting names another one; the flag wins over both."""
+    assert ACTIONS_TOPIC == BY_ROLE["actions"].name == DEFAULT_ACTIONS_TOPIC
+    monkeypatch.setenv(ACTIONS_TOPIC_ENV, "env.actions")
+
+    def actions_topic(argv: list[str]) -> str:
+        assert main([*argv, "--print", "--table", "actions"]) == 0
+        printed = json.loads(capsys.readouterr().out)
+        return str(printed["table"]["tableIndexConfig"]["streamConfigs"]["stream.kafka.topic.name"])
+
+    assert actions_topic([]) == "env.actions"
+    assert actions_topic(["--actions-topic", "flag.actions"]) == "flag.actions"
 
 
 # --- talking to the controller (a fake one) ------------------------------------------------------
@@ -325,8 +380,10 @@ def test_creates_schemas_before_tables() -> None:
     assert log == [
         "schema api_events created",
         "schema alerts created",
+        "schema actions created",
         "table api_events (REALTIME) created",
         "table alerts (REALTIME) created",
+        "table actions (REALTIME) created",
     ]
 
 
@@ -342,7 +399,12 @@ def test_existing_definitions_are_updated_in_place() -> None:
 
 
 @pytest.mark.parametrize(
-    "change", [{"enriched_topic": "other.enriched"}, {"bootstrap_servers": "elsewhere:9092"}]
+    "change",
+    [
+        {"enriched_topic": "other.enriched"},
+        {"actions_topic": "other.actions"},
+        {"bootstrap_servers": "elsewhere:9092"},
+    ],
 )
 def test_moving_a_table_to_another_topic_needs_recreate(change: dict[str, str]) -> None:
     controller = _existing()
@@ -352,6 +414,7 @@ def test_moving_a_table_to_another_topic_needs_recreate(change: dict[str, str]) 
                 "bootstrap_servers": "kafka-1:9092,kafka-2:9092",
                 "enriched_topic": "t.enriched",
                 "alerts_topic": "t.alerts",
+                "actions_topic": "t.actions",
                 **change,
             }
         )
@@ -376,17 +439,21 @@ def test_stream_source_reads_both_config_layouts() -> None:
 def test_recreate_drops_tables_then_schemas_and_creates_them_again() -> None:
     controller = _existing()
     log = apply_definitions(controller, load_definitions(VALUES), recreate=True)
-    assert log[:4] == [
+    assert log[:6] == [
         "table api_events (REALTIME) dropped",
         "schema api_events dropped",
         "table alerts (REALTIME) dropped",
         "schema alerts dropped",
+        "table actions (REALTIME) dropped",
+        "schema actions dropped",
     ]
-    assert log[4:] == [
+    assert log[6:] == [
         "schema api_events created",
         "schema alerts created",
+        "schema actions created",
         "table api_events (REALTIME) created",
         "table alerts (REALTIME) created",
+        "table actions (REALTIME) created",
     ]
     assert controller.schemas == set(controller.tables) == set(TABLES)
 
