@@ -28,11 +28,11 @@ export FLINK_REST
 
 .PHONY: cluster-up cluster-down submit savepoint-stop faults
 .PHONY: pinot-jars pinot-up pinot-down pinot-status pinot-tables
-.PHONY: setup kafka-up kafka-down topics demo responder test test-unit test-pipeline \
+.PHONY: setup kafka-up kafka-down topics demo responder dashboard test test-unit test-pipeline \
 	test-integration lint typecheck schemas bench eval-detect clean help
 
 help:
-	@echo "make setup | kafka-up | kafka-down | topics | demo | responder | test | lint | typecheck"
+	@echo "make setup | kafka-up | kafka-down | topics | demo | responder | dashboard | test | lint | typecheck"
 	@echo "make schemas | bench | eval-detect | faults"
 	@echo "make pinot-up | pinot-down | pinot-status | pinot-tables"
 
@@ -139,6 +139,11 @@ RESPONDER_POLICY ?= responder/policy.example.toml
 responder: setup topics
 	$(PY) -m responder run --bootstrap-servers 127.0.0.1:$(KAFKA_PORT) \
 		--policy-file $(RESPONDER_POLICY) $(ARGS)
+
+# The dashboard (dashboard/) over the local Pinot, operator views on; a consumer's portal link:
+# $(PY) -m dashboard token --consumer NAME (DASHBOARD_TOKEN_SECRET from the environment).
+dashboard: setup
+	$(PY) -m dashboard run --operator --broker http://127.0.0.1:$(PINOT_BROKER_PORT) $(ARGS)
 
 # Benchmark (not a test): the job vs a Java-only Flink SQL ceiling vs a plain Python loop on the
 # same pre-loaded data; table on stdout, bench/results/latest.json and latest.png (git-ignored).

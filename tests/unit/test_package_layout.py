@@ -11,7 +11,7 @@ from pathlib import Path
 from setuptools import find_packages
 
 REPO = Path(__file__).resolve().parents[2]
-PRODUCT = ("jobs", "metering", "responder", "schemas", "tools", "udfs")
+PRODUCT = ("dashboard", "jobs", "metering", "responder", "schemas", "tools", "udfs")
 LABORATORY = ("testkit", "bench", "evaluation", "tests")
 
 

@@ -1,0 +1,245 @@
+"""The dashboard's Pinot queries: SQL templates and their bound parameters, per view.
+
+The KPIs reuse ``metering.kpi``'s builders (the same SQL as ``python -m jobs.kpi``); the feeds,
+top lists and growth series follow its rules: constant SQL text with ``%(name)s`` placeholders,
+values passed separately for the driver to quote, every query bounded by a time range on the
+table's time column and by a LIMIT.
+
+The consumer view's builders take ``PortalClaims`` (made only by ``tokens.verify_token``), not
+a consumer name: its consumer filter can only come from a verified token.
+
+Pure: no Pinot connection, no clock (the window is a parameter), so it is unit-tested alone.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from dashboard.tokens import PortalClaims
+from metering import kpi
+from metering.kpi import KpiError, KpiRequest, Query, check_request
+
+EVENTS = kpi.TABLE
+ALERTS = "alerts"
+ACTIONS = "actions"
+# Feeds and top lists are read by people: a few hundred rows at most.
+FEED_LIMIT = 200
+TOP_LIMIT = 20
+# Countries (ISO codes) plus the unknown bucket: a few hundred at most.
+COUNTRY_LIMIT = 300
+# The longest window any view queries: a month and a day (month-to-date across a long month).
+MAX_SPAN_MS = 31 * 86_400_000
+# Windows end on this grid so that viewers refreshing at the same time share cached results.
+ALIGN_MS = 5_000
+SPANS_MS = {
+    "last hour": 3_600_000,
+    "last 24 hours": 86_400_000,
+    "last 7 days": 7 * 86_400_000,
+    "last 30 days": 30 * 86_400_000,
+}
+DEFAULT_SPAN = "last 24 hours"
+
+
+@dataclass(frozen=True)
+class Window:
+    """A query time range on the table's time column: ``[start_ms, end_ms)``, epoch ms."""
+
+    start_ms: int
+    end_ms: int
+
+
+@dataclass(frozen=True)
+class Panel:
+    """One query of a view: what it shows, on which table, and whether that table is optional
+    (``actions`` exists only once the responder's table is created)."""
+
+    key: str
+    title: str
+    table: str
+    query: Query
+    optional: bool = False
+
+
+def window_ending(now_ms: int, span_ms: int, align_ms: int = ALIGN_MS) -> Window:
+    """The window of ``span_ms`` ending at ``now_ms`` rounded up to the ``align_ms`` grid."""
+    end = -(-now_ms // align_ms) * align_ms
+    return check_window(Window(end - span_ms, end))
+
+
+def check_window(window: Window) -> Window:
+    """The window if it is non-empty and no longer than ``MAX_SPAN_MS``."""
+    if window.end_ms <= window.start_ms:
+        raise KpiError(f"empty window: {window.start_ms} is not before {window.end_ms}")
+    if window.end_ms - window.start_ms > MAX_SPAN_MS:
+        raise KpiError(f"window longer than {MAX_SPAN_MS // 86_400_000} days")
+    return window
+
+
+def bucket_for(window: Window) -> str:
+    """The time bucket that gives a readable series: minutes up to 3 hours, hours up to 7
+    days, days beyond."""
+    span = window.end_ms - window.start_ms
+    if span <= 3 * 3_600_000:
+        return "minute"
+    if span <= 7 * 86_400_000:
+        return "hour"
+    return "day"
+
+
+def _request(window: Window, consumer: str | None = None, bucket: str = "hour") -> KpiRequest:
+    check_window(window)
+    return check_request(KpiRequest(window.start_ms, window.end_ms, consumer, bucket))
+
+
+def _time_where(column: str, window: Window, consumer: str | None) -> tuple[str, dict[str, object]]:
+    """``column`` in the window, and the consumer filter if one is given (always a parameter)."""
+    req = _request(window, consumer)
+    clauses = [f"{column} >= %(start_ms)s", f"{column} < %(end_ms)s"]
+    params: dict[str, object] = {"start_ms": req.start_ms, "end_ms": req.end_ms}
+    if req.consumer is not None:
+        clauses.append("consumer = %(consumer)s")
+        params["consumer"] = req.consumer
+    return " AND ".join(clauses), params
+
+
+def alerts_feed(window: Window, consumer: str | None = None, limit: int = FEED_LIMIT) -> Query:
+    """The newest alerts detected in the window (the table keeps each alert's latest state)."""
+    where, params = _time_where("detected_at", window, consumer)
+    return Query(
+        "SELECT CAST(detected_at AS LONG) AS detected_at, rule, severity, status, consumer, "
+        "key_fingerprint, observed_count, expected_count, score, summary, alert_id "
+        f"FROM {ALERTS} WHERE {where} ORDER BY detected_at DESC LIMIT {int(limit)}",
+        params,
+    )
+
+
+def actions_feed(window: Window, consumer: str | None = None, limit: int = FEED_LIMIT) -> Query:
+    """The newest responder actions recorded in the window. A consumer's feed leaves out the
+    target and reason, which name gateway internals rather than the consumer's own keys."""
+    where, params = _time_where("recorded_at", window, consumer)
+    columns = (
+        "action, outcome, rule, severity, key_fingerprint, dry_run"
+        if consumer is not None
+        else "action, outcome, target, rule, severity, consumer, key_fingerprint, alert_id, "
+        "dry_run, reason"
+    )
+    return Query(
+        f"SELECT CAST(recorded_at AS LONG) AS recorded_at, {columns} "
+        f"FROM {ACTIONS} WHERE {where} ORDER BY recorded_at DESC LIMIT {int(limit)}",
+        params,
+    )
+
+
+def usage_summary(window: Window, consumer: str | None = None) -> Query:
+    """Calls, billable units and errors over the whole window (one row)."""
+    where, params = _time_where("event_time", window, consumer)
+    return Query(
+        "SELECT COUNT(*) AS calls, SUM(units) AS units, "
+        "SUM(CASE WHEN status >= 400 THEN 1 ELSE 0 END) AS errors "
+        f"FROM {EVENTS} WHERE {where} LIMIT 1",
+        params,
+    )
+
+
+def daily_growth(window: Window) -> Query:
+    """Calls, active consumers and distinct callers per UTC day."""
+    where, params = _time_where("event_time", window, None)
+    return Query(
+        "SELECT DATETRUNC('DAY', event_time) AS day, COUNT(*) AS calls, "
+        "DISTINCTCOUNT(consumer) AS consumers, DISTINCTCOUNT(client_hash) AS callers "
+        f"FROM {EVENTS} WHERE {where} "
+        f"GROUP BY DATETRUNC('DAY', event_time) ORDER BY day LIMIT {kpi.ROW_LIMIT}",
+        params,
+    )
+
+
+def top_routes(window: Window, limit: int = TOP_LIMIT) -> Query:
+    """The busiest routes: calls, distinct consumers and distinct callers."""
+    where, params = _time_where("event_time", window, None)
+    return Query(
+        "SELECT route, COUNT(*) AS calls, DISTINCTCOUNT(consumer) AS consumers, "
+        "DISTINCTCOUNT(client_hash) AS callers "
+        f"FROM {EVENTS} WHERE {where} "
+        f"GROUP BY route ORDER BY calls DESC, route LIMIT {int(limit)}",
+        params,
+    )
+
+
+def top_consumers(window: Window, limit: int = TOP_LIMIT) -> Query:
+    """The busiest consumers: calls, billable units and distinct routes."""
+    where, params = _time_where("event_time", window, None)
+    return Query(
+        "SELECT consumer, COUNT(*) AS calls, SUM(units) AS units, "
+        "DISTINCTCOUNT(route) AS routes "
+        f"FROM {EVENTS} WHERE {where} "
+        f"GROUP BY consumer ORDER BY calls DESC, consumer LIMIT {int(limit)}",
+        params,
+    )
+
+
+def country_points(window: Window, limit: int = COUNTRY_LIMIT) -> Query:
+    """Per country, its calls and the mean position of its geolocated callers: the map's
+    points, with no country-centroid table to ship."""
+    where, params = _time_where("event_time", window, None)
+    return Query(
+        "SELECT country, COUNT(*) AS calls, AVG(latitude) AS lat, AVG(longitude) AS lon "
+        f"FROM {EVENTS} WHERE {where} AND latitude IS NOT NULL AND longitude IS NOT NULL "
+        f"GROUP BY country ORDER BY calls DESC, country LIMIT {int(limit)}",
+        params,
+    )
+
+
+def consumer_view(claims: PortalClaims, window: Window) -> list[Panel]:
+    """A consumer's panels, every one filtered to ``claims.consumer`` as a bound parameter."""
+    consumer = claims.consumer
+    per_day = _request(window, consumer, "day")
+    req = _request(window, consumer)
+    return [
+        Panel("summary", "Usage", EVENTS, usage_summary(window, consumer)),
+        Panel("calls_per_day", "Calls per day", EVENTS, kpi.calls_over_time(per_day)),
+        Panel("routes", "Calls and errors per route", EVENTS, kpi.error_rate_by_route(req)),
+        Panel("latency", "Latency per route (ms)", EVENTS, kpi.latency_by_route(req)),
+        Panel("errors", "Errors per route and status", EVENTS, kpi.errors_by_route_status(req)),
+        Panel("alerts", "Alerts on your keys", ALERTS, alerts_feed(window, consumer)),
+        Panel(
+            "actions",
+            "Responder actions on your keys",
+            ACTIONS,
+            actions_feed(window, consumer),
+            optional=True,
+        ),
+    ]
+
+
+def ops_view(window: Window) -> list[Panel]:
+    """The five KPIs across all consumers, the live alerts feed and the responder's actions."""
+    req = _request(window, None, bucket_for(window))
+    return [
+        Panel("calls", "Calls per consumer over time", EVENTS, kpi.calls_over_time(req)),
+        Panel("latency", "Latency p50/p95/p99 per route (ms)", EVENTS, kpi.latency_by_route(req)),
+        Panel(
+            "unique_callers",
+            "Unique callers per route",
+            EVENTS,
+            kpi.unique_callers_by_route(req),
+        ),
+        Panel("countries", "Calls by country", EVENTS, kpi.calls_by_country(req)),
+        Panel("country_points", "Where calls come from", EVENTS, country_points(window)),
+        Panel(
+            "error_rate", "Errors and error rate per route", EVENTS, kpi.error_rate_by_route(req)
+        ),
+        Panel("errors", "Errors per route and status", EVENTS, kpi.errors_by_route_status(req)),
+        Panel("alerts", "Live alerts", ALERTS, alerts_feed(window)),
+        Panel("actions", "Actions taken", ACTIONS, actions_feed(window), optional=True),
+    ]
+
+
+def product_view(window: Window) -> list[Panel]:
+    """Top routes and consumers, growth per day, and the country distribution."""
+    req = _request(window)
+    return [
+        Panel("growth", "Growth: calls per day", EVENTS, daily_growth(window)),
+        Panel("top_routes", "Top routes", EVENTS, top_routes(window)),
+        Panel("top_consumers", "Top consumers", EVENTS, top_consumers(window)),
+        Panel("countries", "Country distribution", EVENTS, kpi.calls_by_country(req)),
+    ]
