@@ -49,13 +49,14 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from jsonschema import Draft7Validator
 
 from responder.gateways import apisix_decrypt, apisix_encrypt
+from testkit.local_http import LocalHttpServer
 
 JsonObj = dict[str, Any]
 
@@ -262,44 +263,22 @@ class FakeAdmin:
         """(method, path) of every request, in order."""
         self.fail_next: list[int] = []
         """Statuses to answer the next requests with (before validation), for retry tests."""
-        fake = self
+        self._http = LocalHttpServer(self._reply)
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-            # Headers and body are two writes: without this, delayed ACKs cost 40 ms a request.
-            disable_nagle_algorithm = True
-
-            def _handle(self) -> None:
-                reply = fake._dispatch(self)
-                body = b"" if reply.body is None else json.dumps(reply.body).encode()
-                self.send_response(reply.status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            do_GET = do_PUT = do_POST = do_PATCH = do_DELETE = _handle
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        )
+    def _reply(self, request: BaseHTTPRequestHandler) -> tuple[int, bytes]:
+        reply = self._dispatch(request)
+        return reply.status, b"" if reply.body is None else json.dumps(reply.body).encode()
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self._server.server_address[1]}"
+        return self._http.url
 
     def __enter__(self) -> FakeAdmin:
-        self._thread.start()
+        self._http.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+        self._http.stop()
 
     def authorize(self, headers: dict[str, str]) -> None:
         """Raise ApiError for a request without the right credentials."""

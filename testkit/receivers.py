@@ -23,13 +23,14 @@ import threading
 import time
 from dataclasses import dataclass, field
 from email.message import EmailMessage
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from responder.notify import ID_HEADER, SIGNATURE_HEADER, SignatureError, verify
+from testkit.local_http import LocalHttpServer
 
 PD_SEVERITIES = frozenset({"critical", "error", "warning", "info"})
 
@@ -94,45 +95,24 @@ class HttpReceivers:
         self.stall_webhook_at: int | None = None
         self.stalled = threading.Event()
         self.release = threading.Event()
-        receivers = self
+        self._http = LocalHttpServer(self._reply)
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-            # Headers and body are two writes: without this, delayed ACKs cost 40 ms a request.
-            disable_nagle_algorithm = True
-
-            def do_POST(self) -> None:
-                length = int(self.headers.get("Content-Length") or 0)
-                raw = self.rfile.read(length)
-                status, body = receivers._handle(self.path, dict(self.headers.items()), raw)
-                data = json.dumps(body).encode() if not isinstance(body, bytes) else body
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        )
+    def _reply(self, request: BaseHTTPRequestHandler) -> tuple[int, bytes]:
+        raw = request.rfile.read(int(request.headers.get("Content-Length") or 0))
+        status, body = self._handle(request.path, dict(request.headers.items()), raw)
+        return status, body if isinstance(body, bytes) else json.dumps(body).encode()
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self._server.server_address[1]}"
+        return self._http.url
 
     def __enter__(self) -> HttpReceivers:
-        self._thread.start()
+        self._http.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.release.set()
-        self._server.shutdown()
-        self._server.server_close()
+        self._http.stop()
 
     def _handle(self, path: str, headers: dict[str, str], raw: bytes) -> tuple[int, Any]:
         try:
