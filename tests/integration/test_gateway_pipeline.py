@@ -26,9 +26,24 @@ from metering.geo import default_geoip_db
 from metering.kpi import KpiRequest, Query
 from metering.records import client_rate_key
 from metering.redact import Pseudonymizer
+from responder.actions import incident_id
+from testkit.gateway_admin import FakeApisixAdmin, wait_for
+from testkit.receivers import SmtpReceiver
+from testkit.responder_harness import (
+    ADMIN_KEY,
+    DEADLINE_S,
+    Responders,
+    actions_topic,
+    assert_no_secrets,
+    http_receivers,
+    read_actions,
+    smtp_args,
+    terminal,
+)
 from testkit.traffic import (
     SCENARIO_JOB_FLAGS,
     GroundTruth,
+    Scenario,
     default_scenario,
     generate,
     ips_for_countries,
@@ -47,6 +62,8 @@ JOB_TIMEOUT_S = 600
 
 @dataclass
 class Run:
+    scenario: Scenario
+    """What was generated: its consumers and their real API keys."""
     truth: GroundTruth
     topics: dict[str, str]
     hash_key: str
@@ -89,7 +106,8 @@ def run(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Itera
     ensure_topics(kafka_bootstrap, pipeline_topics(**topics))
     geo_db = default_geoip_db()
     country_ips = ips_for_countries(geo_db, ["DE", "US", "JP", "GB", "BR"], 4, seed=11)
-    generated = generate(default_scenario(country_ips, START_MS, windows=WINDOWS), seed=5)
+    scenario = default_scenario(country_ips, START_MS, windows=WINDOWS)
+    generated = generate(scenario, seed=5)
     # A gateway retry: the first batch is delivered twice (same entries, same request ids).
     retried = max(
         (r for r in generated.records if r.startswith(b"[") and b"x-request-id" in r),
@@ -148,6 +166,7 @@ def run(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Itera
         p.read_text(errors="replace") for p in sorted(log_dir.rglob("*")) if p.is_file()
     )
     yield Run(
+        scenario=scenario,
         truth=generated.truth,
         topics=topics,
         hash_key=hash_key,
@@ -246,6 +265,163 @@ def test_compromised_key_raises_alert_and_steady_consumers_do_not(run: Run) -> N
     )
     burst = [a for a in alerts if a["rate_key"].startswith("client:") and a["status"] == "open"]
     assert all(a["consumer"] is None and a["auth_failures"] >= 20 for a in burst)
+
+
+NEVER_BLOCK = "initech-billing"
+"""A steady APISIX consumer the responder must never block."""
+VICTIM_CONTACT = "security@acme.example"
+RESPONDER_POLICY = """
+dry_run = false
+block_ttl_seconds = 3
+never_block = ["{never_block}"]
+
+[contacts]
+{victim} = "{contact}"
+{never_block} = "ops@initech.example"
+
+[[respond]]
+actions = ["pagerduty", "slack", "webhook"]
+
+[[respond]]
+statuses = ["open"]
+actions = ["email"]
+
+[[respond]]
+min_severity = "critical"
+actions = ["block"]
+"""
+
+
+def test_the_responder_acts_on_the_jobs_alerts(
+    run: Run, kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    """The responder, not in dry run, reads the alerts the job committed on the same broker and
+    acts on them against the fake APISIX holding the scenario's consumers and real keys."""
+    bootstrap = kafka_bootstrap
+    alerts = run.values("alerts")
+    victim = run.scenario.consumer(run.truth.attacked_key or "")
+    steady = [c.name for c in run.scenario.consumers if c.name != victim.name]
+    assert NEVER_BLOCK in steady
+    assert not any(a["consumer"] == NEVER_BLOCK for a in alerts)
+    # The job fingerprinted the victim's key as the responder will, under the run's hash key.
+    victim_fp = run.pseudonymizer.key_fingerprint(victim.api_key)
+    victim_alerts = [a for a in alerts if a["consumer"] == victim.name]
+    assert victim_alerts and {a["key_fingerprint"] for a in victim_alerts} == {victim_fp}
+    # Incidents the job opened: one per rate key and incident start with an open record.
+    opens = Counter(
+        incident_id(a["rate_key"], a["incident_start"]) for a in alerts if a["status"] == "open"
+    )
+    incidents = set(opens)
+    assert set(opens.values()) == {1}
+    victim_incident = incident_id(victim.name, victim_alerts[0]["incident_start"])
+    victim_opens = sum(1 for a in victim_alerts if a["status"] == "open")
+    closes = sum(1 for a in alerts if a["status"] == "closed")
+    api_keys = [c.api_key for c in run.scenario.consumers]
+    policy = RESPONDER_POLICY.format(
+        victim=victim.name, contact=VICTIM_CONTACT, never_block=NEVER_BLOCK
+    )
+
+    with (
+        actions_topic(bootstrap) as actions,
+        http_receivers() as receivers,
+        SmtpReceiver() as smtp,
+        FakeApisixAdmin(ADMIN_KEY) as apisix,
+    ):
+        for c in run.scenario.consumers:
+            apisix.add_consumer(c.name)
+            apisix.add_credential(c.name, f"{c.name}-primary", c.api_key)
+        never_block_before = json.dumps(apisix.consumers[NEVER_BLOCK], sort_keys=True)
+        r = Responders(
+            tmp_path,
+            bootstrap,
+            {"alerts": run.topics["alerts"], "actions": actions},
+            receivers,
+            policy,
+            ["--gateway", "apisix", "--apisix-admin-url", apisix.url, *smtp_args(smtp)],
+            {"RESPONDER_APISIX_ADMIN_KEY": ADMIN_KEY},
+            hash_key=run.hash_key,
+        )
+        try:
+            responder = r.start()
+            wait_for(
+                lambda: apisix.restriction(victim.name) is not None, DEADLINE_S, "victim blocked"
+            )
+            blocked_at = time.monotonic()
+            wait_for(
+                lambda: apisix.restriction(victim.name) is None, DEADLINE_S, "victim unblocked"
+            )
+            assert time.monotonic() - blocked_at >= 2.0  # the 3 s TTL, less the polling slack
+            pd = receivers.pagerduty
+            wait_for(lambda: len(pd.events) == len(alerts), DEADLINE_S, "a PagerDuty event each")
+            wait_for(lambda: len(receivers.webhooks) == len(alerts), DEADLINE_S, "webhooks")
+            wait_for(lambda: len(smtp.messages) == victim_opens, DEADLINE_S, "the victim's mail")
+
+            def unblock_recorded() -> bool:
+                records = terminal(read_actions(bootstrap, actions))
+                return any(x.action == "unblock" for x in records)
+
+            wait_for(unblock_recorded, DEADLINE_S, "the unblock's committed record")
+            r.stop(responder)
+        finally:
+            r.kill_all()
+
+        # PagerDuty: exactly one page per incident the job opened, each resolved at its close.
+        assert sorted(pd.pages) == sorted(incidents)
+        assert len(pd.pages) == len(incidents)
+        assert Counter(e["event_action"] for e in pd.events) == Counter(
+            {"trigger": len(alerts) - closes, "resolve": closes}
+        )
+        assert receivers.invalid == []
+        # Webhooks: one per alert record, every signature verifies.
+        assert [w.verified for w in receivers.webhooks] == [True] * len(alerts)
+        assert len(set(receivers.webhook_ids())) == len(alerts)
+        # Email: the compromised consumer's contact, once per open.
+        assert [rcpts for rcpts, _ in smtp.messages] == [[VICTIM_CONTACT]] * victim_opens
+        # The gateway: the victim's consumer rewritten twice (block, unblock), nothing else.
+        assert apisix.writes() == [("PUT", "/apisix/admin/consumers")] * 2
+        assert apisix.restriction(victim.name) is None
+        assert apisix.plain_keys(victim.name) == [victim.api_key]
+        assert json.dumps(apisix.consumers[NEVER_BLOCK], sort_keys=True) == never_block_before
+        assert apisix.violations == []
+        records = read_actions(bootstrap, actions)
+
+    done = Counter((x.action, x.consumer, x.outcome) for x in terminal(records))
+    n = len(victim_alerts)
+    others = [a for a in alerts if a["consumer"] != victim.name]
+    assert others and all(a["consumer"] is None for a in others)  # the 401 burst's clients
+    # Blocks of the clients' incidents (critical ones): skipped, no key and no consumer to block.
+    client_blocks = len(
+        {
+            incident_id(a["rate_key"], a["incident_start"])
+            for a in others
+            if a["severity"] == "critical" and a["status"] in ("open", "update")
+        }
+    )
+    want = Counter(
+        {
+            ("pagerduty", victim.name, "done"): n,
+            ("slack", victim.name, "done"): n,
+            ("webhook", victim.name, "done"): n,
+            ("email", victim.name, "done"): victim_opens,
+            ("block", victim.name, "done"): 1,
+            ("unblock", victim.name, "done"): 1,
+            ("pagerduty", None, "done"): len(others),
+            ("slack", None, "done"): len(others),
+            ("webhook", None, "done"): len(others),
+            ("email", None, "skipped_by_policy"): sum(1 for a in others if a["status"] == "open"),
+            ("block", None, "skipped_by_policy"): client_blocks,
+        }
+    )
+    assert done == +want  # (+: without zero counts)
+    assert not any(x.consumer == NEVER_BLOCK or x.gateway_consumer == NEVER_BLOCK for x in records)
+    (block,) = [x for x in terminal(records) if x.action == "block" and x.outcome == "done"]
+    assert (block.incident_id, block.gateway_consumer, block.credential_id) == (
+        victim_incident,
+        victim.name,
+        f"{victim.name}-primary",
+    )
+    assert block.target == f"apisix:key:{victim_fp}"
+    assert_no_secrets(r.output() + "".join(map(str, records)), run.hash_key, *api_keys)
 
 
 def test_alert_ids_are_deterministic_and_unique(run: Run) -> None:

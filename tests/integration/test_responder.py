@@ -12,55 +12,49 @@ the real ones do) and loses no action. No secret or key appears in the responder
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
-import sys
 import time
 import uuid
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
 import pytest
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 
 from metering.redact import Pseudonymizer
 from responder.actions import ActionRecord, incident_id
 from testkit.alerts import T0, make_alert, produce_alerts
 from testkit.gateway_admin import FakeApisixAdmin, FakeKongAdmin, wait_for
-from testkit.receivers import HttpReceivers, SmtpReceiver, free_port
-from tools.topics import TopicSpec, delete_topics, ensure_topics
+from testkit.receivers import HttpReceivers, SmtpReceiver
+from testkit.responder_harness import (
+    ADMIN_KEY,
+    DEADLINE_S,
+    HASH_KEY,
+    KONG_TOKEN,
+    Responders,
+    actions_topic,
+    assert_no_secrets,
+    http_receivers,
+    read_actions,
+    smtp_args,
+    terminal,
+)
 
 pytestmark = pytest.mark.integration
 
-REPO = Path(__file__).resolve().parents[2]
-HASH_KEY = "e3b7a1c9f5d2846b0c7e9a3f1d5b8c2e6a4f0d9b7c3e1a5f8d2b6c4e0a9f7d3b"
-WEBHOOK_SECRET = "7f2c9e4a1b8d6f3c0e5a9b2d7f4c1e8a"
-ROUTING_KEY = "PDr0ut1ngK3y7c1e9a3f5d2b8e6c4a0f"
-ADMIN_KEY = "c4e8a2f6b0d9e3c7a1f5b9d2e6c0a4f8"
-KONG_TOKEN = "kong-admin-token-5e1a9c3f7b2d"
-SLACK_TOKEN = "slack-hook-token-9d3b7f1c5e8a"
 PSEUDO = Pseudonymizer(HASH_KEY.encode())
-DEADLINE_S = 60.0
 
 
 @pytest.fixture
 def topics(kafka_bootstrap: str, unique_topics: dict[str, str]) -> Iterator[dict[str, str]]:
     """The alerts topic of ``unique_topics`` and a fresh actions topic."""
-    actions = f"test.actions.{uuid.uuid4().hex[:12]}"
-    ensure_topics(kafka_bootstrap, {actions: TopicSpec(partitions=2)})
-    try:
+    with actions_topic(kafka_bootstrap) as actions:
         yield {"alerts": unique_topics["alerts"], "actions": actions}
-    finally:
-        delete_topics(kafka_bootstrap, [actions])
 
 
 @pytest.fixture
 def receivers() -> Iterator[HttpReceivers]:
-    with HttpReceivers(WEBHOOK_SECRET.encode(), ROUTING_KEY) as r:
+    with http_receivers() as r:
         yield r
 
 
@@ -70,169 +64,12 @@ def smtp() -> Iterator[SmtpReceiver]:
         yield s
 
 
-@dataclass
-class Run:
-    """A responder subprocess and what it printed."""
-
-    process: subprocess.Popen[bytes]
-    log: Path
-
-    def output(self) -> str:
-        return self.log.read_text(encoding="utf-8", errors="replace")
-
-
-class Responders:
-    """Starts ``python -m responder run`` with one configuration, as often as a test needs."""
-
-    def __init__(
-        self,
-        tmp_path: Path,
-        bootstrap: str,
-        topics: dict[str, str],
-        receivers: HttpReceivers,
-        policy: str,
-        args: list[str],
-        env: dict[str, str],
-    ) -> None:
-        self.tmp_path = tmp_path
-        self.policy = tmp_path / "policy.toml"
-        self.policy.write_text(policy)
-        self.health_port = free_port()
-        suffix = uuid.uuid4().hex[:8]
-        self.args = [
-            "--bootstrap-servers",
-            bootstrap,
-            "--alerts-topic",
-            topics["alerts"],
-            "--actions-topic",
-            topics["actions"],
-            "--group-id",
-            f"test-responder-{suffix}",
-            "--transactional-id",
-            f"test-responder-{suffix}",
-            "--instance",
-            f"test-{suffix}",
-            "--policy-file",
-            str(self.policy),
-            "--webhook-url",
-            f"{receivers.url}/webhook",
-            "--pagerduty-url",
-            f"{receivers.url}/pagerduty",
-            "--health-port",
-            str(self.health_port),
-            "--backoff-base-seconds",
-            "0.05",
-            "--poll-timeout-seconds",
-            "0.2",
-            *args,
-        ]
-        self.env = {
-            **os.environ,
-            "PYTHONPATH": str(REPO),
-            "PIPELINE_HASH_KEY": HASH_KEY,
-            "RESPONDER_WEBHOOK_SECRET": WEBHOOK_SECRET,
-            "RESPONDER_PAGERDUTY_ROUTING_KEY": ROUTING_KEY,
-            "RESPONDER_SLACK_WEBHOOK_URL": f"{receivers.url}/slack/T0/B0/{SLACK_TOKEN}",
-            **env,
-        }
-        self.runs: list[Run] = []
-
-    def start(self) -> Run:
-        log = self.tmp_path / f"responder-{len(self.runs)}.log"
-        with log.open("wb") as out:
-            process = subprocess.Popen(
-                [sys.executable, "-m", "responder", "run", *self.args],
-                cwd=REPO,
-                env=self.env,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-            )
-        run = Run(process, log)
-        self.runs.append(run)
-        wait_for(lambda: self.ready(run), DEADLINE_S, "the responder to be ready")
-        return run
-
-    def ready(self, run: Run) -> bool:
-        if run.process.poll() is not None:
-            raise AssertionError(f"the responder exited early:\n{run.output()}")
-        try:
-            return httpx.get(f"http://127.0.0.1:{self.health_port}/readyz").status_code == 200
-        except httpx.HTTPError:
-            return False
-
-    def metrics(self) -> str:
-        return httpx.get(f"http://127.0.0.1:{self.health_port}/metrics").text
-
-    def stop(self, run: Run) -> None:
-        """SIGTERM: the responder finishes what it does and exits 0."""
-        run.process.send_signal(signal.SIGTERM)
-        assert run.process.wait(30) == 0, run.output()
-
-    def kill_all(self) -> None:
-        for run in self.runs:
-            if run.process.poll() is None:
-                run.process.kill()
-                run.process.wait(10)
-
-    def output(self) -> str:
-        return "".join(run.output() for run in self.runs)
-
-
 @pytest.fixture
 def responders(tmp_path: Path) -> Iterator[list[Responders]]:
     made: list[Responders] = []
     yield made
     for r in made:
         r.kill_all()
-
-
-def read_actions(bootstrap: str, topic: str) -> list[ActionRecord]:
-    """Every committed action record, read_committed, to the end of each partition."""
-    consumer = Consumer(
-        {
-            "bootstrap.servers": bootstrap,
-            "group.id": f"test-read-{uuid.uuid4().hex}",
-            "isolation.level": "read_committed",
-            "enable.partition.eof": True,
-            "enable.auto.commit": False,
-        }
-    )
-    try:
-        partitions = consumer.list_topics(topic, timeout=30).topics[topic].partitions
-        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
-        waiting, out = set(partitions), []
-        deadline = time.monotonic() + DEADLINE_S
-        while waiting:
-            assert time.monotonic() < deadline, "no end of the actions topic"
-            msg = consumer.poll(0.5)
-            if msg is None:
-                continue
-            err = msg.error()
-            if err is not None:
-                assert err.code() == KafkaError._PARTITION_EOF, err
-                waiting.discard(msg.partition())
-                continue
-            out.append(ActionRecord.from_json(msg.value() or b""))
-        return out
-    finally:
-        consumer.close()
-
-
-def terminal(records: list[ActionRecord]) -> list[ActionRecord]:
-    return [r for r in records if r.outcome != "planned"]
-
-
-def assert_no_secrets(text: str, *extra: str) -> None:
-    for secret in (
-        HASH_KEY,
-        WEBHOOK_SECRET,
-        ROUTING_KEY,
-        ADMIN_KEY,
-        KONG_TOKEN,
-        SLACK_TOKEN,
-        *extra,
-    ):
-        assert secret not in text
 
 
 # --- notifications, block, unblock, never-block (APISIX) -----------------------------------------
@@ -286,14 +123,7 @@ def test_notifies_blocks_unblocks_and_spares_the_never_block_consumer(
                 "apisix",
                 "--apisix-admin-url",
                 apisix.url,
-                "--smtp-host",
-                "127.0.0.1",
-                "--smtp-port",
-                str(smtp.port),
-                "--smtp-tls",
-                "none",
-                "--smtp-from",
-                "responder@pipeline.example",
+                *smtp_args(smtp),
             ],
             {"RESPONDER_APISIX_ADMIN_KEY": ADMIN_KEY},
         )
@@ -497,16 +327,7 @@ def test_kill_9_mid_delivery_then_restart_duplicates_nothing_and_loses_nothing(
         topics,
         receivers,
         POLICY_NOTIFY.format(contacts=contacts),
-        [
-            "--smtp-host",
-            "127.0.0.1",
-            "--smtp-port",
-            str(smtp.port),
-            "--smtp-tls",
-            "none",
-            "--smtp-from",
-            "responder@pipeline.example",
-        ],
+        smtp_args(smtp),
         {},
     )
     responders.append(r)
