@@ -237,6 +237,28 @@ def usage_windows(first_sightings: DataStream, plan: sql.SqlPlan) -> tuple[DataS
     return DataStream(applied.windows()), DataStream(applied.late())
 
 
+def count_retries(events: Table, t_env: StreamTableEnvironment) -> DataStream:
+    """``events`` as a DataStream, counting the gateway retries the SQL marked (role ``dup``) in
+    the metric ``deduplicated_retries`` (jvm/, JobMetrics): a JVM step chained to the
+    conversion, which forwards every row. It also exports ``watermark_lag_ms``, the lag of the
+    watermark these rows carry, which is the one the usage windows close by. The retries are
+    split off by the SQL below, so this is the one place that sees each of them once, and no
+    Python step sees events one by one."""
+    role = events.get_resolved_schema().get_column_names().index("role")
+    j_events = t_env.to_data_stream(events)._j_data_stream
+    return DataStream(
+        get_gateway().jvm.io.github.gatewaypipeline.flink.JobMetrics.countRows(
+            j_events,
+            role,
+            sql.ROLE_DUP,
+            "deduplicated_retries",
+            True,  # and the watermark_lag_ms gauge: these rows carry the windows' watermark
+            "count-deduplicated-retries",
+            "deduplicated gateway retries",
+        )
+    )
+
+
 def shared_failures(first_sightings: DataStream, plan: sql.SqlPlan) -> DataStream:
     """The shared signal (jvm/, UsageWindows.sharedFailures): per window, the distinct
     unidentified clients whose calls were rejected, as window records of kind ``shared``."""
@@ -352,7 +374,7 @@ def build_pipeline(t_env: StreamTableEnvironment, raw: Table, cfg: PipelineSetti
         if detector.early_alerts
         else (),
     )
-    events = t_env.to_data_stream(t_env.sql_query(sql.events_query(plan)))
+    events = count_retries(t_env.sql_query(sql.events_query(plan)), t_env)
     t_env.create_temporary_view(
         "events",
         t_env.from_data_stream(

@@ -8,11 +8,18 @@
 # TaskManager: to give Python operators more than one core there, use more TaskManagers
 # (FLINK_TASKMANAGERS=2 FLINK_TASK_SLOTS=1), not more slots.
 #
-#   scripts/flink-cluster.sh up|down|status
+#   scripts/flink-cluster.sh up|down|status|prom-ports
 #
 # FLINK_REST (default 127.0.0.1:8081) is the REST endpoint. The TaskManager's Python workers read
 # PIPELINE_HASH_KEY from the TaskManager's environment, so `up` needs it: from the caller's
 # environment, else from .local/flink-<rest port>/hash-key (created once, mode 0600, local use).
+#
+# Metrics: Flink's Prometheus reporter, on the first free port of
+# FLINK_PROM_PORTS (default: REST port + 1168 and the ten above, so 8081 -> 9249-9259, Flink's
+# Prometheus default); the JobManager and each TaskManager take one each. `prom-ports` prints the
+# range. The reporter's jar is the distribution's own (plugins/metrics-prometheus of the
+# apache-flink package, the Flink version of everything else), linked into a plugins directory
+# of this cluster's, which holds that plugin only.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -23,6 +30,8 @@ REST_PORT=${FLINK_REST##*:}
 FLINK_RPC_PORT=${FLINK_RPC_PORT:-$((REST_PORT - 1958))}  # 8081 -> 6123, Flink's defaults
 TASK_SLOTS=${FLINK_TASK_SLOTS:-2}
 TASKMANAGERS=${FLINK_TASKMANAGERS:-1}
+PROM_FIRST=$((REST_PORT + 1168))
+FLINK_PROM_PORTS=${FLINK_PROM_PORTS:-$PROM_FIRST-$((PROM_FIRST + 10))}
 STATE="$ROOT/.local/flink-$REST_PORT"
 CONF="$STATE/conf"
 LOGS="$STATE/log"
@@ -68,6 +77,17 @@ write_lib() {
   mkdir -p "$STATE/lib"
   ln -s "$home"/lib/*.jar "$STATE/lib/"
   ln -s "$home"/opt/flink-python-*.jar "$STATE/lib/"
+}
+
+write_plugins() {
+  # Flink loads a reporter from plugins/<name>/ with a class loader of its own; only the
+  # Prometheus reporter, so no other plugin of the distribution is loaded by accident.
+  local home=$1 plugin=metrics-prometheus
+  compgen -G "$home/plugins/$plugin/flink-metrics-prometheus-*.jar" >/dev/null \
+    || { say "no $home/plugins/$plugin/flink-metrics-prometheus-*.jar; run make setup"; exit 1; }
+  rm -rf "$STATE/plugins"
+  mkdir -p "$STATE/plugins/$plugin"
+  ln -s "$home/plugins/$plugin"/*.jar "$STATE/plugins/$plugin/"
 }
 
 write_conf() {
@@ -134,6 +154,15 @@ python:
     executable: $PY
 parallelism:
   default: 2
+metrics:
+  reporters: prom
+  reporter:
+    prom:
+      factory:
+        class: org.apache.flink.metrics.prometheus.PrometheusReporterFactory
+      # Flink 2.2's reporter has no bind-address option: it listens on every interface
+      # (docs/operations.md, "Metrics"). Keep the range firewalled on a shared machine.
+      port: $FLINK_PROM_PORTS
 EOF
 }
 
@@ -150,11 +179,12 @@ up() {
   home=$(flink_home)
   write_conf "$home"
   write_lib "$home"
+  write_plugins "$home"
   key=$(hash_key_for_cluster)
   say "starting JobManager + $TASKMANAGERS TaskManager(s) ($TASK_SLOTS slots each) on $FLINK_REST, logs in $LOGS"
   (
     export FLINK_CONF_DIR="$CONF" FLINK_LOG_DIR="$LOGS" FLINK_LIB_DIR="$STATE/lib"
-    export FLINK_PID_DIR="$STATE"
+    export FLINK_PID_DIR="$STATE" FLINK_PLUGINS_DIR="$STATE/plugins"
     export PIPELINE_HASH_KEY="$key"
     "$home/bin/jobmanager.sh" start >/dev/null
     for _ in $(seq "$TASKMANAGERS"); do
@@ -198,6 +228,7 @@ down() {
 case "${1:-}" in
   up) up ;;
   down) down ;;
+  prom-ports) echo "$FLINK_PROM_PORTS" ;;
   status) if slots_ready; then say "running on $FLINK_REST"; else say "not running"; exit 1; fi ;;
-  *) echo "usage: $0 up|down|status" >&2; exit 2 ;;
+  *) echo "usage: $0 up|down|status|prom-ports" >&2; exit 2 ;;
 esac

@@ -19,6 +19,8 @@ from pyflink.datastream.functions import (
     RuntimeContext,
 )
 from pyflink.datastream.state import StateTtlConfig, ValueStateDescriptor
+from pyflink.metrics import Counter as MetricCounter
+from pyflink.metrics import MetricGroup
 from pyflink.table.udf import FunctionContext, ScalarFunction, udf
 
 from metering.detect import DetectorConfig, KeyState, close_due, evaluate, next_close
@@ -26,6 +28,7 @@ from metering.geo import GeoLookup
 from metering.records import CLIENT_KEY_PREFIX, Limits, RecordProcessor, SourceRef, dumps
 from metering.redact import Pseudonymizer
 from metering.settings import read_hash_key
+from schemas.events import DEAD_LETTER_REASONS
 from schemas.stages import (
     KEYED_JSON,
     PARSED_RECORD,
@@ -80,6 +83,47 @@ _RECORD_OWN = frozenset(RECORD_SCALARS)
 _FROM_RESULT = frozenset({"value", "dedup_id", "dead"})
 LOG_INTERVAL_S = 10.0
 
+# Metric names (docs/operations.md, "Metrics"; deploy/grafana/pipeline-dashboard.json reads
+# them). A key-value group becomes a label in Prometheus: the reporter exports
+# ``dead_letter_reason`` -> ``..._dead_letter_reason_dead_letters{dead_letter_reason="..."}``.
+DEAD_LETTER_REASON_GROUP = "dead_letter_reason"
+DEAD_LETTERS_METRIC = "dead_letters"
+ALERT_RULE_GROUP = "alert_rule"
+ALERT_STATUS_GROUP = "alert_status"
+ALERTS_METRIC = "alerts"
+ALERT_STATUSES = ("open", "update", "closed")
+"""metering.detect's alert statuses, registered up front (KeyedCounters says why)."""
+
+
+class KeyedCounters:
+    """Counters per key in key-value metric groups: those of ``keys`` registered in ``open()``,
+    any other key on first use. Registered up front, a thread-mode counter exports 0 before its
+    first inc (a dashboard shows 0, not no data); a process-mode one reaches Flink with its
+    first update, as Beam reports only counters that changed."""
+
+    def __init__(
+        self,
+        group: MetricGroup,
+        labels: tuple[str, ...],
+        name: str,
+        keys: Iterable[tuple[str, ...]] = (),
+    ) -> None:
+        self._group = group
+        self._labels = labels
+        self._name = name
+        self._counters: dict[tuple[str, ...], MetricCounter] = {}
+        for key in keys:
+            self.get(key)
+
+    def get(self, key: tuple[str, ...]) -> MetricCounter:
+        counter = self._counters.get(key)
+        if counter is None:
+            group = self._group
+            for label, value in zip(self._labels, key, strict=True):
+                group = group.add_group(label, value)
+            counter = self._counters[key] = group.counter(self._name)
+        return counter
+
 
 class ParseRecords(ScalarFunction):
     """Raw Kafka records -> validated, redacted, geo-enriched events and dead letters, returned
@@ -100,6 +144,7 @@ class ParseRecords(ScalarFunction):
         self.vectorized = vectorized
         self._geo: GeoLookup | None = None
         self._processor: RecordProcessor | None = None
+        self._dead_by_reason: KeyedCounters | None = None
         self._dead_reasons: Counter[str] = Counter()
         self._last_dead: tuple[str, int, int] = ("", 0, 0)
         self._last_log = 0.0
@@ -112,7 +157,14 @@ class ParseRecords(ScalarFunction):
         metrics = function_context.get_metric_group()
         self._records_in = metrics.counter("records_in")
         self._events_out = metrics.counter("events_enriched")
-        self._dead_out = metrics.counter("dead_letters")
+        self._dead_out = metrics.counter(DEAD_LETTERS_METRIC)
+        # Per reason code: which kind of bad input is arriving is what an operator acts on.
+        self._dead_by_reason = KeyedCounters(
+            metrics,
+            (DEAD_LETTER_REASON_GROUP,),
+            DEAD_LETTERS_METRIC,
+            ((code,) for code in DEAD_LETTER_REASONS),
+        )
 
     def close(self) -> None:
         self._log_dead_letters(force=True)
@@ -137,6 +189,7 @@ class ParseRecords(ScalarFunction):
         event_columns = [(n, columns[n]) for n in fields if n not in _FROM_RESULT]
         values, dedup_ids, dead = columns["value"], columns["dedup_id"], columns["dead"]
         records = events = dead_letters = 0
+        batch_reasons: Counter[str] = Counter()
         for payload, p, o in zip(payloads, partitions, offsets, strict=True):
             result = process(payload, SourceRef(topic, int(p), int(o)))
             evs = result.events
@@ -149,12 +202,17 @@ class ParseRecords(ScalarFunction):
             events += len(evs)
             if result.dead_letters:
                 dead_letters += len(result.dead_letters)
-                self._dead_reasons.update(d["reason"] for d in result.dead_letters)
+                batch_reasons.update(d["reason"] for d in result.dead_letters)
                 self._last_dead = (topic, int(p), int(o))
         self._records_in.inc(records)
         self._events_out.inc(events)
         if dead_letters:
             self._dead_out.inc(dead_letters)
+            # Once per batch and reason, not per dead letter: a metric call crosses into Java.
+            if self._dead_by_reason is not None:  # None: not opened (unit tests)
+                for reason, n in batch_reasons.items():
+                    self._dead_by_reason.get((reason,)).inc(n)
+            self._dead_reasons.update(batch_reasons)
             self._log_dead_letters()
         return columns
 
@@ -233,7 +291,15 @@ class DetectAnomalies(KeyedProcessFunction):
         self._states = {
             name: runtime_context.get_state(descriptor) for name, descriptor in descriptors.items()
         }
-        self._alerts = runtime_context.get_metrics_group().counter("alerts")
+        metrics = runtime_context.get_metrics_group()
+        self._alerts = metrics.counter(ALERTS_METRIC)
+        # Per rule and status: which rule is firing, and whether incidents close.
+        self._alerts_by_rule = KeyedCounters(
+            metrics,
+            (ALERT_RULE_GROUP, ALERT_STATUS_GROUP),
+            ALERTS_METRIC,
+            ((rule, status) for rule in self._cfg.rules for status in ALERT_STATUSES),
+        )
 
     def _emit(
         self, state: KeyState, alerts: list[dict[str, Any]], ctx: KeyedProcessFunction.Context
@@ -243,6 +309,7 @@ class DetectAnomalies(KeyedProcessFunction):
             ctx.timer_service().register_event_time_timer(due)
         for alert in alerts:
             self._alerts.inc()
+            self._alerts_by_rule.get((str(alert["rule"]), str(alert["status"]))).inc()
             yield Row(k=alert["rate_key"], v=dumps(alert))
 
     def process_element(self, value: Row, ctx: KeyedProcessFunction.Context) -> Iterable[Row]:

@@ -14,15 +14,18 @@ import hashlib
 import importlib.util
 import ipaddress
 import json
+import os
 import re
 import secrets
 import shlex
+import subprocess
 import tomllib
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import httpx
+import pyflink
 import pytest
 import yaml
 
@@ -741,3 +744,52 @@ def test_kafka_logger_writes_the_raw_topic_on_the_compose_broker(
     readme = (APISIX_DIR / "README.md").read_text(encoding="utf-8")
     assert "deploy/apisix/kafka-logger.global-rule.json" in readme
     assert "Not run in CI" in readme
+
+
+PROMETHEUS_FACTORY = "org.apache.flink.metrics.prometheus.PrometheusReporterFactory"
+
+
+def test_compose_flink_services_run_the_prometheus_reporter_unpublished(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    """The JobManager and TaskManager report to Prometheus on 9249, on the compose network only:
+    the reporter has no bind address, so publishing its port would open it on the host."""
+    for name in ("jobmanager", "taskmanager"):
+        props = flink_properties(services[name])
+        (reporter,) = props["metrics.reporters"].split(",")
+        assert props[f"metrics.reporter.{reporter}.factory.class"] == PROMETHEUS_FACTORY
+        port = int(props[f"metrics.reporter.{reporter}.port"])
+        assert port not in published_ports(services[name]).values()
+        assert port not in published_ports(services[name])
+
+
+def test_the_image_checks_the_prometheus_reporter_plugin() -> None:
+    """The reporter's jar is the distribution's plugin, of the image's Flink version."""
+    args = dockerfile_args()
+    checks = [
+        expand(line, args)
+        for line in dockerfile_lines()
+        if line.startswith("RUN test -f") and "metrics-prometheus" in line
+    ]
+    version = args["FLINK_VERSION"]
+    jar = f"/opt/flink/plugins/metrics-prometheus/flink-metrics-prometheus-{version}.jar"
+    assert any(jar in line for line in checks)
+
+
+def test_the_local_cluster_configures_the_prometheus_reporter_from_the_distribution() -> None:
+    """scripts/flink-cluster.sh enables the reporter on a port range derived from the REST port
+    (so clusters on other REST ports do not collide), from the apache-flink package's own
+    plugin jar; the package must ship it."""
+    script = (REPO_ROOT / "scripts" / "flink-cluster.sh").read_text(encoding="utf-8")
+    assert f"class: {PROMETHEUS_FACTORY}" in script
+    assert 'FLINK_PLUGINS_DIR="$STATE/plugins"' in script
+    plugin = Path(pyflink.__file__).parent / "plugins" / "metrics-prometheus"
+    assert list(plugin.glob("flink-metrics-prometheus-*.jar"))
+    result = subprocess.run(
+        [str(REPO_ROOT / "scripts" / "flink-cluster.sh"), "prom-ports"],
+        env={"PATH": os.environ["PATH"], "FLINK_REST": "127.0.0.1:8081"},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert result.stdout.strip() == "9249-9259"

@@ -492,13 +492,24 @@ def test_network_policy_fronts_the_rest_api(
         "matchLabels": {"app": cluster_id, "component": "jobmanager"}
     }
     assert policy["spec"]["policyTypes"] == ["Ingress"]
-    rest_rules, other_rules = [], []
+    rest_rules, metrics_rules, other_rules = [], [], []
+    metrics_port = int(deployment["spec"]["flinkConfiguration"]["metrics.reporter.prom.port"])
     for rule in policy["spec"]["ingress"]:
         ports = rule.get("ports")
         if ports == [{"protocol": "TCP", "port": REST_PORT}]:
             rest_rules.append(rule)
+        elif ports == [{"protocol": "TCP", "port": metrics_port}]:
+            metrics_rules.append(rule)
         else:
             other_rules.append(rule)
+    # Prometheus, from its own namespace only, to the metrics reporter's port only.
+    (scrape,) = metrics_rules
+    assert scrape["from"] == [
+        {
+            "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}},
+            "podSelector": {"matchLabels": {"app.kubernetes.io/name": "prometheus"}},
+        }
+    ]
     (rest,) = rest_rules
     peers = rest["from"]
     # The operator's pods, in its namespace only (both selectors in one peer: AND).
@@ -741,3 +752,15 @@ def test_provision_script_has_no_password_literal() -> None:
         assert not re.search(r"\bset\s+-\w*x", line), "xtrace would print the password"
     # The user's password reaches rpk only from the environment.
     assert re.search(r'rpk security user create "\$JOB_PRINCIPAL" -p "\$JOB_PASSWORD"', text)
+
+
+PROMETHEUS_FACTORY = "org.apache.flink.metrics.prometheus.PrometheusReporterFactory"
+
+
+def test_the_prometheus_reporter_is_configured(spec: dict[str, Any]) -> None:
+    """Flink's Prometheus reporter is on, from the image's plugin (deploy/Dockerfile checks the
+    jar), on one fixed port the NetworkPolicy knows."""
+    conf = spec["flinkConfiguration"]
+    (name,) = conf["metrics.reporters"].split(",")
+    assert conf[f"metrics.reporter.{name}.factory.class"] == PROMETHEUS_FACTORY
+    assert int(conf[f"metrics.reporter.{name}.port"]) == 9249

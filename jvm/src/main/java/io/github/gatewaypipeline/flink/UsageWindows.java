@@ -92,7 +92,18 @@ public final class UsageWindows {
                                 outputType)
                         .uid(uid)
                         .name(name);
-        return new UsageWindows(windows, windows.getSideOutput(lateTag));
+        // Counted where the window operator splits them off: the late stream is small, and its
+        // count is what an operator watches to tune the out-of-orderness bound.
+        DataStream<Row> late =
+                JobMetrics.countRows(
+                        windows.getSideOutput(lateTag),
+                        -1,
+                        "",
+                        JobMetrics.LATE_EVENTS,
+                        false,
+                        uid + "-late-events",
+                        name + ": late events");
+        return new UsageWindows(windows, late);
     }
 
     /**
