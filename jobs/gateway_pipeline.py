@@ -277,6 +277,19 @@ def shared_failures(first_sightings: DataStream, plan: sql.SqlPlan) -> DataStrea
     )
 
 
+def with_source_watermark(t_env: StreamTableEnvironment, rows: DataStream) -> Table:
+    """``rows`` as a table that forwards the stream's own watermark, with the record
+    timestamps as the column ``source_rowtime`` (its rows may have a ``rowtime`` of their
+    own)."""
+    return t_env.from_data_stream(
+        rows,
+        Schema.new_builder()
+        .column_by_metadata("source_rowtime", "TIMESTAMP_LTZ(3)", "rowtime")
+        .watermark("source_rowtime", "SOURCE_WATERMARK()")
+        .build(),
+    )
+
+
 def keyed_by_field(
     rows: DataStream, row_type: RowTypeInfo, field: str, uid: str, name: str
 ) -> KeyedStream:
@@ -395,8 +408,11 @@ def build_pipeline(t_env: StreamTableEnvironment, raw: Table, cfg: PipelineSetti
     windows, late = usage_windows(first_sightings, plan)
     # And the shared signal's window records (the detector's only), in the same stream.
     windows = windows.union(shared_failures(first_sightings, plan))
-    t_env.create_temporary_view("window_records", t_env.from_data_stream(windows))
-    t_env.create_temporary_view("late_events", t_env.from_data_stream(late))
+    # With the windows' watermark, not only their rows: the detector's event-time timers (an
+    # incident closes after its quiet time) fire on it, and a conversion without a declared
+    # source watermark forwards none but the end of input's.
+    t_env.create_temporary_view("window_records", with_source_watermark(t_env, windows))
+    t_env.create_temporary_view("late_events", with_source_watermark(t_env, late))
     usage = t_env.to_append_stream(t_env.sql_query(sql.usage_query(plan)), USAGE_TYPE)
     t_env.create_temporary_view("usage_records", t_env.from_data_stream(usage))
 

@@ -152,6 +152,7 @@ def test_the_reporter_shows_the_jobs_metrics_with_exact_values(
         "--out-of-orderness-seconds", "0",
         "--idle-timeout-seconds", "1",
         "--reconcile-interval-seconds", "1",
+        "--incident-quiet-minutes", "1",
         "--max-event-age-seconds", str(max_event_age_covering(T0)),
     ]  # fmt: skip
     run = submit(flink_cluster, *flags)
@@ -235,7 +236,8 @@ def _produce_known_traffic(
     send: Callable[..., None], bootstrap: str, topics: dict[str, str]
 ) -> None:
     """N not_json records, W0's events with an auth-failure burst, events that close W0, then a
-    late event for W0 and a retry of one of its entries. Each step waits until the one before is
+    late event for W0 and a retry of one of its entries, then events two minutes on, which
+    close the burst's incident. Each step waits until the one before is
     committed, so nothing is late but the one event meant to be."""
 
     def values(role: str) -> list[dict[str, Any]]:
@@ -263,5 +265,16 @@ def _produce_known_traffic(
     wait_until(
         "the late correction",
         lambda: any(u["kind"] == "late_correction" for u in values("usage")),
+        TIMEOUT_S,
+    )
+    # The burst's client never calls again: only the detector's event-time timer can close its
+    # incident, once the watermark that reaches the detector passes its quiet time (1 minute).
+    send(0, _kong("acme", T0 + 120_000, "r7"))
+    send(1, _kong("acme", T0 + 120_000, "r8"))
+    wait_until(
+        "the burst's incident to close on the detector's timer",
+        lambda: any(
+            a["status"] == "closed" and a["rule"] == "auth_failures" for a in values("alerts")
+        ),
         TIMEOUT_S,
     )
