@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -9,6 +10,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from confluent_kafka import Producer
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -45,3 +48,29 @@ def wait_until(
             f": {detail()}" if detail() else ""
         )
         time.sleep(interval_s)
+
+
+def kong_entry(user: str, ts: int, request_id: str) -> bytes:
+    """A minimal Kong entry for ``user`` at event time ``ts``. It carries a request id, so a
+    retry (the same entry again) is recognised."""
+    return json.dumps(
+        {
+            "request": {"id": request_id, "uri": "/v1/x", "method": "GET", "headers": {}},
+            "response": {"status": 200, "headers": {}},
+            "consumer": {"username": user},
+            "client_ip": "10.1.2.3",
+            "started_at": ts,
+        }
+    ).encode()
+
+
+def partition_sender(bootstrap: str, topic: str) -> Callable[..., None]:
+    """send(partition, *values): produce them to that partition of ``topic`` and flush."""
+    producer = Producer({"bootstrap.servers": bootstrap, "acks": "all"})
+
+    def send(partition: int, *values: bytes) -> None:
+        for v in values:
+            producer.produce(topic, value=v, partition=partition)
+        assert producer.flush(30) == 0
+
+    return send

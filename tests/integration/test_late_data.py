@@ -12,8 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from cluster_helpers import submit, wait_until
-from confluent_kafka import Producer
+from cluster_helpers import kong_entry, partition_sender, submit, wait_until
 
 from metering import reconciliation
 from testkit.traffic import auth_failure_burst, max_event_age_covering
@@ -24,31 +23,6 @@ pytestmark = pytest.mark.integration
 
 T0 = 1_767_225_600_000  # a window boundary
 W = 10_000
-
-
-def _event(user: str, ts: int, request_id: str) -> bytes:
-    # A Kong entry: it carries a request id, so retries can be recognised too.
-    return json.dumps(
-        {
-            "request": {"id": request_id, "uri": "/v1/x", "method": "GET", "headers": {}},
-            "response": {"status": 200, "headers": {}},
-            "consumer": {"username": user},
-            "client_ip": "10.1.2.3",
-            "started_at": ts,
-        }
-    ).encode()
-
-
-def _sender(kafka_bootstrap: str, topic: str) -> Callable[..., None]:
-    """send(partition, *values): produce them to that partition of ``topic`` and flush."""
-    producer = Producer({"bootstrap.servers": kafka_bootstrap, "acks": "all"})
-
-    def send(partition: int, *values: bytes) -> None:
-        for v in values:
-            producer.produce(topic, value=v, partition=partition)
-        assert producer.flush(30) == 0
-
-    return send
 
 
 def _await(what: str, probe: Callable[[], bool]) -> None:
@@ -78,7 +52,7 @@ def _job_flags(kafka_bootstrap: str, unique_topics: dict[str, str], *extra: str)
 def test_late_event_is_enriched_and_corrected_and_a_retry_is_dropped(
     mode: str, flink_cluster: Any, kafka_bootstrap: str, unique_topics: dict[str, str]
 ) -> None:
-    send = _sender(kafka_bootstrap, unique_topics["raw"])
+    send = partition_sender(kafka_bootstrap, unique_topics["raw"])
 
     flags = _job_flags(
         kafka_bootstrap,
@@ -95,8 +69,8 @@ def test_late_event_is_enriched_and_corrected_and_a_retry_is_dropped(
 
     # Window W0 gets 3 events; an event 30 s later on both partitions moves the watermark past
     # W0's end, which fires W0.
-    send(0, _event("acme", T0 + 1_000, "r1"), _event("acme", T0 + 2_000, "r2"))
-    send(1, _event("acme", T0 + 3_000, "r3"))
+    send(0, kong_entry("acme", T0 + 1_000, "r1"), kong_entry("acme", T0 + 2_000, "r2"))
+    send(1, kong_entry("acme", T0 + 3_000, "r3"))
     # Committed output means a completed checkpoint, so every operator has processed W0's
     # events. Without this wait, partition 0's r4 could move the watermark past W0 while
     # partition 1's subtask is still idle (1 s), and r3 would be late, correctly but not here.
@@ -104,12 +78,12 @@ def test_late_event_is_enriched_and_corrected_and_a_retry_is_dropped(
         "W0's events to be enriched",
         lambda: len(drain(kafka_bootstrap, unique_topics["enriched"])) == 3,
     )
-    send(0, _event("acme", T0 + 30_000, "r4"))
-    send(1, _event("acme", T0 + 30_000, "r5"))
+    send(0, kong_entry("acme", T0 + 30_000, "r4"))
+    send(1, kong_entry("acme", T0 + 30_000, "r5"))
     _await("W0 to close", lambda: any(u["window_start"] == T0 for u in usage()))
 
     # Now a late event for W0, and a gateway retry of r1 (same request id).
-    send(1, _event("acme", T0 + 4_000, "r6"), _event("acme", T0 + 1_000, "r1"))
+    send(1, kong_entry("acme", T0 + 4_000, "r6"), kong_entry("acme", T0 + 1_000, "r1"))
     _await(
         "the late correction",
         lambda: any(u["kind"] == "late_correction" for u in usage()),
@@ -169,7 +143,7 @@ def test_a_future_event_time_cannot_blind_the_detector_and_a_constant_request_id
     """One entry stamped a year ahead used to move its subtask's watermark a year ahead; with
     the other subtask idle, every later event was late: no early alert, only corrections. And
     a client sending one constant x-request-id had every call after its first dropped."""
-    send = _sender(kafka_bootstrap, unique_topics["raw"])
+    send = partition_sender(kafka_bootstrap, unique_topics["raw"])
 
     run = submit(flink_cluster, *_job_flags(kafka_bootstrap, unique_topics))
     assert run.returncode == 0, run.stderr[-4000:]
@@ -227,7 +201,7 @@ def test_a_partition_of_only_unusable_records_does_not_hold_back_the_windows(
     """A gateway that sends one event and then only garbage to one partition: its source subtask
     sees records, but no event, so it must go idle like a quiet one instead of holding every
     window at that one event's time. (Flink's stock idleness counts every record as activity.)"""
-    send = _sender(kafka_bootstrap, unique_topics["raw"])
+    send = partition_sender(kafka_bootstrap, unique_topics["raw"])
 
     flags = _job_flags(
         kafka_bootstrap,
@@ -246,11 +220,11 @@ def test_a_partition_of_only_unusable_records_does_not_hold_back_the_windows(
     # so every operator has processed it: after idleness the watermark can reach the windows
     # through one channel while earlier events are still in another, and they would be late,
     # correctly but not here.
-    send(0, _event("other", T0 + 500, "p0"))
+    send(0, kong_entry("other", T0 + 500, "p0"))
     _await("partition 0's event to be enriched", lambda: len(values("enriched")) == 1)
-    send(1, _event("acme", T0 + 1_000, "r1"), _event("acme", T0 + 2_000, "r2"))
+    send(1, kong_entry("acme", T0 + 1_000, "r1"), kong_entry("acme", T0 + 2_000, "r2"))
     _await("W0's events to be enriched", lambda: len(values("enriched")) == 3)
-    send(1, _event("acme", T0 + 30_000, "r3"))
+    send(1, kong_entry("acme", T0 + 30_000, "r3"))
     # Partition 0 now receives only unusable records, more often than the 1 s idle timeout,
     # until W0 closes (the pause paces the garbage; the wait is on W0's usage record). Were they
     # activity, partition 0's watermark would stay at T0 + 500 and W0 would never close.

@@ -24,8 +24,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from cluster_helpers import submit, wait_until
-from confluent_kafka import Producer
+from cluster_helpers import kong_entry, partition_sender, submit, wait_until
 
 from jobs.submit import TERMINAL, Rest
 from schemas.events import DEAD_LETTER_REASONS
@@ -114,34 +113,10 @@ def total(samples: list[Sample], name: str, **labels: str) -> float | None:
     return sum(values) if values else None
 
 
-def _kong(user: str, ts: int, request_id: str) -> bytes:
-    # Kong entries carry a request id, so a retry (the same entry again) is recognised.
-    return json.dumps(
-        {
-            "request": {"id": request_id, "uri": "/v1/x", "method": "GET", "headers": {}},
-            "response": {"status": 200, "headers": {}},
-            "consumer": {"username": user},
-            "client_ip": "10.1.2.3",
-            "started_at": ts,
-        }
-    ).encode()
-
-
-def _sender(bootstrap: str, topic: str) -> Callable[..., None]:
-    producer = Producer({"bootstrap.servers": bootstrap, "acks": "all"})
-
-    def send(partition: int, *values: bytes) -> None:
-        for v in values:
-            producer.produce(topic, value=v, partition=partition)
-        assert producer.flush(30) == 0
-
-    return send
-
-
 def test_the_reporter_shows_the_jobs_metrics_with_exact_values(
     flink_cluster: stack.FlinkCluster, kafka_bootstrap: str, unique_topics: dict[str, str]
 ) -> None:
-    send = _sender(kafka_bootstrap, unique_topics["raw"])
+    send = partition_sender(kafka_bootstrap, unique_topics["raw"])
     flags = [
         "--bootstrap-servers", kafka_bootstrap,
         *job_topic_flags(unique_topics),
@@ -245,23 +220,23 @@ def _produce_known_traffic(
 
     send(0, *(b"{not json" for _ in range(N_NOT_JSON)))
     burst = auth_failure_burst(T0 + 5_000, 40, "203.0.113.9")
-    send(0, _kong("acme", T0 + 1_000, "r1"), _kong("acme", T0 + 2_000, "r2"), burst.value)
-    send(1, _kong("acme", T0 + 3_000, "r3"))
+    send(0, kong_entry("acme", T0 + 1_000, "r1"), kong_entry("acme", T0 + 2_000, "r2"), burst.value)
+    send(1, kong_entry("acme", T0 + 3_000, "r3"))
     wait_until("W0's events to be enriched", lambda: len(values("enriched")) == 3 + 40, TIMEOUT_S)
     wait_until(
         "the auth_failures alert",
         lambda: any(a["rule"] == "auth_failures" for a in values("alerts")),
         TIMEOUT_S,
     )
-    send(0, _kong("acme", T0 + 30_000, "r4"))
-    send(1, _kong("acme", T0 + 30_000, "r5"))
+    send(0, kong_entry("acme", T0 + 30_000, "r4"))
+    send(1, kong_entry("acme", T0 + 30_000, "r5"))
     wait_until(
         "W0 to close",
         lambda: any(u["window_start"] == T0 and u["kind"] == "window" for u in values("usage")),
         TIMEOUT_S,
     )
     # One late event for W0, and a gateway retry of r1 (the same entry again).
-    send(1, _kong("acme", T0 + 4_000, "r6"), _kong("acme", T0 + 1_000, "r1"))
+    send(1, kong_entry("acme", T0 + 4_000, "r6"), kong_entry("acme", T0 + 1_000, "r1"))
     wait_until(
         "the late correction",
         lambda: any(u["kind"] == "late_correction" for u in values("usage")),
@@ -269,8 +244,8 @@ def _produce_known_traffic(
     )
     # The burst's client never calls again: only the detector's event-time timer can close its
     # incident, once the watermark that reaches the detector passes its quiet time (1 minute).
-    send(0, _kong("acme", T0 + 120_000, "r7"))
-    send(1, _kong("acme", T0 + 120_000, "r8"))
+    send(0, kong_entry("acme", T0 + 120_000, "r7"))
+    send(1, kong_entry("acme", T0 + 120_000, "r8"))
     wait_until(
         "the burst's incident to close on the detector's timer",
         lambda: any(
