@@ -1,18 +1,8 @@
-"""The billing topics, as catalog entries (``metering.topics.Topic``) to merge into the catalog.
-
-Inputs, written by ``tools/billing.py`` and read whole by whoever prices (the CLI today, the
-streaming part later): plans, subscriptions, grants. Outputs of the streaming part (not written
-yet): period usage, quota signals, balance signals.
-
-Plans, subscriptions and grants must never expire: a plan or subscription that disappears
-re-prices the periods it covered, and a grant that disappears changes a prepaid balance (the
-balance is the sum of every grant ever made). ``metering.topics.Cleanup`` has no plain
-``"compact"`` yet, so they are declared ``compact,delete`` with ``retention.ms = -1``
-(``FOREVER``): Kafka then never deletes by time (nor by size, ``retention.bytes`` being -1 by
-default), which is compaction alone. Once ``Cleanup`` has ``"compact"``, they should use it
-(and ``Topic.upsert`` should count it: they are upsert topics, the latest record per key
-counts, a tombstone deletes).
-"""
+"""The billing topics. The inputs (plans, subscriptions, grants), which ``tools/billing.py``
+writes and every pricer reads whole, are in the catalog (``metering.topics``, which says why
+they never expire) and re-exported here. The outputs of the streaming part (period usage, quota
+signals, balance signals) are declared here until something writes them; then they join the
+catalog too."""
 
 from __future__ import annotations
 
