@@ -34,7 +34,14 @@ from evaluation.traffic import (
     labels,
     plan,
 )
-from metering.detect import DetectorConfig, KeyState, close_due, early_thresholds, evaluate
+from metering.detect import (
+    DetectorConfig,
+    KeyState,
+    close_due,
+    early_thresholds,
+    evaluate,
+    next_close,
+)
 from metering.records import CLIENT_KEY_PREFIX, SHARED_KEY
 
 END_OF_TIME = 2**62
@@ -146,6 +153,12 @@ def judge(
     records = sorted(window_records(kt, spec, cfg, out_of_orderness_ms), key=lambda r: r[1])
     for record, at in records:
         n += 1
+        # The job's close timer fires once the watermark (the emission time less the
+        # out-of-orderness bound) passes it; a closed window's record comes before the timers
+        # its own watermark fires.
+        due = None if state is None else next_close(state, cfg)
+        if state is not None and due is not None and due < at - out_of_orderness_ms:
+            out.extend(a | {"event_ms": at} for a in close_due(state, due, cfg, at))
         state, alerts = evaluate(state, record, cfg, at)
         out.extend(a | {"event_ms": at} for a in alerts)
     if state is not None and records:

@@ -314,7 +314,19 @@ def evaluate(
         state.baseline = bl.new_baseline(index)
     closed = kind != "early"
     shared = kind == "shared"
-    alerts = close_due(state, start, cfg, now_ms)
+    if closed:
+        alerts = close_due(state, start, cfg, now_ms)
+    elif state.incident is not None and start - state.incident.last > cfg.quiet_windows * (
+        cfg.window_ms
+    ):
+        # An early record never closes an incident: the closed windows between the last finding
+        # and this window may still arrive (the watermark lags, more so in a replay where one
+        # partition runs ahead) and extend it. Whether this window opens a new incident or
+        # continues the old one is settled when it closes, after those windows or the close
+        # timer; until then its early finding waits.
+        return state, []
+    else:
+        alerts = []
     b = state.baseline
     if closed:
         _settle(state, index - RECENT_WINDOWS + 1, cfg)

@@ -287,6 +287,34 @@ def test_an_early_burst_escalates_once_with_an_id_of_its_own() -> None:
     assert third == []
 
 
+def test_an_early_record_never_closes_an_incident_the_windows_before_it_may_extend() -> None:
+    # A replay where the client's partition runs ahead: an early record of a window past the
+    # quiet period arrives before the closed windows that continue the incident.
+    key = "client:c1"
+    q = CFG.quiet_windows
+    state, opened = evaluate(None, record(5, 30, [], 30, key), CFG, NOW)
+    assert [a["status"] for a in opened] == ["open"]
+    state, ahead = evaluate(state, early(5 + q + 2, 20, 20, key), CFG, NOW)
+    assert ahead == [] and state.incident is not None
+    for i in range(6, 5 + q + 3):
+        state, alerts = evaluate(state, record(i, 30, [], 30, key), CFG, NOW)
+        assert alerts == []
+    assert state.incident is not None
+    assert state.incident.start == T0 + 5 * W
+    assert state.incident.windows == q + 3
+
+
+def test_an_early_record_after_the_close_opens_the_next_incident() -> None:
+    key = "client:c1"
+    state, _ = evaluate(None, record(5, 30, [], 30, key), CFG, NOW)
+    due = next_close(state, CFG)
+    assert due is not None
+    assert [a["status"] for a in close_due(state, due, CFG, NOW)] == ["closed"]
+    later = 5 + CFG.quiet_windows + 2
+    state, alerts = evaluate(state, early(later, 20, 20, key), CFG, NOW)
+    assert [(a["status"], a["incident_start"]) for a in alerts] == [("open", T0 + later * W)]
+
+
 def test_an_early_record_before_any_closed_window_keeps_the_history_right() -> None:
     key = "client:c1"
     state, _ = evaluate(None, early(6, 20, 20, key), CFG, NOW)
