@@ -65,6 +65,7 @@ class Windows:
             ev["country"],
             ev["auth_failed"],
             ev["units"],
+            ev.get("path"),
         )
         key = ev["rate_key"]
         wm = self.watermark

@@ -47,13 +47,15 @@ from metering.detect import early_thresholds
 from metering.geo import GeoLookup
 from metering.records import CLIENT_KEY_PREFIX, SHARED_KEY
 from metering.settings import HashKeyError, PipelineSettings, read_hash_key, settings_from_args
-from metering.topics import OUTPUTS, sink_of
+from metering.topics import GRANTS, OUTPUTS, PLANS, SUBSCRIPTIONS, sink_of
 from schemas.stages import FIRST_SIGHTING, RAW
 from udfs.functions import (
     KEYED_JSON_TYPE,
+    ROUTED_JSON_TYPE,
     USAGE_TYPE,
     WINDOW_RECORD_TYPE,
     DetectAnomalies,
+    PriceUsage,
     parse_records_function,
 )
 
@@ -77,6 +79,9 @@ class Outputs:
     usage: Table
     alerts: Table
     reconciliation: Table
+    period_usage: Table
+    quota_signals: Table
+    balance_signals: Table
 
 
 def submitted_by_flink_cli() -> bool:
@@ -178,7 +183,11 @@ def create_environment(
 
 
 def detector_uid(execution_mode: str) -> str:
-    """The detector's uid, which names its runtime unless it is process mode.
+    return python_uid("detect-anomalies", execution_mode)
+
+
+def python_uid(name: str, execution_mode: str) -> str:
+    """A keyed Python operator's uid, which names its runtime unless it is process mode.
 
     Keyed state written in one runtime does not come back in the other: a savepoint taken with
     a keyed Python operator in thread mode, resumed in process mode, restored it empty, with no
@@ -186,7 +195,7 @@ def detector_uid(execution_mode: str) -> str:
     restore ("cannot map checkpoint/savepoint state") instead of losing the state silently.
     """
     suffix = "" if execution_mode == "process" else f"-{execution_mode}"
-    return f"detect-anomalies{suffix}"
+    return f"{name}{suffix}"
 
 
 @contextmanager
@@ -426,12 +435,48 @@ def build_pipeline(t_env: StreamTableEnvironment, raw: Table, cfg: PipelineSetti
         .uid(detector_uid(cfg.execution_mode))
         .name("per-key anomaly detection")
     )
+
+    # Python, per subject: period usage priced, quota and balance signals, from the usage
+    # records only (closed windows and late corrections of keys billing prices).
+    billable = t_env.to_append_stream(t_env.sql_query(sql.billable_usage_query()), USAGE_TYPE)
+    billing = t_env.from_data_stream(
+        keyed_by_field(
+            billable, USAGE_TYPE, "k", "usage-by-subject", "usage records by billing subject"
+        )
+        .process(price_usage(cfg), output_type=ROUTED_JSON_TYPE)
+        .uid(python_uid("price-usage", cfg.execution_mode))
+        .name("per-subject pricing, quotas and balances")
+    )
+
+    def routed(role: str) -> Table:
+        return billing.where(col("role") == role).select(col("k"), col("v"))
+
     return Outputs(
         enriched=t_env.sql_query(sql.enriched_query()),
         dead_letters=t_env.sql_query("SELECT v FROM dead_letters"),
         usage=t_env.sql_query(sql.usage_sink_query()),
         alerts=t_env.from_data_stream(alerts),
         reconciliation=t_env.sql_query(sql.ledger_query(plan)),
+        period_usage=routed("period_usage"),
+        quota_signals=routed("quota_signals"),
+        balance_signals=routed("balance_signals"),
+    )
+
+
+def price_usage(cfg: PipelineSettings) -> PriceUsage:
+    """The billing stage's function, from plain settings values (no secret)."""
+    return PriceUsage(
+        catalog_file=cfg.billing_catalog,
+        catalog_topics=(PLANS.name, SUBSCRIPTIONS.name, GRANTS.name),
+        client={
+            "bootstrap_servers": cfg.bootstrap_servers,
+            "protocol": cfg.kafka_security_protocol,
+            "sasl_mechanism": cfg.kafka_sasl_mechanism,
+            "sasl_username": cfg.kafka_sasl_username,
+            "ssl_ca_location": cfg.kafka_ssl_ca_location,
+        },
+        poll_seconds=cfg.billing_catalog_poll_seconds,
+        low_balance=str(cfg.billing_low_balance),
     )
 
 

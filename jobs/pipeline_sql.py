@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from metering.records import CLIENT_KEY_PREFIX
 from schemas.stages import DEAD, FIRST_SIGHTING, PARSED, RECORD_SCALARS
 
 ROLE_ENRICHED = "enriched"
@@ -124,6 +125,7 @@ def _usage_json(
     units: str,
     failures: str,
     countries: str,
+    paths: str,
 ) -> str:
     """A usage record's JSON (schemas.events.UsageRecord; metering.detect.window_record)."""
     return f"""JSON_OBJECT(
@@ -136,14 +138,15 @@ def _usage_json(
     'count' VALUE {count},
     'units' VALUE {units},
     'auth_failures' VALUE {failures},
-    'countries' VALUE {countries}
+    'countries' VALUE {countries},
+    'paths' VALUE {paths}
     NULL ON NULL)"""
 
 
 def window_records_query(plan: SqlPlan, windows: str = "window_records") -> str:
     """The usage windows' fires (closed windows and early records) as usage records."""
     record = _usage_json(
-        "kind", "ws", plan.window_s, "`count`", "units", "auth_failures", "countries"
+        "kind", "ws", plan.window_s, "`count`", "units", "auth_failures", "countries", "paths"
     )
     return f"""
 SELECT k, {record} AS json, kind, CAST(NULL AS INT) AS p, CAST(NULL AS BIGINT) AS s
@@ -161,6 +164,9 @@ def late_query(plan: SqlPlan, late: str = "late_events") -> str:
         "units",
         "CAST(CASE WHEN auth_failed THEN 1 ELSE 0 END AS BIGINT)",
         "ARRAY_REMOVE(ARRAY[country], CAST(NULL AS STRING))",
+        # As the windows count paths: only for a key billing prices.
+        "CASE WHEN path IS NULL OR (consumer IS NULL AND key_fingerprint IS NULL) "
+        "THEN CAST(NULL AS MAP<STRING, BIGINT>) ELSE MAP[path, CAST(1 AS BIGINT)] END",
     )
     return f"""
 SELECT rate_key AS k, {record} AS json, '{KIND_LATE}' AS kind, p, s
@@ -177,6 +183,15 @@ def usage_sink_query(usage: str = "usage_records") -> str:
     """The usage topic: every usage record but those only the detector reads."""
     kinds = ", ".join(f"'{k}'" for k in DETECTOR_ONLY_KINDS)
     return f"SELECT k, json AS v FROM {usage} WHERE kind NOT IN ({kinds})"
+
+
+def billable_usage_query(usage: str = "usage_records") -> str:
+    """The usage records billing prices: closed windows and late corrections of identified
+    keys (a consumer, an API key), never an anonymous client's nor a detector-only record."""
+    return f"""
+SELECT * FROM {usage}
+WHERE kind IN ('{KIND_WINDOW}', '{KIND_LATE}')
+  AND k NOT LIKE '{CLIENT_KEY_PREFIX}%'"""
 
 
 def enriched_query(events: str = "events") -> str:

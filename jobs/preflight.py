@@ -96,7 +96,7 @@ def missing_topics_message(
 def check_topics(cfg: PipelineSettings, partitions: Mapping[str, int]) -> int:
     """The raw topic's partition count; PreflightError naming every topic of the job that the
     brokers do not have."""
-    missing = [t for t in cfg.topics_by_role().values() if t not in partitions]
+    missing = [t for t in cfg.topics_read_or_written() if t not in partitions]
     if missing:
         principal = (
             cfg.kafka_sasl_username if cfg.kafka_security_protocol.startswith("SASL") else None

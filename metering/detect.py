@@ -70,6 +70,8 @@ class WindowAgg:
     countries: set[str] = field(default_factory=set)
     consumer: str | None = None
     key_fingerprint: str | None = None
+    paths: dict[str, int] | None = None
+    """Calls per request path, of a key billing prices (None: none counted)."""
 
 
 def window_bounds(event_time_ms: int, window_ms: int) -> tuple[int, int]:
@@ -100,6 +102,7 @@ def window_record(
         "units": agg.units,
         "auth_failures": agg.auth_failures,
         "countries": sorted(agg.countries),
+        "paths": dict(sorted(agg.paths.items())) if agg.paths else None,
     }
 
 

@@ -15,6 +15,7 @@ import glob
 import os
 from collections.abc import Sequence
 from dataclasses import replace
+from decimal import Decimal
 from pathlib import Path
 from typing import Any, Literal
 
@@ -197,6 +198,9 @@ class PipelineSettings(BaseSettings):
     dlq_topic: str = _topic_field("dlq")
     alerts_topic: str = _topic_field("alerts")
     reconciliation_topic: str = _topic_field("reconciliation")
+    period_usage_topic: str = _topic_field("period_usage")
+    quota_signals_topic: str = _topic_field("quota_signals")
+    balance_signals_topic: str = _topic_field("balance_signals")
     group_id: str = Field("gateway-pipeline", description="consumer group of the raw source")
     startup_mode: Literal["group-offsets", "earliest-offset", "latest-offset"] = Field(
         "group-offsets",
@@ -306,6 +310,25 @@ class PipelineSettings(BaseSettings):
     )
     reconcile_interval_seconds: int = Field(
         10, ge=1, description="how often each source partition's reconciliation is emitted"
+    )
+    # Billing (metering/billing/, docs/billing.md)
+    billing_catalog: str | None = Field(
+        None,
+        description="a catalog file (TOML: plans, subscriptions, grants) to price usage by, "
+        "fixed for the run, for development and tests; default: the billing topics (plans, "
+        "subscriptions, grants), read whole at start and followed while the job runs",
+    )
+    billing_catalog_poll_seconds: int = Field(
+        5,
+        ge=1,
+        le=3600,
+        description="how often each billing subtask reads what was added to the billing topics",
+    )
+    billing_low_balance: Decimal = Field(
+        Decimal("5"),
+        ge=0,
+        description="a prepaid balance at or below this (in the subject's currency) signals "
+        "low, once per crossing",
     )
     # Time and windows
     window_seconds: int = Field(
@@ -474,6 +497,11 @@ class PipelineSettings(BaseSettings):
     def topics_by_role(self) -> dict[str, str]:
         """Every topic the job reads or writes (the catalog's), by role."""
         return {t.role: str(getattr(self, t.setting)) for t in topics.TOPICS}
+
+    def topics_read_or_written(self) -> list[str]:
+        """The job's topics and the billing inputs it follows (none with a catalog file)."""
+        inputs = [] if self.billing_catalog else [t.name for t in topics.JOB_SERVICE_INPUTS]
+        return [*self.topics_by_role().values(), *inputs]
 
     def delivery(self, topic: Topic) -> Delivery:
         """The guarantee of the job's sink to ``topic``: its setting's, where it has one."""

@@ -170,6 +170,45 @@ TOPICS: tuple[Topic, ...] = (
         cleanup="compact,delete",
         sink=Sink(output="reconciliation", delivery="exactly-once"),
     ),
+    # Invoices are made from it and disputed for a year after: kept as long as the usage topic.
+    Topic(
+        role="period_usage",
+        name="gateway.billing.period-usage",
+        about="period-to-date calls, units and amounts per subject and plan segment (upsert)",
+        key="<subject>@<period>",
+        value="period_usage",
+        partitions=6,
+        retention_ms=400 * DAY_MS,
+        local_retention_ms=LOCAL_LONG_RETENTION_MS,
+        cleanup="compact,delete",
+        sink=Sink(output="period_usage", delivery="exactly-once"),
+    ),
+    # Read back at start by whoever enforces (a hard limit lasts until the period's end, up to 31
+    # days after its record), so kept well past a period; ids are deterministic.
+    Topic(
+        role="quota_signals",
+        name="gateway.billing.quota-signals",
+        about="quota thresholds reached and hard-limit enforce records, once each",
+        key="<subject>@<period>",
+        value="quota_signal",
+        partitions=3,
+        retention_ms=90 * DAY_MS,
+        local_retention_ms=LOCAL_LONG_RETENTION_MS,
+        cleanup="delete",
+        sink=Sink(output="quota_signals", delivery="exactly-once"),
+    ),
+    Topic(
+        role="balance_signals",
+        name="gateway.billing.balance-signals",
+        about="prepaid balance low and exhausted signals, once per crossing",
+        key="subject",
+        value="balance_signal",
+        partitions=3,
+        retention_ms=90 * DAY_MS,
+        local_retention_ms=LOCAL_LONG_RETENTION_MS,
+        cleanup="delete",
+        sink=Sink(output="balance_signals", delivery="exactly-once"),
+    ),
 )
 """Every topic, the input first, then the outputs in the order the job attaches their sinks."""
 
@@ -240,6 +279,10 @@ SERVICE_TOPICS: tuple[Topic, ...] = (
 )
 """Topics of the services beside the job (the responder), written by them, not by the job: the
 job has no setting for them, ``make topics`` and provision.sh create them too."""
+
+JOB_SERVICE_INPUTS: tuple[Topic, ...] = (PLANS, SUBSCRIPTIONS, GRANTS)
+"""Service topics the job reads too, under their names here: its billing stage follows the
+catalog in them unless given a catalog file (``--billing-catalog``)."""
 
 BY_ROLE: dict[str, Topic] = {t.role: t for t in (*TOPICS, *SERVICE_TOPICS)}
 ROLES: tuple[str, ...] = tuple(t.role for t in TOPICS)

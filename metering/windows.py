@@ -12,10 +12,11 @@ from typing import Any
 from metering.detect import WindowAgg
 
 # Positions in one window's list.
-_COUNT, _UNITS, _AUTH_FAILURES, _COUNTRIES, _CONSUMER, _FINGERPRINT = range(6)
+_COUNT, _UNITS, _AUTH_FAILURES, _COUNTRIES, _CONSUMER, _FINGERPRINT, _PATHS = range(7)
 
 Windows = dict[int, list[Any]]
-"""Window start -> [count, units, auth failures, countries (list), consumer, key fingerprint]."""
+"""Window start -> [count, units, auth failures, countries (list), consumer, key fingerprint,
+calls per path (dict)]."""
 
 
 def count_event(
@@ -25,9 +26,12 @@ def count_event(
     country: str | None,
     auth_failed: bool,
     units: float,
+    path: str | None = None,
 ) -> list[Any]:
     """One window's accumulator (a list in the layout above) with one more event counted; a new
-    one if ``w`` is None."""
+    one if ``w`` is None. Paths count only for a key billing prices (a consumer or an API key),
+    as in the job's windows (jvm/, UsageWindows)."""
+    counted = path is not None and (consumer is not None or fingerprint is not None)
     if w is None:
         return [
             1,
@@ -36,7 +40,10 @@ def count_event(
             [country] if country else [],
             consumer,
             fingerprint,
+            {path: 1} if counted else {},
         ]
+    if counted:
+        w[_PATHS][path] = w[_PATHS].get(path, 0) + 1
     w[_COUNT] += 1
     w[_UNITS] += units
     if auth_failed:
@@ -57,10 +64,11 @@ def add_event(
     country: str | None,
     auth_failed: bool,
     units: float,
+    path: str | None = None,
 ) -> None:
     """Count one event into the window starting at ``start``."""
     windows[start] = count_event(
-        windows.get(start), consumer, fingerprint, country, auth_failed, units
+        windows.get(start), consumer, fingerprint, country, auth_failed, units, path
     )
 
 
@@ -73,4 +81,5 @@ def as_agg(w: list[Any]) -> WindowAgg:
         countries=set(w[_COUNTRIES]),
         consumer=w[_CONSUMER],
         key_fingerprint=w[_FINGERPRINT],
+        paths=dict(w[_PATHS]) or None,
     )

@@ -151,6 +151,11 @@ class WindowCount(_Out):
     units: float
     auth_failures: int
     countries: list[str]
+    paths: dict[str, int] | None = Field(
+        None,
+        description="calls per request path (without its query string), for keys billing "
+        "prices (a consumer or an API key); null for anonymous clients and calls without a path",
+    )
 
 
 class Alert(_Out):
@@ -221,10 +226,86 @@ class Reconciliation(_Out):
     late: int
 
 
+DecimalText = Annotated[str, Field(pattern=r"^-?[0-9]+(\.[0-9]+)?$")]
+"""An exact decimal amount as text: JSON numbers are read as floats by most readers."""
+
+
+class TierUsage(_Out):
+    index: int = Field(description="the tier's place in the plan's tiers, from 0")
+    up_to: int | None = Field(description="the tier's last unit in the period (null: no end)")
+    unit_price: DecimalText
+    units: int
+    amount: DecimalText
+
+
+class SegmentUsage(_Out):
+    start_ms: int = Field(description="when the segment's subscription took effect in the period")
+    plan_id: str
+    calls: int
+    units: int
+    position: int = Field(description="the period's units before this segment's")
+    amount: DecimalText
+    tiers: list[TierUsage]
+
+
+class PeriodUsage(_Out):
+    """A subject's period-to-date usage, priced (the period-usage topic, an upsert keyed by
+    ``<subject>@<period>``: the latest record of a key holds the period so far).
+    metering.billing.pricing states the pricing rule."""
+
+    subject: str = Field(description="the consumer, or key:<fingerprint> of an API key")
+    period: str = Field(description="YYYY-MM (calendar month, UTC)")
+    currency: str | None = Field(description="the plans' currency (null: nothing priced yet)")
+    calls: int = Field(description="priced calls")
+    units: int = Field(description="priced units (calls by their route weights): the quota's")
+    unpriced_calls: int = Field(description="calls in windows no subscription covered")
+    amount: DecimalText = Field(description="exact; rounded only on the invoice line")
+    latest_window_start: int | None
+    segments: list[SegmentUsage]
+    repricing_needed: bool = Field(
+        description="a subscription changed retroactively, so this stream stopped pricing the "
+        "period: the invoice command re-prices it from the usage topic"
+    )
+
+
+class QuotaSignal(_Out):
+    """A quota threshold reached, or a hard limit to enforce (the quota-signals topic, keyed by
+    ``<subject>@<period>``), once per (subject, period, plan, threshold)."""
+
+    signal_id: str = Field(description="deterministic: subject, period, plan and threshold")
+    kind: Literal["threshold", "enforce"]
+    subject: str
+    period: str
+    plan_id: str
+    threshold_percent: int
+    included_units: int
+    units: int = Field(description="the period's units when the signal was raised")
+    window_start: int | None = Field(description="the latest window when it was raised")
+    until_ms: int | None = Field(
+        None, description="enforce: the end of the period (calls blocked until then)"
+    )
+
+
+class BalanceSignal(_Out):
+    """A prepaid balance crossing its low threshold or zero (the balance-signals topic, keyed
+    by subject), once per crossing."""
+
+    signal_id: str = Field(description="deterministic: subject, kind and sequence")
+    kind: Literal["low", "exhausted"]
+    subject: str
+    sequence: int = Field(description="this kind's crossings for the subject so far, from 1")
+    balance: DecimalText = Field(description="exact balance after the update that crossed")
+    threshold: DecimalText
+    currency: str
+
+
 OUTPUT_MODELS: dict[str, type[BaseModel]] = {
     "enriched_event": EnrichedEvent,
     "dead_letter": DeadLetter,
     "window_count": WindowCount,
     "alert": Alert,
     "reconciliation": Reconciliation,
+    "period_usage": PeriodUsage,
+    "quota_signal": QuotaSignal,
+    "balance_signal": BalanceSignal,
 }

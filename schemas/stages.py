@@ -56,6 +56,7 @@ PARSED = Stage(
         ("country", "STRING"),
         ("auth_failed", "BOOLEAN"),
         ("units", "DOUBLE"),
+        ("path", "STRING"),
         ("event_time", "BIGINT"),
         ("dedup_id", "STRING"),
         ("p", "INT"),
@@ -106,6 +107,9 @@ letter (the record is counted once, by its first event or else by this row)."""
 KEYED_JSON = Stage("keyed_json", (("k", "STRING"), ("v", "STRING")))
 """A Kafka record of an output topic: key and JSON value."""
 
+ROUTED_JSON = Stage("routed_json", (("role", "STRING"), ("k", "STRING"), ("v", "STRING")))
+"""A Kafka record of one of several output topics, by the topic's role (metering.topics)."""
+
 FIRST_SIGHTING = PARSED.select(
     "first_sighting",
     (
@@ -115,6 +119,7 @@ FIRST_SIGHTING = PARSED.select(
         "country",
         "auth_failed",
         "units",
+        "path",
         "event_time",
         "p",
         "s",
@@ -135,6 +140,7 @@ WINDOW_RECORD = Stage(
         ("units", "DOUBLE"),
         ("auth_failures", "BIGINT"),
         ("countries", "ARRAY<STRING>"),
+        ("paths", "MAP<STRING, BIGINT>"),
         ("kind", "STRING"),
     ),
 )

@@ -26,6 +26,7 @@ from confluent_kafka.cimpl import NewTopic
 
 from metering.topics import (
     BY_ROLE,
+    JOB_SERVICE_INPUTS,
     LOCAL_LONG_RETENTION_MS,
     LOCAL_PARTITIONS,
     ROLES,
@@ -161,12 +162,14 @@ def named_pipeline_topics(
     names: Mapping[str, str], partitions: int = DEFAULT_PARTITIONS
 ) -> dict[str, TopicSpec]:
     """Topic name -> how to create it, for role -> topic name (roles of the catalog; any of
+    them), and the billing inputs the job reads (under their names, unless ``names`` gives
     them). ValueError for an unknown role or a name given to two roles."""
     unknown = sorted(set(names) - set(BY_ROLE))
     if unknown:
         raise ValueError(f"unknown topic roles {unknown}; the catalog has {list(BY_ROLE)}")
     if len(set(names.values())) != len(names):
         raise ValueError(f"the topic names must be distinct: {dict(names)}")
+    names = {t.role: t.name for t in JOB_SERVICE_INPUTS} | dict(names)
     return {name: TopicSpec(partitions, BY_ROLE[role].config()) for role, name in names.items()}
 
 

@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable
+from decimal import Decimal
 from typing import Any
 
 import pandas as pd
@@ -23,8 +25,13 @@ from pyflink.metrics import Counter as MetricCounter
 from pyflink.metrics import MetricGroup
 from pyflink.table.udf import FunctionContext, ScalarFunction, udf
 
+from metering.billing.feed import CatalogFeed
+from metering.billing.plans import Catalog, load_catalog
+from metering.billing.stream import SubjectBilling
+from metering.billing.stream import on_usage as billing_on_usage
 from metering.detect import DetectorConfig, KeyState, close_due, evaluate, next_close
 from metering.geo import GeoLookup
+from metering.kafka_security import SASL_PASSWORD_ENV, librdkafka_security
 from metering.records import CLIENT_KEY_PREFIX, Limits, RecordProcessor, SourceRef, dumps
 from metering.redact import Pseudonymizer
 from metering.settings import read_hash_key
@@ -34,6 +41,7 @@ from schemas.stages import (
     PARSED_RECORD,
     RAW,
     RECORD_SCALARS,
+    ROUTED_JSON,
     USAGE,
     WINDOW_RECORD,
     Stage,
@@ -52,6 +60,7 @@ _SQL_TYPES: dict[str, Callable[[], TypeInformation]] = {
     "BIGINT": Types.LONG,
     "BYTES": lambda: Types.PRIMITIVE_ARRAY(Types.BYTE()),
     "ARRAY<STRING>": lambda: Types.BASIC_ARRAY(Types.STRING()),
+    "MAP<STRING, BIGINT>": lambda: Types.MAP(Types.STRING(), Types.LONG()),
 }
 
 
@@ -75,6 +84,7 @@ def row_type(stage: Stage) -> TypeInformation:
 
 RAW_TYPE = row_type(RAW)
 KEYED_JSON_TYPE = row_type(KEYED_JSON)
+ROUTED_JSON_TYPE = row_type(ROUTED_JSON)
 USAGE_TYPE = row_type(USAGE)
 WINDOW_RECORD_TYPE = row_type(WINDOW_RECORD)
 # PARSED_RECORD's fields that parse_records does not return (the record's own) or does not take
@@ -92,6 +102,8 @@ ALERT_RULE_GROUP = "alert_rule"
 ALERT_STATUS_GROUP = "alert_status"
 ALERTS_METRIC = "alerts"
 ALERT_STATUSES = ("open", "update", "closed")
+BILLING_SIGNALS_METRIC = "billing_signals"
+BILLING_REPRICE_METRIC = "billing_periods_to_reprice"
 """metering.detect's alert statuses, registered up front (KeyedCounters says why)."""
 
 
@@ -331,3 +343,78 @@ class DetectAnomalies(KeyedProcessFunction):
         if alerts:
             store.update(state)
         yield from self._emit(state, alerts, ctx)
+
+
+BILLING_STATE = "billing-state"
+
+
+class PriceUsage(KeyedProcessFunction):
+    """The billing stage (metering.billing.stream) over each subject's usage records (closed
+    windows and late corrections), its state in keyed state without TTL (a prepaid balance
+    lasts as long as the account); emits (topic role, key, json) rows for the period-usage,
+    quota-signal and balance-signal topics.
+
+    The catalog comes from a file given by ``--billing-catalog`` (fixed), else from the billing
+    topics (metering.billing.feed), read whole in ``open()`` and then polled."""
+
+    def __init__(
+        self,
+        catalog_file: str | None,
+        catalog_topics: tuple[str, str, str],
+        client: dict[str, str | None],
+        poll_seconds: int,
+        low_balance: str,
+    ) -> None:
+        self._catalog_file = catalog_file
+        self._topics = catalog_topics
+        # Plain values: the SASL password is read from the worker's environment in open().
+        self._client = client
+        self._poll_seconds = poll_seconds
+        self._low = Decimal(low_balance)
+        self._feed: CatalogFeed | None = None
+        self._catalog = Catalog()
+
+    def open(self, runtime_context: RuntimeContext) -> None:
+        self._state = runtime_context.get_state(
+            ValueStateDescriptor(BILLING_STATE, Types.PICKLED_BYTE_ARRAY())
+        )
+        metrics = runtime_context.get_metrics_group()
+        self._signals = metrics.counter(BILLING_SIGNALS_METRIC)
+        self._reprice = metrics.counter(BILLING_REPRICE_METRIC)
+        if self._catalog_file:
+            self._catalog = load_catalog(self._catalog_file)
+            return
+        c = self._client
+        config = {"bootstrap.servers": str(c["bootstrap_servers"])} | librdkafka_security(
+            str(c["protocol"]),
+            c["sasl_mechanism"],
+            c["sasl_username"],
+            c["ssl_ca_location"],
+            os.environ.get(SASL_PASSWORD_ENV) or None,
+        )
+        self._feed = CatalogFeed(config, self._topics, self._poll_seconds)
+        self._catalog = self._feed.open(timeout_s=60)
+        log.info(
+            "billing catalog: %d plans, %d subscriptions, %d grants",
+            len(self._catalog.plans),
+            len(self._catalog.subscriptions),
+            len(self._catalog.grants),
+        )
+
+    def close(self) -> None:
+        if self._feed is not None:
+            self._feed.close()
+
+    def process_element(self, value: Row, ctx: KeyedProcessFunction.Context) -> Iterable[Row]:
+        if self._feed is not None:
+            self._catalog = self._feed.poll()
+        before: SubjectBilling | None = self._state.value()
+        state, outputs = billing_on_usage(before, json.loads(value.json), self._catalog, self._low)
+        if state is not before:
+            self._state.update(state)
+            if state is not None and before is not None and state.repricing != before.repricing:
+                self._reprice.inc()
+        for role, k, v in outputs:
+            if role != "period_usage":
+                self._signals.inc()
+            yield Row(role=role, k=k, v=v)

@@ -17,20 +17,23 @@
 # Settings (environment); the defaults below are the topic catalog's production values
 # (metering/topics.py, which says why; tests/unit/test_k8s_and_provisioning.py checks them):
 #   Topics; the names must match the job's --raw-topic, --enriched-topic, ... (defaults equal):
-#     RAW_TOPIC, ENRICHED_TOPIC, USAGE_TOPIC, ALERTS_TOPIC, DLQ_TOPIC, RECON_TOPIC; and the
+#     RAW_TOPIC, ENRICHED_TOPIC, USAGE_TOPIC, ALERTS_TOPIC, DLQ_TOPIC, RECON_TOPIC,
+#     PERIOD_USAGE_TOPIC, QUOTA_SIGNALS_TOPIC, BALANCE_SIGNALS_TOPIC; and the
 #     responder's (responder/, its --actions-topic): ACTIONS_TOPIC; and billing's inputs
 #     (python -m tools.billing): PLANS_TOPIC, SUBSCRIPTIONS_TOPIC, GRANTS_TOPIC (compacted, never
 #     deleted by time: retention.ms -1)
-#   PARTITIONS             raw, enriched, usage (the job's parallelism should not exceed it)
-#   SMALL_PARTITIONS       alerts, dlq, reconciliation, actions
+#   PARTITIONS             raw, enriched, usage, period usage (the job's parallelism should
+#                          not exceed it)
+#   SMALL_PARTITIONS       alerts, dlq, reconciliation, actions, quota and balance signals
 #   REPLICAS=3             replication factor (Redpanda requires an odd number; 1 on a dev node)
 #   MIN_INSYNC_REPLICAS=2  set as min.insync.replicas on every topic; empty to leave it out.
 #                          Redpanda acknowledges acks=all writes once a Raft majority has them
 #                          and does not use this setting; Apache Kafka brokers do.
 #   Retention (ms): RAW_RETENTION_MS, ENRICHED_RETENTION_MS, USAGE_RETENTION_MS,
-#     ALERTS_RETENTION_MS, DLQ_RETENTION_MS, RECON_RETENTION_MS, ACTIONS_RETENTION_MS.
-#     cleanup.policy: compact,delete on the reconciliation topic (an upsert topic), delete on
-#     the others.
+#     ALERTS_RETENTION_MS, DLQ_RETENTION_MS, RECON_RETENTION_MS, ACTIONS_RETENTION_MS,
+#     PERIOD_USAGE_RETENTION_MS, SIGNALS_RETENTION_MS (quota and balance signals).
+#     cleanup.policy: compact,delete on the upsert topics (reconciliation, period usage),
+#     delete on the others.
 #   Job principal:
 #     JOB_PRINCIPAL=gateway-pipeline     SCRAM user name (ACL principal User:<name>)
 #     JOB_PASSWORD                       its password; required unless CREATE_USER=0. Read from
@@ -42,6 +45,8 @@
 #
 # ACLs for User:<JOB_PRINCIPAL>:
 #   raw topic: read, describe        consumer group: read, describe (offset commits and fetches)
+#   billing inputs (plans, subscriptions, grants): read, describe (each billing subtask reads
+#     them whole, assigned, without a group)
 #   the output topics: write, describe, and read (the Kafka sink inspects its own output
 #     topics' producers and transactions when it recovers and aborts leftovers)
 #   transactional ids with the prefix TRANSACTIONAL_ID_PREFIX (prefixed pattern): write, describe
@@ -63,6 +68,9 @@ ACTIONS_TOPIC="${ACTIONS_TOPIC:-gateway.actions}"
 PLANS_TOPIC="${PLANS_TOPIC:-gateway.billing.plans}"
 SUBSCRIPTIONS_TOPIC="${SUBSCRIPTIONS_TOPIC:-gateway.billing.subscriptions}"
 GRANTS_TOPIC="${GRANTS_TOPIC:-gateway.billing.grants}"
+PERIOD_USAGE_TOPIC="${PERIOD_USAGE_TOPIC:-gateway.billing.period-usage}"
+QUOTA_SIGNALS_TOPIC="${QUOTA_SIGNALS_TOPIC:-gateway.billing.quota-signals}"
+BALANCE_SIGNALS_TOPIC="${BALANCE_SIGNALS_TOPIC:-gateway.billing.balance-signals}"
 
 PARTITIONS="${PARTITIONS:-6}"
 SMALL_PARTITIONS="${SMALL_PARTITIONS:-3}"
@@ -77,6 +85,8 @@ ALERTS_RETENTION_MS="${ALERTS_RETENTION_MS:-$((30 * DAY_MS))}"
 DLQ_RETENTION_MS="${DLQ_RETENTION_MS:-$((30 * DAY_MS))}"
 RECON_RETENTION_MS="${RECON_RETENTION_MS:-$((400 * DAY_MS))}"
 ACTIONS_RETENTION_MS="${ACTIONS_RETENTION_MS:-$((90 * DAY_MS))}"
+PERIOD_USAGE_RETENTION_MS="${PERIOD_USAGE_RETENTION_MS:-$((400 * DAY_MS))}"
+SIGNALS_RETENTION_MS="${SIGNALS_RETENTION_MS:-$((90 * DAY_MS))}"
 
 JOB_PRINCIPAL="${JOB_PRINCIPAL:-gateway-pipeline}"
 SASL_MECHANISM="${SASL_MECHANISM:-SCRAM-SHA-256}"
@@ -99,7 +109,8 @@ is_count() {
 check_settings() {
   local name
   for name in PARTITIONS SMALL_PARTITIONS REPLICAS RAW_RETENTION_MS ENRICHED_RETENTION_MS \
-    USAGE_RETENTION_MS ALERTS_RETENTION_MS DLQ_RETENTION_MS RECON_RETENTION_MS; do
+    USAGE_RETENTION_MS ALERTS_RETENTION_MS DLQ_RETENTION_MS RECON_RETENTION_MS \
+    PERIOD_USAGE_RETENTION_MS SIGNALS_RETENTION_MS; do
     is_count "${!name}" || die "$name must be a positive integer, not '${!name}'"
   done
   if [[ -n "$MIN_INSYNC_REPLICAS" ]]; then
@@ -114,7 +125,7 @@ check_settings() {
     die "JOB_PRINCIPAL, GROUP_ID and TRANSACTIONAL_ID_PREFIX must not be empty"
   local topics
   topics="$(printf '%s\n' "$RAW_TOPIC" "$ENRICHED_TOPIC" "$USAGE_TOPIC" "$ALERTS_TOPIC" "$DLQ_TOPIC" \
-    "$RECON_TOPIC")"
+    "$RECON_TOPIC" "$PERIOD_USAGE_TOPIC" "$QUOTA_SIGNALS_TOPIC" "$BALANCE_SIGNALS_TOPIC")"
   [[ "$(sort -u <<<"$topics" | wc -l)" -eq "$(wc -l <<<"$topics")" ]] ||
     die "the topic names must be distinct"
   if [[ "$CREATE_USER" == 1 ]]; then
@@ -196,6 +207,9 @@ main() {
   create_topic "$ALERTS_TOPIC" "$SMALL_PARTITIONS" "$ALERTS_RETENTION_MS"
   create_topic "$DLQ_TOPIC" "$SMALL_PARTITIONS" "$DLQ_RETENTION_MS"
   create_topic "$RECON_TOPIC" "$SMALL_PARTITIONS" "$RECON_RETENTION_MS" compact,delete
+  create_topic "$PERIOD_USAGE_TOPIC" "$PARTITIONS" "$PERIOD_USAGE_RETENTION_MS" compact,delete
+  create_topic "$QUOTA_SIGNALS_TOPIC" "$SMALL_PARTITIONS" "$SIGNALS_RETENTION_MS"
+  create_topic "$BALANCE_SIGNALS_TOPIC" "$SMALL_PARTITIONS" "$SIGNALS_RETENTION_MS"
   create_topic "$ACTIONS_TOPIC" "$SMALL_PARTITIONS" "$ACTIONS_RETENTION_MS"
   # One partition: a handful of plans, read whole by every pricer.
   create_topic "$PLANS_TOPIC" 1 -1 compact,delete
@@ -208,9 +222,11 @@ main() {
     --operation read,describe --topic "$RAW_TOPIC"
   acl "read, describe on group $GROUP_ID" \
     --operation read,describe --group "$GROUP_ID"
+  acl "read, describe on the billing inputs" \
+    --operation read,describe --topic "$PLANS_TOPIC,$SUBSCRIPTIONS_TOPIC,$GRANTS_TOPIC"
   acl "write, describe, read on the output topics" \
     --operation write,describe,read \
-    --topic "$ENRICHED_TOPIC,$USAGE_TOPIC,$DLQ_TOPIC,$ALERTS_TOPIC,$RECON_TOPIC"
+    --topic "$ENRICHED_TOPIC,$USAGE_TOPIC,$DLQ_TOPIC,$ALERTS_TOPIC,$RECON_TOPIC,$PERIOD_USAGE_TOPIC,$QUOTA_SIGNALS_TOPIC,$BALANCE_SIGNALS_TOPIC"
   acl "write, describe on transactional ids prefixed $TRANSACTIONAL_ID_PREFIX" \
     --operation write,describe --transactional-id "$TRANSACTIONAL_ID_PREFIX" \
     --resource-pattern-type prefixed

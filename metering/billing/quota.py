@@ -23,14 +23,12 @@ still counted and priced by the plan's tiers.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Literal
-
-from pydantic import BaseModel, ConfigDict, Field
 
 from metering.billing.ids import record_id
 from metering.billing.periods import bounds
 from metering.billing.plans import Catalog, Plan
 from metering.billing.pricing import PeriodUsage
+from schemas.events import QuotaSignal
 
 FIRST_THRESHOLDS: tuple[int, ...] = (50, 80, 100)
 """Percents of the included units signalled first."""
@@ -54,25 +52,6 @@ def thresholds_crossed(before: int, after: int, included: int) -> list[int]:
     """The threshold percents crossed going from ``before`` to ``after`` units (increasing)."""
     already = set(thresholds_reached(before, included))
     return [p for p in thresholds_reached(after, included) if p not in already]
-
-
-class QuotaSignal(BaseModel):
-    """A threshold reached, or a hard limit to enforce: the quota-signals topic's record."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    signal_id: str = Field(description="record_id of subject, period, plan and percent/enforce")
-    kind: Literal["threshold", "enforce"]
-    subject: str
-    period: str
-    plan_id: str
-    threshold_percent: int
-    included_units: int
-    units: int = Field(description="the period's units when the signal was raised")
-    window_start: int | None = Field(description="the latest window when it was raised")
-    until_ms: int | None = Field(
-        None, description="enforce: the end of the period (calls blocked until then)"
-    )
 
 
 @dataclass(frozen=True)

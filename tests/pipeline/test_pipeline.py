@@ -11,6 +11,7 @@ import json
 import secrets
 import time
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -32,6 +33,8 @@ from testkit.traffic import (
     scenario_alert_problems,
 )
 from udfs.functions import RAW_TYPE
+
+EXAMPLE_CATALOG = Path(__file__).resolve().parents[2] / "metering/billing/catalog.example.toml"
 
 pytestmark = pytest.mark.pipeline
 
@@ -89,6 +92,7 @@ def _run(
         parallelism=2,
         bounded=True,
         max_event_age_seconds=max_event_age_covering(START_MS),
+        billing_catalog=str(EXAMPLE_CATALOG),
     )
     # The test's collecting maps would otherwise be fused into the uid'd Python operators.
     # Mini-batch stands for a cluster configuration that enables it: the job must switch it off

@@ -52,6 +52,9 @@ def test_exactly_once_sinks_have_distinct_prefixes() -> None:
         "usage_sink",
         "dlq_sink",
         "reconciliation_sink",
+        "period_usage_sink",
+        "quota_signals_sink",
+        "balance_signals_sink",
     }
     prefixes = [s.transactional_id_prefix for s in eos]
     assert len(set(prefixes)) == len(prefixes)
@@ -73,6 +76,9 @@ def test_prefixes_are_stable_across_restarts_and_follow_the_setting() -> None:
         "gateway-pipeline-dlq",
         "gateway-pipeline-alerts",
         "gateway-pipeline-reconciliation",
+        "gateway-pipeline-period_usage",
+        "gateway-pipeline-quota_signals",
+        "gateway-pipeline-balance_signals",
     ]
     custom = sink_specs(PipelineSettings(transactional_id_prefix="billing-eu"))
     assert custom[0].transactional_id_prefix == "billing-eu-enriched"

@@ -92,7 +92,10 @@ def test_counting_rules() -> None:
 
 
 def test_window_record() -> None:
-    w = count_event(count_event(None, "acme", "fp", "US", False, 2.0), None, None, "AU", True, 1.0)
+    w = count_event(
+        count_event(None, "acme", "fp", "US", False, 2.0, "/v1/z"), None, None, "AU", True, 1.0
+    )
+    w = count_event(w, "acme", "fp", "US", False, 1.0, "/v1/a")
     assert window_record("acme", T0, T0 + W, as_agg(w)) == {
         "kind": "window",
         "rate_key": "acme",
@@ -100,10 +103,11 @@ def test_window_record() -> None:
         "key_fingerprint": "fp",
         "window_start": T0,
         "window_end": T0 + W,
-        "count": 2,
-        "units": 3.0,
+        "count": 3,
+        "units": 4.0,
         "auth_failures": 1,
         "countries": ["AU", "US"],
+        "paths": {"/v1/a": 1, "/v1/z": 1},
     }
 
 

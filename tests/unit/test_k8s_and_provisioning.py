@@ -683,9 +683,15 @@ def test_provision_grants_the_jobs_acls(provision: Provision) -> None:
     (raw,) = [t.name for t in TOPICS if t.sink is None]
     assert grants(**{"--topic": raw}) == {"read", "describe"}
     assert grants(**{"--group": defaults["group_id"].default}) == {"read", "describe"}
-    (output_acl,) = [acl for acl in acls if acl.get("--topic", "").count(",")]
+    (output_acl,) = [acl for acl in acls if "write" in acl.get("--operation", "")
+                     and "--topic" in acl]  # fmt: skip
     assert set(output_acl["--topic"].split(",")) == {t.name for t in OUTPUTS}
     assert set(output_acl["--operation"].split(",")) == {"write", "describe", "read"}
+    billing_inputs = {t.name for t in SERVICE_TOPICS if t.role in ("plans", "subscriptions",
+                                                                  "grants")}  # fmt: skip
+    (inputs_acl,) = [acl for acl in acls if set(acl.get("--topic", "").split(",")) ==
+                     billing_inputs]  # fmt: skip
+    assert set(inputs_acl["--operation"].split(",")) == {"read", "describe"}
 
     (txn,) = [acl for acl in acls if "--transactional-id" in acl]
     assert txn["--transactional-id"] == defaults["transactional_id_prefix"].default

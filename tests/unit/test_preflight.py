@@ -28,7 +28,7 @@ def _settings(**kw: Any) -> PipelineSettings:
 
 
 def _all_topics(cfg: PipelineSettings, partitions: int = 6) -> dict[str, int]:
-    return dict.fromkeys(cfg.topics_by_role().values(), partitions)
+    return dict.fromkeys(cfg.topics_read_or_written(), partitions)
 
 
 class FakeAdmin:

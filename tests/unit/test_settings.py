@@ -113,6 +113,7 @@ def test_every_field_has_a_flag() -> None:
             "expected_restart_seconds": "60",
             "kafka_sasl_mechanism": None,  # only valid with a SASL protocol: tested on its own
             "flink_config": "python.fn-execution.bundle.size=500",
+            "billing_low_balance": "12.50",
         }.get(name)
         if name in ("kafka_sasl_mechanism", "kafka_sasl_username"):
             continue

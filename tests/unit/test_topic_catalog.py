@@ -23,6 +23,7 @@ from metering.records import DEFAULT_MAX_EVENT_AGE_S
 from metering.settings import ENV_PREFIX, PipelineSettings, build_parser, settings_from_args
 from metering.topics import (
     BY_ROLE,
+    JOB_SERVICE_INPUTS,
     LOCAL_PARTITIONS,
     OUTPUTS,
     ROLES,
@@ -44,6 +45,21 @@ PUBLISHED_TOPIC_SETTINGS = {
         "--reconciliation-topic",
         "PIPELINE_RECONCILIATION_TOPIC",
         "gateway.reconciliation",
+    ),
+    "period_usage": (
+        "--period-usage-topic",
+        "PIPELINE_PERIOD_USAGE_TOPIC",
+        "gateway.billing.period-usage",
+    ),
+    "quota_signals": (
+        "--quota-signals-topic",
+        "PIPELINE_QUOTA_SIGNALS_TOPIC",
+        "gateway.billing.quota-signals",
+    ),
+    "balance_signals": (
+        "--balance-signals-topic",
+        "PIPELINE_BALANCE_SIGNALS_TOPIC",
+        "gateway.billing.balance-signals",
     ),
 }
 
@@ -186,12 +202,15 @@ def test_make_topics_refuses_one_name_for_two_topics(
 
 
 def test_topic_sets_by_role() -> None:
-    assert pipeline_topics() == {t.name: TopicSpec(LOCAL_PARTITIONS, t.config()) for t in TOPICS}
+    # With the billing inputs the job follows.
+    assert pipeline_topics() == {
+        t.name: TopicSpec(LOCAL_PARTITIONS, t.config()) for t in (*TOPICS, *JOB_SERVICE_INPUTS)
+    }
     assert pipeline_topics(usage="u", partitions=1) == named_pipeline_topics(
         {t.role: t.name for t in TOPICS} | {"usage": "u"}, 1
     )
-    # A subset: the bench creates only its outputs.
-    assert set(named_pipeline_topics({"dlq": "d"})) == {"d"}
+    # A subset: the bench creates only its outputs (and the inputs the job follows).
+    assert set(named_pipeline_topics({"dlq": "d"})) == {"d"} | {t.name for t in JOB_SERVICE_INPUTS}
     with pytest.raises(ValueError, match="unknown topic roles"):
         named_pipeline_topics({"audit": "a"})
     with pytest.raises(ValueError, match="must be distinct"):

@@ -27,10 +27,11 @@ def test_events_of_one_window_merge() -> None:
 def test_counting_rules_for_windows_and_late_corrections() -> None:
     # A window built by add_event and one counted from nothing count the same events alike.
     events = [
-        (None, None, None, True, 2.0),
-        ("acme", "fp-1", "DE", False, 1.0),
-        ("other", "fp-2", "DE", True, 0.5),
-        ("acme", "fp-1", "FR", False, 1.0),
+        (None, None, None, True, 2.0, "/login"),
+        ("acme", "fp-1", "DE", False, 1.0, "/v1/a"),
+        ("other", "fp-2", "DE", True, 0.5, "/v1/b"),
+        ("acme", "fp-1", "FR", False, 1.0, "/v1/a"),
+        ("acme", "fp-1", "FR", False, 1.0, None),
     ]
     windows: Windows = {}
     correction: list[Any] | None = None
@@ -43,12 +44,14 @@ def test_counting_rules_for_windows_and_late_corrections() -> None:
         asdict(got)
         == asdict(as_agg(correction))
         == {
-            "count": 4,
-            "units": 4.5,
+            "count": 5,
+            "units": 5.5,
             "auth_failures": 2,
             "countries": {"DE", "FR"},
             "consumer": "acme",
             "key_fingerprint": "fp-1",
+            # Not the anonymous call's path, nor the call without one.
+            "paths": {"/v1/a": 2, "/v1/b": 1},
         }
     )
 

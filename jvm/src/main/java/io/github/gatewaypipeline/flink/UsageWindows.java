@@ -61,12 +61,13 @@ public final class UsageWindows {
 
     /**
      * Applies the windows to {@code events}, whose rows begin with the fields {@code inputNames}
-     * (rate_key, consumer, key_fingerprint, country, auth_failed, units, in any order) and whose
+     * (rate_key, consumer, key_fingerprint, country, auth_failed, units, path, in any order) and
+     * whose
      * record timestamps are the event times.
      *
      * @param thresholds auth-failure counts at which an open window fires early (may be empty)
      * @param outputType the window record's fields: k, ws, consumer, key_fingerprint, count,
-     *     units, auth_failures, countries, kind (in any order)
+     *     units, auth_failures, countries, paths, kind (in any order)
      */
     public static UsageWindows apply(
             DataStream<Row> events,
@@ -256,6 +257,15 @@ public final class UsageWindows {
         public long authFailures;
         /** Distinct, sorted. */
         public String[] countries = new String[0];
+        /**
+         * The calls per request path of a key that billing prices (a consumer or a key
+         * fingerprint; never an anonymous client's, whose paths nothing reads): distinct sorted
+         * paths, and their calls at the same index. Arrays, not a map, so that the POJO
+         * serializer holds them without Kryo.
+         */
+        public String[] paths = new String[0];
+
+        public long[] pathCalls = new long[0];
         /** The smallest seen, as the SQL it replaces took them (deterministic on replay). */
         public String consumer;
         public String fingerprint;
@@ -270,12 +280,21 @@ public final class UsageWindows {
         return b == null || a.compareTo(b) <= 0 ? a : b;
     }
 
+    private static String[] inserted(String[] sorted, int at, String value) {
+        String[] grown = new String[sorted.length + 1];
+        System.arraycopy(sorted, 0, grown, 0, at);
+        grown[at] = value;
+        System.arraycopy(sorted, at, grown, at + 1, sorted.length - at);
+        return grown;
+    }
+
     static final class Count implements AggregateFunction<Row, Acc, Acc> {
         private final int consumer;
         private final int fingerprint;
         private final int country;
         private final int authFailed;
         private final int units;
+        private final int path;
 
         Count(Fields in) {
             consumer = in.index("consumer");
@@ -283,6 +302,7 @@ public final class UsageWindows {
             country = in.index("country");
             authFailed = in.index("auth_failed");
             units = in.index("units");
+            path = in.index("path");
         }
 
         @Override
@@ -305,16 +325,28 @@ public final class UsageWindows {
             if (c != null) {
                 int at = Arrays.binarySearch(acc.countries, c);
                 if (at < 0) {
-                    int ins = -at - 1;
-                    String[] grown = new String[acc.countries.length + 1];
-                    System.arraycopy(acc.countries, 0, grown, 0, ins);
-                    grown[ins] = c;
-                    System.arraycopy(acc.countries, ins, grown, ins + 1, acc.countries.length - ins);
-                    acc.countries = grown;
+                    acc.countries = inserted(acc.countries, -at - 1, c);
                 }
             }
-            acc.consumer = min(acc.consumer, (String) row.getField(consumer));
-            acc.fingerprint = min(acc.fingerprint, (String) row.getField(fingerprint));
+            String cons = (String) row.getField(consumer);
+            String fp = (String) row.getField(fingerprint);
+            acc.consumer = min(acc.consumer, cons);
+            acc.fingerprint = min(acc.fingerprint, fp);
+            String p = (String) row.getField(path);
+            if (p != null && (cons != null || fp != null)) {
+                int at = Arrays.binarySearch(acc.paths, p);
+                if (at >= 0) {
+                    acc.pathCalls[at]++;
+                } else {
+                    int ins = -at - 1;
+                    acc.paths = inserted(acc.paths, ins, p);
+                    long[] calls = new long[acc.pathCalls.length + 1];
+                    System.arraycopy(acc.pathCalls, 0, calls, 0, ins);
+                    calls[ins] = 1;
+                    System.arraycopy(acc.pathCalls, ins, calls, ins + 1, acc.pathCalls.length - ins);
+                    acc.pathCalls = calls;
+                }
+            }
             return acc;
         }
 
@@ -339,6 +371,7 @@ public final class UsageWindows {
         private final int units;
         private final int authFailures;
         private final int countries;
+        private final int paths;
         private final int kind;
 
         Emit(Fields out) {
@@ -351,6 +384,7 @@ public final class UsageWindows {
             units = out.index("units");
             authFailures = out.index("auth_failures");
             countries = out.index("countries");
+            paths = out.index("paths");
             kind = out.index("kind");
         }
 
@@ -367,6 +401,15 @@ public final class UsageWindows {
             row.setField(units, acc.hasUnits ? acc.units : null);
             row.setField(authFailures, acc.authFailures);
             row.setField(countries, acc.countries.clone());
+            // Null, not empty, where no path was counted: as a late correction's.
+            java.util.Map<String, Long> calls = null;
+            if (acc.paths.length > 0) {
+                calls = new java.util.LinkedHashMap<>();
+                for (int i = 0; i < acc.paths.length; i++) {
+                    calls.put(acc.paths[i], acc.pathCalls[i]);
+                }
+            }
+            row.setField(paths, calls);
             // Fired by its end-of-window timer once the watermark has passed, else early.
             boolean closed = ctx.currentWatermark() >= w.maxTimestamp();
             row.setField(kind, closed ? KIND_WINDOW : KIND_EARLY);
