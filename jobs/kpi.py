@@ -8,6 +8,7 @@ Queries (see metering/kpi.py for the SQL):
   errors          error responses per route and status
   error-rate      calls, errors and server errors per route, with the error rate
   mtd-usage       month-to-date calls, units and errors per consumer
+  billing-estimate  period-to-date calls, units and exact amount per subject (period usage)
 
 Values (consumer, times) are passed to the Pinot driver as query parameters, never pasted
 into the SQL.

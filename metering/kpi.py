@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any
 
 TABLE = "api_events"
@@ -181,6 +182,28 @@ def month_to_date_usage(req: KpiRequest) -> Query:
     )
 
 
+PERIOD_USAGE_TABLE = "period_usage"
+
+
+def billing_estimate(req: KpiRequest) -> Query:
+    """Each subject's priced usage in the UTC month that holds ``end_ms`` so far, as the job's
+    billing stage last wrote it (the upsert table keeps one row per subject and period);
+    ``--consumer`` names one subject. The amount is exact (rounded only on the invoice)."""
+    period = datetime.fromtimestamp((req.end_ms - 1) / 1000, tz=UTC).strftime("%Y-%m")
+    clauses = ["period = %(period)s"]
+    params: dict[str, Any] = {"period": period}
+    if req.consumer is not None:
+        clauses.append("subject = %(consumer)s")
+        params["consumer"] = req.consumer
+    return Query(
+        "SELECT subject, period, currency, calls, units, unpriced_calls, amount, "
+        "latest_window_start "
+        f"FROM {PERIOD_USAGE_TABLE} WHERE {' AND '.join(clauses)} "
+        f"ORDER BY subject LIMIT {ROW_LIMIT}",
+        params,
+    )
+
+
 KPIS: dict[str, Kpi] = {
     k.name: k
     for k in (
@@ -226,8 +249,22 @@ KPIS: dict[str, Kpi] = {
             month_to_date_usage,
             ("consumer", "calls", "units", "errors"),
         ),
+        Kpi(
+            "billing-estimate",
+            "period-to-date calls, units and exact amount per subject (UTC month of --to), "
+            "from the billing stage's period usage",
+            billing_estimate,
+            ("subject", "period", "currency", "calls", "units", "unpriced_calls", "amount"),
+        ),
     )
 }
+
+
+INTEGRAL = ("calls", "errors", "server_errors", "unique_callers", "status")
+"""Columns that are counts, which Pinot may return as floats."""
+BILLED_COUNTS = ("units", "unpriced_calls")
+"""The billing estimate's other counts (the enriched events' units are gateway-reported
+numbers, not counts)."""
 
 
 def shape_rows(
@@ -237,11 +274,15 @@ def shape_rows(
     out: list[dict[str, Any]] = []
     for row in rows:
         item = dict(zip(columns, row, strict=True))
-        for name in ("calls", "errors", "server_errors", "unique_callers", "status"):
+        counts = INTEGRAL + (BILLED_COUNTS if kpi == "billing-estimate" else ())
+        for name in counts:
             if isinstance(item.get(name), float) and float(item[name]).is_integer():
                 item[name] = int(item[name])
         if kpi == "calls" and item.get("bucket_start") is not None:
             item["bucket_start"] = int(item["bucket_start"])
+        if kpi == "billing-estimate" and item.get("amount") is not None:
+            # Money as exact text: never through a binary float.
+            item["amount"] = str(Decimal(str(item["amount"])))
         if kpi == "error-rate":
             calls = item.get("calls") or 0
             item["error_rate"] = round(item["errors"] / calls, 6) if calls else 0.0

@@ -63,6 +63,8 @@ if TYPE_CHECKING:
 
 REPO = Path(__file__).resolve().parent.parent
 ACTIONS_TOPIC = BY_ROLE["actions"].name
+DEMO_CATALOG = REPO / "metering/billing/catalog.example.toml"
+"""The demo's plans, subscriptions and grants (Bronze, Gold, Platinum, a trial, a prepaid)."""
 RESPONDER_STOP_S = 30.0
 """How long a SIGTERMed responder may take to finish the action in progress and commit it."""
 DRAIN_S = 15.0
@@ -100,6 +102,9 @@ class Progress:
     usage_windows: int = 0
     alerts: list[dict[str, Any]] = field(default_factory=list)
     actions: int = 0
+    period_usage: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Subject -> its latest period-usage record."""
+    billing_signals: list[dict[str, Any]] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -466,6 +471,7 @@ class Watcher:
             }
         )
         topics = [cfg.enriched_topic, cfg.dlq_topic, cfg.usage_topic, cfg.alerts_topic]
+        topics += [cfg.period_usage_topic, cfg.quota_signals_topic, cfg.balance_signals_topic]
         if actions is not None:
             topics.append(ACTIONS_TOPIC)
         assignment = []
@@ -494,7 +500,15 @@ class Watcher:
                             print(line, flush=True)
                         continue
                     with progress.lock:
-                        if topic == cfg.enriched_topic:
+                        if topic == cfg.period_usage_topic:
+                            usage = json.loads(msg.value() or b"{}")
+                            progress.period_usage[usage["subject"]] = usage
+                        elif topic in (cfg.quota_signals_topic, cfg.balance_signals_topic):
+                            signal = json.loads(msg.value() or b"{}")
+                            progress.billing_signals.append(signal)
+                            quota = topic == cfg.quota_signals_topic
+                            print(format_quota(signal) if quota else format_balance(signal))
+                        elif topic == cfg.enriched_topic:
                             progress.enriched += 1
                         elif topic == cfg.dlq_topic:
                             progress.dead_letters += 1
@@ -658,6 +672,50 @@ class ResponderSide:
         )
 
 
+def seed_billing_catalog(bootstrap: str) -> None:
+    """The example catalog's plans, subscriptions and grants on the billing topics, which the
+    job's billing stage reads at its start (idempotent: the same keys are put again)."""
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "tools.billing",
+            "seed",
+            "--catalog",
+            str(DEMO_CATALOG),
+            "--bootstrap-servers",
+            bootstrap,
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if proc.returncode != 0:
+        raise SystemExit(f"demo: seeding the billing catalog failed: {proc.stderr.strip()}")
+    print(f"demo: billing: {proc.stdout.strip()}", flush=True)
+
+
+def format_quota(q: dict[str, Any]) -> str:
+    if q["kind"] == "enforce":
+        return (
+            f"billing: ENFORCE {q['subject']} reached the hard limit of plan {q['plan_id']} "
+            f"({q['included_units']:,} units): blocked until the end of {q['period']}"
+        )
+    return (
+        f"billing: {q['subject']} reached {q['threshold_percent']} % of plan {q['plan_id']}'s "
+        f"{q['included_units']:,} units ({q['units']:,} units in {q['period']})"
+    )
+
+
+def format_balance(b: dict[str, Any]) -> str:
+    what = "is LOW" if b["kind"] == "low" else "is EXHAUSTED"
+    return (
+        f"billing: {b['subject']}'s prepaid balance {what}: {b['balance']} {b['currency']} "
+        f"left (threshold {b['threshold']})"
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m testkit.demo", description=__doc__)
     parser.add_argument("--bootstrap-servers", default="127.0.0.1:9092")
@@ -693,6 +751,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             actions=ACTIONS_TOPIC,
         ),
     )
+    seed_billing_catalog(cfg.bootstrap_servers)
     # Drawn once: the traffic sends these addresses and the fake APISIX knows its keys.
     country_ips = ips_for_countries(default_geoip_db(), LIVE_COUNTRIES, 4, args.seed)
 
@@ -830,6 +889,13 @@ def run(
         f"  committed: enriched {progress.enriched}, dead-lettered {progress.dead_letters}, "
         f"window counts {progress.usage_windows}, alerts {len(progress.alerts)}"
     )
+    for subject, usage in sorted(progress.period_usage.items()):
+        plans = "+".join(seg["plan_id"] for seg in usage["segments"]) or "no plan"
+        print(
+            f"  billing: {subject} ({plans}): {usage['calls']:,} calls, {usage['units']:,} units, "
+            f"{usage['amount']} {usage['currency'] or ''} so far in {usage['period']}"
+        )
+    print(f"  billing signals: {len(progress.billing_signals)} (quota thresholds and balances)")
     rules = sorted({(a["rule"], a.get("consumer") or a["rate_key"]) for a in progress.alerts})
     for rule, who in rules:
         print(f"  alert: {rule} for {who}")

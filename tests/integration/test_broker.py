@@ -16,6 +16,7 @@ import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, ConfigResource
 
+from metering.topics import BY_ROLE
 from tools.topics import RETENTION_14_DAYS_MS
 
 pytestmark = pytest.mark.integration
@@ -139,6 +140,12 @@ def test_topics_are_created_with_their_retention_and_cleanup_policy(
             "cleanup.policy": "compact,delete",
             "retention.ms": RETENTION_14_DAYS_MS,
         },
+        "period_usage": {
+            "cleanup.policy": "compact,delete",
+            "retention.ms": RETENTION_14_DAYS_MS,
+        },
+        "quota_signals": {"cleanup.policy": "delete", "retention.ms": RETENTION_14_DAYS_MS},
+        "balance_signals": {"cleanup.policy": "delete", "retention.ms": RETENTION_14_DAYS_MS},
     }
 
 
@@ -151,7 +158,7 @@ def test_the_job_refuses_a_missing_topic_at_start(
     flags = {role: name for role, name in unique_topics.items() if role != "usage"}
     cmd = [sys.executable, "-m", "jobs.gateway_pipeline", "--bootstrap-servers", kafka_bootstrap]
     for role, name in (flags | {"usage": missing}).items():
-        cmd += [f"--{role}-topic", name]
+        cmd += [BY_ROLE[role].flag, name]
     env = dict(os.environ, PIPELINE_HASH_KEY=secrets.token_hex(32))
     started = time.monotonic()
     proc = subprocess.run(

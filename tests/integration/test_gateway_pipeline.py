@@ -14,6 +14,7 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -101,7 +102,17 @@ def run(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Itera
     from tools.topics import delete_topics, ensure_topics, pipeline_topics
 
     suffix = secrets.token_hex(4)
-    roles = ("raw", "enriched", "alerts", "dlq", "usage", "reconciliation")
+    roles = (
+        "raw",
+        "enriched",
+        "alerts",
+        "dlq",
+        "usage",
+        "reconciliation",
+        "period_usage",
+        "quota_signals",
+        "balance_signals",
+    )
     topics = {role: f"it-{role}-{suffix}" for role in roles}
     ensure_topics(kafka_bootstrap, pipeline_topics(**topics))
     geo_db = default_geoip_db()
@@ -118,6 +129,8 @@ def run(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Itera
 
     hash_key = secrets.token_hex(32)
     log_dir = tmp_path_factory.mktemp("flink-logs")
+    catalog = log_dir.parent / "catalog.toml"
+    catalog.write_text(billing_catalog(scenario))
     env = dict(os.environ, PIPELINE_HASH_KEY=hash_key, FLINK_LOG_DIR=str(log_dir))
     cmd = [
         sys.executable,
@@ -137,6 +150,14 @@ def run(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Itera
         topics["usage"],
         "--reconciliation-topic",
         topics["reconciliation"],
+        "--period-usage-topic",
+        topics["period_usage"],
+        "--quota-signals-topic",
+        topics["quota_signals"],
+        "--balance-signals-topic",
+        topics["balance_signals"],
+        "--billing-catalog",
+        str(catalog),
         "--geoip-db",
         geo_db,
         "--bounded",
@@ -179,6 +200,24 @@ def run(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Itera
         records=records,
     )
     delete_topics(kafka_bootstrap, list(topics.values()))
+
+
+FREE_UNITS = 100
+UNIT_PRICE = Decimal("0.0015")
+
+
+def billing_catalog(scenario: Scenario) -> str:
+    """Every consumer of the scenario on one plan: FREE_UNITS free, then UNIT_PRICE a unit."""
+    subs = "".join(
+        f'[[subscriptions]]\nsubject = "{c.name}"\nplan_id = "it"\n'
+        f"effective_from = {START_MS - 86_400_000}\n"
+        for c in scenario.consumers
+    )
+    return (
+        '[[plans]]\nid = "it"\nname = "IT"\n'
+        f'tiers = [{{ up_to = {FREE_UNITS}, unit_price = "0" }}, '
+        f'{{ unit_price = "{UNIT_PRICE}" }}]\n' + subs
+    )
 
 
 def _truth_key(run: Run, key: str) -> str:
@@ -502,8 +541,9 @@ def pinot_run(run: Run, pinot: Any, kafka_bootstrap: str) -> Iterator[PinotRun]:
             bootstrap_servers=kafka_bootstrap,
             enriched_topic=run.topics["enriched"],
             alerts_topic=run.topics["alerts"],
+            period_usage_topic=run.topics["period_usage"],
         ),
-        ("api_events", "alerts"),
+        ("api_events", "alerts", "period_usage"),
     )
     controller = PinotController(pinot.controller)
     controller.wait_healthy(60)
@@ -516,8 +556,9 @@ def pinot_run(run: Run, pinot: Any, kafka_bootstrap: str) -> Iterator[PinotRun]:
     def sql(text: str) -> tuple[list[str], list[list[Any]]]:
         return kpis.run(Query(text))
 
-    want = (len(expected), alerts)
-    counts = (-1, -1)
+    periods = len(_latest_period_usage(run))
+    want = (len(expected), alerts, periods)
+    counts = (-1, -1, -1)
 
     def ingested() -> bool:
         nonlocal counts
@@ -525,9 +566,11 @@ def pinot_run(run: Run, pinot: Any, kafka_bootstrap: str) -> Iterator[PinotRun]:
             counts = (
                 _count(sql, "SELECT COUNT(*) FROM api_events"),
                 _count(sql, "SELECT COUNT(*) FROM alerts"),
+                # An upsert table: the latest row per (subject, period) only.
+                _count(sql, "SELECT COUNT(*) FROM period_usage"),
             )
         except Exception:  # tables still being created: the broker has no route for them yet
-            counts = (-1, -1)
+            counts = (-1, -1, -1)
         return counts == want
 
     wait_until(
@@ -535,7 +578,7 @@ def pinot_run(run: Run, pinot: Any, kafka_bootstrap: str) -> Iterator[PinotRun]:
         ingested,
         PINOT_TIMEOUT_S - (time.monotonic() - started),
         interval_s=0.5,
-        detail=lambda: f"rows (events, alerts) {counts} of {want}",
+        detail=lambda: f"rows (events, alerts, period usage) {counts} of {want}",
     )
     yield PinotRun(kpis, expected, alerts, time.monotonic() - started)
     kpis.close()
@@ -644,3 +687,45 @@ def test_kpi_month_to_date_usage_per_consumer(pinot_run: PinotRun) -> None:
     assert {r["consumer"]: (r["calls"], r["units"]) for r in got} == {
         c: (n, units[c]) for c, n in calls.items()
     }
+
+
+def _latest_period_usage(run: Run) -> dict[str, dict[str, Any]]:
+    """The period-usage topic as an upsert reader sees it: the latest record per key."""
+    latest: dict[str, dict[str, Any]] = {}
+    for r in run.outputs["period_usage"]:
+        latest[(r.key or b"").decode()] = json.loads(r.value or b"")
+    return latest
+
+
+def test_period_usage_reconciles_with_the_enriched_topic(run: Run) -> None:
+    """What a customer pays for equals what the enriched topic holds: per subject, its calls in
+    the period are its enriched events (identified keys; anonymous clients are never billed),
+    and the amount is their price by hand."""
+    calls: Counter[str] = Counter(
+        e["rate_key"] for e in run.values("enriched") if not e["rate_key"].startswith("client:")
+    )
+    latest = _latest_period_usage(run)
+    assert sorted(latest) == sorted(f"{s}@2026-01" for s in calls)
+    subscribed = {c.name for c in run.scenario.consumers}
+    for subject, n in calls.items():
+        got = latest[f"{subject}@2026-01"]
+        if subject in subscribed:
+            assert (got["calls"], got["units"], got["unpriced_calls"]) == (n, n, 0), subject
+            assert Decimal(got["amount"]) == max(0, n - FREE_UNITS) * UNIT_PRICE, subject
+        else:  # an API key without a consumer, and no subscription: counted, not priced
+            assert (got["calls"], got["unpriced_calls"]) == (0, n), subject
+    assert any(Decimal(v["amount"]) > 0 for v in latest.values())
+    # No plan has a quota or a balance here: no signal.
+    assert run.outputs["quota_signals"] == [] and run.outputs["balance_signals"] == []
+
+
+def test_the_billing_estimate_answers_from_pinot(run: Run, pinot_run: PinotRun) -> None:
+    latest = _latest_period_usage(run)
+    rows = pinot_run.kpis.kpi("billing-estimate", KpiRequest(0, START_MS + 86_400_000))
+    assert {r["subject"]: (r["calls"], r["units"], r["amount"]) for r in rows} == {
+        v["subject"]: (v["calls"], v["units"], v["amount"]) for v in latest.values()
+    }
+    (one,) = pinot_run.kpis.kpi(
+        "billing-estimate", KpiRequest(0, START_MS + 1000, consumer=rows[0]["subject"])
+    )
+    assert one == rows[0]

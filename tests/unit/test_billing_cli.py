@@ -136,7 +136,7 @@ def test_invoice_then_reconcile_from_files(
     records = [
         usage_record("acme-analytics", START + DAY, 2_100, {"/v1/valuations/1": 2_100}),
         usage_record("acme-analytics", mid, 3_000, {"/v1/orders": 3_000}),
-        usage_record("globex-mobile", START, 70, None),  # payg weighs no route: no paths needed
+        usage_record("globex-mobile", START, 70, None),  # metered weighs no route: no paths needed
         usage_record("nobody", START, 1, None),
     ]
     usage = write_jsonl(tmp_path / "usage.jsonl", records)
@@ -165,7 +165,7 @@ def test_invoice_then_reconcile_from_files(
     assert [(g["subject"], g["plan_id"], g["quantity"], g["amount"]) for g in got] == [
         ("acme-analytics", "bronze", 10_500, "1.00"),
         ("acme-analytics", "gold", 3_000, "0.00"),
-        ("globex-mobile", "payg", 70, "0.00"),
+        ("globex-mobile", "metered", 70, "0.14"),
     ]
     meter = [json.loads(line) for line in stripe.read_text().splitlines()]
     assert [m["payload"] for m in meter] == [
@@ -210,7 +210,7 @@ def test_invoice_then_reconcile_from_files(
     write_jsonl(enriched_file, [*events, enriched("globex-mobile", START + 5, "/v1/search", 7)])
     assert cli.main(args) == cli.EXIT_DIFFERENCES
     out_text = capsys.readouterr().out
-    assert "globex-mobile 2026-12 payg: calls: invoiced 70, enriched events 71" in out_text
+    assert "globex-mobile 2026-12 metered: calls: invoiced 70, enriched events 71" in out_text
 
 
 def test_invoice_refuses_unrouted_calls_on_weighted_plans(
@@ -313,7 +313,14 @@ def test_seed_then_list_put_and_delete(
     topics: FakeTopics, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     assert cli.main(["seed", "--catalog", str(EXAMPLE)]) == 0
-    assert set(topics.topics[PLANS.name]) == {"bronze", "gold", "platinum", "payg", "trial"}
+    assert set(topics.topics[PLANS.name]) == {
+        "bronze",
+        "gold",
+        "platinum",
+        "payg",
+        "trial",
+        "metered",
+    }
     assert "acme-analytics@1797292800000" in topics.topics[SUBSCRIPTIONS.name]
     assert list(topics.topics[GRANTS.name]) == ["globex-2026-12-topup-1"]
     # Seeding again writes the same keys and values: the compacted topics do not change.
@@ -324,7 +331,7 @@ def test_seed_then_list_put_and_delete(
 
     assert cli.main(["plans", "list"]) == 0
     listed = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
-    assert [p["id"] for p in listed] == ["bronze", "gold", "payg", "platinum", "trial"]
+    assert [p["id"] for p in listed] == ["bronze", "gold", "metered", "payg", "platinum", "trial"]
     assert listed[0]["overage"] == "0.002"  # money as text on the topic
 
     # A plan in use is not deleted without --force; an unused one is (a tombstone).

@@ -90,7 +90,12 @@ def test_the_example_catalog_seeds_bronze_gold_platinum_and_the_free_tier_plan()
         "bronze",
     )
     assert plan_at(dec_15) == plan_at(JAN_2027) == "gold"
-    assert catalog.grants_of("globex-mobile")[0].amount == Decimal("100.00")
+    # The demo's prepaid consumer: $0.002 a unit from a $10 grant.
+    assert catalog.grants_of("globex-mobile")[0].amount == Decimal("10.00")
+    assert catalog.in_force("globex-mobile", DEC_2026).plan_id == "metered"  # type: ignore[union-attr]
+    assert [(t.up_to, t.unit_price) for t in by_id["metered"].price_tiers] == [
+        (None, Decimal("0.002"))
+    ]
 
 
 def test_toml_numbers_are_read_as_exact_decimals() -> None:

@@ -63,11 +63,15 @@ def test_values_never_enter_the_sql_text(name: str) -> None:
     assert set(re.findall(r"%\((\w+)\)s", query.sql)) == set(query.params)
     # What the driver sends: the hostile name is one quoted literal, its quotes doubled.
     sent = apply_parameters(query.sql, query.params)
-    assert "consumer = 'acme'' OR ''1''=''1'' --'" in sent
-    assert sent.count("consumer = ") == 1
+    column = "subject" if name == "billing-estimate" else "consumer"
+    assert f"{column} = 'acme'' OR ''1''=''1'' --'" in sent
+    assert sent.count(f"{column} = ") == 1
 
 
-@pytest.mark.parametrize("name", sorted(KPIS))
+EVENT_KPIS = sorted(k for k in KPIS if k != "billing-estimate")
+
+
+@pytest.mark.parametrize("name", EVENT_KPIS)
 def test_every_query_is_bounded_in_time_and_rows(name: str) -> None:
     query = KPIS[name].build(KpiRequest(JAN_2026, JAN_2026 + 1000))
     assert "event_time >= %(start_ms)s AND event_time < %(end_ms)s" in query.sql
@@ -79,6 +83,22 @@ def test_month_to_date_starts_at_the_month_of_to_whatever_from_says() -> None:
     end = parse_time("2026-03-15T12:00:00Z")
     query = KPIS["mtd-usage"].build(KpiRequest(0, end))
     assert query.params == {"start_ms": parse_time("2026-03-01"), "end_ms": end}
+
+
+def test_the_billing_estimate_reads_the_period_of_to_from_the_upsert_table() -> None:
+    end = parse_time("2026-03-01T00:00:00Z")  # exclusive: the last instant is in February
+    query = KPIS["billing-estimate"].build(KpiRequest(0, end))
+    assert query.params == {"period": "2026-02"}
+    assert "FROM period_usage WHERE period = %(period)s ORDER BY subject" in query.sql
+    assert query.sql.endswith("LIMIT 100000") and "subject = " not in query.sql
+    rows = shape_rows(
+        "billing-estimate",
+        ["subject", "calls", "units", "unpriced_calls", "amount"],
+        [["acme", 3.0, 15.0, 0.0, "6.8460"]],
+    )
+    assert rows == [
+        {"subject": "acme", "calls": 3, "units": 15, "unpriced_calls": 0, "amount": "6.8460"}
+    ]
 
 
 def test_calls_bucket_comes_from_the_fixed_table() -> None:

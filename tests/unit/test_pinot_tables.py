@@ -14,7 +14,7 @@ import yaml
 from metering.topics import BY_ROLE
 from responder.actions import ActionRecord
 from responder.settings import DEFAULT_ACTIONS_TOPIC
-from schemas.events import Alert, EnrichedEvent
+from schemas.events import Alert, EnrichedEvent, PeriodUsage
 from tools.pinot_tables import (
     ACTIONS_TOPIC,
     ACTIONS_TOPIC_ENV,
@@ -42,6 +42,7 @@ TOPICS: dict[str, tuple[str, type[Any]]] = {
     "alerts": ("ALERTS_TOPIC", Alert),
     # Written by the responder (responder/), not by the job.
     "actions": ("ACTIONS_TOPIC", ActionRecord),
+    "period_usage": ("PERIOD_USAGE_TOPIC", PeriodUsage),
 }
 INDEX_KEYS = (
     "sortedColumn",
@@ -55,6 +56,7 @@ INDEX_KEYS = (
 )
 COMPATIBLE = {
     "string": {"STRING"},
+    "decimal": {"BIG_DECIMAL"},
     "integer": {"INT", "LONG", "TIMESTAMP"},
     "number": {"DOUBLE", "FLOAT"},
     "boolean": {"BOOLEAN"},
@@ -65,6 +67,7 @@ VALUES = placeholder_values(
     enriched_topic="t.enriched",
     alerts_topic="t.alerts",
     actions_topic="t.actions",
+    period_usage_topic="t.period-usage",
 )
 
 
@@ -98,7 +101,11 @@ def _json_type(prop: dict[str, Any]) -> tuple[str, bool]:
         assert len(types) == 1
         prop = types[0]
     if prop["type"] == "array":
+        if "$ref" in prop["items"]:  # a list of records: one JSON value
+            return "object", False
         return str(prop["items"]["type"]), True
+    if prop["type"] == "string" and "pattern" in prop and "[0-9]" in prop["pattern"]:
+        return "decimal", False  # schemas.events.DecimalText
     return str(prop["type"]), False
 
 
@@ -207,10 +214,26 @@ def test_alerts_are_deduplicated_on_alert_id() -> None:
     assert table["tableIndexConfig"].get("starTreeIndexConfigs") in (None, [])
     # Only alerts are deduplicated: every enriched event is a distinct request, and every
     # action record a step of an action's history (planned, then done or failed).
-    for table in ("api_events", "actions"):
+    for table in ("api_events", "actions", "period_usage"):
         assert "dedupConfig" not in _raw(table, "table")
-        assert "upsertConfig" not in _raw(table, "table")
-        assert "primaryKeyColumns" not in _raw(table, "schema")
+        if table != "period_usage":
+            assert "upsertConfig" not in _raw(table, "table")
+            assert "primaryKeyColumns" not in _raw(table, "schema")
+
+
+def test_period_usage_is_an_upsert_on_subject_and_period() -> None:
+    """The period-usage topic is an upsert topic keyed by ``<subject>@<period>``: the latest
+    record of a key holds the period so far, so Pinot keeps the latest row per (subject,
+    period). Upsert needs what dedup needs (a primary key, the low-level consumer,
+    strictReplicaGroup routing, a stream partitioned by the key: the record key is made of
+    the primary key's columns). Equal comparison values (the time column, which a late
+    correction leaves as it was) go to the later record."""
+    schema, table = _raw("period_usage", "schema"), _raw("period_usage", "table")
+    assert schema["primaryKeyColumns"] == ["subject", "period"]
+    assert table["upsertConfig"]["mode"] == "FULL"
+    assert table["routing"]["instanceSelectorType"] == "strictReplicaGroup"
+    assert _specs(schema)["amount"]["dataType"] == "BIG_DECIMAL"
+    assert table["segmentsConfig"]["retentionTimeValue"] == "400"
 
 
 def test_actions_indexes() -> None:
@@ -258,17 +281,18 @@ def test_names_agree(table: str) -> None:
 
 
 def test_placeholders_are_filled_from_the_arguments() -> None:
-    events, alerts, actions = load_definitions(VALUES)
-    assert (events.name, alerts.name, actions.name) == ("api_events", "alerts", "actions")
-    events_stream = events.table_config["tableIndexConfig"]["streamConfigs"]
-    alerts_stream = alerts.table_config["tableIndexConfig"]["streamConfigs"]
-    actions_stream = actions.table_config["tableIndexConfig"]["streamConfigs"]
-    assert events_stream["stream.kafka.topic.name"] == "t.enriched"
-    assert alerts_stream["stream.kafka.topic.name"] == "t.alerts"
-    assert actions_stream["stream.kafka.topic.name"] == "t.actions"
-    for stream in (events_stream, alerts_stream, actions_stream):
+    definitions = load_definitions(VALUES)
+    assert [d.name for d in definitions] == ["api_events", "alerts", "actions", "period_usage"]
+    streams = [d.table_config["tableIndexConfig"]["streamConfigs"] for d in definitions]
+    assert [s["stream.kafka.topic.name"] for s in streams] == [
+        "t.enriched",
+        "t.alerts",
+        "t.actions",
+        "t.period-usage",
+    ]
+    for stream in streams:
         assert stream["stream.kafka.broker.list"] == "kafka-1:9092,kafka-2:9092"
-    for definition in (events, alerts, actions):
+    for definition in definitions:
         assert find_placeholders(definition.table_config) == set()
         assert find_placeholders(definition.schema) == set()
 
@@ -309,6 +333,7 @@ def test_defaults_come_from_pipeline_settings(
         "env.enriched",
         "gateway.alerts",
         "gateway.actions",
+        "gateway.billing.period-usage",
     ]
     assert {s["stream.kafka.broker.list"] for s in streams} == {"broker-a:9092"}
 
@@ -377,13 +402,8 @@ def test_creates_schemas_before_tables() -> None:
     controller = FakeController()
     log = apply_definitions(controller, load_definitions(VALUES))
     assert controller.schemas == set(controller.tables) == set(TABLES)
-    assert log == [
-        "schema api_events created",
-        "schema alerts created",
-        "schema actions created",
-        "table api_events (REALTIME) created",
-        "table alerts (REALTIME) created",
-        "table actions (REALTIME) created",
+    assert log == [f"schema {t} created" for t in TABLES] + [
+        f"table {t} (REALTIME) created" for t in TABLES
     ]
 
 
@@ -439,21 +459,10 @@ def test_stream_source_reads_both_config_layouts() -> None:
 def test_recreate_drops_tables_then_schemas_and_creates_them_again() -> None:
     controller = _existing()
     log = apply_definitions(controller, load_definitions(VALUES), recreate=True)
-    assert log[:6] == [
-        "table api_events (REALTIME) dropped",
-        "schema api_events dropped",
-        "table alerts (REALTIME) dropped",
-        "schema alerts dropped",
-        "table actions (REALTIME) dropped",
-        "schema actions dropped",
-    ]
-    assert log[6:] == [
-        "schema api_events created",
-        "schema alerts created",
-        "schema actions created",
-        "table api_events (REALTIME) created",
-        "table alerts (REALTIME) created",
-        "table actions (REALTIME) created",
+    dropped = [line for t in TABLES for line in (f"table {t} (REALTIME) dropped",
+                                                 f"schema {t} dropped")]  # fmt: skip
+    assert log == dropped + [f"schema {t} created" for t in TABLES] + [
+        f"table {t} (REALTIME) created" for t in TABLES
     ]
     assert controller.schemas == set(controller.tables) == set(TABLES)
 
