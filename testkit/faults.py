@@ -173,6 +173,7 @@ from confluent_kafka.admin import AdminClient
 from confluent_kafka.admin._listoffsets import OffsetSpec
 
 from metering import reconciliation
+from metering.billing.periods import period_of
 from metering.records import AUTH_FAILURE_STATUSES
 from metering.settings import PipelineSettings, check_transaction_timeout
 from testkit.stack import (
@@ -412,6 +413,8 @@ class Verification:
     """(key, window start) -> (truth, got) for every window of a vanishing key."""
     vanishing_after_kill: list[str] = field(default_factory=list)
     """Events of a vanishing key with an event time after its kill (must be none)."""
+    billing: BillingCheck | None = None
+    """None when the billing topics were not read."""
 
     def vanishing_line(self) -> str:
         """What became of the vanishing keys' windows, e.g. ``vanishing keys: 4 keys, 4
@@ -462,6 +465,8 @@ class Verification:
         out.extend(f"reconciliation: {p}" for p in self.reconciliation)
         if self.alerts is not None:
             out.extend(f"alerts: {p}" for p in self.alerts.problems())
+        if self.billing is not None:
+            out.extend(f"billing: {p}" for p in self.billing.problems())
         return out
 
 
@@ -624,6 +629,105 @@ def check_alerts(expected: set[AlertSlot], alerts: Sequence[dict[str, Any]]) -> 
             if len(found) > 1
         ),
     )
+
+
+FAULTS_PLAN = "faults"
+FAULTS_INCLUDED_UNITS = 16
+"""Small enough that every steady key crosses several thresholds in a run (about 47 calls
+each at the default rate, duration and keys)."""
+
+
+def billing_catalog(keys: int) -> str:
+    """Every steady key ("fk..") on one plan with a quota, from long before the run; the other
+    keys (bursts, vanishing) have no subscription: counted, not priced."""
+    subs = "".join(
+        f'[[subscriptions]]\nsubject = "fk{i:02d}"\nplan_id = "{FAULTS_PLAN}"\neffective_from = 0\n'
+        for i in range(keys)
+    )
+    return (
+        f'[[plans]]\nid = "{FAULTS_PLAN}"\nname = "Faults"\n'
+        f'included_units = {FAULTS_INCLUDED_UNITS}\noverage = "0.001"\n' + subs
+    )
+
+
+def thresholds_by_hand(units: int, included: int) -> set[int]:
+    """50, 80 and 100 % of the included units, then every further 100 %: those reached."""
+    out = {p for p in (50, 80, 100) if units * 100 >= included * p}
+    pct = 200
+    while units * 100 >= included * pct:
+        out.add(pct)
+        pct += 100
+    return out
+
+
+@dataclass
+class BillingCheck:
+    """The billing topics against ground truth from the raw topic (pure; ``check_billing``)."""
+
+    periods: int = 0
+    signals: int = 0
+    mismatches: dict[str, tuple[int, int]] = field(default_factory=dict)
+    """<subject>@<period> -> (calls in the source, calls in its latest period-usage record)."""
+    repeated_signals: int = 0
+    missing_thresholds: list[tuple[str, int]] = field(default_factory=list)
+    unexpected_thresholds: list[tuple[str, int]] = field(default_factory=list)
+
+    def problems(self) -> list[str]:
+        out: list[str] = []
+        if self.mismatches:
+            out.append(
+                f"{len(self.mismatches)} periods differ: {sorted(self.mismatches.items())[:5]}"
+            )
+        if self.repeated_signals:
+            out.append(f"{self.repeated_signals} quota signals written twice")
+        if self.missing_thresholds:
+            out.append(f"thresholds missing: {self.missing_thresholds[:5]}")
+        if self.unexpected_thresholds:
+            out.append(f"thresholds not reached but signalled: {self.unexpected_thresholds[:5]}")
+        return out
+
+    def line(self) -> str:
+        return (
+            f"billing: {self.periods} subject periods, {len(self.mismatches)} differ; "
+            f"{self.signals} quota signals, {self.repeated_signals} written twice, "
+            f"{len(self.missing_thresholds)} missing, {len(self.unexpected_thresholds)} unexpected"
+        )
+
+
+def check_billing(
+    events: Mapping[str, SourceEvent],
+    period_usage: Sequence[dict[str, Any]],
+    quota_signals: Sequence[dict[str, Any]],
+    subscribed: set[str],
+) -> BillingCheck:
+    """Per (subject, period) the latest period usage holds every source call (priced for a
+    subscribed key, unpriced otherwise); every threshold the final units reach is signalled
+    once, and no other."""
+    truth: Counter[str] = Counter(f"{ev.key}@{period_of(ev.event_ms)}" for ev in events.values())
+    latest = {f"{u['subject']}@{u['period']}": u for u in period_usage}
+    c = BillingCheck(periods=len(truth), signals=len(quota_signals))
+    for key in set(truth) | set(latest):
+        got = latest.get(key, {})
+        subject = key.rpartition("@")[0]
+        calls = got.get("calls", 0) if subject in subscribed else got.get("unpriced_calls", 0)
+        if calls != truth[key] or got.get("calls", 0) + got.get("unpriced_calls", 0) != truth[key]:
+            c.mismatches[key] = (truth[key], calls)
+    ids = Counter(str(q["signal_id"]) for q in quota_signals)
+    c.repeated_signals = sum(n - 1 for n in ids.values())
+    want = {
+        (key, pct)
+        for key, n in truth.items()
+        if key.rpartition("@")[0] in subscribed
+        for pct in thresholds_by_hand(n, FAULTS_INCLUDED_UNITS)
+    }
+    got_thresholds = {
+        (f"{q['subject']}@{q['period']}", int(q["threshold_percent"]))
+        for q in quota_signals
+        if q["kind"] == "threshold"
+    }
+    c.missing_thresholds = sorted(want - got_thresholds)
+    c.unexpected_thresholds = sorted(got_thresholds - want)
+    return c
 
 
 def _json_values(records: Sequence[Record]) -> list[dict[str, Any]]:
@@ -1397,6 +1501,9 @@ class Harness:
             cfg.flink_rest, secrets.token_hex(32), log=self.log, echo=False
         )
         self.topics = {role: f"faults.{self.run_id}.{role}" for role in ROLES}
+        # Read by the TaskManagers, which run on this machine.
+        self.billing_catalog = self.run_dir / "billing-catalog.toml"
+        self.billing_catalog.write_text(billing_catalog(cfg.keys))
         self.plan = TrafficPlan.for_run(cfg.duration_s, cfg.rate, cfg.idle_timeout_s)
         faults = cfg.fault_plan()
         self.parallelism = initial_parallelism(faults)
@@ -1493,6 +1600,7 @@ class Harness:
             "--window-seconds", str(WINDOW_SECONDS),
             "--parallelism", str(self.parallelism),
             "--job-name", f"faults-{self.run_id}",
+            "--billing-catalog", str(self.billing_catalog),
         ]  # fmt: skip
         if self.transaction is not None:
             timeout_ms, restart_s = self.transaction
@@ -2410,7 +2518,15 @@ def run(cfg: FaultsConfig, log: Callable[[str], None] | None = None) -> Report:
 def _final_checks(h: Harness, raw: list[Record], report: Report) -> Verification:
     bootstrap = h.broker.bootstrap
     outputs: dict[str, list[Record]] = {}
-    for role in ("enriched", "usage", "dlq", "reconciliation", "alerts"):
+    for role in (
+        "enriched",
+        "usage",
+        "dlq",
+        "reconciliation",
+        "alerts",
+        "period_usage",
+        "quota_signals",
+    ):
         if role not in h.topics:
             continue
         try:
@@ -2427,6 +2543,17 @@ def _final_checks(h: Harness, raw: list[Record], report: Report) -> Verification
         alerts=outputs["alerts"],
         vanishing=h.vanishing,
     )
+    if "period_usage" in outputs:
+        events, _, _ = source_events(raw)
+        latest: dict[bytes, dict[str, Any]] = {}
+        for r in outputs["period_usage"]:  # an upsert topic: the latest record per key
+            latest[r.key or b""] = json.loads(r.value or b"null")
+        v.billing = check_billing(
+            events,
+            list(latest.values()),
+            _json_values(outputs.get("quota_signals", [])),
+            {f"fk{i:02d}" for i in range(h.cfg.keys)},
+        )
     report.problems.extend(v.problems())
     stuck = stuck_transactions(bootstrap, h.output_topics(), h.client_log, 30)
     if stuck:
@@ -2473,6 +2600,8 @@ def _summarise(h: Harness, report: Report) -> None:
         h.log(f"  dead letters: {v.dead_letters}; reconciliation: {recon}")
         if v.vanishing_keys:
             h.log(f"  {v.vanishing_line()}")
+        if v.billing is not None:
+            h.log(f"  {v.billing.line()}")
         if v.alerts is not None:
             a = v.alerts
             h.log(

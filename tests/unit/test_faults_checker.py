@@ -21,7 +21,9 @@ from testkit.faults import (
     FaultsConfig,
     Report,
     StallWatch,
+    billing_catalog,
     check_alerts,
+    check_billing,
     expected_alerts,
     initial_parallelism,
     main,
@@ -32,6 +34,7 @@ from testkit.faults import (
     silence_send_moment,
     silent_events,
     source_events,
+    thresholds_by_hand,
     tm_kill_phase,
     vanishing_keys,
     verify,
@@ -476,3 +479,60 @@ def test_a_python_worker_kill_runs_the_parse_in_process_mode_unless_told() -> No
     assert killing.effective_job_args() == ("--x", "1", "--parse-execution-mode", "process")
     told = ("--parse-execution-mode", "process", "--execution-mode", "process")
     assert FaultsConfig(plan=("py-worker-kill",), job_args=told).effective_job_args() == told
+
+
+# -- billing ---------------------------------------------------------------------------------
+
+
+def _period(subject: str, calls: int, unpriced: int = 0) -> dict[str, Any]:
+    return {"subject": subject, "period": "2026-01", "calls": calls, "unpriced_calls": unpriced}
+
+
+def _quota(subject: str, pct: int, signal_id: str | None = None) -> dict[str, Any]:
+    return {
+        "signal_id": signal_id or f"{subject}/{pct}",
+        "kind": "threshold",
+        "subject": subject,
+        "period": "2026-01",
+        "threshold_percent": pct,
+    }
+
+
+def test_thresholds_by_hand() -> None:
+    assert thresholds_by_hand(7, 16) == set()
+    assert thresholds_by_hand(8, 16) == {50}
+    assert thresholds_by_hand(16, 16) == {50, 80, 100}
+    assert thresholds_by_hand(47, 16) == {50, 80, 100, 200}
+
+
+def test_the_billing_check_finds_lost_counts_repeats_and_wrong_thresholds() -> None:
+    raw = [_raw(0, i, ("fk00", i + 1, T0 + i)) for i in range(16)]
+    raw += [_raw(1, 0, ("fb1", 1, T0))]
+    events, _, _ = source_events(raw)
+    subscribed = {"fk00"}
+    good = check_billing(
+        events,
+        [_period("fk00", 16), _period("fb1", 0, 1)],
+        [_quota("fk00", p) for p in (50, 80, 100)],
+        subscribed,
+    )
+    assert good.problems() == [] and good.periods == 2
+    bad = check_billing(
+        events,
+        [_period("fk00", 15), _period("fb1", 1)],  # one call lost; an unsubscribed key priced
+        [_quota("fk00", 50), _quota("fk00", 50), _quota("fk00", 200)],
+        subscribed,
+    )
+    assert bad.mismatches == {"fk00@2026-01": (16, 15), "fb1@2026-01": (1, 0)}
+    assert bad.repeated_signals == 1
+    assert bad.missing_thresholds == [("fk00@2026-01", 80), ("fk00@2026-01", 100)]
+    assert bad.unexpected_thresholds == [("fk00@2026-01", 200)]
+    assert len(bad.problems()) == 4
+
+
+def test_the_faults_catalog_puts_every_steady_key_on_the_plan() -> None:
+    from metering.billing.plans import parse_catalog
+
+    catalog = parse_catalog(billing_catalog(3))
+    assert catalog.subjects() == ("fk00", "fk01", "fk02")
+    assert catalog.plan("faults").included_units == 16
