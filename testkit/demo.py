@@ -31,6 +31,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from decimal import Decimal
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, TypeVar
 
@@ -39,6 +40,8 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 from prometheus_client.parser import text_string_to_metric_families
 from pydantic import ValidationError
 
+from metering.billing.plans import Catalog, load_catalog
+from metering.billing.pricing import amount_of
 from metering.redact import Pseudonymizer
 from metering.settings import HASH_KEY_ENV, PipelineSettings
 from metering.topics import BY_ROLE
@@ -105,6 +108,10 @@ class Progress:
     period_usage: dict[str, dict[str, Any]] = field(default_factory=dict)
     """Subject -> its latest period-usage record."""
     billing_signals: list[dict[str, Any]] = field(default_factory=list)
+    signal_seen_ms: dict[str, int] = field(default_factory=dict)
+    """Balance signal id -> wall time it became readable (read_committed)."""
+    prepaid_calls: dict[str, list[int]] = field(default_factory=dict)
+    """Prepaid subject -> event times of its enriched calls: what the overdraw is measured on."""
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -506,10 +513,16 @@ class Watcher:
                         elif topic in (cfg.quota_signals_topic, cfg.balance_signals_topic):
                             signal = json.loads(msg.value() or b"{}")
                             progress.billing_signals.append(signal)
+                            seen = int(time.time() * 1000)
+                            progress.signal_seen_ms[signal["signal_id"]] = seen
                             quota = topic == cfg.quota_signals_topic
                             print(format_quota(signal) if quota else format_balance(signal))
                         elif topic == cfg.enriched_topic:
                             progress.enriched += 1
+                            if (msg.key() or b"").decode() in progress.prepaid_calls:
+                                event = json.loads(msg.value() or b"{}")
+                                calls = progress.prepaid_calls[event["rate_key"]]
+                                calls.append(int(event["event_time"]))
                         elif topic == cfg.dlq_topic:
                             progress.dead_letters += 1
                         elif topic == cfg.usage_topic:
@@ -708,6 +721,27 @@ def format_quota(q: dict[str, Any]) -> str:
     )
 
 
+def overdraw(
+    signal: dict[str, Any], seen_ms: int, call_times: Sequence[int], catalog: Catalog
+) -> tuple[int, float] | None:
+    """(calls, seconds) between the call that took the balance across the signal's threshold
+    and the moment the signal was readable: what a prepaid subject used before anyone could
+    act. None if the crossing call is not among ``call_times``. Assumes the subject's calls
+    all weigh one unit on one plan for the period (the demo's prepaid plan)."""
+    grants = sum(g.amount for g in catalog.grants_of(signal["subject"]))
+    sub = catalog.in_force(signal["subject"], min(call_times, default=0))
+    if sub is None:
+        return None
+    plan = catalog.plan(sub.plan_id)
+    spend = grants - Decimal(signal["threshold"])
+    times = sorted(call_times)
+    n = next((i for i in range(1, len(times) + 1) if amount_of(plan, i) >= spend), None)
+    if n is None:
+        return None
+    crossed = times[n - 1]
+    return sum(1 for t in times[n:] if t <= seen_ms), (seen_ms - crossed) / 1000
+
+
 def format_balance(b: dict[str, Any]) -> str:
     what = "is LOW" if b["kind"] == "low" else "is EXHAUSTED"
     return (
@@ -780,6 +814,7 @@ def run(
     side: ResponderSide | None,
 ) -> int:
     progress = Progress()
+    progress.prepaid_calls = {g.subject: [] for g in load_catalog(DEMO_CATALOG).grants}
     # Before the job and the responder start, so that nothing they commit is missed.
     watcher = Watcher(cfg, progress, side.view if side is not None else None)
     responder = side.start() if side is not None else None
@@ -896,6 +931,17 @@ def run(
             f"{usage['amount']} {usage['currency'] or ''} so far in {usage['period']}"
         )
     print(f"  billing signals: {len(progress.billing_signals)} (quota thresholds and balances)")
+    catalog = load_catalog(DEMO_CATALOG)
+    for sig in progress.billing_signals:
+        if sig.get("kind") not in ("low", "exhausted"):
+            continue
+        calls = progress.prepaid_calls.get(sig["subject"], [])
+        measured = overdraw(sig, progress.signal_seen_ms[sig["signal_id"]], calls, catalog)
+        if measured is not None:
+            print(
+                f"  overdraw: {sig['subject']} {sig['kind']}: readable {measured[1]:.1f} s and "
+                f"{measured[0]} calls after the call that crossed {sig['threshold']}"
+            )
     rules = sorted({(a["rule"], a.get("consumer") or a["rate_key"]) for a in progress.alerts})
     for rule, who in rules:
         print(f"  alert: {rule} for {who}")

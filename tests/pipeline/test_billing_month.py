@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import random
-import secrets
 from collections import defaultdict
 from decimal import Decimal
 from pathlib import Path
@@ -176,10 +175,8 @@ def by_hand(calls: list[tuple[str, str, int]]) -> dict[str, dict[str, Any]]:
     return out
 
 
-def test_a_month_prices_exactly_and_signals_each_crossing_once(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setenv("PIPELINE_HASH_KEY", secrets.token_hex(32))
+@pytest.mark.usefixtures("pipeline_hash_key")
+def test_a_month_prices_exactly_and_signals_each_crossing_once(tmp_path: Path) -> None:
     catalog = tmp_path / "catalog.toml"
     catalog.write_text(CATALOG)
     records, calls = month(random.Random(11))

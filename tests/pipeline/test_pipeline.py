@@ -8,7 +8,6 @@ stateless parse operator runs in process mode beside either, and in thread mode 
 from __future__ import annotations
 
 import json
-import secrets
 import time
 from collections import Counter
 from pathlib import Path
@@ -39,7 +38,6 @@ EXAMPLE_CATALOG = Path(__file__).resolve().parents[2] / "metering/billing/catalo
 pytestmark = pytest.mark.pipeline
 
 START_MS = 1_767_225_600_000
-HASH_KEY = secrets.token_hex(32)
 TAGGED = Types.ROW_NAMED(["role", "k", "json"], [Types.STRING(), Types.STRING(), Types.STRING()])
 CONSTANT_ID_CALLS = 7
 
@@ -142,12 +140,9 @@ def _run(
     ("mode", "parse_mode"), [("thread", "thread"), ("thread", "process"), ("process", "process")]
 )
 def test_topology_produces_exact_outputs(
-    mode: str, parse_mode: str, generated: Any, monkeypatch: pytest.MonkeyPatch
+    mode: str, parse_mode: str, generated: Any, pipeline_hash_key: str
 ) -> None:
-    # The JVM (and its Python workers) inherit the environment once, at the first job of this
-    # pytest process, so every test here uses the same key.
-    hash_key = HASH_KEY
-    monkeypatch.setenv("PIPELINE_HASH_KEY", hash_key)
+    hash_key = pipeline_hash_key
     truth = generated.truth
     # The poisoned entry first, twice, so that both parse subtasks see one before any good
     # record; the constant-id calls after the scenario.
