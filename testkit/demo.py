@@ -925,10 +925,16 @@ def run(
         f"window counts {progress.usage_windows}, alerts {len(progress.alerts)}"
     )
     for subject, usage in sorted(progress.period_usage.items()):
-        plans = "+".join(seg["plan_id"] for seg in usage["segments"]) or "no plan"
+        if not usage["segments"]:
+            print(
+                f"  billing: {subject}: {usage['unpriced_calls']:,} calls, no subscription "
+                "(counted, not priced)"
+            )
+            continue
+        plans = "+".join(seg["plan_id"] for seg in usage["segments"])
         print(
             f"  billing: {subject} ({plans}): {usage['calls']:,} calls, {usage['units']:,} units, "
-            f"{usage['amount']} {usage['currency'] or ''} so far in {usage['period']}"
+            f"{usage['amount']} {usage['currency']} so far in {usage['period']}"
         )
     print(f"  billing signals: {len(progress.billing_signals)} (quota thresholds and balances)")
     catalog = load_catalog(DEMO_CATALOG)
