@@ -16,9 +16,11 @@ one consumer share them and never another's. Pinot down or a table missing shows
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from collections.abc import Callable, Mapping
+from decimal import Decimal
 from typing import Any
 
 import pandas as pd
@@ -26,6 +28,8 @@ import streamlit as st
 
 from dashboard import data, queries, tokens
 from dashboard.queries import Panel, Window
+from metering.billing.money import round_money
+from metering.billing.plans import DEFAULT_CURRENCY
 from metering.kpi import Query
 
 OPERATOR_ENV = "DASHBOARD_OPERATOR"
@@ -34,10 +38,6 @@ DEFAULT_REFRESH_S = 5.0
 # Results live as long as one refresh: fresh on every tick, shared by viewers of that tick.
 CACHE_TTL_S = 5
 TOP_SERIES = 10
-BILLING_PLACEHOLDER = (
-    "Quota, bill and balance: not available yet. The billing tables arrive with the "
-    "streaming billing part; these panels will read them then."
-)
 TIME_COLUMNS = ("bucket_start", "day", "detected_at", "recorded_at")
 
 
@@ -173,8 +173,63 @@ def render_consumer(claims: tokens.PortalClaims, span: str) -> None:
         df = section(panels[key], results, True)
         if df is not None:
             st.dataframe(df, hide_index=True)
-    st.subheader("Quota, bill and balance")
-    st.info(BILLING_PLACEHOLDER)
+    render_billing(section(panels["billing"], results, True))
+
+
+def render_billing(df: pd.DataFrame | None) -> None:
+    """The period so far against the plan's quota, the estimate with its tiers, and the
+    prepaid balance: the billing stage's latest record for the consumer."""
+    if df is None:
+        return
+    row = df.iloc[0]
+    units, included = int(row["units"]), row["included_units"]
+    currency = row["currency"] or ""
+    cols = st.columns(3)
+    quota = "unlimited" if pd.isna(included) else f"of {int(included):,} included"
+    cols[0].metric(f"Units in {row['period']}", f"{units:,}", quota, delta_color="off")
+    cols[1].metric("Estimate so far", money(row["amount"], currency))
+    if not pd.isna(row["balance"]):
+        cols[2].metric("Prepaid balance", money(row["balance"], currency))
+    if not pd.isna(included) and int(included) > 0:
+        used = units / int(included)
+        reached = [p for p in QUOTA_MARKS if used * 100 >= p]
+        st.progress(min(used, 1.0), text=quota_text(used, reached, bool(row["hard_limit"])))
+    tiers = tier_rows(row["segments"])
+    if tiers:
+        st.dataframe(pd.DataFrame(tiers), hide_index=True)
+
+
+QUOTA_MARKS = (50, 80, 100)
+
+
+def money(value: Any, currency: str) -> str:
+    """An exact amount as the invoice will round it (metering.billing.money)."""
+    amount = Decimal(str(value))
+    return f"{round_money(amount, currency or DEFAULT_CURRENCY)} {currency}".strip()
+
+
+def quota_text(used: float, reached: list[int], hard_limit: bool) -> str:
+    marks = ", ".join(f"{p} %" for p in reached) or "none yet"
+    limit = " (a hard limit: calls are refused beyond it)" if hard_limit else ""
+    return f"{used:.0%} of the quota used; thresholds reached: {marks}{limit}"
+
+
+def tier_rows(segments: Any) -> list[dict[str, Any]]:
+    """One row per plan and tier of the period so far: units, unit price, exact amount."""
+    if isinstance(segments, str):
+        segments = json.loads(segments)
+    return [
+        {
+            "plan": seg["plan_id"],
+            "tier": tier["index"] + 1,
+            "up to": tier["up_to"],
+            "units": tier["units"],
+            "unit price": tier["unit_price"],
+            "amount": tier["amount"],
+        }
+        for seg in segments or []
+        for tier in seg["tiers"]
+    ]
 
 
 def render_ops(window: Window) -> None:

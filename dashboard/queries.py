@@ -22,6 +22,7 @@ from metering.kpi import KpiError, KpiRequest, Query, check_request
 EVENTS = kpi.TABLE
 ALERTS = "alerts"
 ACTIONS = "actions"
+PERIOD_USAGE = kpi.PERIOD_USAGE_TABLE
 # Feeds and top lists are read by people: a few hundred rows at most.
 FEED_LIMIT = 200
 TOP_LIMIT = 20
@@ -189,6 +190,22 @@ def country_points(window: Window, limit: int = COUNTRY_LIMIT) -> Query:
     )
 
 
+def period_usage(window: Window, consumer: str) -> Query:
+    """The consumer's priced usage in the UTC month that holds the window's end, as the job's
+    billing stage last wrote it (an upsert table: one row per subject and period). Bounded by
+    that month on the table's time column; the subject is the consumer."""
+    month = Window(kpi.month_start_ms(window.end_ms - 1), window.end_ms)
+    where, params = _time_where("latest_window_start", month, None)
+    params["consumer"] = _request(window, consumer).consumer
+    return Query(
+        "SELECT period, currency, calls, units, unpriced_calls, amount, included_units, "
+        "hard_limit, balance, segments "
+        f"FROM {PERIOD_USAGE} WHERE {where} AND subject = %(consumer)s "
+        "ORDER BY latest_window_start DESC LIMIT 1",
+        params,
+    )
+
+
 def consumer_view(claims: PortalClaims, window: Window) -> list[Panel]:
     """A consumer's panels, every one filtered to ``claims.consumer`` as a bound parameter."""
     consumer = claims.consumer
@@ -206,6 +223,14 @@ def consumer_view(claims: PortalClaims, window: Window) -> list[Panel]:
             "Responder actions on your keys",
             ACTIONS,
             actions_feed(window, consumer),
+            optional=True,
+        ),
+        # Optional: a deployment without billing has no such table.
+        Panel(
+            "billing",
+            "Quota, bill and balance",
+            PERIOD_USAGE,
+            period_usage(window, consumer),
             optional=True,
         ),
     ]

@@ -266,6 +266,14 @@ class PeriodUsage(_Out):
         description="a subscription changed retroactively, so this stream stopped pricing the "
         "period: the invoice command re-prices it from the usage topic"
     )
+    included_units: int | None = Field(
+        description="the quota of the plan in force at the latest window (null: unlimited, or "
+        "no plan)"
+    )
+    hard_limit: bool = Field(description="that plan blocks calls at its quota")
+    balance: DecimalText | None = Field(
+        description="a prepaid subject's exact balance after this update (null: not prepaid)"
+    )
 
 
 class QuotaSignal(_Out):

@@ -50,6 +50,8 @@ class SubjectBilling:
     quotas: Mapping[str, QuotaState] = field(default_factory=dict)
     repricing: frozenset[str] = frozenset()
     """Periods whose subscriptions changed retroactively: no longer priced here."""
+    priced_by: Mapping[str, tuple[tuple[int, str], ...]] = field(default_factory=dict)
+    """Period -> the subscriptions (start, plan) its windows so far were priced by."""
     balance: BalanceState | None = None
 
 
@@ -57,9 +59,36 @@ def period_key(subject: str, period: str) -> str:
     return f"{subject}@{period}"
 
 
-def period_record(usage: PeriodUsage, repricing_needed: bool) -> str:
-    return json.dumps(
-        usage.to_record() | {"repricing_needed": repricing_needed}, separators=(",", ":")
+def period_record(
+    usage: PeriodUsage,
+    repricing_needed: bool,
+    catalog: Catalog,
+    balance: BalanceState | None = None,
+) -> str:
+    """The period-usage topic's value (``schemas.events.PeriodUsage``): the priced period, the
+    quota of the plan in force at its latest window (what a consumer's dashboard measures it
+    against) and, for a prepaid subject, the balance after it."""
+    sub = (
+        None
+        if usage.latest_window_start is None
+        else catalog.in_force(usage.subject, usage.latest_window_start)
+    )
+    plan = None if sub is None else catalog.plan(sub.plan_id)
+    extra = {
+        "repricing_needed": repricing_needed,
+        "included_units": None if plan is None else plan.included_units,
+        "hard_limit": plan is not None and plan.hard_limit,
+        "balance": None if balance is None else str(balance.balance),
+    }
+    return json.dumps(usage.to_record() | extra, separators=(",", ":"))
+
+
+def _history_until(catalog: Catalog, subject: str, until_ms: int) -> tuple[tuple[int, str], ...]:
+    """The subject's subscriptions that started at or before ``until_ms``: (start, plan)."""
+    return tuple(
+        (s.effective_from, s.plan_id)
+        for s in catalog.history(subject)
+        if s.effective_from <= until_ms
     )
 
 
@@ -103,17 +132,24 @@ def on_usage(
     if period in state.repricing:
         return state, out
     usage = usage or PeriodUsage(inc.subject, period)
-    try:
-        usage = fold(usage, inc, catalog)
-    except PricingError:
-        # A retroactive subscription change: the segments already priced no longer match the
-        # history. Said once on the topic; the invoice re-prices from the usage topic.
+    seen = usage.latest_window_start
+    # A subscription put, moved or deleted at or before the windows already priced changes
+    # which plan priced them: the segments here no longer match the history.
+    retroactive = seen is not None and state.priced_by.get(period) != _history_until(
+        catalog, inc.subject, seen
+    )
+    if not retroactive:
+        try:
+            usage = fold(usage, inc, catalog)
+        except PricingError:  # fold's own check: a segment's plan changed
+            retroactive = True
+    if retroactive:
+        # Said once on the topic; the invoice re-prices the period from the usage topic.
         state = replace(state, repricing=state.repricing | {period})
-        return state, [("period_usage", key, period_record(usage, True))]
+        return state, [("period_usage", key, period_record(usage, True, catalog, state.balance))]
     periods = dict(state.periods) | {period: usage}
     for old in sorted(periods)[:-OPEN_PERIODS]:
         del periods[old]
-    out.append(("period_usage", key, period_record(usage, False)))
 
     quota = state.quotas.get(period) or QuotaState(inc.subject, period)
     quota, signals = quota_on_usage(quota, usage, catalog)
@@ -125,4 +161,10 @@ def on_usage(
     if balance is not None and usage.currency in (None, balance.currency):
         balance, crossed = apply_usage(balance, period, usage.amount, low_balance)
         out.extend(("balance_signals", inc.subject, s.model_dump_json()) for s in crossed)
-    return replace(state, periods=periods, quotas=quotas, balance=balance), out
+    # First: a reader of the period (the dashboard) sees the signals' cause with them.
+    out.insert(0, ("period_usage", key, period_record(usage, False, catalog, balance)))
+    assert usage.latest_window_start is not None  # fold sets it
+    priced_by = {p: h for p, h in state.priced_by.items() if p in periods} | {
+        period: _history_until(catalog, inc.subject, usage.latest_window_start)
+    }
+    return replace(state, periods=periods, quotas=quotas, balance=balance, priced_by=priced_by), out

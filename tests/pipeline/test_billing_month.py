@@ -226,7 +226,13 @@ def test_a_month_prices_exactly_and_signals_each_crossing_once(tmp_path: Path) -
         assert (got["calls"], got["units"]) == (want["calls"], want["units"]), consumer
         assert Decimal(got["amount"]) == want["amount"], consumer
         assert got["unpriced_calls"] == 0 and got["repricing_needed"] is False
-    assert [s["plan_id"] for s in latest[f"acme@{PERIOD}"]["segments"]] == ["bronze", "gold"]
+    acme = latest[f"acme@{PERIOD}"]
+    assert [s["plan_id"] for s in acme["segments"]] == ["bronze", "gold"]
+    # Measured against the plan in force now: Gold's quota, a hard limit.
+    assert (acme["included_units"], acme["hard_limit"], acme["balance"]) == (5_000, True, None)
+    initech = latest[f"initech@{PERIOD}"]
+    assert initech["included_units"] is None
+    assert Decimal(initech["balance"]) == Decimal("12.00") - truth["initech"]["amount"]
 
     # Every threshold crossed, once; acme's Gold hard limit enforced once.
     thresholds = [

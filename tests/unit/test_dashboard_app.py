@@ -6,6 +6,7 @@ that records every query the app sends.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -130,6 +131,33 @@ class FakePinot:
 
     @staticmethod
     def _value(column: str) -> Any:
+        billing = {
+            "period": "2026-12",
+            "currency": "USD",
+            "units": 850,
+            "amount": "1.2345",
+            "included_units": 1000,
+            "hard_limit": False,
+            "balance": "8.7655",
+            "segments": json.dumps(
+                [
+                    {
+                        "plan_id": "small",
+                        "tiers": [
+                            {
+                                "index": 0,
+                                "up_to": None,
+                                "units": 850,
+                                "unit_price": "0.0014523",
+                                "amount": "1.2345",
+                            }
+                        ],
+                    }
+                ]
+            ),
+        }
+        if column in billing:
+            return billing[column]
         if column in ("bucket_start", "day", "detected_at", "recorded_at"):
             return 1_780_000_000_000
         if column in ("lat", "lon"):
@@ -169,10 +197,32 @@ def test_consumer_view_queries_only_the_tokens_consumer(monkeypatch: pytest.Monk
         assert query.params["consumer"] == "acme"
         assert "globex" not in query.sql
     text = _text(at)
-    assert "Quota, bill and balance" in text and "streaming billing" in text
+    assert "Quota, bill and balance" in text
     assert "does not exist yet" in text  # the actions table, optional
     assert not at.error and not at.warning
-    assert [m.label for m in at.metric] == ["Calls", "Billable units", "Errors", "Error rate"]
+    assert [m.label for m in at.metric] == [
+        "Calls",
+        "Billable units",
+        "Errors",
+        "Error rate",
+        "Units in 2026-12",
+        "Estimate so far",
+        "Prepaid balance",
+    ]
+    by_label = {m.label: m.value for m in at.metric}
+    # The exact amount rounded once, by the billing model's rule (half even: 1.2345 -> 1.23).
+    assert by_label["Estimate so far"] == "1.23 USD"
+    assert by_label["Prepaid balance"] == "8.77 USD"
+    assert "thresholds reached: 50 %, 80 %" in at.get("progress")[0].proto.text
+    tiers = at.dataframe[-1].value
+    assert list(tiers["units"]) == [850] and list(tiers["amount"]) == ["1.2345"]
+
+
+def test_a_consumer_without_billing_sees_a_message(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(data, "run_query", FakePinot(missing=frozenset({"period_usage"})))
+    at = _run(token=_token("acme"))
+    assert "Quota, bill and balance: none yet" in _text(at)
+    assert not at.error and not at.warning
 
 
 @pytest.mark.parametrize("view", ["ops", "product"])

@@ -9,13 +9,19 @@ import pytest
 from dashboard import queries
 from dashboard.queries import Window
 from dashboard.tokens import PortalClaims
+from metering import kpi
 from metering.kpi import KpiError
 
 DAY_MS = 86_400_000
 NOW_MS = 1_780_000_000_000
 WINDOW = Window(NOW_MS - DAY_MS, NOW_MS)
 CLAIMS = PortalClaims("acme", NOW_MS // 1000 + 3600, NOW_MS // 1000, "t1")
-TIME_COLUMNS = {"api_events": "event_time", "alerts": "detected_at", "actions": "recorded_at"}
+TIME_COLUMNS = {
+    "api_events": "event_time",
+    "alerts": "detected_at",
+    "actions": "recorded_at",
+    "period_usage": "latest_window_start",
+}
 
 
 def _all_panels() -> list[queries.Panel]:
@@ -31,7 +37,9 @@ def test_every_query_is_bounded_and_parameterized(panel: queries.Panel) -> None:
     sql, params = panel.query.sql, panel.query.params
     column = TIME_COLUMNS[panel.table]
     assert f"FROM {panel.table} WHERE {column} >= %(start_ms)s AND {column} < %(end_ms)s" in sql
-    assert (params["start_ms"], params["end_ms"]) == (WINDOW.start_ms, WINDOW.end_ms)
+    # Billing reads the month that holds the window's end; every other panel the window.
+    start = kpi.month_start_ms(WINDOW.end_ms - 1) if panel.key == "billing" else WINDOW.start_ms
+    assert (params["start_ms"], params["end_ms"]) == (start, WINDOW.end_ms)
     limit = re.search(r"LIMIT (\d+)$", sql)
     assert limit is not None and 0 < int(limit.group(1)) <= 100_000
     # Every placeholder has a value and every value a placeholder; no value is in the text.
@@ -48,9 +56,16 @@ def test_consumer_view_is_scoped_ops_and_product_are_not() -> None:
         assert "%(consumer)s" not in panel.query.sql
 
 
-def test_only_the_actions_panels_are_optional() -> None:
+def test_only_the_actions_and_billing_panels_are_optional() -> None:
     for panel in _all_panels():
-        assert panel.optional == (panel.table == "actions")
+        assert panel.optional == (panel.table in ("actions", "period_usage"))
+
+
+def test_the_billing_panel_reads_the_tokens_subject_in_its_month() -> None:
+    (panel,) = [p for p in queries.consumer_view(CLAIMS, WINDOW) if p.key == "billing"]
+    assert "AND subject = %(consumer)s" in panel.query.sql
+    assert panel.query.params["consumer"] == "acme"
+    assert panel.query.sql.endswith("ORDER BY latest_window_start DESC LIMIT 1")
 
 
 def test_consumer_actions_leave_out_gateway_internals() -> None:

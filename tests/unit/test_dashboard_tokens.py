@@ -159,10 +159,12 @@ def test_every_consumer_view_query_binds_the_tokens_consumer(consumer: str) -> N
     pasted into the SQL, never absent, never another's."""
     claims = verify_token(create_token(consumer, SECRET, NOW), SECRET, NOW)
     panels = queries.consumer_view(claims, WINDOW)
-    assert {p.table for p in panels} == {"api_events", "alerts", "actions"}
+    assert {p.table for p in panels} == {"api_events", "alerts", "actions", "period_usage"}
     for panel in panels:
         assert panel.query.params["consumer"] == consumer, panel.key
-        assert "consumer = %(consumer)s" in panel.query.sql, panel.key
+        # Billing's table names the consumer its subject.
+        column = "subject" if panel.table == "period_usage" else "consumer"
+        assert f"{column} = %(consumer)s" in panel.query.sql, panel.key
         assert consumer not in panel.query.sql, panel.key
         assert "LIMIT" in panel.query.sql and "%(start_ms)s" in panel.query.sql
 
