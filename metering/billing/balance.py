@@ -29,6 +29,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from metering.billing.evolve import Evolvable
 from metering.billing.ids import record_id
 from metering.billing.money import ZERO, Amount, minus, total
 from metering.billing.plans import Grant
@@ -55,7 +56,7 @@ class BalanceSignal(BaseModel):
 
 
 @dataclass(frozen=True)
-class BalanceState:
+class BalanceState(Evolvable):
     """A subject's prepaid account: what was granted, what each period's usage cost, and
     which signals are armed."""
 

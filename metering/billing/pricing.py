@@ -48,6 +48,7 @@ from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from typing import Any, Literal
 
+from metering.billing.evolve import Evolvable
 from metering.billing.money import ZERO, times, total
 from metering.billing.periods import bounds
 from metering.billing.plans import DEFAULT_WEIGHT, Catalog, Plan, subject_of
@@ -112,7 +113,7 @@ def units_of(plan: Plan | None, inc: WindowIncrement) -> int:
 
 
 @dataclass(frozen=True)
-class TierCharge:
+class TierCharge(Evolvable):
     """Units of one tier of a plan, and their exact amount."""
 
     index: int
@@ -145,7 +146,7 @@ def amount_of(plan: Plan, units: int, position: int = 0) -> Decimal:
 
 
 @dataclass(frozen=True)
-class SegmentUsage:
+class SegmentUsage(Evolvable):
     """The part of a period one subscription was in force, and what was used in it."""
 
     start_ms: int
@@ -160,7 +161,7 @@ class SegmentUsage:
 
 
 @dataclass(frozen=True)
-class PeriodUsage:
+class PeriodUsage(Evolvable):
     """A subject's usage in a period so far: the state ``fold`` updates."""
 
     subject: str

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
+from metering.billing.evolve import Evolvable
 from metering.billing.ids import record_id
 from metering.billing.periods import bounds
 from metering.billing.plans import Catalog, Plan
@@ -55,7 +56,7 @@ def thresholds_crossed(before: int, after: int, included: int) -> list[int]:
 
 
 @dataclass(frozen=True)
-class QuotaState:
+class QuotaState(Evolvable):
     """Per plan, the highest threshold percent already signalled in the subject's period."""
 
     subject: str

@@ -26,6 +26,7 @@ from decimal import Decimal
 from typing import Any, Literal
 
 from metering.billing.balance import BalanceState, apply_grant, apply_usage
+from metering.billing.evolve import Evolvable
 from metering.billing.periods import period_of
 from metering.billing.plans import Catalog
 from metering.billing.pricing import PeriodUsage, PricingError, fold, increment_from_usage
@@ -42,7 +43,7 @@ Output = tuple[OutputRole, str, str]
 
 
 @dataclass(frozen=True)
-class SubjectBilling:
+class SubjectBilling(Evolvable):
     """One subject's billing state."""
 
     subject: str
@@ -135,8 +136,11 @@ def on_usage(
     seen = usage.latest_window_start
     # A subscription put, moved or deleted at or before the windows already priced changes
     # which plan priced them: the segments here no longer match the history.
-    retroactive = seen is not None and state.priced_by.get(period) != _history_until(
-        catalog, inc.subject, seen
+    recorded = state.priced_by.get(period)  # None: state from before it was recorded
+    retroactive = (
+        seen is not None
+        and recorded is not None
+        and recorded != _history_until(catalog, inc.subject, seen)
     )
     if not retroactive:
         try:

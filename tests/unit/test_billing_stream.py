@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import pickle
 from decimal import Decimal
 from typing import Any
 
@@ -140,3 +141,18 @@ def test_old_periods_are_let_go_and_never_restarted_from_zero() -> None:
     assert "2026-12" not in state.periods
     state, outputs = on_usage(state, window("acme", DEC + 10_000, 3), CATALOG, LOW)
     assert outputs == [] and state is not None and "2026-12" in state.repricing
+
+
+def test_state_written_before_a_field_was_added_still_restores() -> None:
+    """A job upgraded from a savepoint reads state pickled by the version before: a field
+    added since (with its default) is filled in, not an AttributeError in a restart loop."""
+    state, _ = run([window("acme", DEC, 40)])
+    assert state is not None
+    old = pickle.loads(pickle.dumps(state))
+    del old.__dict__["priced_by"]  # as the version before this field pickled it
+    del old.periods["2026-12"].__dict__["unpriced_calls"]
+    restored = pickle.loads(pickle.dumps(old))
+    assert restored.priced_by == {} and restored.periods["2026-12"].unpriced_calls == 0
+    # And it keeps working: the period goes on from the restored counts.
+    state2, outputs = on_usage(restored, window("acme", DEC + 10_000, 2), CATALOG, LOW)
+    assert state2 is not None and json.loads(outputs[0][2])["calls"] == 42
