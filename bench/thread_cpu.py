@@ -28,6 +28,7 @@ STAGES: tuple[tuple[str, str], ...] = (
     ("reconciliation ledger and its sink", r"^GroupAggregate"),
     ("usage records to the detector and usage sink", r"^SinkConversion"),
     ("Python detector and alerts sink", r"anomaly detection"),
+    ("Python billing stage and its sinks", r"per-subject pricing"),
     ("Kafka producer I/O", r"^kafka-producer-network-thread"),
     ("checkpoints", r"^AsyncOperations|Checkpoint"),
     ("garbage collection", r"GC|^G1 "),
