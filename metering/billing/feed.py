@@ -69,7 +69,7 @@ class CatalogFeed:
         for topic in self._section:
             meta = consumer.list_topics(topic, timeout=timeout_s).topics.get(topic)
             if meta is None or meta.error is not None or not meta.partitions:
-                raise TimeoutError(f"billing topic {topic} is missing ({'make topics'})")
+                raise TimeoutError(f"billing topic {topic} is missing; create it with make topics")
             assigned.extend(TopicPartition(topic, p, 0) for p in sorted(meta.partitions))
         consumer.assign(assigned)
         pending = {(tp.topic, tp.partition) for tp in assigned}

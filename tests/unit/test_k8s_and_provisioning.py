@@ -29,7 +29,7 @@ from metering.settings import (
     build_parser,
     read_hash_key,
 )
-from metering.topics import OUTPUTS, SERVICE_TOPICS, TOPICS
+from metering.topics import JOB_SERVICE_INPUTS, OUTPUTS, SERVICE_TOPICS, TOPICS
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 K8S_DIR = REPO_ROOT / "deploy" / "k8s"
@@ -683,14 +683,12 @@ def test_provision_grants_the_jobs_acls(provision: Provision) -> None:
     (raw,) = [t.name for t in TOPICS if t.sink is None]
     assert grants(**{"--topic": raw}) == {"read", "describe"}
     assert grants(**{"--group": defaults["group_id"].default}) == {"read", "describe"}
-    (output_acl,) = [acl for acl in acls if "write" in acl.get("--operation", "")
-                     and "--topic" in acl]  # fmt: skip
+    topic_acls = [acl for acl in acls if "--topic" in acl]
+    (output_acl,) = [acl for acl in topic_acls if "write" in acl["--operation"]]
     assert set(output_acl["--topic"].split(",")) == {t.name for t in OUTPUTS}
     assert set(output_acl["--operation"].split(",")) == {"write", "describe", "read"}
-    billing_inputs = {t.name for t in SERVICE_TOPICS if t.role in ("plans", "subscriptions",
-                                                                  "grants")}  # fmt: skip
-    (inputs_acl,) = [acl for acl in acls if set(acl.get("--topic", "").split(",")) ==
-                     billing_inputs]  # fmt: skip
+    billing_inputs = {t.name for t in JOB_SERVICE_INPUTS}
+    (inputs_acl,) = [a for a in topic_acls if set(a["--topic"].split(",")) == billing_inputs]
     assert set(inputs_acl["--operation"].split(",")) == {"read", "describe"}
 
     (txn,) = [acl for acl in acls if "--transactional-id" in acl]

@@ -459,8 +459,9 @@ def test_stream_source_reads_both_config_layouts() -> None:
 def test_recreate_drops_tables_then_schemas_and_creates_them_again() -> None:
     controller = _existing()
     log = apply_definitions(controller, load_definitions(VALUES), recreate=True)
-    dropped = [line for t in TABLES for line in (f"table {t} (REALTIME) dropped",
-                                                 f"schema {t} dropped")]  # fmt: skip
+    dropped = [
+        line for t in TABLES for line in (f"table {t} (REALTIME) dropped", f"schema {t} dropped")
+    ]
     assert log == dropped + [f"schema {t} created" for t in TABLES] + [
         f"table {t} (REALTIME) created" for t in TABLES
     ]
