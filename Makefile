@@ -28,7 +28,7 @@ export FLINK_REST
 
 .PHONY: cluster-up cluster-down submit savepoint-stop faults
 .PHONY: pinot-jars pinot-up pinot-down pinot-status pinot-tables
-.PHONY: setup kafka-up kafka-down topics demo responder dashboard test test-unit test-pipeline \
+.PHONY: setup browser kafka-up kafka-down topics demo responder dashboard test test-unit test-pipeline \
 	test-integration lint typecheck schemas bench eval-detect clean help
 
 help:
@@ -36,7 +36,20 @@ help:
 	@echo "make schemas | bench | eval-detect | faults"
 	@echo "make pinot-up | pinot-down | pinot-status | pinot-tables"
 
-setup: $(SETUP_STAMP)
+setup: $(SETUP_STAMP) browser
+
+# The dashboard's browser tests drive Debian's chromium through chromium-driver (testkit/
+# browser.py); installed once, with apt-get as root or through sudo. Elsewhere: install Chromium
+# and its ChromeDriver, or point CHROMIUM_BIN and CHROMEDRIVER_BIN at them.
+browser:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || { \
+		mkdir -p $(BUILD); \
+		command -v apt-get >/dev/null || { echo "==> no apt-get: install Chromium and ChromeDriver for the browser tests"; exit 0; }; \
+		echo "==> installing Debian's chromium and chromium-driver for the browser tests (log: $(BUILD)/apt.log)"; \
+		sudo=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+		{ $$sudo apt-get update -q && DEBIAN_FRONTEND=noninteractive \
+			$$sudo apt-get install -y -q --no-install-recommends chromium chromium-driver; } \
+			> $(BUILD)/apt.log 2>&1 || { cat $(BUILD)/apt.log; exit 1; }; }
 
 JVM_SOURCES := jvm/pom.xml $(shell find jvm/src -name '*.java')
 

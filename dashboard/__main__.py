@@ -91,6 +91,12 @@ def run_command(args: argparse.Namespace) -> list[str]:
         "true",
         "--browser.gatherUsageStats",
         "false",
+        # Readers of the page get no developer menu (rerun, deploy, settings).
+        "--client.toolbarMode",
+        "viewer",
+        # A bug shows a generic message in the page; its traceback goes to the server's log.
+        "--client.showErrorDetails",
+        "none",
     ]
 
 

@@ -17,9 +17,11 @@ one consumer share them and never another's. Pinot down or a table missing shows
 from __future__ import annotations
 
 import json
+import math
 import os
 import time
 from collections.abc import Callable, Mapping
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -30,7 +32,7 @@ from dashboard import data, queries, tokens
 from dashboard.queries import Panel, Window
 from metering.billing.money import round_money
 from metering.billing.plans import DEFAULT_CURRENCY
-from metering.kpi import Query
+from metering.kpi import KpiError, Query
 
 OPERATOR_ENV = "DASHBOARD_OPERATOR"
 REFRESH_ENV = "DASHBOARD_REFRESH_S"
@@ -39,6 +41,9 @@ DEFAULT_REFRESH_S = 5.0
 CACHE_TTL_S = 5
 TOP_SERIES = 10
 TIME_COLUMNS = ("bucket_start", "day", "detected_at", "recorded_at")
+COUNT_COLUMNS = ("calls", "errors", "server_errors", "unique_callers", "dead_letters")
+# What the time-range control gives: a span ending now, or whole UTC days.
+RangeChoice = str | tuple[date, date]
 
 
 def _flag(name: str, environ: Mapping[str, str] | None = None) -> bool:
@@ -58,17 +63,29 @@ def refresh_s(environ: Mapping[str, str] | None = None) -> float:
 
 @st.cache_data(ttl=CACHE_TTL_S, show_spinner=False, max_entries=1024)
 def _fetch(
-    url: str, sql: str, params: tuple[tuple[str, Any], ...], table: str, timeout_s: float
+    url: str,
+    sql: str,
+    params: tuple[tuple[str, Any], ...],
+    options: str | None,
+    table: str,
+    timeout_s: float,
 ) -> data.Result:
     """One query's result, cached by everything that determines it (bound values included)."""
-    return data.run_query(url, Query(sql, dict(params)), table, timeout_s)
+    return data.run_query(url, Query(sql, dict(params), options), table, timeout_s)
 
 
 def fetch_all(panels: list[Panel]) -> dict[str, data.Result]:
     """Every panel's result, by panel key."""
     url, timeout_s = data.broker_url(), data.query_timeout_s()
     return {
-        p.key: _fetch(url, p.query.sql, tuple(sorted(p.query.params.items())), p.table, timeout_s)
+        p.key: _fetch(
+            url,
+            p.query.sql,
+            tuple(sorted(p.query.params.items())),
+            p.query.options,
+            p.table,
+            timeout_s,
+        )
         for p in panels
     }
 
@@ -76,6 +93,11 @@ def fetch_all(panels: list[Panel]) -> dict[str, data.Result]:
 def frame(result: data.Result) -> pd.DataFrame:
     """The result as a DataFrame, epoch-ms time columns as UTC datetimes."""
     df = pd.DataFrame(list(result.rows), columns=list(result.columns))
+    for column in COUNT_COLUMNS:
+        # Pinot sums are doubles; a count reads as a whole number.
+        values = pd.to_numeric(df[column], errors="coerce") if column in df.columns else None
+        if values is not None and values.map(math.isfinite).all():
+            df[column] = values.round().astype("Int64")
     for column in TIME_COLUMNS:
         if column in df.columns:
             df[column] = pd.to_datetime(pd.to_numeric(df[column]), unit="ms", utc=True)
@@ -139,28 +161,51 @@ def section(panel: Panel, results: Mapping[str, data.Result], public: bool) -> p
     return panel_frame(panel, results, public)
 
 
-def render_consumer(claims: tokens.PortalClaims, span: str) -> None:
+def range_choice(where: Any) -> RangeChoice:
+    """The time range picked in ``where`` (the page or the sidebar): one of the spans ending
+    now, or whole UTC days, preset by the link's ``?from=YYYY-MM-DD&to=YYYY-MM-DD``."""
+    try:
+        preset = queries.days_from_params(st.query_params.to_dict())
+    except KpiError as e:
+        where.warning(f"The link's dates are ignored: {e}.")
+        preset = None
+    options = [*queries.SPANS_MS, queries.DAYS]
+    default = options.index(queries.DAYS if preset else queries.DEFAULT_SPAN)
+    pick = where.selectbox("Time range", options, index=default)
+    if pick != queries.DAYS:
+        return str(pick)
+    today = datetime.now(UTC).date()
+    picked = where.date_input("Days (UTC)", value=preset or (today - timedelta(days=6), today))
+    days = tuple(picked) if isinstance(picked, tuple | list) else (picked,)
+    # While a range is being picked the widget holds its first day only.
+    return (days[0], days[-1]) if days else (today, today)
+
+
+def window_for(choice: RangeChoice) -> Window:
+    """The query window of a range choice; ``KpiError`` if the days span too long."""
+    if isinstance(choice, tuple):
+        return queries.window_of_days(*choice)
+    return queries.window_ending(int(time.time() * 1000), queries.SPANS_MS[choice])
+
+
+def render_consumer(claims: tokens.PortalClaims, choice: RangeChoice) -> None:
     """The consumer's panels for the window ending now, while the token has not expired (the
     fragment keeps rerunning with the claims it was given, so expiry is checked on each run)."""
     now_ms = int(time.time() * 1000)
     if now_ms >= claims.expires_at * 1000:
         st.error("This portal link has expired. Ask your provider for a new one.")
         return
-    window = queries.window_ending(now_ms, queries.SPANS_MS[span])
+    try:
+        window = window_for(choice)
+    except KpiError as e:
+        st.error(f"Choose a shorter range: {e}.")
+        return
     panels = {p.key: p for p in queries.consumer_view(claims, window)}
     results = fetch_all(list(panels.values()))
     if pinot_down(results) is not None:
         st.error("Usage data is temporarily unavailable. This page retries on its own.")
         return
-    summary = panel_frame(panels["summary"], results, public=True)
-    if summary is not None:
-        row = summary.iloc[0]
-        calls, errors = int(row["calls"] or 0), int(row["errors"] or 0)
-        cols = st.columns(4)
-        cols[0].metric("Calls", f"{calls:,}")
-        cols[1].metric("Billable units", f"{float(row['units'] or 0):,.0f}")
-        cols[2].metric("Errors", f"{errors:,}")
-        cols[3].metric("Error rate", f"{errors / calls:.2%}" if calls else "n/a")
+    summary_metrics(panels, results, public=True)
     df = section(panels["calls_per_day"], results, True)
     if df is not None:
         st.bar_chart(df.set_index("bucket_start")[["calls"]])
@@ -168,12 +213,35 @@ def render_consumer(claims: tokens.PortalClaims, span: str) -> None:
     if df is not None:
         df = with_error_rate(df)
         st.bar_chart(df.set_index("route")[["calls"]])
-        st.dataframe(df, hide_index=True)
-    for key in ("latency", "errors", "alerts", "actions"):
+        st.table(df.set_index("route"))
+    df = section(panels["latency"], results, True)
+    if df is not None:
+        st.table(df.set_index("route"))
+    for key in ("errors", "alerts", "actions"):
         df = section(panels[key], results, True)
         if df is not None:
             st.dataframe(df, hide_index=True)
     render_billing(section(panels["billing"], results, True))
+
+
+def summary_metrics(
+    panels: Mapping[str, Panel], results: Mapping[str, data.Result], public: bool
+) -> None:
+    """Calls, billable units, errors, the error rate and alert records over the range: the
+    numbers a reader checks first, as text."""
+    summary = panel_frame(panels["summary"], results, public)
+    alerts = panel_frame(panels["alert_count"], results, public)
+    if summary is None:
+        return
+    row = summary.iloc[0]
+    calls, errors = int(row["calls"] or 0), int(row["errors"] or 0)
+    cols = st.columns(5)
+    cols[0].metric("Calls", f"{calls:,}")
+    cols[1].metric("Billable units", f"{float(row['units'] or 0):,.0f}")
+    cols[2].metric("Errors", f"{errors:,}")
+    cols[3].metric("Error rate", f"{errors / calls:.2%}" if calls else "n/a")
+    if alerts is not None:
+        cols[4].metric("Alert records", f"{int(alerts.iloc[0]['alerts'] or 0):,}")
 
 
 def render_billing(df: pd.DataFrame | None) -> None:
@@ -196,7 +264,7 @@ def render_billing(df: pd.DataFrame | None) -> None:
         st.progress(min(used, 1.0), text=quota_text(used, reached, bool(row["hard_limit"])))
     tiers = tier_rows(row["segments"])
     if tiers:
-        st.dataframe(pd.DataFrame(tiers), hide_index=True)
+        st.table(pd.DataFrame(tiers).set_index("plan"))
 
 
 QUOTA_MARKS = (50, 80, 100)
@@ -222,7 +290,8 @@ def tier_rows(segments: Any) -> list[dict[str, Any]]:
         {
             "plan": seg["plan_id"],
             "tier": tier["index"] + 1,
-            "up to": tier["up_to"],
+            # Pinot's JSON column leaves out null fields: the last tier has no end.
+            "up to": tier.get("up_to"),
             "units": tier["units"],
             "unit price": tier["unit_price"],
             "amount": tier["amount"],
@@ -232,14 +301,83 @@ def tier_rows(segments: Any) -> list[dict[str, Any]]:
     ]
 
 
+def number(value: Any) -> float | None:
+    """A numeric cell as a float, or None for Pinot's empty-aggregate answers (NaN,
+    -Infinity, null)."""
+    try:
+        out = float(value)
+    except (TypeError, ValueError):
+        return None
+    return out if math.isfinite(out) else None
+
+
+def seconds(ms: float | None) -> str:
+    """A duration for a reader: tenths of a second up to a minute, then minutes, hours, days."""
+    if ms is None:
+        return "n/a"
+    s = ms / 1000
+    for limit, unit, size in ((60, "s", 1), (3600, "min", 60), (86_400, "h", 3600)):
+        if s < limit:
+            return f"{s / size:.1f} {unit}" if unit == "s" else f"{s / size:.0f} {unit}"
+    return f"{s / 86_400:,.0f} d"
+
+
+def render_health(panels: Mapping[str, Panel], results: Mapping[str, data.Result]) -> None:
+    """Pipeline health: event-to-queryable freshness, dead letters per reason, and the
+    reconciliation ledger's balance."""
+    st.subheader("Pipeline health")
+    cols = st.columns(4)
+    fresh = panel_frame(panels["freshness"], results, False)
+    if fresh is not None:
+        row = fresh.iloc[0]
+        newest = number(row["newest_ingested_at"])
+        age = None if newest is None else max(0.0, time.time() * 1000 - newest)
+        cols[0].metric("Events ingested", f"{int(row['events']):,}")
+        cols[1].metric("Event to queryable p50", seconds(number(row["p50_ms"])))
+        cols[2].metric(
+            "p95 / p99", " / ".join(seconds(number(row[c])) for c in ("p95_ms", "p99_ms"))
+        )
+        cols[3].metric("Last ingest", "n/a" if age is None else f"{seconds(age)} ago")
+    dead = panel_frame(panels["dead_letters"], results, False)
+    ledger = panel_frame(panels["reconciliation"], results, False)
+    cols = st.columns(4)
+    by_reason = None
+    if dead is not None:
+        by_reason = dead.groupby("reason")["dead_letters"].sum().sort_values(ascending=False)
+        cols[0].metric("Dead letters", f"{int(by_reason.sum()):,}")
+    if ledger is not None:
+        row = ledger.iloc[0]
+        intervals, unbalanced = int(row["intervals"]), int(row["unbalanced"])
+        cols[1].metric("Ledger intervals", f"{intervals:,}")
+        cols[2].metric("Unbalanced intervals", f"{unbalanced:,}")
+        cols[3].metric("Records in", f"{int(row['records_in']):,}")
+        counts = {
+            c: int(row[c]) for c in ("entries_in", "enriched_out", "dead_lettered", "deduplicated")
+        }
+        equation = (
+            f"entries in {counts['entries_in']:,} = enriched {counts['enriched_out']:,} + "
+            f"dead-lettered {counts['dead_lettered']:,} + deduplicated {counts['deduplicated']:,}"
+        )
+        if unbalanced:
+            st.error(f"Reconciliation: {unbalanced} interval(s) do not balance. {equation}.")
+        elif intervals:
+            st.success(f"Reconciliation: every interval balances. {equation}.")
+    if dead is not None and by_reason is not None:
+        st.bar_chart(series(dead, "bucket_start", "reason", "dead_letters"))
+        st.table(by_reason.rename("dead letters").to_frame())
+
+
 def render_ops(window: Window) -> None:
-    """The five KPIs, the live alerts feed and the actions taken."""
-    panels = {p.key: p for p in queries.ops_view(window)}
+    """Traffic totals, pipeline health, the five KPIs, the live alerts feed and the actions
+    taken."""
+    panels = {p.key: p for p in (*queries.ops_view(window), *queries.health_view(window))}
     results = fetch_all(list(panels.values()))
     down = pinot_down(results)
     if down is not None:
         st.error(f"{down.message} Retrying every {refresh_s():g} s.")
         return
+    summary_metrics(panels, results, public=False)
+    render_health(panels, results)
     df = section(panels["calls"], results, False)
     if df is not None:
         st.line_chart(series(df, "bucket_start", "consumer", "calls"))
@@ -284,8 +422,9 @@ def render_product(window: Window) -> None:
     for key, label in (("top_routes", "route"), ("top_consumers", "consumer")):
         df = section(panels[key], results, False)
         if df is not None:
-            st.bar_chart(df.fillna({label: "unknown"}).set_index(label)[["calls"]])
-            st.dataframe(df, hide_index=True)
+            df = df.fillna({label: "unknown"}).set_index(label)
+            st.bar_chart(df[["calls"]])
+            st.table(df)
     df = section(panels["countries"], results, False)
     if df is not None:
         st.bar_chart(df.fillna({"country": "unknown"}).set_index("country")[["calls"]])
@@ -311,8 +450,7 @@ def consumer_page(token: str) -> None:
     st.title(f"API usage: {claims.consumer}")
     expiry = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(claims.expires_at))
     st.caption(f"Portal link valid until {expiry}.")
-    span = st.selectbox("Time range", list(queries.SPANS_MS), index=1)
-    live(render_consumer)(claims, span)
+    live(render_consumer)(claims, range_choice(st))
 
 
 def operator_page() -> None:
@@ -320,15 +458,19 @@ def operator_page() -> None:
     views = ("Ops", "Product")
     wanted = str(st.query_params.get("view", "ops")).capitalize()
     view = st.sidebar.radio("View", views, index=views.index(wanted) if wanted in views else 0)
-    span = st.sidebar.selectbox("Time range", list(queries.SPANS_MS), index=1)
+    choice = range_choice(st.sidebar)
     st.sidebar.caption(f"Pinot broker: {data.display_url(data.broker_url())}")
     st.title(f"API usage: {view.lower()}")
 
-    def render(view: str, span: str) -> None:
-        window = queries.window_ending(int(time.time() * 1000), queries.SPANS_MS[span])
+    def render(view: str, choice: RangeChoice) -> None:
+        try:
+            window = window_for(choice)
+        except KpiError as e:
+            st.error(f"Choose a shorter range: {e}.")
+            return
         (render_ops if view == "Ops" else render_product)(window)
 
-    live(render)(view, span)
+    live(render)(view, choice)
 
 
 def main() -> None:

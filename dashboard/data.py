@@ -115,7 +115,7 @@ def run_query(url: str, query: Query, table: str, timeout_s: float = DEFAULT_TIM
         conn = _connect(url, timeout_s)
         cursor = conn.cursor()
         try:
-            cursor.execute(query.sql, query.params or None)
+            cursor.execute(query.sql, query.params or None, query.options)
             columns = tuple(str(d[0]) for d in cursor.description or ())
             rows: Sequence[Sequence[Any]] = cursor.fetchall()
         finally:

@@ -13,7 +13,9 @@ Pure: no Pinot connection, no clock (the window is a parameter), so it is unit-t
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import UTC, date, datetime, time, timedelta
 
 from dashboard.tokens import PortalClaims
 from metering import kpi
@@ -23,6 +25,10 @@ EVENTS = kpi.TABLE
 ALERTS = "alerts"
 ACTIONS = "actions"
 PERIOD_USAGE = kpi.PERIOD_USAGE_TABLE
+DEAD_LETTERS = "dead_letters"
+RECONCILIATION = "reconciliation"
+# Pinot answers a null as its column's default (0, "null") unless the query asks otherwise.
+NULL_HANDLING = "enableNullHandling=true"
 # Feeds and top lists are read by people: a few hundred rows at most.
 FEED_LIMIT = 200
 TOP_LIMIT = 20
@@ -39,6 +45,8 @@ SPANS_MS = {
     "last 30 days": 30 * 86_400_000,
 }
 DEFAULT_SPAN = "last 24 hours"
+# The choice beside the spans: whole UTC days, picked or given by ``?from=&to=`` in the link.
+DAYS = "days (UTC)"
 
 
 @dataclass(frozen=True)
@@ -65,6 +73,28 @@ def window_ending(now_ms: int, span_ms: int, align_ms: int = ALIGN_MS) -> Window
     """The window of ``span_ms`` ending at ``now_ms`` rounded up to the ``align_ms`` grid."""
     end = -(-now_ms // align_ms) * align_ms
     return check_window(Window(end - span_ms, end))
+
+
+def window_of_days(first: date, last: date) -> Window:
+    """The UTC days ``first`` to ``last``, both whole: a past month's range stays comparable
+    with an invoice, whatever the time of day."""
+    start = datetime.combine(first, time(), UTC)
+    end = datetime.combine(last + timedelta(days=1), time(), UTC)
+    return check_window(Window(int(start.timestamp() * 1000), int(end.timestamp() * 1000)))
+
+
+def days_from_params(params: Mapping[str, str]) -> tuple[date, date] | None:
+    """The days of a link's ``from`` and ``to`` parameters (``YYYY-MM-DD``; ``to`` defaults to
+    ``from``), or None when the link has no ``from``; ``KpiError`` if they are not dates."""
+    first = params.get("from")
+    if not first:
+        return None
+    try:
+        days = (date.fromisoformat(first), date.fromisoformat(params.get("to") or first))
+    except ValueError:
+        raise KpiError("from and to must be dates, YYYY-MM-DD") from None
+    window_of_days(*days)
+    return days
 
 
 def check_window(window: Window) -> Window:
@@ -129,6 +159,12 @@ def actions_feed(window: Window, consumer: str | None = None, limit: int = FEED_
         f"FROM {ACTIONS} WHERE {where} ORDER BY recorded_at DESC LIMIT {int(limit)}",
         params,
     )
+
+
+def alert_count(window: Window, consumer: str | None = None) -> Query:
+    """How many alert records were detected in the window (one row)."""
+    where, params = _time_where("detected_at", window, consumer)
+    return Query(f"SELECT COUNT(*) AS alerts FROM {ALERTS} WHERE {where} LIMIT 1", params)
 
 
 def usage_summary(window: Window, consumer: str | None = None) -> Query:
@@ -200,9 +236,12 @@ def period_usage(window: Window, consumer: str) -> Query:
     return Query(
         "SELECT period, currency, calls, units, unpriced_calls, amount, included_units, "
         "hard_limit, balance, segments "
-        f"FROM {PERIOD_USAGE} WHERE {where} AND subject = %(consumer)s "
-        "ORDER BY latest_window_start DESC LIMIT 1",
+        # One row: the table keeps the latest per subject and period, and the month is one
+        # period. No ORDER BY: Pinot 0.11 reads nulls as defaults in ordered selections.
+        f"FROM {PERIOD_USAGE} WHERE {where} AND subject = %(consumer)s LIMIT 1",
         params,
+        # No quota and no balance are nulls, not zeros.
+        NULL_HANDLING,
     )
 
 
@@ -213,6 +252,7 @@ def consumer_view(claims: PortalClaims, window: Window) -> list[Panel]:
     req = _request(window, consumer)
     return [
         Panel("summary", "Usage", EVENTS, usage_summary(window, consumer)),
+        Panel("alert_count", "Alerts", ALERTS, alert_count(window, consumer)),
         Panel("calls_per_day", "Calls per day", EVENTS, kpi.calls_over_time(per_day)),
         Panel("routes", "Calls and errors per route", EVENTS, kpi.error_rate_by_route(req)),
         Panel("latency", "Latency per route (ms)", EVENTS, kpi.latency_by_route(req)),
@@ -240,6 +280,8 @@ def ops_view(window: Window) -> list[Panel]:
     """The five KPIs across all consumers, the live alerts feed and the responder's actions."""
     req = _request(window, None, bucket_for(window))
     return [
+        Panel("summary", "Traffic", EVENTS, usage_summary(window)),
+        Panel("alert_count", "Alerts", ALERTS, alert_count(window)),
         Panel("calls", "Calls per consumer over time", EVENTS, kpi.calls_over_time(req)),
         Panel("latency", "Latency p50/p95/p99 per route (ms)", EVENTS, kpi.latency_by_route(req)),
         Panel(
@@ -267,4 +309,81 @@ def product_view(window: Window) -> list[Panel]:
         Panel("top_routes", "Top routes", EVENTS, top_routes(window)),
         Panel("top_consumers", "Top consumers", EVENTS, top_consumers(window)),
         Panel("countries", "Country distribution", EVENTS, kpi.calls_by_country(req)),
+    ]
+
+
+# --- pipeline health (the ops view) ---------------------------------------------------------------
+
+
+def freshness(window: Window) -> Query:
+    """Events ingested in the window (one row): how many, the p50/p95/p99 of event to queryable
+    (``ingested_at - event_time``, ms; ``ingested_at`` is stamped by Pinot's ingestion transform
+    ``now()`` when a server consumes the event) and the newest ingest (epoch ms). The window is on
+    ``ingested_at``: rows ingested before that column existed hold its default (Long.MIN_VALUE)
+    and fall outside every window. With no event in the window Pinot 0.11 answers one row of
+    ``events`` 0, percentiles ``'NaN'`` and newest ``'-Infinity'`` (text, through pinotdb), or no
+    row and no columns while the table has no segment yet."""
+    where, params = _time_where("ingested_at", window, None)
+    percentiles = ", ".join(
+        f"PERCENTILETDIGEST(ingested_at - event_time, {p}) AS p{p}_ms" for p in kpi.PERCENTILES
+    )
+    return Query(
+        f"SELECT COUNT(*) AS events, {percentiles}, MAX(ingested_at) AS newest_ingested_at "
+        f"FROM {EVENTS} WHERE {where} LIMIT 1",
+        params,
+    )
+
+
+def dead_letter_rates(window: Window) -> Query:
+    """Dead letters per reason and time bucket (``bucket_for(window)``), by when they were
+    dead-lettered; a reason's total is the sum over its buckets."""
+    where, params = _time_where("dead_lettered_at", window, None)
+    unit = kpi.BUCKETS[bucket_for(window)]
+    return Query(
+        f"SELECT reason, DATETRUNC('{unit}', dead_lettered_at) AS bucket_start, "
+        "COUNT(*) AS dead_letters "
+        f"FROM {DEAD_LETTERS} WHERE {where} "
+        f"GROUP BY reason, DATETRUNC('{unit}', dead_lettered_at) "
+        f"ORDER BY bucket_start, reason LIMIT {kpi.ROW_LIMIT}",
+        params,
+    )
+
+
+def reconciliation_status(window: Window) -> Query:
+    """The reconciliation intervals that start in the window (one row): their counts summed,
+    how many there are, and how many do not balance (entries in != enriched out +
+    dead-lettered + deduplicated). The table is an upsert: each interval's latest record. No
+    interval in the window: ``intervals`` 0 and every sum 0.0."""
+    where, params = _time_where("interval_start", window, None)
+    return Query(
+        "SELECT COUNT(*) AS intervals, "
+        "SUM(CASE WHEN entries_in <> enriched_out + dead_lettered + deduplicated "
+        "THEN 1 ELSE 0 END) AS unbalanced, "
+        "SUM(records_in) AS records_in, SUM(entries_in) AS entries_in, "
+        "SUM(enriched_out) AS enriched_out, SUM(dead_lettered) AS dead_lettered, "
+        "SUM(deduplicated) AS deduplicated, SUM(late) AS late "
+        f"FROM {RECONCILIATION} WHERE {where} LIMIT 1",
+        params,
+    )
+
+
+def health_view(window: Window) -> list[Panel]:
+    """Pipeline health: freshness of ``api_events``, dead letters per reason, reconciliation.
+    The dead-letter and reconciliation tables are optional (a deployment may not create them)."""
+    return [
+        Panel("freshness", "Freshness: event to queryable (ms)", EVENTS, freshness(window)),
+        Panel(
+            "dead_letters",
+            "Dead letters per reason",
+            DEAD_LETTERS,
+            dead_letter_rates(window),
+            optional=True,
+        ),
+        Panel(
+            "reconciliation",
+            "Reconciliation: entries in = enriched out + dead-lettered + deduplicated",
+            RECONCILIATION,
+            reconciliation_status(window),
+            optional=True,
+        ),
     ]

@@ -60,7 +60,7 @@ class PinotKpis:
     def run(self, query: Query) -> tuple[list[str], list[list[Any]]]:
         cursor = self._conn.cursor()
         try:
-            cursor.execute(query.sql, query.params)
+            cursor.execute(query.sql, query.params, query.options)
             columns = [d[0] for d in cursor.description or ()]
             return columns, [list(r) for r in cursor.fetchall()]
         finally:

@@ -45,6 +45,8 @@ class KpiRequest:
 class Query:
     sql: str
     params: dict[str, Any] = field(default_factory=dict)
+    options: str | None = None
+    """Pinot query options (``name=value;…``), e.g. null handling for a table with nulls."""
 
 
 @dataclass(frozen=True)

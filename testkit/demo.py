@@ -28,7 +28,7 @@ import tempfile
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -763,6 +763,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--pinot-controller", default="http://127.0.0.1:9000")
     parser.add_argument(
+        "--dashboard-port",
+        type=int,
+        default=8501,
+        help="with --pinot-broker: serve the dashboard on this port (0: no dashboard)",
+    )
+    parser.add_argument(
         "--no-responder", action="store_true", help="do not run the responder beside the job"
     )
     args = parser.parse_args(argv)
@@ -797,11 +803,41 @@ def main(argv: Sequence[str] | None = None) -> int:
     demo_start_ms = int(time.time() * 1000)
 
     with contextlib.ExitStack() as stack:
+        if pinot is not None and args.dashboard_port:
+            stack.enter_context(dashboard_links(args.pinot_broker, args.dashboard_port))
         side = None
         if not args.no_responder:
             side = stack.enter_context(ResponderSide(cfg, env, country_ips, args.seed))
         status = run(args, cfg, env, country_ips, pinot, demo_start_ms, side)
     return status
+
+
+# The consumer whose portal link the demo prints: prepaid, so its page shows a quota, a bill
+# and a balance falling.
+PORTAL_CONSUMER = "globex-mobile"
+
+
+@contextlib.contextmanager
+def dashboard_links(broker_url: str, port: int) -> Iterator[None]:
+    """The dashboard over the demo's Pinot for the demo's run, its links printed. Its token
+    secret is drawn for this run, so the links printed die with it."""
+    from dashboard import tokens
+    from testkit import stack
+
+    secret = secrets.token_hex(32)
+    log = REPO / ".local" / "demo-logs" / "dashboard.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with stack.dashboard(broker_url, port, secret, log_path=log, log=lambda _: None) as url:
+        token = tokens.create_token(PORTAL_CONSUMER, secret.encode(), int(time.time()))
+        print(f"demo: dashboard (log {log}):", flush=True)
+        print(f"  ops view:      {url}/?view=ops", flush=True)
+        print(f"  product view:  {url}/?view=product", flush=True)
+        print(f"  {PORTAL_CONSUMER}'s portal: {url}/?token={token}", flush=True)
+        yield
+        if sys.stdin.isatty():
+            print(f"demo: the dashboard stays up at {url} until Ctrl-C", flush=True)
+            with contextlib.suppress(KeyboardInterrupt):
+                threading.Event().wait()
 
 
 def run(

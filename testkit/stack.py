@@ -30,6 +30,7 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import threading
 import time
 import urllib.error
@@ -38,7 +39,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final
+from typing import IO, Final
 
 from confluent_kafka.admin import AdminClient
 
@@ -707,3 +708,72 @@ def pinot(controller_port: int, *, log: Log = say, echo: bool = True) -> Iterato
         yield p.urls
     finally:
         p.release()
+
+
+# --------------------------------------------------------------------------------------------
+# The dashboard
+# --------------------------------------------------------------------------------------------
+
+
+@contextmanager
+def dashboard(
+    broker_url: str,
+    port: int,
+    token_secret: str,
+    *,
+    log_path: Path | None = None,
+    log: Log = say,
+    refresh_s: float = 2.0,
+) -> Iterator[str]:
+    """The dashboard (``python -m dashboard run --operator``) over the Pinot broker at
+    ``broker_url`` on ``127.0.0.1:port`` for the block, signing portal tokens with
+    ``token_secret``; yields its base URL once Streamlit's health check answers. Always started
+    here and stopped afterwards: a dashboard already on the port would hold another secret."""
+    import urllib.request
+
+    if port_open(port):
+        raise StackError(f"port {port} is taken: cannot start the dashboard there")
+    url = f"http://{HOST}:{port}"
+    env = script_env(
+        os.environ,
+        {
+            "DASHBOARD_TOKEN_SECRET": token_secret,
+            "DASHBOARD_REFRESH_S": f"{refresh_s:g}",
+            "PYTHONPATH": str(REPO),
+        },
+        drop=("DASHBOARD_DEMO",),
+    )
+    argv = [sys.executable, "-m", "dashboard", "run", "--operator"]
+    argv += ["--broker", broker_url, "--port", str(port)]
+    out: IO[bytes] | int = (
+        open(log_path, "ab") if log_path is not None else subprocess.DEVNULL  # noqa: SIM115
+    )
+    proc = subprocess.Popen(
+        argv, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+    )
+
+    def healthy() -> bool:
+        if proc.poll() is not None:
+            raise StackError(f"the dashboard exited with {proc.returncode} (log: {log_path})")
+        try:
+            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as r:
+                return bool(r.status == 200)
+        except OSError:
+            return False
+
+    try:
+        wait_for(f"the dashboard on {url}", healthy, 60, poll_s=0.25)
+        log(f"dashboard: {url} (Pinot broker {broker_url})")
+        yield url
+    finally:
+        # The group: `python -m dashboard run` and the Streamlit server it started.
+        with suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            with suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        if not isinstance(out, int):
+            out.close()

@@ -2,16 +2,18 @@
 
     python -m tools.pinot_tables --controller http://127.0.0.1:9000 \\
         --bootstrap-servers 127.0.0.1:9092 [--enriched-topic T] [--alerts-topic T] \\
-        [--actions-topic T] [--period-usage-topic T] [--recreate]
+        [--actions-topic T] [--period-usage-topic T] [--dlq-topic T] \\
+        [--reconciliation-topic T] [--recreate]
 
 Each table has a folder ``schemas/pinot/<table>/`` with ``schema.json`` and ``table.json``. The
 table configs name their Kafka topic and brokers through placeholders (``${ENRICHED_TOPIC}``,
-``${ALERTS_TOPIC}``, ``${ACTIONS_TOPIC}``, ``${PERIOD_USAGE_TOPIC}``, ``${BOOTSTRAP_SERVERS}``)
-that this tool fills in; the
+``${ALERTS_TOPIC}``, ``${ACTIONS_TOPIC}``, ``${PERIOD_USAGE_TOPIC}``, ``${DLQ_TOPIC}``,
+``${RECONCILIATION_TOPIC}``, ``${BOOTSTRAP_SERVERS}``) that this tool fills in; the
 defaults come from ``PipelineSettings`` (so ``PIPELINE_BOOTSTRAP_SERVERS``,
-``PIPELINE_ENRICHED_TOPIC`` and ``PIPELINE_ALERTS_TOPIC`` apply, as for the job). The actions
-topic is the responder's, not the job's: its default is ``RESPONDER_ACTIONS_TOPIC``, the
-responder's own setting, else the catalog's name (metering.topics).
+``PIPELINE_ENRICHED_TOPIC``, ``PIPELINE_ALERTS_TOPIC``, ``PIPELINE_DLQ_TOPIC``, ... apply, as for
+the job). The actions topic is the responder's, not the job's: its default is
+``RESPONDER_ACTIONS_TOPIC``, the responder's own setting, else the catalog's name
+(metering.topics).
 
 Idempotent: a schema or table that exists is updated in place (PUT), otherwise created (POST),
 schemas before tables. An update keeps the table's data; Pinot applies changed stream settings
@@ -46,7 +48,14 @@ from metering.settings import PipelineSettings
 from metering.topics import BY_ROLE
 
 PINOT_DIR = Path(__file__).resolve().parent.parent / "schemas" / "pinot"
-TABLES: tuple[str, ...] = ("api_events", "alerts", "actions", "period_usage")
+TABLES: tuple[str, ...] = (
+    "api_events",
+    "alerts",
+    "actions",
+    "period_usage",
+    "dead_letters",
+    "reconciliation",
+)
 ACTIONS_TOPIC = BY_ROLE["actions"].name
 """The responder's action records (responder/actions.py), the ``actions`` table's topic."""
 ACTIONS_TOPIC_ENV = "RESPONDER_ACTIONS_TOPIC"
@@ -74,6 +83,8 @@ def placeholder_values(
     alerts_topic: str,
     actions_topic: str = ACTIONS_TOPIC,
     period_usage_topic: str = BY_ROLE["period_usage"].name,
+    dlq_topic: str = BY_ROLE["dlq"].name,
+    reconciliation_topic: str = BY_ROLE["reconciliation"].name,
 ) -> dict[str, str]:
     """The values of the placeholders the table configs may use."""
     return {
@@ -82,6 +93,8 @@ def placeholder_values(
         "ALERTS_TOPIC": alerts_topic,
         "ACTIONS_TOPIC": actions_topic,
         "PERIOD_USAGE_TOPIC": period_usage_topic,
+        "DLQ_TOPIC": dlq_topic,
+        "RECONCILIATION_TOPIC": reconciliation_topic,
     }
 
 
@@ -350,6 +363,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--enriched-topic", default=settings.enriched_topic)
     parser.add_argument("--alerts-topic", default=settings.alerts_topic)
     parser.add_argument("--period-usage-topic", default=settings.period_usage_topic)
+    parser.add_argument("--dlq-topic", default=settings.dlq_topic)
+    parser.add_argument("--reconciliation-topic", default=settings.reconciliation_topic)
     parser.add_argument(
         "--actions-topic",
         default=os.environ.get(ACTIONS_TOPIC_ENV) or ACTIONS_TOPIC,
@@ -385,6 +400,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         alerts_topic=args.alerts_topic,
         actions_topic=args.actions_topic,
         period_usage_topic=args.period_usage_topic,
+        dlq_topic=args.dlq_topic,
+        reconciliation_topic=args.reconciliation_topic,
     )
     try:
         definitions = load_definitions(values, args.tables or TABLES)

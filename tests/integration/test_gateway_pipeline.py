@@ -542,8 +542,10 @@ def pinot_run(run: Run, pinot: Any, kafka_bootstrap: str) -> Iterator[PinotRun]:
             enriched_topic=run.topics["enriched"],
             alerts_topic=run.topics["alerts"],
             period_usage_topic=run.topics["period_usage"],
+            dlq_topic=run.topics["dlq"],
+            reconciliation_topic=run.topics["reconciliation"],
         ),
-        ("api_events", "alerts", "period_usage"),
+        ("api_events", "alerts", "period_usage", "dead_letters", "reconciliation"),
     )
     controller = PinotController(pinot.controller)
     controller.wait_healthy(60)
@@ -730,3 +732,168 @@ def test_the_billing_estimate_answers_from_pinot(run: Run, pinot_run: PinotRun) 
         "billing-estimate", KpiRequest(0, START_MS + 1000, consumer=rows[0]["subject"])
     )
     assert one == rows[0]
+
+
+# --------------------------------------------------------------------------------------------
+# The dashboard in a real browser: Streamlit over the Pinot tables above, read by Chromium
+# --------------------------------------------------------------------------------------------
+
+VICTIM = "acme-analytics"
+JAN_1 = "from=2026-01-01&to=2026-01-01"
+SCREENSHOTS = REPO / "build" / "screenshots"
+
+
+@dataclass
+class Page:
+    url: str
+    secret: str
+    driver: Any
+
+    def token(self, consumer: str, ttl_s: int = 3600, secret: str | None = None) -> str:
+        from dashboard import tokens
+
+        key = (secret or self.secret).encode()
+        return tokens.create_token(consumer, key, int(time.time()), ttl_s=ttl_s)
+
+    def open(self, query: str, *phrases: str) -> str:
+        from testkit.browser import open_until
+
+        return open_until(self.driver, f"{self.url}/?{query}", phrases)
+
+    def rows(self) -> list[tuple[str, ...]]:
+        from testkit.browser import table_rows
+
+        return table_rows(self.driver)
+
+    def screenshot(self, name: str) -> None:
+        from testkit.browser import screenshot
+
+        assert screenshot(self.driver, SCREENSHOTS / f"{name}.png").stat().st_size > 10_000
+
+
+@pytest.fixture(scope="module")
+def page(
+    pinot_run: PinotRun, pinot: Any, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Page]:
+    from testkit import stack
+    from testkit.browser import chromium
+
+    secret = secrets.token_hex(32)
+    port = int(os.environ.get("DASHBOARD_TEST_PORT", "") or 18501)
+    log = tmp_path_factory.mktemp("dashboard") / "streamlit.log"
+    with stack.dashboard(pinot.broker, port, secret, log_path=log) as url, chromium() as driver:
+        yield Page(url, secret, driver)
+
+
+def _metric(text: str, label: str) -> str:
+    from testkit.browser import metric
+
+    return metric(text, label)
+
+
+def _usage(events: list[dict[str, Any]]) -> dict[str, str]:
+    """The summary metrics as the page prints them."""
+    calls = len(events)
+    errors = sum(1 for e in events if (e["status"] or 0) >= 400)
+    return {
+        "Calls": f"{calls:,}",
+        "Billable units": f"{sum(e['units'] for e in events):,.0f}",
+        "Errors": f"{errors:,}",
+        "Error rate": f"{errors / calls:.2%}" if calls else "n/a",
+    }
+
+
+def test_the_consumer_page_shows_exactly_their_usage_and_bill(
+    run: Run, pinot_run: PinotRun, page: Page
+) -> None:
+    from metering.billing.money import round_money
+
+    mine = [e for e in pinot_run.expected if e["consumer"] == VICTIM]
+    assert mine
+    period = _latest_period_usage(run)[f"{VICTIM}@2026-01"]
+    estimate = f"{round_money(Decimal(period['amount']), period['currency'])} {period['currency']}"
+    text = page.open(
+        f"token={page.token(VICTIM)}&{JAN_1}", f"API usage: {VICTIM}", "Estimate so far"
+    )
+    assert {label: _metric(text, label) for label in _usage(mine)} == _usage(mine)
+    assert _metric(text, "Units in 2026-01") == f"{period['units']:,}"
+    assert _metric(text, "Estimate so far") == estimate
+    # The per-route table: calls and errors per route.
+    errors = Counter(_null(e["route"]) for e in mine if (e["status"] or 0) >= 400)
+    want = {
+        (r, str(n), str(errors[r])) for r, n in Counter(_null(e["route"]) for e in mine).items()
+    }
+    assert {row[:3] for row in page.rows() if len(row) == 5} >= want
+    page.screenshot("consumer")
+    # The alerts on their keys were detected while the job ran: in the last 24 hours.
+    alerts = [a for a in run.values("alerts") if a["consumer"] == VICTIM]
+    assert alerts
+    text = page.open(f"token={page.token(VICTIM)}", "Alert records")
+    assert (_metric(text, "Alert records"), _metric(text, "Calls")) == (f"{len(alerts):,}", "0")
+
+
+def test_a_consumer_token_never_shows_another_consumer(
+    run: Run, pinot_run: PinotRun, page: Page
+) -> None:
+    from dashboard import tokens
+
+    others = {c.name for c in run.scenario.consumers} - {VICTIM}
+    mine = [e for e in pinot_run.expected if e["consumer"] == VICTIM]
+    token = page.token(VICTIM)
+    # Another consumer named in the link, as a parameter or a view, changes nothing.
+    for extra in ("consumer=hooli-search", "view=ops", "view=product"):
+        text = page.open(f"token={token}&{JAN_1}&{extra}", f"API usage: {VICTIM}", "Calls")
+        assert _metric(text, "Calls") == f"{len(mine):,}"
+        assert not [o for o in others if o in text]
+    # A token re-signed for another consumer with a guessed secret, a payload swapped under a
+    # valid signature, and an expired token are refused, and show nothing.
+    refused = "This portal link is invalid or has expired."
+    forged = page.token("hooli-search", secret=secrets.token_hex(32))
+    version, _, signature = token.split(".")
+    swapped = ".".join((version, page.token("hooli-search").split(".")[1], signature))
+    expired = tokens.create_token(VICTIM, page.secret.encode(), int(time.time()) - 7200, 60)
+    for bad in (forged, swapped, expired, token[:-2]):
+        text = page.open(f"token={bad}&{JAN_1}", refused)
+        assert "Calls" not in text and "hooli-search" not in text
+
+
+def test_a_missing_table_shows_its_message(page: Page) -> None:
+    # The responder's `actions` table was never created here.
+    text = page.open(
+        f"token={page.token(VICTIM)}&{JAN_1}",
+        "Responder actions on your keys: none yet (the actions table does not exist yet).",
+    )
+    assert "Traceback" not in text and "Exception" not in text
+
+
+def test_the_ops_and_product_pages_show_the_exact_totals(
+    run: Run, pinot_run: PinotRun, page: Page
+) -> None:
+    text = page.open(f"view=ops&{JAN_1}", "API usage: ops", "Calls", "Live alerts")
+    want = _usage(pinot_run.expected)
+    assert {label: _metric(text, label) for label in want} == want
+    page.screenshot("ops")
+    # Alerts, dead letters and the ledger are stamped with the time the job ran: the last day.
+    totals = reconciliation.totals(run.values("reconciliation"))
+    balance = (
+        f"Reconciliation: every interval balances. entries in {totals['entries_in']:,} = "
+        f"enriched {totals['enriched_out']:,} + dead-lettered {totals['dead_lettered']:,} + "
+        f"deduplicated {totals['deduplicated']:,}."
+    )
+    # The page refreshes on its own until Pinot has ingested the ledger whole.
+    text = page.open("view=ops", "API usage: ops", "Alert records", balance)
+    assert _metric(text, "Alert records") == f"{len(run.outputs['alerts']):,}"
+    assert _metric(text, "Events ingested") == f"{len(pinot_run.expected):,}"
+    assert _metric(text, "Records in") == f"{run.raw_count:,}"
+    assert _metric(text, "Unbalanced intervals") == "0"
+    reasons = Counter(d["reason"] for d in run.values("dlq"))
+    assert _metric(text, "Dead letters") == f"{sum(reasons.values()):,}"
+    assert {r[0]: r[1] for r in page.rows() if r[0] in reasons} == {
+        r: str(n) for r, n in reasons.items()
+    }
+    page.screenshot("ops-health")
+    page.open(f"view=product&{JAN_1}", "API usage: product", "Top consumers")
+    consumers = Counter(_null(e["consumer"]) for e in pinot_run.expected)
+    shown = {row[0]: row[1] for row in page.rows()}
+    assert {c: shown.get(c) for c in consumers} == {c: str(n) for c, n in consumers.items()}
+    page.screenshot("product")

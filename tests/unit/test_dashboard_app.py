@@ -170,6 +170,10 @@ class FakePinot:
             return "a1"
         if column == "dry_run":
             return False
+        if column == "unbalanced":
+            return 0
+        if column == "newest_ingested_at":
+            return 1_780_000_000_000
         return 3
 
 
@@ -205,6 +209,7 @@ def test_consumer_view_queries_only_the_tokens_consumer(monkeypatch: pytest.Monk
         "Billable units",
         "Errors",
         "Error rate",
+        "Alert records",
         "Units in 2026-12",
         "Estimate so far",
         "Prepaid balance",
@@ -214,7 +219,7 @@ def test_consumer_view_queries_only_the_tokens_consumer(monkeypatch: pytest.Monk
     assert by_label["Estimate so far"] == "1.23 USD"
     assert by_label["Prepaid balance"] == "8.77 USD"
     assert "thresholds reached: 50 %, 80 %" in at.get("progress")[0].proto.text
-    tiers = at.dataframe[-1].value
+    tiers = at.table[-1].value
     assert list(tiers["units"]) == [850] and list(tiers["amount"]) == ["1.2345"]
 
 
@@ -236,6 +241,28 @@ def test_operator_views_render_with_data(monkeypatch: pytest.MonkeyPatch, view: 
     assert at.get("vega_lite_chart")
     if view == "ops":
         assert len(at.get("deck_gl_json_chart")) == 1  # the country map
+        by_label = {m.label: m.value for m in at.metric}
+        assert (by_label["Dead letters"], by_label["Unbalanced intervals"]) == ("3", "0")
+        assert by_label["Event to queryable p50"] == "0.0 s"  # 3 ms
+        assert "every interval balances" in at.success[0].value
+
+
+def test_an_unbalanced_ledger_is_an_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DASHBOARD_OPERATOR", "1")
+    fake = FakePinot()
+    monkeypatch.setattr(fake, "_value", lambda c: 2 if c == "unbalanced" else FakePinot._value(c))
+    monkeypatch.setattr(data, "run_query", fake)
+    at = _run(view="ops")
+    (error,) = at.error
+    assert error.value.startswith("Reconciliation: 2 interval(s) do not balance.")
+
+
+def test_pipeline_health_without_its_tables_says_so(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DASHBOARD_OPERATOR", "1")
+    missing = frozenset({"dead_letters", "reconciliation"})
+    monkeypatch.setattr(data, "run_query", FakePinot(missing=missing))
+    text = _text(_run(view="ops"))
+    assert "Dead letters per reason: none yet" in text and "does not exist yet" in text
 
 
 def test_a_missing_events_table_is_a_message_not_a_trace(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -14,7 +14,7 @@ import yaml
 from metering.topics import BY_ROLE
 from responder.actions import ActionRecord
 from responder.settings import DEFAULT_ACTIONS_TOPIC
-from schemas.events import Alert, EnrichedEvent, PeriodUsage
+from schemas.events import Alert, DeadLetter, EnrichedEvent, PeriodUsage, Reconciliation
 from tools.pinot_tables import (
     ACTIONS_TOPIC,
     ACTIONS_TOPIC_ENV,
@@ -43,7 +43,14 @@ TOPICS: dict[str, tuple[str, type[Any]]] = {
     # Written by the responder (responder/), not by the job.
     "actions": ("ACTIONS_TOPIC", ActionRecord),
     "period_usage": ("PERIOD_USAGE_TOPIC", PeriodUsage),
+    "dead_letters": ("DLQ_TOPIC", DeadLetter),
+    "reconciliation": ("RECONCILIATION_TOPIC", Reconciliation),
 }
+# Record fields a table leaves out on purpose: the dead letters' payload text (ops need counts
+# and coordinates; the payload stays in the topic).
+NOT_INGESTED: dict[str, set[str]] = {"dead_letters": {"payload"}}
+# Columns no record carries: filled by the table's ingestion transforms.
+INGESTION_COLUMNS: dict[str, set[str]] = {"api_events": {"ingested_at"}}
 INDEX_KEYS = (
     "sortedColumn",
     "invertedIndexColumns",
@@ -68,6 +75,8 @@ VALUES = placeholder_values(
     alerts_topic="t.alerts",
     actions_topic="t.actions",
     period_usage_topic="t.period-usage",
+    dlq_topic="t.dlq",
+    reconciliation_topic="t.reconciliation",
 )
 
 
@@ -168,6 +177,11 @@ def test_time_columns_and_retention_per_table() -> None:
     assert _raw("api_events", "table")["segmentsConfig"]["retentionTimeValue"] == "30"
     assert _raw("alerts", "table")["segmentsConfig"]["retentionTimeValue"] == "90"
     assert _raw("actions", "table")["segmentsConfig"]["retentionTimeValue"] == "90"
+    assert _raw("dead_letters", "table")["segmentsConfig"]["timeColumnName"] == "dead_lettered_at"
+    assert _raw("dead_letters", "table")["segmentsConfig"]["retentionTimeValue"] == "30"
+    assert _raw("reconciliation", "table")["segmentsConfig"]["timeColumnName"] == "interval_start"
+    # As long as the topic keeps it (and the usage it proves complete).
+    assert _raw("reconciliation", "table")["segmentsConfig"]["retentionTimeValue"] == "400"
 
 
 @pytest.mark.parametrize("table", TABLES)
@@ -214,11 +228,11 @@ def test_alerts_are_deduplicated_on_alert_id() -> None:
     assert table["tableIndexConfig"].get("starTreeIndexConfigs") in (None, [])
     # Only alerts are deduplicated: every enriched event is a distinct request, and every
     # action record a step of an action's history (planned, then done or failed).
-    for table in ("api_events", "actions", "period_usage"):
-        assert "dedupConfig" not in _raw(table, "table")
-        if table != "period_usage":
-            assert "upsertConfig" not in _raw(table, "table")
-            assert "primaryKeyColumns" not in _raw(table, "schema")
+    for other in ("api_events", "actions", "period_usage", "dead_letters", "reconciliation"):
+        assert "dedupConfig" not in _raw(other, "table")
+        if other not in ("period_usage", "reconciliation"):
+            assert "upsertConfig" not in _raw(other, "table")
+            assert "primaryKeyColumns" not in _raw(other, "schema")
 
 
 def test_period_usage_is_an_upsert_on_subject_and_period() -> None:
@@ -234,6 +248,72 @@ def test_period_usage_is_an_upsert_on_subject_and_period() -> None:
     assert table["routing"]["instanceSelectorType"] == "strictReplicaGroup"
     assert _specs(schema)["amount"]["dataType"] == "BIG_DECIMAL"
     assert table["segmentsConfig"]["retentionTimeValue"] == "400"
+
+
+def test_reconciliation_is_an_upsert_on_topic_partition_and_interval() -> None:
+    """The reconciliation topic is an upsert topic keyed by ``<partition>@<interval_start>``:
+    each record of a key supersedes the earlier ones, so Pinot keeps the latest row per (source
+    topic, partition, interval). The record key is made of the primary key's columns (one job
+    reads one raw topic), so one interval's records share a partition, as upsert requires.
+    Every record of an interval has the same interval_start, the time column and so the
+    comparison value: on equal values Pinot keeps the later record."""
+    schema, table = _raw("reconciliation", "schema"), _raw("reconciliation", "table")
+    period_usage = _raw("period_usage", "table")
+    assert schema["primaryKeyColumns"] == ["source_topic", "source_partition", "interval_start"]
+    assert (
+        table["upsertConfig"]
+        == period_usage["upsertConfig"]
+        == {
+            "mode": "FULL",
+            "hashFunction": "NONE",
+        }
+    )
+    assert table["routing"] == period_usage["routing"]
+    assert table["routing"]["instanceSelectorType"] == "strictReplicaGroup"
+    assert _stream("reconciliation")["stream.kafka.consumer.type"] == "lowlevel"
+    assert "dedupConfig" not in table and "comparisonColumn" not in table["upsertConfig"]
+    assert BY_ROLE["reconciliation"].upsert
+    assert BY_ROLE["reconciliation"].key == "<source partition>@<interval start>"
+
+
+def test_dead_letters_keep_counts_and_coordinates_not_payloads() -> None:
+    columns = _specs(_raw("dead_letters", "schema"))
+    assert "payload" not in columns
+    assert {
+        "reason",
+        "detail",
+        "source_topic",
+        "source_partition",
+        "source_offset",
+        "element_index",
+        "payload_bytes",
+        "payload_truncated",
+        "dead_lettered_at",
+    } == set(columns)
+    index_config = _raw("dead_letters", "table")["tableIndexConfig"]
+    assert index_config["sortedColumn"] == ["reason"]
+    assert "dead_lettered_at" in index_config["rangeIndexColumns"]
+    # The topic has no key and is exactly-once: nothing to deduplicate or upsert.
+    assert "primaryKeyColumns" not in _raw("dead_letters", "schema")
+    assert BY_ROLE["dlq"].key is None and not BY_ROLE["dlq"].upsert
+
+
+def test_api_events_stamp_when_they_were_ingested() -> None:
+    """Freshness (event to queryable) needs the time a server consumed each event: Pinot's
+    built-in ``now()`` (DateTimeFunctions, epoch ms), evaluated per record by the ingestion
+    transform; no record carries the column."""
+    spec = _specs(_raw("api_events", "schema"))["ingested_at"]
+    assert spec["dataType"] == "LONG"
+    assert spec["format"] == EPOCH_MILLIS
+    table = _raw("api_events", "table")
+    assert table["ingestionConfig"]["transformConfigs"] == [
+        {"columnName": "ingested_at", "transformFunction": "now()"}
+    ]
+    assert "ingested_at" in table["tableIndexConfig"]["rangeIndexColumns"]
+    assert "ingested_at" not in EnrichedEvent.model_json_schema()["properties"]
+    for other in TABLES:
+        if other != "api_events":
+            assert "ingestionConfig" not in _raw(other, "table"), other
 
 
 def test_actions_indexes() -> None:
@@ -259,8 +339,11 @@ def test_every_record_field_has_a_column_of_a_compatible_type(table: str) -> Non
     _, model = TOPICS[table]
     columns = _specs(_raw(table, "schema"))
     props = model.model_json_schema()["properties"]
-    assert set(columns) == set(props)
+    ingested = set(props) - NOT_INGESTED.get(table, set())
+    assert set(columns) == ingested | INGESTION_COLUMNS.get(table, set())
     for name, prop in props.items():
+        if name not in ingested:
+            continue
         json_type, is_list = _json_type(prop)
         assert columns[name]["dataType"] in COMPATIBLE[json_type], name
         assert columns[name].get("singleValueField", True) is not is_list, name
@@ -282,13 +365,15 @@ def test_names_agree(table: str) -> None:
 
 def test_placeholders_are_filled_from_the_arguments() -> None:
     definitions = load_definitions(VALUES)
-    assert [d.name for d in definitions] == ["api_events", "alerts", "actions", "period_usage"]
+    assert tuple(d.name for d in definitions) == TABLES
     streams = [d.table_config["tableIndexConfig"]["streamConfigs"] for d in definitions]
     assert [s["stream.kafka.topic.name"] for s in streams] == [
         "t.enriched",
         "t.alerts",
         "t.actions",
         "t.period-usage",
+        "t.dlq",
+        "t.reconciliation",
     ]
     for stream in streams:
         assert stream["stream.kafka.broker.list"] == "kafka-1:9092,kafka-2:9092"
@@ -321,6 +406,8 @@ def test_defaults_come_from_pipeline_settings(
     monkeypatch.setenv("PIPELINE_ENRICHED_TOPIC", "env.enriched")
     monkeypatch.delenv("PIPELINE_ALERTS_TOPIC", raising=False)
     monkeypatch.delenv(ACTIONS_TOPIC_ENV, raising=False)
+    monkeypatch.setenv("PIPELINE_DLQ_TOPIC", "env.dlq")
+    monkeypatch.delenv("PIPELINE_RECONCILIATION_TOPIC", raising=False)
     assert main(["--print"]) == 0
     out, decoder, printed = capsys.readouterr().out, json.JSONDecoder(), []
     pos = 0
@@ -334,6 +421,8 @@ def test_defaults_come_from_pipeline_settings(
         "gateway.alerts",
         "gateway.actions",
         "gateway.billing.period-usage",
+        "env.dlq",
+        "gateway.reconciliation",
     ]
     assert {s["stream.kafka.broker.list"] for s in streams} == {"broker-a:9092"}
 
@@ -423,6 +512,8 @@ def test_existing_definitions_are_updated_in_place() -> None:
     [
         {"enriched_topic": "other.enriched"},
         {"actions_topic": "other.actions"},
+        {"dlq_topic": "other.dlq"},
+        {"reconciliation_topic": "other.reconciliation"},
         {"bootstrap_servers": "elsewhere:9092"},
     ],
 )
@@ -435,6 +526,9 @@ def test_moving_a_table_to_another_topic_needs_recreate(change: dict[str, str]) 
                 "enriched_topic": "t.enriched",
                 "alerts_topic": "t.alerts",
                 "actions_topic": "t.actions",
+                "period_usage_topic": "t.period-usage",
+                "dlq_topic": "t.dlq",
+                "reconciliation_topic": "t.reconciliation",
                 **change,
             }
         )
