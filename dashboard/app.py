@@ -206,7 +206,9 @@ def render_consumer(claims: tokens.PortalClaims, choice: RangeChoice) -> None:
         st.error("Usage data is temporarily unavailable. This page retries on its own.")
         return
     summary_metrics(panels, results, public=True)
-    df = section(panels["calls_per_day"], results, True)
+    # What they will pay comes first.
+    render_billing(section(panels["billing"], results, True))
+    df = section(panels["calls_over_time"], results, True)
     if df is not None:
         st.bar_chart(df.set_index("bucket_start")[["calls"]])
     df = section(panels["routes"], results, True)
@@ -221,7 +223,6 @@ def render_consumer(claims: tokens.PortalClaims, choice: RangeChoice) -> None:
         df = section(panels[key], results, True)
         if df is not None:
             st.dataframe(df, hide_index=True)
-    render_billing(section(panels["billing"], results, True))
 
 
 def summary_metrics(
@@ -253,8 +254,9 @@ def render_billing(df: pd.DataFrame | None) -> None:
     units, included = int(row["units"]), row["included_units"]
     currency = row["currency"] or ""
     cols = st.columns(3)
-    quota = "unlimited" if pd.isna(included) else f"of {int(included):,} included"
-    cols[0].metric(f"Units in {row['period']}", f"{units:,}", quota, delta_color="off")
+    quota = "no quota" if pd.isna(included) else f"of {int(included):,} included"
+    cols[0].metric(f"Units in {row['period']}", f"{units:,}")
+    cols[0].caption(quota)
     cols[1].metric("Estimate so far", money(row["amount"], currency))
     if not pd.isna(row["balance"]):
         cols[2].metric("Prepaid balance", money(row["balance"], currency))
@@ -380,7 +382,7 @@ def render_ops(window: Window) -> None:
     render_health(panels, results)
     df = section(panels["calls"], results, False)
     if df is not None:
-        st.line_chart(series(df, "bucket_start", "consumer", "calls"))
+        st.bar_chart(series(df, "bucket_start", "consumer", "calls"))
     df = section(panels["latency"], results, False)
     if df is not None:
         st.bar_chart(df.set_index("route")[["p50_ms", "p95_ms", "p99_ms"]], stack=False)
@@ -418,7 +420,9 @@ def render_product(window: Window) -> None:
         return
     df = section(panels["growth"], results, False)
     if df is not None:
-        st.line_chart(df.set_index("day")[["calls", "consumers", "callers"]])
+        df = df.set_index("day")
+        st.bar_chart(df[["calls"]])
+        st.table(df.set_axis(df.index.strftime("%Y-%m-%d")))
     for key, label in (("top_routes", "route"), ("top_consumers", "consumer")):
         df = section(panels[key], results, False)
         if df is not None:

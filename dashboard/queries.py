@@ -248,12 +248,12 @@ def period_usage(window: Window, consumer: str) -> Query:
 def consumer_view(claims: PortalClaims, window: Window) -> list[Panel]:
     """A consumer's panels, every one filtered to ``claims.consumer`` as a bound parameter."""
     consumer = claims.consumer
-    per_day = _request(window, consumer, "day")
+    over_time = _request(window, consumer, bucket_for(window))
     req = _request(window, consumer)
     return [
         Panel("summary", "Usage", EVENTS, usage_summary(window, consumer)),
         Panel("alert_count", "Alerts", ALERTS, alert_count(window, consumer)),
-        Panel("calls_per_day", "Calls per day", EVENTS, kpi.calls_over_time(per_day)),
+        Panel("calls_over_time", "Calls over time", EVENTS, kpi.calls_over_time(over_time)),
         Panel("routes", "Calls and errors per route", EVENTS, kpi.error_rate_by_route(req)),
         Panel("latency", "Latency per route (ms)", EVENTS, kpi.latency_by_route(req)),
         Panel("errors", "Errors per route and status", EVENTS, kpi.errors_by_route_status(req)),

@@ -1,8 +1,9 @@
-"""`make demo PINOT=1`: the demo's enriched and alerts topics in Pinot, and the KPIs from there.
+"""`make demo PINOT=1`: the demo's topics in Pinot, the dashboard over them, and the KPIs.
 
-Creates (or updates) the Pinot tables on the demo's topics, measures how long records take from
-being produced to being queryable (tools/pinot_freshness.py) while the demo runs, and prints
-the KPIs (jobs/kpi.py) over the demo's time range at the end.
+Creates (or updates) every Pinot table on the demo's topics (testkit/demo.py starts the
+dashboard beside it), measures how long records take from being produced to being queryable
+(tools/pinot_freshness.py) while the demo runs, and prints the KPIs (jobs/kpi.py) over the
+demo's time range at the end.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from metering.kpi import KPIS, KpiRequest, Query, format_table
 from metering.settings import PipelineSettings
 from tools.pinot_freshness import FRONTIER_SQL, Freshness, probe
 from tools.pinot_tables import (
+    TABLES,
     PinotController,
     apply_definitions,
     load_definitions,
@@ -35,8 +37,12 @@ class PinotView:
                 bootstrap_servers=cfg.bootstrap_servers,
                 enriched_topic=cfg.enriched_topic,
                 alerts_topic=cfg.alerts_topic,
+                period_usage_topic=cfg.period_usage_topic,
+                dlq_topic=cfg.dlq_topic,
+                reconciliation_topic=cfg.reconciliation_topic,
             ),
-            ("api_events", "alerts"),
+            # Every table the dashboard reads; `actions` too, as the demo runs the responder.
+            TABLES,
         )
         for line in apply_definitions(controller, definitions):
             print(f"demo: pinot {line}", flush=True)

@@ -219,7 +219,7 @@ def test_consumer_view_queries_only_the_tokens_consumer(monkeypatch: pytest.Monk
     assert by_label["Estimate so far"] == "1.23 USD"
     assert by_label["Prepaid balance"] == "8.77 USD"
     assert "thresholds reached: 50 %, 80 %" in at.get("progress")[0].proto.text
-    tiers = at.table[-1].value
+    tiers = at.table[0].value  # the bill comes first
     assert list(tiers["units"]) == [850] and list(tiers["amount"]) == ["1.2345"]
 
 
