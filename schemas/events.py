@@ -13,6 +13,7 @@ it emits against these models with ``extra="forbid"``.
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -64,9 +65,36 @@ class GatewayInput(BaseModel):
     model_config = ConfigDict(extra="ignore", frozen=True, allow_inf_nan=False)
 
 
-GatewayName = Literal["apisix", "kong", "generic"]
-"""The enriched event's ``gateway``: the NAME of each built-in format of ``metering.gateways``
-(tests/unit/test_gateways.py checks the two agree)."""
+EXTENSION_NAME_PATTERN = r"^[a-z][a-z0-9_-]{0,39}$"
+ExtensionName = Annotated[str, Field(pattern=EXTENSION_NAME_PATTERN)]
+"""The name of a registered extension: a gateway format (``metering.gateways``) or a detector
+rule (``metering.rules``). Not a closed list: a plugin's formats and rules register at run time,
+and readers of the outputs (the responder among them) must accept their records."""
+
+GatewayName = Annotated[
+    ExtensionName,
+    Field(
+        description="the NAME of the format that parsed the entry: apisix, kong, generic, or a "
+        "registered plugin's (metering.gateways)",
+        examples=["apisix", "kong", "generic"],
+    ),
+]
+RuleName = Annotated[
+    ExtensionName,
+    Field(
+        description="a detector rule's NAME: rate_spike, new_country, auth_failures, "
+        "distributed_guessing, or a registered plugin's (metering.rules)",
+        examples=["rate_spike", "new_country", "auth_failures", "distributed_guessing"],
+    ),
+]
+
+
+def check_extension_name(name: str) -> str:
+    """``name`` if a registry may take it (it will be written into records); ValueError if
+    not."""
+    if not re.fullmatch(EXTENSION_NAME_PATTERN, name):
+        raise ValueError(f"{name!r} is not a valid extension name ({EXTENSION_NAME_PATTERN})")
+    return name
 
 
 # --- Records the job emits ----------------------------------------------------------------------
@@ -167,10 +195,10 @@ class Alert(_Out):
         description="deterministic: the same key, incident and status give the same id"
     )
     status: Literal["open", "update", "closed"]
-    rule: Literal["rate_spike", "new_country", "auth_failures", "distributed_guessing"] = Field(
+    rule: RuleName = Field(
         description="the rule of the finding behind this record (a close: of the incident's peak)"
     )
-    rules: list[str] = Field(description="every rule that found something in the incident")
+    rules: list[RuleName] = Field(description="every rule that found something in the incident")
     severity: Literal["warning", "high", "critical"]
     score: float = Field(description="the finding's strength: -log10 of its probability, or "
                          "the rejected calls behind it")  # fmt: skip

@@ -27,32 +27,18 @@ from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
-
 from metering.billing.evolve import Evolvable
 from metering.billing.ids import record_id
-from metering.billing.money import ZERO, Amount, minus, total
+from metering.billing.money import ZERO, minus, total
 from metering.billing.plans import Grant
+from schemas.events import BalanceSignal
 
 BalanceKind = Literal["low", "exhausted"]
+"""A crossing's kind: the record is ``schemas.events.BalanceSignal``, the topic's, declared once."""
 
 
 class BalanceError(ValueError):
     """A grant or usage that does not belong to this balance."""
-
-
-class BalanceSignal(BaseModel):
-    """A balance crossing: the balance-signals topic's record."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    signal_id: str = Field(description="record_id of subject, kind and sequence")
-    kind: BalanceKind
-    subject: str
-    sequence: int = Field(description="this kind's crossings for the subject so far, from 1")
-    balance: Amount = Field(description="exact balance after the update that crossed")
-    threshold: Amount = Field(description="the level crossed: the low threshold, or 0")
-    currency: str
 
 
 @dataclass(frozen=True)
@@ -117,8 +103,9 @@ def _signal(
         kind=kind,
         subject=state.subject,
         sequence=sequence,
-        balance=balance,
-        threshold=threshold,
+        # Exact, as text: a JSON reader never sees a float.
+        balance=format(balance, "f"),
+        threshold=format(threshold, "f"),
         currency=state.currency,
     )
 

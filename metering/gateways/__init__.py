@@ -23,6 +23,7 @@ from metering.gateways.base import (
     first_header,
     opt_int,
 )
+from schemas.events import check_extension_name
 
 __all__ = [
     "BUILT_IN",
@@ -59,6 +60,7 @@ def register(fmt: GatewayFormat, *, before: str | None = None) -> None:
 
     A format whose entries another format's sniff would also claim goes before that one.
     """
+    check_extension_name(fmt.NAME)
     names = [f.NAME for f in _registry]
     if fmt.NAME in names:
         raise ValueError(f"a gateway format named {fmt.NAME!r} is already registered")

@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from metering.rules import distributed, geography, guessing, rate
+from schemas.events import check_extension_name
 
 _RULES: list[Any] = [rate, geography, guessing, distributed]
 
@@ -24,6 +25,7 @@ def rules() -> tuple[Any, ...]:
 def register(rule: Any) -> None:
     """Add a rule module (``metering.rules.Rule``) after the registered ones; its name must be
     new. A DetectorConfig made afterwards runs it with its ``Config()`` defaults."""
+    check_extension_name(rule.NAME)
     if any(r.NAME == rule.NAME for r in _RULES):
         raise ValueError(f"a rule named {rule.NAME!r} is registered already")
     _RULES.append(rule)

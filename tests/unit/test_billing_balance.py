@@ -56,7 +56,7 @@ def test_low_then_exhausted_then_a_top_up_re_arms_both() -> None:
             ("usage", "2027-01", "15"),  # -5: exhausted again (balances span periods)
         ]
     )
-    got = [[(s.kind, s.sequence, s.balance) for s in step] for step in signals]
+    got = [[(s.kind, s.sequence, Decimal(s.balance)) for s in step] for step in signals]
     assert got == [
         [],
         [],
@@ -75,7 +75,7 @@ def test_low_then_exhausted_then_a_top_up_re_arms_both() -> None:
 
 def test_one_update_can_fire_both_low_first() -> None:
     _, signals = run([("grant", "g1", "100"), ("usage", DEC, "150")])
-    assert [(s.kind, s.threshold) for s in signals[1]] == [("low", LOW), ("exhausted", 0)]
+    assert [(s.kind, Decimal(s.threshold)) for s in signals[1]] == [("low", LOW), ("exhausted", 0)]
 
 
 def test_a_first_grant_already_low_signals_low_at_once() -> None:

@@ -77,18 +77,6 @@ MONEY_MODELS: list[tuple[type[BaseModel], dict[str, Any]]] = [
         invoice.TierLine,
         {"tier": 0, "up_to": None, "unit_price": "1", "quantity": 1, "amount": "1"},
     ),
-    (
-        balance.BalanceSignal,
-        {
-            "signal_id": "x",
-            "kind": "low",
-            "subject": "acme",
-            "sequence": 1,
-            "balance": "1",
-            "threshold": "2",
-            "currency": "USD",
-        },
-    ),
 ]
 
 

@@ -8,12 +8,14 @@ of (tests/unit/tyk_like.py) is registered from here and parsed end to end into t
 from __future__ import annotations
 
 from collections.abc import Iterator
+from types import SimpleNamespace
 from typing import Any, get_args
 
 import pytest
 import tyk_like
 from mmdb import GB_IP
 from payloads import NOW_MS, RAW_TOPIC, START_MS, apisix_39, encode, generic, kong_200
+from pydantic import TypeAdapter
 from test_records import GB_GEO
 
 from metering import gateways
@@ -91,11 +93,13 @@ def tyk_registered() -> Iterator[None]:
 # -- the built-in formats --------------------------------------------------------------------
 
 
-def test_the_gateway_literal_names_every_built_in_format() -> None:
-    names = {f.NAME for f in gateways.BUILT_IN}
-    assert set(get_args(GatewayName)) == names
-    assert EnrichedEvent.model_fields["gateway"].annotation == GatewayName
+def test_the_schema_names_the_built_in_formats_and_takes_a_plugins() -> None:
+    schema = EnrichedEvent.model_json_schema()["properties"]["gateway"]
+    assert set(schema["examples"]) == {f.NAME for f in gateways.BUILT_IN}
     assert gateways.registered() == gateways.BUILT_IN
+    assert TypeAdapter(GatewayName).validate_python(tyk_like.NAME) == "tyk-like"
+    with pytest.raises(ValueError, match="not a valid extension name"):
+        gateways.register(SimpleNamespace(NAME="Tyk Like"))  # type: ignore[arg-type]
 
 
 def test_the_test_kit_renders_every_built_in_format_and_traffic_draws_only_those() -> None:
