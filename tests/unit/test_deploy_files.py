@@ -76,11 +76,12 @@ REQUIRED_VARIABLES = (
     "APISIX_KEYRING",
     "RESPONDER_WEBHOOK_URL",
     "RESPONDER_WEBHOOK_SECRET",
+    "DASHBOARD_TOKEN_SECRET",
 )
 REQUIRED_REFERENCE = re.compile(r"\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*):\?[^}]+\}")
 # Container variables holding a secret: each must be such a reference, never a value.
 SECRET_VARIABLES = frozenset(
-    {HASH_KEY_ENV, "APISIX_ADMIN_KEY", "APISIX_KEYRING"}
+    {HASH_KEY_ENV, "APISIX_ADMIN_KEY", "APISIX_KEYRING", "DASHBOARD_TOKEN_SECRET"}
     | {ENV_PREFIX + name.upper() for name in SECRET_FIELDS}
 )
 APISIX_DIR = REPO_ROOT / "deploy" / "apisix"
@@ -523,7 +524,16 @@ def test_published_ports(services: dict[str, dict[str, Any]]) -> None:
     assert published_ports(services["pinot-broker"]) == {8099: 8099}
     # APISIX's proxy; its Admin API (9180), etcd and the responder's /metrics are not published.
     assert published_ports(services["apisix"]) == {9080: 9080}
-    publishing = ("redpanda", "jobmanager", "pinot-controller", "pinot-broker", "apisix")
+    # The dashboard, operator views on: the host's loopback only (checked below).
+    assert published_ports(services["dashboard"]) == {8501: 8501}
+    publishing = (
+        "redpanda",
+        "jobmanager",
+        "pinot-controller",
+        "pinot-broker",
+        "apisix",
+        "dashboard",
+    )
     for name, service in services.items():
         assert all(str(p).startswith("127.0.0.1:") for p in service.get("ports", [])), name
         if name not in publishing:
@@ -793,3 +803,22 @@ def test_the_local_cluster_configures_the_prometheus_reporter_from_the_distribut
         check=True,
     )
     assert result.stdout.strip() == "9249-9259"
+
+
+def test_the_dashboard_serves_pinot_of_the_compose_network(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    from dashboard.__main__ import build_parser as dashboard_parser
+
+    service = services["dashboard"]
+    argv = as_argv(service["command"])
+    assert argv[:3] == ["python", "-m", "dashboard"]
+    args = dashboard_parser().parse_args(argv[3:])
+    assert (args.command, args.broker, args.address, args.port, args.operator) == (
+        "run",
+        "http://pinot-broker:8099",
+        "0.0.0.0",
+        8501,
+        True,
+    )
+    assert "pinot-tables" in service["depends_on"]
