@@ -54,14 +54,22 @@ def broker_url(environ: Mapping[str, str] | None = None) -> str:
     return env.get(BROKER_ENV, "").strip() or DEFAULT_BROKER
 
 
-def query_timeout_s(environ: Mapping[str, str] | None = None) -> float:
-    """Seconds one query may take, from ``DASHBOARD_QUERY_TIMEOUT_S`` (default 5)."""
+def env_seconds(
+    name: str, default: float, low: float, high: float, environ: Mapping[str, str] | None = None
+) -> float:
+    """Seconds from the variable ``name``: ``default`` when unset or not a number, else held
+    within ``[low, high]``."""
     env = os.environ if environ is None else environ
     try:
-        value = float(env.get(TIMEOUT_ENV, "") or DEFAULT_TIMEOUT_S)
+        value = float(env.get(name, "") or default)
     except ValueError:
-        return DEFAULT_TIMEOUT_S
-    return value if 0 < value <= 120 else DEFAULT_TIMEOUT_S
+        return default
+    return min(max(value, low), high)
+
+
+def query_timeout_s(environ: Mapping[str, str] | None = None) -> float:
+    """Seconds one query may take, from ``DASHBOARD_QUERY_TIMEOUT_S`` (0.1 to 120, default 5)."""
+    return env_seconds(TIMEOUT_ENV, DEFAULT_TIMEOUT_S, 0.1, 120.0, environ)
 
 
 def display_url(url: str) -> str:

@@ -27,12 +27,7 @@ QUOTA_MARKS = (50, 80, 100)
 
 def refresh_s(environ: Mapping[str, str] | None = None) -> float:
     """Seconds between refreshes, from ``DASHBOARD_REFRESH_S`` (1 to 300, default 5)."""
-    env = os.environ if environ is None else environ
-    try:
-        value = float(env.get(REFRESH_ENV, "") or DEFAULT_REFRESH_S)
-    except ValueError:
-        return DEFAULT_REFRESH_S
-    return min(max(value, 1.0), 300.0)
+    return data.env_seconds(REFRESH_ENV, DEFAULT_REFRESH_S, 1.0, 300.0, environ)
 
 
 def flag(name: str, environ: Mapping[str, str] | None = None) -> bool:
