@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from dashboard import data, tokens
+from dashboard.present import OPERATOR_ENV
 
 APP = Path(__file__).resolve().parent / "app.py"
 REPO_ROOT = APP.parent.parent
@@ -104,7 +105,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     env = dict(os.environ)
     env[data.BROKER_ENV] = args.broker
     if args.operator:
-        env["DASHBOARD_OPERATOR"] = "1"
+        env[OPERATOR_ENV] = "1"
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH")) if p)
     try:
         tokens.read_secret(env)

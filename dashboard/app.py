@@ -26,11 +26,11 @@ import streamlit as st
 
 from dashboard import data, queries, tokens
 from dashboard.present import (
-    QUOTA_MARKS,
-    flag,
+    OPERATOR_ENV,
     frame,
     money,
     number,
+    quota_reached,
     quota_text,
     refresh_s,
     seconds,
@@ -41,7 +41,6 @@ from dashboard.present import (
 from dashboard.queries import Panel, Window
 from metering.kpi import KpiError, Query
 
-OPERATOR_ENV = "DASHBOARD_OPERATOR"
 # Results live as long as one refresh: fresh on every tick, shared by viewers of that tick.
 CACHE_TTL_S = 5
 # What the time-range control gives: a span ending now, or whole UTC days.
@@ -92,7 +91,9 @@ def panel_frame(
     view) hides table names and broker addresses."""
     result = results[panel.key]
     if result.problem == "missing_table" and panel.optional:
-        st.info(f"{panel.title}: none yet (the `{panel.table}` table does not exist yet).")
+        # A consumer's page names no table: what is behind it is the operator's business.
+        where = "" if public else f" (the `{panel.table}` table does not exist yet)"
+        st.info(f"{panel.title}: none yet{where}.")
         return None
     if result.problem is not None:
         st.warning(
@@ -171,10 +172,11 @@ def render_consumer(claims: tokens.PortalClaims, choice: RangeChoice) -> None:
     df = section(panels["latency"], results, True)
     if df is not None:
         st.table(df.set_index("route"))
+    # Static tables: a consumer's feeds are short, and a reader (or a test) sees every cell.
     for key in ("errors", "alerts", "actions"):
         df = section(panels[key], results, True)
         if df is not None:
-            st.dataframe(df, hide_index=True)
+            st.table(df.set_index(df.columns[0]))
 
 
 def summary_metrics(
@@ -187,14 +189,14 @@ def summary_metrics(
     if summary is None:
         return
     row = summary.iloc[0]
-    calls, errors = int(row["calls"] or 0), int(row["errors"] or 0)
+    calls, errors = (int(number(row[c]) or 0) for c in ("calls", "errors"))
     cols = st.columns(5)
     cols[0].metric("Calls", f"{calls:,}")
-    cols[1].metric("Billable units", f"{float(row['units'] or 0):,.0f}")
+    cols[1].metric("Billable units", f"{number(row['units']) or 0:,.0f}")
     cols[2].metric("Errors", f"{errors:,}")
     cols[3].metric("Error rate", f"{errors / calls:.2%}" if calls else "n/a")
     if alerts is not None:
-        cols[4].metric("Alert records", f"{int(alerts.iloc[0]['alerts'] or 0):,}")
+        cols[4].metric("Alert records", f"{int(number(alerts.iloc[0]['alerts']) or 0):,}")
 
 
 def render_billing(df: pd.DataFrame | None) -> None:
@@ -214,8 +216,13 @@ def render_billing(df: pd.DataFrame | None) -> None:
         cols[2].metric("Prepaid balance", money(row["balance"], currency))
     if not pd.isna(included) and int(included) > 0:
         used = units / int(included)
-        reached = [p for p in QUOTA_MARKS if used * 100 >= p]
+        reached = quota_reached(units, int(included))
         st.progress(min(used, 1.0), text=quota_text(used, reached, bool(row["hard_limit"])))
+    if bool(row.get("repricing_needed")):
+        st.warning(
+            "Your plan changed after part of this period was priced: the invoice prices the "
+            "whole period again, so the estimate above may change."
+        )
     tiers = tier_rows(row["segments"])
     if tiers:
         st.table(pd.DataFrame(tiers).set_index("plan"))
@@ -375,11 +382,15 @@ def operator_page() -> None:
 
 
 def main() -> None:
+    # However it is started (`streamlit run` too): a bug shows a generic message, its traceback
+    # only in the server's log, and readers get no developer menu.
+    st.set_option("client.showErrorDetails", "none")
+    st.set_option("client.toolbarMode", "viewer")
     st.set_page_config(page_title="API usage", layout="wide")
     token = st.query_params.get("token")
     if token:
         consumer_page(str(token))
-    elif flag(OPERATOR_ENV):
+    elif data.flag(OPERATOR_ENV):
         operator_page()
     else:
         st.title("API usage")

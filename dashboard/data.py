@@ -54,6 +54,12 @@ def broker_url(environ: Mapping[str, str] | None = None) -> str:
     return env.get(BROKER_ENV, "").strip() or DEFAULT_BROKER
 
 
+def flag(name: str, environ: Mapping[str, str] | None = None) -> bool:
+    """Whether the variable ``name`` is on (1, true or yes)."""
+    env = os.environ if environ is None else environ
+    return env.get(name, "").strip().lower() in ("1", "true", "yes")
+
+
 def env_seconds(
     name: str, default: float, low: float, high: float, environ: Mapping[str, str] | None = None
 ) -> float:

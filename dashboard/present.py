@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from collections.abc import Mapping
 from decimal import Decimal
 from typing import Any
@@ -23,16 +22,13 @@ TOP_SERIES = 10
 TIME_COLUMNS = ("bucket_start", "day", "detected_at", "recorded_at")
 COUNT_COLUMNS = ("calls", "errors", "server_errors", "unique_callers", "dead_letters")
 QUOTA_MARKS = (50, 80, 100)
+# Set by `python -m dashboard run --operator`: no token shows the ops and product views.
+OPERATOR_ENV = "DASHBOARD_OPERATOR"
 
 
 def refresh_s(environ: Mapping[str, str] | None = None) -> float:
     """Seconds between refreshes, from ``DASHBOARD_REFRESH_S`` (1 to 300, default 5)."""
     return data.env_seconds(REFRESH_ENV, DEFAULT_REFRESH_S, 1.0, 300.0, environ)
-
-
-def flag(name: str, environ: Mapping[str, str] | None = None) -> bool:
-    env = os.environ if environ is None else environ
-    return env.get(name, "").strip().lower() in ("1", "true", "yes")
 
 
 def frame(result: data.Result) -> pd.DataFrame:
@@ -74,6 +70,11 @@ def money(value: Any, currency: str) -> str:
     """An exact amount as the invoice will round it (metering.billing.money)."""
     amount = Decimal(str(value))
     return f"{round_money(amount, currency or DEFAULT_CURRENCY)} {currency}".strip()
+
+
+def quota_reached(units: int, included: int) -> list[int]:
+    """The quota marks (percent) that ``units`` of ``included`` have reached."""
+    return [p for p in QUOTA_MARKS if units * 100 >= p * included]
 
 
 def quota_text(used: float, reached: list[int], hard_limit: bool) -> str:

@@ -19,6 +19,7 @@ from datetime import UTC, date, datetime, time, timedelta
 
 from dashboard.tokens import PortalClaims
 from metering import kpi
+from metering.billing.periods import bounds, period_of
 from metering.kpi import KpiError, KpiRequest, Query, check_request
 
 EVENTS = kpi.TABLE
@@ -227,18 +228,21 @@ def country_points(window: Window, limit: int = COUNTRY_LIMIT) -> Query:
 
 
 def period_usage(window: Window, consumer: str) -> Query:
-    """The consumer's priced usage in the UTC month that holds the window's end, as the job's
-    billing stage last wrote it (an upsert table: one row per subject and period). Bounded by
-    that month on the table's time column; the subject is the consumer."""
-    month = Window(kpi.month_start_ms(window.end_ms - 1), window.end_ms)
-    where, params = _time_where("latest_window_start", month, None)
+    """The consumer's priced usage in the billing period (UTC month) that holds the window's
+    end, as the job's billing stage last wrote it. An upsert table keeps one row per subject and
+    period, stamped with its latest window: so the row is found by its period, bounded by that
+    whole month on the table's time column (a past range in the current month still shows the
+    month so far)."""
+    start_ms, end_ms = bounds(period_of(window.end_ms - 1))
+    where, params = _time_where("latest_window_start", Window(start_ms, end_ms), None)
     params["consumer"] = _request(window, consumer).consumer
+    params["period"] = period_of(window.end_ms - 1)
     return Query(
         "SELECT period, currency, calls, units, unpriced_calls, amount, included_units, "
-        "hard_limit, balance, segments "
-        # One row: the table keeps the latest per subject and period, and the month is one
-        # period. No ORDER BY: Pinot 0.11 reads nulls as defaults in ordered selections.
-        f"FROM {PERIOD_USAGE} WHERE {where} AND subject = %(consumer)s LIMIT 1",
+        "hard_limit, balance, segments, repricing_needed "
+        f"FROM {PERIOD_USAGE} WHERE {where} AND subject = %(consumer)s "
+        # No ORDER BY: Pinot 0.11 reads nulls as defaults in ordered selections.
+        "AND period = %(period)s LIMIT 1",
         params,
         # No quota and no balance are nulls, not zeros.
         NULL_HANDLING,

@@ -26,6 +26,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from dashboard import data
 from metering.kpi import KpiError, KpiRequest, check_request
 
 VERSION = "v1"
@@ -72,8 +73,7 @@ class PortalClaims:
 
 def is_demo(environ: Mapping[str, str] | None = None) -> bool:
     """Whether the demo flag (``DASHBOARD_DEMO=1``) is on: it accepts placeholder secrets."""
-    env = os.environ if environ is None else environ
-    return env.get(DEMO_ENV, "").strip().lower() in ("1", "true", "yes")
+    return data.flag(DEMO_ENV, environ)
 
 
 def read_secret(environ: Mapping[str, str] | None = None, demo: bool | None = None) -> bytes:
@@ -119,12 +119,22 @@ def _sign(secret: bytes, signed_part: str) -> bytes:
     return hmac.new(secret, signed_part.encode("ascii"), hashlib.sha256).digest()
 
 
+# Names a portal must never grant: Pinot 0.11 stores a missing consumer as the text "null", so a
+# token for "null" would match every anonymous call; rate keys of API keys and clients are
+# not consumers.
+RESERVED_NAMES = frozenset({"null"})
+RESERVED_PREFIXES = ("key:", "client:")
+
+
 def check_consumer(consumer: str) -> str:
-    """The consumer name if the KPI queries accept it (not empty, ``*``, huge or multi-line)."""
+    """The consumer name if the KPI queries accept it (not empty, ``*``, huge or multi-line) and
+    it names a consumer, not Pinot's null or a rate key."""
     try:
         check_request(KpiRequest(0, 1, consumer))
     except KpiError:
         raise TokenError("not a consumer name") from None
+    if consumer.lower() in RESERVED_NAMES or consumer.startswith(RESERVED_PREFIXES):
+        raise TokenError(f"{consumer!r} is not a consumer a portal can show")
     return consumer
 
 

@@ -19,6 +19,10 @@ from typing import Any
 CHROMIUM_ENV = "CHROMIUM_BIN"
 CHROMEDRIVER_ENV = "CHROMEDRIVER_BIN"
 WINDOW = (1400, 2400)
+TABLE_ROWS_JS = """
+return Array.from(document.querySelectorAll('[data-testid="stTable"] tbody tr')).map(
+  (tr) => Array.from(tr.querySelectorAll("th, td")).map((c) => c.innerText.trim()));
+"""
 # Streamlit's placeholder for an element whose code or data is still loading.
 LOADING = '[data-testid="stSkeleton"]'
 
@@ -48,7 +52,7 @@ def chromium(window: tuple[int, int] = WINDOW) -> Iterator[Any]:
     from selenium.webdriver.chrome.service import Service
 
     options = webdriver.ChromeOptions()
-    options.binary_location = _binary(CHROMIUM_ENV, "chromium", "chromium-browser")
+    options.binary_location = _binary(CHROMIUM_ENV, "chromium", "chromium-browser", "google-chrome")
     for arg in (
         "--headless=new",
         # As root (CI, containers) Chromium refuses its sandbox.
@@ -109,13 +113,9 @@ def wait_text(driver: Any, phrases: tuple[str, ...], timeout_s: float = 60) -> s
 def table_rows(driver: Any) -> list[tuple[str, ...]]:
     """Every row of every static table on the page (``st.table``): its cells' text, the row's
     header cell (the index) first."""
-    from selenium.webdriver.common.by import By
-
-    rows = driver.find_elements(By.CSS_SELECTOR, '[data-testid="stTable"] tbody tr')
-    return [
-        tuple(str(c.text).strip() for c in row.find_elements(By.CSS_SELECTOR, "th, td"))
-        for row in rows
-    ]
+    # One script, so a refresh that re-renders the page cannot land between two reads.
+    rows = driver.execute_script(TABLE_ROWS_JS)
+    return [tuple(str(cell) for cell in row) for row in rows]
 
 
 def metric(text: str, label: str) -> str:

@@ -138,6 +138,7 @@ class FakePinot:
             "amount": "1.2345",
             "included_units": 1000,
             "hard_limit": False,
+            "repricing_needed": False,
             "balance": "8.7655",
             "segments": json.dumps(
                 [
@@ -202,7 +203,7 @@ def test_consumer_view_queries_only_the_tokens_consumer(monkeypatch: pytest.Monk
         assert "globex" not in query.sql
     text = _text(at)
     assert "Quota, bill and balance" in text
-    assert "does not exist yet" in text  # the actions table, optional
+    assert "Responder actions on your keys: none yet." in text  # optional; no table named
     assert not at.error and not at.warning
     assert [m.label for m in at.metric] == [
         "Calls",
@@ -221,6 +222,18 @@ def test_consumer_view_queries_only_the_tokens_consumer(monkeypatch: pytest.Monk
     assert "thresholds reached: 50 %, 80 %" in at.get("progress")[0].proto.text
     tiers = at.table[0].value  # the bill comes first
     assert list(tiers["units"]) == [850] and list(tiers["amount"]) == ["1.2345"]
+
+
+def test_a_period_to_be_repriced_says_the_estimate_may_change(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    fake = FakePinot()
+    plain = FakePinot._value
+    monkeypatch.setattr(fake, "_value", lambda c: True if c == "repricing_needed" else plain(c))
+    monkeypatch.setattr(data, "run_query", fake)
+    at = _run(token=_token("acme"))
+    (warning,) = at.warning
+    assert "the estimate above may change" in warning.value
 
 
 def test_a_consumer_without_billing_sees_a_message(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -76,3 +76,11 @@ def test_the_quota_line_names_the_thresholds_reached() -> None:
     assert present.quota_text(0.1, [], True).endswith(
         "none yet (a hard limit: calls are refused beyond it)"
     )
+
+
+def test_quota_marks_reached_are_exact_at_the_boundary() -> None:
+    assert present.quota_reached(499, 1000) == []
+    assert present.quota_reached(500, 1000) == [50]
+    assert present.quota_reached(800, 1000) == [50, 80]
+    assert present.quota_reached(1000, 1000) == [50, 80, 100]
+    assert present.quota_reached(2500, 1000) == [50, 80, 100]

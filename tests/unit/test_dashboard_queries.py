@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from datetime import date
 
 import pytest
 
@@ -10,6 +11,7 @@ from dashboard import queries
 from dashboard.queries import Window
 from dashboard.tokens import PortalClaims
 from metering import kpi
+from metering.billing.periods import bounds
 from metering.kpi import KpiError
 
 DAY_MS = 86_400_000
@@ -42,9 +44,12 @@ def test_every_query_is_bounded_and_parameterized(panel: queries.Panel) -> None:
     sql, params = panel.query.sql, panel.query.params
     column = PANEL_TIME_COLUMNS.get(panel.key, TIME_COLUMNS[panel.table])
     assert f"FROM {panel.table} WHERE {column} >= %(start_ms)s AND {column} < %(end_ms)s" in sql
-    # Billing reads the month that holds the window's end; every other panel the window.
-    start = kpi.month_start_ms(WINDOW.end_ms - 1) if panel.key == "billing" else WINDOW.start_ms
-    assert (params["start_ms"], params["end_ms"]) == (start, WINDOW.end_ms)
+    # Billing reads the whole month that holds the window's end; every other panel the window.
+    if panel.key == "billing":
+        assert (params["start_ms"], params["end_ms"]) == bounds(params["period"])
+        assert params["start_ms"] == kpi.month_start_ms(WINDOW.end_ms - 1)
+    else:
+        assert (params["start_ms"], params["end_ms"]) == (WINDOW.start_ms, WINDOW.end_ms)
     limit = re.search(r"LIMIT (\d+)$", sql)
     assert limit is not None and 0 < int(limit.group(1)) <= 100_000
     # Every placeholder has a value and every value a placeholder; no value is in the text.
@@ -75,7 +80,20 @@ def test_the_billing_panel_reads_the_tokens_subject_in_its_month() -> None:
     (panel,) = [p for p in queries.consumer_view(CLAIMS, WINDOW) if p.key == "billing"]
     assert "AND subject = %(consumer)s" in panel.query.sql
     assert panel.query.params["consumer"] == "acme"
-    assert panel.query.sql.endswith("subject = %(consumer)s LIMIT 1")
+    assert panel.query.sql.endswith("subject = %(consumer)s AND period = %(period)s LIMIT 1")
+    # The whole month of the window's end: the row carries the latest window of the period.
+    assert panel.query.params["period"] == "2026-05"
+    assert (panel.query.params["start_ms"], panel.query.params["end_ms"]) == (
+        1_777_593_600_000,
+        1_780_272_000_000,
+    )
+
+
+def test_a_past_range_in_the_month_still_finds_the_months_row() -> None:
+    early = queries.window_of_days(date(2026, 5, 1), date(2026, 5, 3))
+    (panel,) = [p for p in queries.consumer_view(CLAIMS, early) if p.key == "billing"]
+    assert panel.query.params["period"] == "2026-05"
+    assert panel.query.params["end_ms"] == 1_780_272_000_000  # June 1st, not May 4th
 
 
 def test_consumer_actions_leave_out_gateway_internals() -> None:

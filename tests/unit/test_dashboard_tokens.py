@@ -180,3 +180,10 @@ def test_another_consumers_token_never_widens_scope() -> None:
     body = _b64(json.dumps({**_payload(acme), "c": "globex"}).encode())
     with pytest.raises(TokenError):
         verify_token(f"{version}.{body}.{signature}", SECRET, NOW)
+
+
+@pytest.mark.parametrize("name", ["null", "NULL", "key:a96cf452b378b8c5", "client:cdf6af3589e5"])
+def test_no_token_grants_pinots_null_or_a_rate_key(name: str) -> None:
+    # "null" would match every call without a consumer; a rate key is not a consumer.
+    with pytest.raises(TokenError, match="not a consumer a portal can show"):
+        create_token(name, SECRET, NOW)

@@ -524,8 +524,9 @@ def test_published_ports(services: dict[str, dict[str, Any]]) -> None:
     assert published_ports(services["pinot-broker"]) == {8099: 8099}
     # APISIX's proxy; its Admin API (9180), etcd and the responder's /metrics are not published.
     assert published_ports(services["apisix"]) == {9080: 9080}
-    # The dashboard, operator views on: the host's loopback only (checked below).
+    # The consumers' portal, and the operators' views apart from it; loopback (checked below).
     assert published_ports(services["dashboard"]) == {8501: 8501}
+    assert published_ports(services["dashboard-ops"]) == {8502: 8501}
     publishing = (
         "redpanda",
         "jobmanager",
@@ -533,6 +534,7 @@ def test_published_ports(services: dict[str, dict[str, Any]]) -> None:
         "pinot-broker",
         "apisix",
         "dashboard",
+        "dashboard-ops",
     )
     for name, service in services.items():
         assert all(str(p).startswith("127.0.0.1:") for p in service.get("ports", [])), name
@@ -805,12 +807,14 @@ def test_the_local_cluster_configures_the_prometheus_reporter_from_the_distribut
     assert result.stdout.strip() == "9249-9259"
 
 
-def test_the_dashboard_serves_pinot_of_the_compose_network(
-    services: dict[str, dict[str, Any]],
+@pytest.mark.parametrize(("name", "operator"), [("dashboard", False), ("dashboard-ops", True)])
+def test_the_portal_and_the_ops_views_are_apart(
+    services: dict[str, dict[str, Any]], name: str, operator: bool
 ) -> None:
+    # The service a proxy publishes to consumers must never serve the operator views.
     from dashboard.__main__ import build_parser as dashboard_parser
 
-    service = services["dashboard"]
+    service = services[name]
     argv = as_argv(service["command"])
     assert argv[:3] == ["python", "-m", "dashboard"]
     args = dashboard_parser().parse_args(argv[3:])
@@ -819,6 +823,6 @@ def test_the_dashboard_serves_pinot_of_the_compose_network(
         "http://pinot-broker:8099",
         "0.0.0.0",
         8501,
-        True,
+        operator,
     )
     assert "pinot-tables" in service["depends_on"]
