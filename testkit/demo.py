@@ -824,6 +824,10 @@ def dashboard_links(broker_url: str, port: int) -> Iterator[None]:
     from dashboard import tokens
     from testkit import stack
 
+    if stack.port_open(port):
+        print(f"demo: port {port} is taken; no dashboard (--dashboard-port picks another)")
+        yield
+        return
     secret = secrets.token_hex(32)
     log = REPO / ".local" / "demo-logs" / "dashboard.log"
     log.parent.mkdir(parents=True, exist_ok=True)
