@@ -322,12 +322,15 @@ class QuotaSignal(_Out):
     )
 
 
+BalanceKind = Literal["low", "exhausted"]
+
+
 class BalanceSignal(_Out):
     """A prepaid balance crossing its low threshold or zero (the balance-signals topic, keyed
     by subject), once per crossing."""
 
     signal_id: str = Field(description="deterministic: subject, kind and sequence")
-    kind: Literal["low", "exhausted"]
+    kind: BalanceKind
     subject: str
     sequence: int = Field(description="this kind's crossings for the subject so far, from 1")
     balance: DecimalText = Field(description="exact balance after the update that crossed")

@@ -25,16 +25,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
-from typing import Literal
 
 from metering.billing.evolve import Evolvable
 from metering.billing.ids import record_id
 from metering.billing.money import ZERO, minus, total
 from metering.billing.plans import Grant
-from schemas.events import BalanceSignal
-
-BalanceKind = Literal["low", "exhausted"]
-"""A crossing's kind: the record is ``schemas.events.BalanceSignal``, the topic's, declared once."""
+from schemas.events import BalanceKind, BalanceSignal
 
 
 class BalanceError(ValueError):
