@@ -238,7 +238,7 @@ def render_health(panels: Mapping[str, Panel], results: Mapping[str, data.Result
         row = fresh.iloc[0]
         newest = number(row["newest_ingested_at"])
         age = None if newest is None else max(0.0, time.time() * 1000 - newest)
-        cols[0].metric("Events ingested", f"{int(row['events']):,}")
+        cols[0].metric("Events ingested (5 min)", f"{int(row['events']):,}")
         cols[1].metric("Event to queryable p50", seconds(number(row["p50_ms"])))
         cols[2].metric(
             "p95 / p99", " / ".join(seconds(number(row[c])) for c in ("p95_ms", "p99_ms"))

@@ -500,6 +500,7 @@ def kafka_source(t_env: StreamTableEnvironment, cfg: PipelineSettings) -> Table:
                 bootstrap_servers=cfg.bootstrap_servers,
                 group_id=cfg.group_id,
                 startup_mode=cfg.startup_mode,
+                startup_timestamp_ms=cfg.startup_timestamp_ms,
                 bounded=cfg.bounded,
                 security=cfg.kafka_security(),
             )

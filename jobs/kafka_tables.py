@@ -43,6 +43,7 @@ class SourceSpec:
     startup_mode: str
     bounded: bool
     security: Mapping[str, str] = field(default_factory=dict)
+    startup_timestamp_ms: int | None = None
 
 
 def source_ddl(spec: SourceSpec) -> str:
@@ -57,6 +58,8 @@ def source_ddl(spec: SourceSpec) -> str:
         "scan.startup.mode": spec.startup_mode,
         "format": "raw",
     }
+    if spec.startup_timestamp_ms is not None:
+        opts["scan.startup.timestamp-millis"] = str(spec.startup_timestamp_ms)
     if spec.bounded:
         opts["scan.bounded.mode"] = "latest-offset"
     opts |= spec.security

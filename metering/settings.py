@@ -202,10 +202,14 @@ class PipelineSettings(BaseSettings):
     quota_signals_topic: str = _topic_field("quota_signals")
     balance_signals_topic: str = _topic_field("balance_signals")
     group_id: str = Field("gateway-pipeline", description="consumer group of the raw source")
-    startup_mode: Literal["group-offsets", "earliest-offset", "latest-offset"] = Field(
+    startup_mode: Literal["group-offsets", "earliest-offset", "latest-offset", "timestamp"] = Field(
         "group-offsets",
-        description="where a job without a checkpoint starts reading; group-offsets falls back "
-        "to earliest when the group has none",
+        description="where a job without a checkpoint starts reading; group-offsets falls "
+        "back to earliest when the group has none; timestamp: the first records written at "
+        "or after --startup-timestamp-ms",
+    )
+    startup_timestamp_ms: int | None = Field(
+        None, ge=0, description="with --startup-mode timestamp: where to start (epoch ms)"
     )
     bounded: bool = Field(
         False,
@@ -478,6 +482,12 @@ class PipelineSettings(BaseSettings):
         )
         if self.client_state_ttl_hours > self.state_ttl_hours:
             raise ValueError("client_state_ttl_hours must not exceed state_ttl_hours")
+        return self
+
+    @model_validator(mode="after")
+    def _startup(self) -> PipelineSettings:
+        if (self.startup_mode == "timestamp") != (self.startup_timestamp_ms is not None):
+            raise ValueError("--startup-timestamp-ms goes with --startup-mode timestamp, and only")
         return self
 
     @model_validator(mode="after")

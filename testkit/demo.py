@@ -539,13 +539,20 @@ class Watcher:
 class JobInput:
     """Raw records the job has consumed, from the offsets it commits to its group on checkpoints."""
 
-    def __init__(self, cfg: PipelineSettings) -> None:
+    def __init__(self, cfg: PipelineSettings, start_ms: int) -> None:
         self._consumer = Consumer(
             {"bootstrap.servers": cfg.bootstrap_servers, "group.id": cfg.group_id}
         )
         meta = self._consumer.list_topics(cfg.raw_topic, timeout=10).topics[cfg.raw_topic]
         self._partitions = [TopicPartition(cfg.raw_topic, p) for p in meta.partitions]
-        self._start = self._total()
+        # Where the job starts (--startup-mode timestamp): the first record at or after
+        # start_ms, or the end of a partition that has none yet.
+        at = [TopicPartition(cfg.raw_topic, p, start_ms) for p in meta.partitions]
+        self._start = 0
+        for tp in self._consumer.offsets_for_times(at, timeout=10):
+            self._start += (
+                tp.offset if tp.offset >= 0 else self._consumer.get_watermark_offsets(tp)[1]
+            )
 
     def _committed(self) -> list[TopicPartition]:
         return list(
@@ -564,7 +571,8 @@ class JobInput:
         return total
 
     def consumed(self) -> int:
-        return self._total() - self._start
+        # Before the job's first checkpoint its group holds an earlier run's offsets.
+        return max(0, self._total() - self._start)
 
     def close(self) -> None:
         self._consumer.close()
@@ -869,6 +877,12 @@ def run(
             cfg.bootstrap_servers,
             "--checkpoint-interval-seconds",
             str(cfg.checkpoint_interval_seconds),
+            # This run's traffic only: records an earlier demo left on the broker would give the
+            # keys an hour-old history, and the detector would judge this run against it.
+            "--startup-mode",
+            "timestamp",
+            "--startup-timestamp-ms",
+            str(demo_start_ms),
             # The demo's keys are born with it: a minute of history, not the default 30.
             *SCENARIO_JOB_FLAGS,
         ],
@@ -879,7 +893,7 @@ def run(
     stop = threading.Event()
     # The watcher outlives the traffic: it reads the responder's last actions after the job.
     stop_watching = threading.Event()
-    job_input = JobInput(cfg)
+    job_input = JobInput(cfg, demo_start_ms)
     watch_thread = threading.Thread(target=watcher.run, args=(stop_watching,), daemon=True)
     watch_thread.start()
     if pinot is not None:

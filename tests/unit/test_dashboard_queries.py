@@ -48,6 +48,8 @@ def test_every_query_is_bounded_and_parameterized(panel: queries.Panel) -> None:
     if panel.key == "billing":
         assert (params["start_ms"], params["end_ms"]) == bounds(params["period"])
         assert params["start_ms"] == kpi.month_start_ms(WINDOW.end_ms - 1)
+    elif panel.key == "freshness":  # the range's last five minutes
+        assert (params["start_ms"], params["end_ms"]) == (WINDOW.end_ms - 300_000, WINDOW.end_ms)
     else:
         assert (params["start_ms"], params["end_ms"]) == (WINDOW.start_ms, WINDOW.end_ms)
     limit = re.search(r"LIMIT (\d+)$", sql)
@@ -165,7 +167,10 @@ def test_the_health_view_has_its_three_panels() -> None:
     assert panels["freshness"].table == queries.EVENTS == "api_events"
     assert panels["dead_letters"].table == queries.DEAD_LETTERS == "dead_letters"
     assert panels["reconciliation"].table == queries.RECONCILIATION == "reconciliation"
-    assert panels["freshness"].query == queries.freshness(WINDOW)
+    # Over the range's last five minutes: a re-ingest of old events an hour ago is not freshness.
+    assert panels["freshness"].query == queries.freshness(
+        Window(WINDOW.end_ms - 300_000, WINDOW.end_ms)
+    )
     assert panels["dead_letters"].query == queries.dead_letter_rates(WINDOW)
     assert panels["reconciliation"].query == queries.reconciliation_status(WINDOW)
 

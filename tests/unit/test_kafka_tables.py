@@ -89,6 +89,20 @@ def test_source_ddl_bounded_stops_at_the_latest_offsets() -> None:
     assert "scan.bounded.mode" not in options(source_ddl(source(bounded=False)))
 
 
+def test_source_ddl_from_a_timestamp() -> None:
+    from dataclasses import replace
+
+    spec = replace(
+        source(bounded=False), startup_mode="timestamp", startup_timestamp_ms=1_767_225_600_000
+    )
+    opts = options(source_ddl(spec))
+    assert (opts["scan.startup.mode"], opts["scan.startup.timestamp-millis"]) == (
+        "timestamp",
+        "1767225600000",
+    )
+    assert "scan.startup.timestamp-millis" not in options(source_ddl(source(bounded=False)))
+
+
 def test_quotes_in_values_are_escaped() -> None:
     topic = "it's a 'topic'"
     ddl = source_ddl(source(bounded=False, topic=topic))

@@ -127,6 +127,10 @@ def test_every_field_has_a_flag() -> None:
                 value = str(type(default)(default * 2 if name != "auth_failure_ratio" else 1))
             else:
                 value = f"x-{name}"
+        if name == "startup_timestamp_ms":  # only with its mode
+            s = settings_from_args([flag(name), "1767225600000", "--startup-mode", "timestamp"])
+            assert s.startup_timestamp_ms == 1_767_225_600_000
+            continue
         s = settings_from_args([flag(name), value])
         assert str(getattr(s, name)) == value, name
 
@@ -156,6 +160,8 @@ def test_help_lists_every_flag_and_environment_variable(
         (["--window-seconds", "0"], "window_seconds"),
         (["--window-seconds", "ten"], "window_seconds"),
         (["--startup-mode", "from-the-start"], "startup_mode"),
+        (["--startup-mode", "timestamp"], "goes with --startup-mode timestamp"),
+        (["--startup-timestamp-ms", "1767225600000"], "goes with --startup-mode timestamp"),
         (["--alerts-delivery", "maybe"], "alerts_delivery"),
         (["--bootstrap-servers", "localhost"], "expected host:port"),
         (["--max-depth", "501"], "max_depth"),
