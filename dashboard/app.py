@@ -28,6 +28,7 @@ from dashboard import data, queries, tokens
 from dashboard.present import (
     OPERATOR_ENV,
     frame,
+    ledger_line,
     money,
     number,
     quota_reached,
@@ -42,7 +43,7 @@ from dashboard.queries import Panel, Window
 from metering.kpi import KpiError, Query
 
 # Results live as long as one refresh: fresh on every tick, shared by viewers of that tick.
-CACHE_TTL_S = 5
+CACHE_TTL_S = refresh_s()
 # What the time-range control gives: a span ending now, or whole UTC days.
 RangeChoice = str | tuple[date, date]
 
@@ -134,11 +135,15 @@ def range_choice(where: Any) -> RangeChoice:
     return (days[0], days[-1]) if days else (today, today)
 
 
-def window_for(choice: RangeChoice) -> Window:
-    """The query window of a range choice; ``KpiError`` if the days span too long."""
-    if isinstance(choice, tuple):
-        return queries.window_of_days(*choice)
-    return queries.window_ending(int(time.time() * 1000), queries.SPANS_MS[choice])
+def window_for(choice: RangeChoice) -> Window | None:
+    """The query window of a range choice, or None after saying the days span too long."""
+    try:
+        if isinstance(choice, tuple):
+            return queries.window_of_days(*choice)
+        return queries.window_ending(int(time.time() * 1000), queries.SPANS_MS[choice])
+    except KpiError as e:
+        st.error(f"Choose a shorter range: {e}.")
+        return None
 
 
 def render_consumer(claims: tokens.PortalClaims, choice: RangeChoice) -> None:
@@ -148,10 +153,8 @@ def render_consumer(claims: tokens.PortalClaims, choice: RangeChoice) -> None:
     if now_ms >= claims.expires_at * 1000:
         st.error("This portal link has expired. Ask your provider for a new one.")
         return
-    try:
-        window = window_for(choice)
-    except KpiError as e:
-        st.error(f"Choose a shorter range: {e}.")
+    window = window_for(choice)
+    if window is None:
         return
     panels = {p.key: p for p in queries.consumer_view(claims, window)}
     results = fetch_all(list(panels.values()))
@@ -257,13 +260,7 @@ def render_health(panels: Mapping[str, Panel], results: Mapping[str, data.Result
         cols[1].metric("Ledger intervals", f"{intervals:,}")
         cols[2].metric("Unbalanced intervals", f"{unbalanced:,}")
         cols[3].metric("Records in", f"{int(row['records_in']):,}")
-        counts = {
-            c: int(row[c]) for c in ("entries_in", "enriched_out", "dead_lettered", "deduplicated")
-        }
-        equation = (
-            f"entries in {counts['entries_in']:,} = enriched {counts['enriched_out']:,} + "
-            f"dead-lettered {counts['dead_lettered']:,} + deduplicated {counts['deduplicated']:,}"
-        )
+        equation = ledger_line(row)
         if unbalanced:
             st.error(f"Reconciliation: {unbalanced} interval(s) do not balance. {equation}.")
         elif intervals:
@@ -371,10 +368,8 @@ def operator_page() -> None:
     st.title(f"API usage: {view.lower()}")
 
     def render(view: str, choice: RangeChoice) -> None:
-        try:
-            window = window_for(choice)
-        except KpiError as e:
-            st.error(f"Choose a shorter range: {e}.")
+        window = window_for(choice)
+        if window is None:
             return
         (render_ops if view == "Ops" else render_product)(window)
 

@@ -72,6 +72,15 @@ def money(value: Any, currency: str) -> str:
     return f"{round_money(amount, currency or DEFAULT_CURRENCY)} {currency}".strip()
 
 
+def ledger_line(row: Mapping[str, Any]) -> str:
+    """The reconciliation ledger's equation over the summed intervals, as the page reads it."""
+    n = {c: int(row[c]) for c in ("entries_in", "enriched_out", "dead_lettered", "deduplicated")}
+    return (
+        f"entries in {n['entries_in']:,} = enriched {n['enriched_out']:,} + "
+        f"dead-lettered {n['dead_lettered']:,} + deduplicated {n['deduplicated']:,}"
+    )
+
+
 def quota_reached(units: int, included: int) -> list[int]:
     """The quota marks (percent) that ``units`` of ``included`` have reached."""
     return [p for p in QUOTA_MARKS if units * 100 >= p * included]

@@ -48,6 +48,7 @@ from metering.topics import BY_ROLE
 from responder.actions import ActionRecord
 from responder.gateways import ApisixAdmin, KeyIndex, KeyOwner
 from responder.notify import DeliveryError, headline
+from testkit import stack
 from testkit.gateway_admin import FakeApisixAdmin
 from testkit.receivers import HttpReceivers, free_port
 from testkit.traffic import (
@@ -830,7 +831,6 @@ def dashboard_links(broker_url: str, port: int) -> Iterator[None]:
     """The dashboard over the demo's Pinot for the demo's run, its links printed. Its token
     secret is drawn for this run, so the links printed die with it."""
     from dashboard import tokens
-    from testkit import stack
 
     if stack.port_open(port):
         print(f"demo: port {port} is taken; no dashboard (--dashboard-port picks another)")
@@ -877,8 +877,7 @@ def run(
             cfg.bootstrap_servers,
             "--checkpoint-interval-seconds",
             str(cfg.checkpoint_interval_seconds),
-            # This run's traffic only: records an earlier demo left on the broker would give the
-            # keys an hour-old history, and the detector would judge this run against it.
+            # This run's traffic only, not the records an earlier demo left on the broker.
             "--startup-mode",
             "timestamp",
             "--startup-timestamp-ms",
@@ -946,12 +945,7 @@ def run(
         stop.set()
         generator.join(timeout=10)
         if job.poll() is None:
-            os.killpg(job.pid, signal.SIGTERM)
-            try:
-                job.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(job.pid, signal.SIGKILL)
-                job.wait()
+            stack.stop_group(job, 30)
         if side is not None and responder is not None:
             # No alert comes any more: let it act on the last ones, unless asked to stop now.
             if not interrupted and not drain(cfg, responder, watcher, side.view):

@@ -39,7 +39,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Final
+from typing import IO, Any, Final
 
 from confluent_kafka.admin import AdminClient
 
@@ -715,6 +715,19 @@ def pinot(controller_port: int, *, log: Log = say, echo: bool = True) -> Iterato
 # --------------------------------------------------------------------------------------------
 
 
+def stop_group(proc: subprocess.Popen[Any], timeout_s: float) -> None:
+    """Stop ``proc``, started with ``start_new_session=True``, and everything in its process
+    group: SIGTERM, then SIGKILL after ``timeout_s``."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        with suppress(ProcessLookupError):
+            os.killpg(proc.pid, sig)
+        try:
+            proc.wait(timeout=timeout_s)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
 @contextmanager
 def dashboard(
     broker_url: str,
@@ -767,13 +780,6 @@ def dashboard(
         yield url
     finally:
         # The group: `python -m dashboard run` and the Streamlit server it started.
-        with suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            with suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        stop_group(proc, 15)
         if not isinstance(out, int):
             out.close()

@@ -84,3 +84,10 @@ def test_quota_marks_reached_are_exact_at_the_boundary() -> None:
     assert present.quota_reached(800, 1000) == [50, 80]
     assert present.quota_reached(1000, 1000) == [50, 80, 100]
     assert present.quota_reached(2500, 1000) == [50, 80, 100]
+
+
+def test_the_ledger_line_states_the_equation() -> None:
+    row = {"entries_in": 45280.0, "enriched_out": 45273.0, "dead_lettered": 7.0, "deduplicated": 0}
+    assert present.ledger_line(row) == (
+        "entries in 45,280 = enriched 45,273 + dead-lettered 7 + deduplicated 0"
+    )
