@@ -349,7 +349,9 @@ def evaluate(
         auth_failures=int(record["auth_failures"]),
         countries=tuple(record["countries"]),
         expected=exp,
-        learned=b.learned(index, cfg.window_ms, cfg.baseline),
+        # Learning counts the windows the baseline holds, not the ones held back: a key's first
+        # window is often partial (it began mid-window), and alone it would be the expectation.
+        learned=b.learned(index - RECENT_WINDOWS + 1, cfg.window_ms, cfg.baseline),
         recent=(
             *(held.get(i, 0) for i in range(max(after + 1, index - RECENT_WINDOWS + 1), index)),
             count,

@@ -763,7 +763,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m testkit.demo", description=__doc__)
     parser.add_argument("--bootstrap-servers", default="127.0.0.1:9092")
     parser.add_argument("--duration", type=float, default=150.0, help="seconds of traffic")
-    parser.add_argument("--attack-at", type=float, default=70.0, help="seconds into the traffic")
+    parser.add_argument(
+        "--attack-at",
+        type=float,
+        default=90.0,
+        help="seconds into the traffic; the detector has learned the keys after about 80 s",
+    )
     parser.add_argument("--rate", type=float, default=150.0, help="requests per second")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument(

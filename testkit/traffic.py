@@ -58,10 +58,11 @@ STEADY_SPREAD: Final = 0.2
 """Steady consumers stay within mean ± 20 % per window, so they never look like a spike."""
 
 ATTACK_MULTIPLIER: Final = 15
-SCENARIO_LEARN_MINUTES: Final = 1.0
+SCENARIO_LEARN_MINUTES: Final = 0.5
 """How long the detector learns a key before its baseline rules fire, where the scenario runs
-(tests, the demo): its keys have under a minute of history before the attack; the job's default
-learns 30 minutes (metering.baseline)."""
+(tests, the demo): 3 windows in the baseline, which the detector has once it also holds back
+its latest windows (metering.detect.RECENT_WINDOWS), by the scenario's attack window (8); the
+job's default learns 30 minutes (metering.baseline)."""
 SCENARIO_JOB_FLAGS: Final = ("--baseline-learn-minutes", f"{SCENARIO_LEARN_MINUTES:g}")
 TOO_DEEP_LEVELS: Final = 5000
 

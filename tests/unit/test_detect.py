@@ -4,6 +4,7 @@ themselves are tests/unit/test_rules.py."""
 from __future__ import annotations
 
 import pickle
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -212,6 +213,19 @@ def test_an_attack_never_becomes_the_baseline() -> None:
     assert all(a == [] for a in out[1:])  # one incident, still open
     exp = expected(state.baseline, n + 60, W, CFG.baseline)
     assert exp.mean == pytest.approx(10, rel=0.1)
+
+
+def test_a_key_that_began_mid_window_is_judged_against_its_full_windows() -> None:
+    # The key's first window holds 2 of its usual 24 calls. Learning ends only once the
+    # baseline holds a minute of windows, not while that partial window is all it has.
+    cfg = DetectorConfig(baseline=replace(CFG.baseline, learn_minutes=1.0))
+    state, out = feed([(0, 2, ["GB"]), *steady(30, count=24, start=1)], cfg=cfg)
+    assert out == [[]] * 31
+    b = state.baseline
+    assert b.learned(b.first_index + 30 - RECENT_WINDOWS + 1, W, cfg.baseline)
+    # Once learned, the key's rate is judged: 15 times its usual from the same country.
+    state, out = feed([(31, 360, ["GB"])], state, cfg)
+    assert [(a["rule"], a["status"]) for a in out[0]] == [("rate_spike", "open")]
 
 
 def test_detector_state_is_bounded_and_pickles() -> None:
