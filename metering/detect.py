@@ -22,15 +22,21 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping
-from dataclasses import MISSING, dataclass, field, fields, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from metering import baseline as bl
+from metering.evolve import Evolvable
 from metering.rules import SEVERITY_RANK, Finding, Window, guessing, registry
 
 RECENT_WINDOWS = 6
 """Closed windows a key holds back from its baseline: the rules judge runs of up to this many
 windows, and a run found anomalous stays out of the baseline as a whole."""
+HELD, JUDGED, KEPT_OUT = 0, 1, 2
+"""What became of a held window: nothing yet; a finding judged it (it counts towards no other
+finding, and stays out of the baseline); it stays out of the baseline, though no finding judged
+it (the shared signal's windows during a campaign). State pickled when this was a bool restores
+True as JUDGED."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,7 +132,7 @@ class Incident:
 
 
 @dataclass(slots=True)
-class KeyState:
+class KeyState(Evolvable):
     """What the detector remembers about one key (Flink keyed state, with a TTL): its baseline,
     each rule's slice, its open incidents. Bounded: see docs/detection.md, State."""
 
@@ -134,21 +140,13 @@ class KeyState:
     rules: dict[str, Any] = field(default_factory=dict)
     incident: Incident | None = None
     last_window_start: int | None = None  # the latest closed window judged
-    # (index, count, anomalous) of the latest closed windows, not yet in the baseline
-    recent: list[tuple[int, int, bool]] = field(default_factory=list)
+    # (index, count, HELD/JUDGED/KEPT_OUT) of the latest closed windows, not yet in the baseline
+    recent: list[tuple[int, int, int]] = field(default_factory=list)
 
-    def __setstate__(self, state: Any) -> None:
-        # State pickled before a field existed restores with that field's default.
-        slots = state[1] if isinstance(state, tuple) else state
-        for f in fields(self):
-            if f.name in slots:
-                value = slots[f.name]
-            elif f.default_factory is not MISSING:
-                value = f.default_factory()
-            else:
-                # No default: the state is of an older detector (``evaluate`` starts afresh).
-                value = None if f.default is MISSING else f.default
-            object.__setattr__(self, f.name, value)
+    def _restore_missing(self, name: str) -> Any:
+        # No default (the baseline): the state is of an older detector, learned afresh
+        # (``evaluate``).
+        return None
 
 
 def alert_id(rate_key: str, incident_start: int, status: str | None = None) -> str:
@@ -273,17 +271,20 @@ def _found(
     return [_record("update", inc, w.window_ms, w, f, now_ms)]
 
 
-def _settle(state: KeyState, keep_from: int, cfg: DetectorConfig) -> None:
+def _settle(state: KeyState, keep_from: int, cfg: DetectorConfig, shared: bool) -> None:
     """Add the held windows before ``keep_from`` to the baseline; an anomalous one counts as
-    the key's expected count then, so an attack never becomes the new normal (the hour-of-day
-    profile excepted: see metering.baseline ``add``)."""
+    the key's expected count then, so an attack never becomes the new normal. A key's
+    hour-of-day profile takes the window as it was (see metering.baseline ``add``): what recurs
+    at an hour every day is its owner's, a nightly batch. The shared signal's does not: a surge
+    of rejected clients is a campaign however often it comes, and one at noon must not raise
+    what the afternoon's hours expect."""
     b = state.baseline
     while state.recent and state.recent[0][0] < keep_from:
-        i, c, bad = state.recent.pop(0)
+        i, c, mark = state.recent.pop(0)
         kept = c
-        if bad:
+        if mark:
             kept = min(c, round(bl.expected(b, i, cfg.window_ms, cfg.baseline).mean))
-        bl.add(b, i, kept, cfg.window_ms, cfg.baseline, seen=c)
+        bl.add(b, i, kept, cfg.window_ms, cfg.baseline, seen=kept if shared else c)
 
 
 def evaluate(
@@ -332,11 +333,11 @@ def evaluate(
         alerts = []
     b = state.baseline
     if closed:
-        _settle(state, index - RECENT_WINDOWS + 1, cfg)
+        _settle(state, index - RECENT_WINDOWS + 1, cfg, shared)
     exp = bl.expected(b, index, cfg.window_ms, cfg.baseline, pending=RECENT_WINDOWS - 1)
     # Runs of windows end at this one and reach back to the latest window a finding already
     # judged, never over it: a window counts towards one finding.
-    after = max((i for i, _, bad in state.recent if bad), default=index - RECENT_WINDOWS)
+    after = max((i for i, _, m in state.recent if m == JUDGED), default=index - RECENT_WINDOWS)
     held = {i: c for i, c, _ in state.recent}
     count = int(record["count"])
     w = Window(
@@ -372,9 +373,11 @@ def evaluate(
         # On the shared signal, while an incident is open, a window above the expected count is
         # the campaign's too, though no rule fired on it alone: campaigns that follow each
         # other must not lift the baseline (a key's own incidents end when its findings do).
+        # It is kept out, not judged: the next run may take it, so a campaign that goes on
+        # keeps finding, and its incident open.
         during = shared and state.incident is not None and count > exp.mean
-        state.recent = [(i, c, bad or i > index - span) for i, c, bad in state.recent] + [
-            (index, count, span > 0 or during)
+        state.recent = [(i, c, JUDGED if i > index - span else m) for i, c, m in state.recent] + [
+            (index, count, JUDGED if span else KEPT_OUT if during else HELD)
         ]
         for r in rules:
             r.learn(w, state.rules[r.NAME], cfg.rule_config(r.NAME), state.incident is not None)

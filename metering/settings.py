@@ -379,6 +379,12 @@ class PipelineSettings(BaseSettings):
         gt=0,
         description="rejected calls accumulated over ~5 min (decaying) that make slow guessing",
     )
+    persistent_guessing_min: int = detector_setting(
+        "auth_failures.persist_min",
+        ge=1,
+        description="rejected calls over 2 or more windows in a row, each mostly rejected, that "
+        "make persistent guessing",
+    )
     distributed_sensitivity: float = detector_setting(
         "distributed_guessing.sensitivity",
         gt=0,

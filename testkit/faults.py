@@ -2344,8 +2344,14 @@ class Harness:
         if not completed:
             raise FaultsError(f"no retained checkpoint of job {old}")
         errors = []
-        for n in completed[:3]:
+        for i, n in enumerate(completed[:3]):
             path = self.cluster.checkpoints / old / f"chk-{n}"
+            if i:
+                # The TaskManager that registered may have died since: its tasks' cancellation
+                # can end in a fatal error (Beam's "Reference count must not be negative" as
+                # a Python operator closes, seen once in make faults), after which no attempt
+                # finds a slot. Start one again if none runs.
+                tm_note += self._await_free_taskmanager()
             try:
                 self.submit(from_checkpoint=path)
                 return (

@@ -26,10 +26,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
 
-from metering.billing.evolve import Evolvable
 from metering.billing.ids import record_id
 from metering.billing.money import ZERO, minus, total
 from metering.billing.plans import Grant
+from metering.evolve import Evolvable
 from schemas.events import BalanceKind, BalanceSignal
 
 

@@ -48,10 +48,10 @@ from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from typing import Any, Literal
 
-from metering.billing.evolve import Evolvable
 from metering.billing.money import ZERO, times, total
 from metering.billing.periods import bounds
 from metering.billing.plans import DEFAULT_WEIGHT, Catalog, Plan, subject_of
+from metering.evolve import Evolvable
 
 IncrementKind = Literal["window", "late_correction"]
 

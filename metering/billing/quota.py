@@ -24,11 +24,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from metering.billing.evolve import Evolvable
 from metering.billing.ids import record_id
 from metering.billing.periods import bounds
 from metering.billing.plans import Catalog, Plan
 from metering.billing.pricing import PeriodUsage
+from metering.evolve import Evolvable
 from schemas.events import QuotaSignal
 
 FIRST_THRESHOLDS: tuple[int, ...] = (50, 80, 100)

@@ -26,12 +26,12 @@ from decimal import Decimal
 from typing import Any, Literal
 
 from metering.billing.balance import BalanceState, apply_grant, apply_usage
-from metering.billing.evolve import Evolvable
 from metering.billing.periods import period_of
 from metering.billing.plans import Catalog
 from metering.billing.pricing import PeriodUsage, PricingError, fold, increment_from_usage
 from metering.billing.quota import QuotaState
 from metering.billing.quota import on_usage as quota_on_usage
+from metering.evolve import Evolvable
 
 OPEN_PERIODS = 2
 """Periods kept per subject: the current one and the one before, which late corrections of
