@@ -79,7 +79,7 @@ What one run does:
    - ``rescale:1-2``: stop with a savepoint (no drain) at parallelism 1, resubmit from it at
      parallelism 2.
 
-   The full plan (``make faults``, about 17 minutes) is rescale:1-2, tm-kill:during,
+   The full plan (``make faults``, about 19 minutes) is rescale:1-2, tm-kill:during,
    broker-restart, tm-kill:after, py-worker-kill, broker-kill9, tm-pause, tm-kill:before,
    tm-kill:after-silence, jm-kill, tm-kill:every-checkpoint, broker-stop,
    kill-during-recovery, tm-pause-past-txn, tm-kill:random, tm-kill:after; ``--faults N``

@@ -1,6 +1,6 @@
 """auth_failures: someone trying keys, fast or slowly.
 
-Two signals per rate key (a ``client:`` key is one client network's rejected calls):
+Three signals per rate key (a ``client:`` key is one client network's rejected calls):
 - a burst: at least ``min_per_window`` rejected calls (401/403) in one window, at least
   ``min_share`` of its calls. It needs no history, so it is judged on early records too: the
   job's windows send one when an open window's rejections reach a threshold, and the alert
