@@ -26,6 +26,8 @@ from dataclasses import dataclass, field
 
 from scipy import special
 
+from metering.evolve import Evolvable
+
 HOURS_PER_DAY = 24
 HOUR_MS = 3_600_000
 
@@ -45,7 +47,7 @@ class BaselineConfig:
 
 
 @dataclass(slots=True)
-class Baseline:
+class Baseline(Evolvable):
     """Running statistics of one key's calls per window."""
 
     first_index: int

@@ -36,7 +36,7 @@ HELD, JUDGED, KEPT_OUT = 0, 1, 2
 """What became of a held window: nothing yet; a finding judged it (it counts towards no other
 finding, and stays out of the baseline); it stays out of the baseline, though no finding judged
 it (the shared signal's windows during a campaign). State pickled when this was a bool restores
-True as JUDGED."""
+True as JUDGED (which then also stands for the few KEPT_OUT windows held at the upgrade)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,7 +113,7 @@ def window_record(
 
 
 @dataclass(slots=True)
-class Incident:
+class Incident(Evolvable):
     """A key's ongoing incident."""
 
     rule: str  # the rule of the finding that opened it, or of its peak

@@ -5,7 +5,8 @@ The job keeps Python objects pickled in Flink's keyed state: the billing stage's
 and each rule's slice). A job upgraded from a savepoint unpickles what the previous version
 wrote: a field added since would be missing from those objects, and the first read of it would
 fail the job in a restart loop. Dataclasses stored in state derive from ``Evolvable``, and a
-field added to one must have a default, which fills it in on restore.
+field added to one must have a default, which fills it in on restore. Not a dataclass that is
+both frozen and slotted: for those, dataclasses installs a ``__setstate__`` of its own.
 """
 
 from __future__ import annotations
@@ -34,8 +35,8 @@ class Evolvable:
                 values[f.name] = f.default_factory()
             else:
                 values[f.name] = self._restore_missing(f.name)
-        # Frozen dataclasses too: set the attributes directly, as pickle itself does. A field
-        # removed since is dropped.
+        # Set directly, as pickle itself does, so frozen (unslotted) dataclasses restore too. A
+        # field removed since is dropped.
         for f in fields:
             object.__setattr__(self, f.name, values[f.name])
 

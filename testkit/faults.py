@@ -1863,22 +1863,25 @@ class Harness:
             result.detail += f"; checkpoint {checkpoint} " + (
                 "completed anyway (its acks were in)" if metadata.exists() else "never completed"
             )
-        bound = self.expected_restart_s()
+        timeout_s, bound = self.restart_bound_s()
         if result.recovery_s > bound and kind != "tm-pause-past-txn":
-            # Past the bound the sinks' transaction timeout allows for, Kafka may abort what a
-            # completed checkpoint promised: a loss the run must name, not leave to be guessed.
+            # Past it, Kafka may abort what a completed checkpoint promised: a loss the run must
+            # name, not leave to be guessed.
             self.problems.append(
-                f"fault {index} ({kind}) took {result.recovery_s:.0f}s to recover, longer "
-                f"than the expected restart ({bound}s) the sinks' transaction timeout allows"
+                f"fault {index} ({kind}) took {result.recovery_s:.0f}s to recover, longer than "
+                f"the {bound}s restart the sinks' {timeout_s}s transaction timeout allows"
             )
         self.log(f"fault {index} {kind}: {result.detail}; recovered in {result.recovery_s:.1f}s")
         return result
 
-    def expected_restart_s(self) -> int:
-        """The longest restart the job was submitted to survive (--expected-restart-seconds)."""
+    def restart_bound_s(self) -> tuple[int, int]:
+        """(the sinks' transaction timeout, the longest restart it allows) in seconds: the
+        run's short timeout and its expected restart, else the job's default timeout less a
+        checkpoint interval."""
         if self.transaction is not None:
-            return self.transaction[1]
-        return int(PipelineSettings.model_fields["expected_restart_seconds"].default)
+            return self.transaction[0] // 1000, self.transaction[1]
+        timeout_s = int(PipelineSettings.model_fields["transaction_timeout_ms"].default) // 1000
+        return timeout_s, timeout_s - self.cfg.checkpoint_interval_s
 
     def _await_phase(self, phase: str) -> tuple[str, int | None]:
         """Block until the moment to kill for ``phase``; (description, checkpoint id to confirm)."""
@@ -2370,13 +2373,13 @@ class Harness:
         errors = []
         for i, n in enumerate(completed[:3]):
             path = self.cluster.checkpoints / old / f"chk-{n}"
-            if i:
-                # The TaskManager that registered may have died since: its tasks' cancellation
-                # can end in a fatal error (Beam's "Reference count must not be negative" as
-                # a Python operator closes, seen once in make faults), after which no attempt
-                # finds a slot. Start one again if none runs.
-                tm_note += self._await_free_taskmanager()
             try:
+                if i:
+                    # The TaskManager that registered may have died since: its tasks'
+                    # cancellation can end in a fatal error (Beam's "Reference count must not
+                    # be negative" as a Python operator closes, seen once in make faults), after
+                    # which no attempt finds a slot. Start one again if none runs.
+                    tm_note += self._await_free_taskmanager()
                 self.submit(from_checkpoint=path)
                 return (
                     f"kill -9 JobManager {jms[0]}; restarted; it knows "

@@ -24,6 +24,7 @@ import math
 from dataclasses import dataclass, field
 
 from metering.baseline import tail_probability
+from metering.evolve import Evolvable
 from metering.rules import Finding, Window
 
 NAME = "new_country"
@@ -52,7 +53,7 @@ class Config:
 
 
 @dataclass(slots=True)
-class Pending:
+class Pending(Evolvable):
     first_start: int
     last_start: int
     windows: int = 0
@@ -60,7 +61,7 @@ class Pending:
 
 
 @dataclass(slots=True)
-class State:
+class State(Evolvable):
     # country -> (familiarity, event time it was last updated)
     familiar: dict[str, tuple[float, int]] = field(default_factory=dict)
     pending: dict[str, Pending] = field(default_factory=dict)

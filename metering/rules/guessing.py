@@ -9,8 +9,9 @@ Three signals per rate key (a ``client:`` key is one client network's rejected c
   under the per-window threshold still adds up;
 - persistence: a run of consecutive windows whose calls were (at least ``min_share``) rejected,
   holding ``persist_min`` rejected calls or more. A guesser at a few tries a window is found in
-  its second window; a misconfigured client retrying every minute or a person who mistyped a key
-  a few times within a window is not, and where a run keeps going, slow guessing takes over.
+  its second window; a misconfigured client retrying every minute is not, nor are two mistyped
+  tries; where a run keeps going, slow guessing takes over. A key the responder blocked (403s)
+  makes such a run too, which keeps its incident open while the blocked client keeps calling.
 """
 
 from __future__ import annotations
