@@ -66,6 +66,7 @@ class Windows:
             ev["auth_failed"],
             ev["units"],
             ev.get("path"),
+            ev.get("client_prefix"),
         )
         key = ev["rate_key"]
         wm = self.watermark

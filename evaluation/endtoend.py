@@ -33,6 +33,7 @@ from confluent_kafka import Producer
 from evaluation.fast import Outcome, legit_key_hours
 from evaluation.traffic import (
     COUNTRIES,
+    NETWORKS_PER_COUNTRY,
     POPULATIONS,
     WINDOW_MS,
     KeyTraffic,
@@ -40,6 +41,7 @@ from evaluation.traffic import (
     Spec,
     keys,
     labels,
+    networks_by_country,
     plan,
 )
 from metering.records import client_rate_key, rate_network
@@ -58,7 +60,6 @@ from testkit.traffic import (
 
 REPO = Path(__file__).resolve().parents[1]
 ENTRIES_PER_RECORD = 20
-ADDRESSES_PER_COUNTRY = 40
 JOB_TIMEOUT_S = 1800
 
 
@@ -84,15 +85,15 @@ def _calls(
         consumer = Consumer(kt.consumer, new_api_key(rng), "apikey-header", [], "apisix", 0)
     for i in kt.active().tolist():
         start = spec.start_ms + i * WINDOW_MS
-        count = int(kt.counts[i])
+        networks = networks_by_country(kt, i) if consumer is not None else {}
         for country, n in kt.countries[i].items():
             if consumer is None:
                 assert client_ip is not None
                 ips = [client_ip]
             else:
                 pool = country_ips[country]
-                k = max(1, min(len(pool), round(int(kt.prefixes[i]) * n / count)))
-                ips = rng.sample(pool, k)
+                # The default pool holds NETWORKS_PER_COUNTRY, as the fast mode counts them.
+                ips = rng.sample(pool, min(len(pool), networks[country]))
             for j in range(n):
                 ms = start + rng.randrange(WINDOW_MS)
                 key = consumer.api_key if consumer else new_api_key(rng)
@@ -117,7 +118,7 @@ def render(
     traffic: Sequence[KeyTraffic],
     geo_db: str,
     produce: Any,
-    per_country: int = ADDRESSES_PER_COUNTRY,
+    per_country: int = NETWORKS_PER_COUNTRY,
 ) -> Rendered:
     """Every call of ``traffic`` as APISIX batches in event-time order, handed to
     ``produce(bytes)`` one window at a time (a window's records are sorted; windows follow

@@ -32,6 +32,7 @@ from evaluation.traffic import (
     client,
     consumer,
     labels,
+    networks_by_country,
     plan,
 )
 from metering.detect import (
@@ -43,6 +44,7 @@ from metering.detect import (
     next_close,
 )
 from metering.records import CLIENT_KEY_PREFIX, SHARED_KEY
+from schemas.events import MAX_NETWORKS
 
 END_OF_TIME = 2**62
 
@@ -80,9 +82,11 @@ class Shared:
 
     def traffic(self) -> KeyTraffic:
         zero = np.zeros_like(self.clients)
+        # Each client is one network, as the job's shared windows count them.
         return KeyTraffic(
-            SHARED_KEY, SHARED, None, self.clients, self.failures, zero, zero, self.countries
-        )
+            SHARED_KEY, SHARED, None, self.clients, self.failures, self.clients, zero,
+            self.countries,
+        )  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,6 +108,13 @@ def legit_key_hours(kt: KeyTraffic, spec: Spec) -> int:
     padded = np.zeros(hours * per_hour, dtype=scored.dtype)
     padded[: scored.shape[0]] = scored
     return int(np.count_nonzero(padded.reshape(hours, per_hour).sum(axis=1)))
+
+
+def networks(kt: KeyTraffic, i: int) -> int:
+    """Window ``i``'s distinct client networks, as the job's windows count them."""
+    if kt.consumer is None:
+        return int(kt.prefixes[i])  # a client key is one network; the shared signal's clients
+    return min(MAX_NETWORKS, sum(networks_by_country(kt, i).values()))
 
 
 def window_records(
@@ -128,6 +139,7 @@ def window_records(
             "units": float(count),
             "auth_failures": failures,
             "countries": sorted(kt.countries.get(i, {})),
+            "networks": networks(kt, i),
         }
         for f in thresholds:
             if f > failures:

@@ -293,6 +293,23 @@ def _networks(counts: Counts, usual: int, np_rng: np.random.Generator) -> Counts
     return np.minimum(counts, np_rng.integers(1, usual + 1, size=counts.shape[0]))
 
 
+NETWORKS_PER_COUNTRY: Final = 40
+"""A consumer key's calls from one country in one window come from at most this many networks
+(the end-to-end mode draws that many addresses per country)."""
+
+
+def networks_by_country(kt: KeyTraffic, i: int) -> dict[str, int]:
+    """How many distinct client networks each country's calls of window ``i`` come from: the
+    window's networks shared out by calls, at least one and at most the calls per country. The
+    end-to-end mode draws its addresses by it, and the fast mode counts the window's networks
+    by it, so both modes give the detector the same count."""
+    count = int(kt.counts[i])
+    return {
+        country: max(1, min(n, NETWORKS_PER_COUNTRY, round(int(kt.prefixes[i]) * n / count)))
+        for country, n in kt.countries[i].items()
+    }
+
+
 def consumer_name(index: int) -> str:
     return f"c{index:05d}"
 

@@ -48,6 +48,7 @@ from metering.geo import GeoLookup
 from metering.records import CLIENT_KEY_PREFIX, SHARED_KEY
 from metering.settings import HashKeyError, PipelineSettings, read_hash_key, settings_from_args
 from metering.topics import GRANTS, OUTPUTS, PLANS, SUBSCRIPTIONS, sink_of
+from schemas.events import MAX_NETWORKS
 from schemas.stages import FIRST_SIGHTING, RAW
 from udfs.functions import (
     KEYED_JSON_TYPE,
@@ -239,6 +240,7 @@ def usage_windows(first_sightings: DataStream, plan: sql.SqlPlan) -> tuple[DataS
         names,
         plan.window_s * 1000,
         thresholds,
+        MAX_NETWORKS,
         WINDOW_RECORD_TYPE.get_java_type_info(),
         "usage-windows",
         "usage windows per rate key",

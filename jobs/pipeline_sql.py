@@ -125,6 +125,7 @@ def _usage_json(
     units: str,
     failures: str,
     countries: str,
+    networks: str,
     paths: str,
 ) -> str:
     """A usage record's JSON (schemas.events.UsageRecord; metering.detect.window_record)."""
@@ -139,6 +140,7 @@ def _usage_json(
     'units' VALUE {units},
     'auth_failures' VALUE {failures},
     'countries' VALUE {countries},
+    'networks' VALUE {networks},
     'paths' VALUE {paths}
     NULL ON NULL)"""
 
@@ -146,7 +148,15 @@ def _usage_json(
 def window_records_query(plan: SqlPlan, windows: str = "window_records") -> str:
     """The usage windows' fires (closed windows and early records) as usage records."""
     record = _usage_json(
-        "kind", "ws", plan.window_s, "`count`", "units", "auth_failures", "countries", "paths"
+        "kind",
+        "ws",
+        plan.window_s,
+        "`count`",
+        "units",
+        "auth_failures",
+        "countries",
+        "networks",
+        "paths",
     )
     return f"""
 SELECT k, {record} AS json, kind, CAST(NULL AS INT) AS p, CAST(NULL AS BIGINT) AS s
@@ -164,6 +174,7 @@ def late_query(plan: SqlPlan, late: str = "late_events") -> str:
         "units",
         "CAST(CASE WHEN auth_failed THEN 1 ELSE 0 END AS BIGINT)",
         "ARRAY_REMOVE(ARRAY[country], CAST(NULL AS STRING))",
+        "CAST(CASE WHEN client_prefix IS NULL THEN 0 ELSE 1 END AS BIGINT)",
         # As the windows count paths: only for a key billing prices.
         "CASE WHEN path IS NULL OR (consumer IS NULL AND key_fingerprint IS NULL) "
         "THEN CAST(NULL AS MAP<STRING, BIGINT>) ELSE MAP[path, CAST(1 AS BIGINT)] END",

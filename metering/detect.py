@@ -74,6 +74,8 @@ class WindowAgg:
     units: float = 0.0
     auth_failures: int = 0
     countries: set[str] = field(default_factory=set)
+    networks: set[str] = field(default_factory=set)
+    """Distinct client networks, at most schemas.events.MAX_NETWORKS."""
     consumer: str | None = None
     key_fingerprint: str | None = None
     paths: dict[str, int] | None = None
@@ -108,6 +110,7 @@ def window_record(
         "units": agg.units,
         "auth_failures": agg.auth_failures,
         "countries": sorted(agg.countries),
+        "networks": len(agg.networks),
         "paths": dict(sorted(agg.paths.items())) if agg.paths else None,
     }
 
@@ -349,6 +352,7 @@ def evaluate(
         count=count,
         auth_failures=int(record["auth_failures"]),
         countries=tuple(record["countries"]),
+        networks=int(record.get("networks") or 0),
         expected=exp,
         # Learning counts the windows the baseline holds, not the ones held back: a key's first
         # window is often partial (it began mid-window), and alone it would be the expectation.

@@ -374,6 +374,12 @@ class PipelineSettings(BaseSettings):
         ge=0,
         description="a new country becomes familiar after this long without an open incident",
     )
+    leak_networks: int = detector_setting(
+        "new_country.leak_networks",
+        ge=2,
+        description="client networks (/24, /48) in one window whose calls all come from new "
+        "countries that make a leaked key",
+    )
     slow_guessing_min: float = detector_setting(
         "auth_failures.slow_min",
         gt=0,

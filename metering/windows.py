@@ -10,13 +10,14 @@ from __future__ import annotations
 from typing import Any
 
 from metering.detect import WindowAgg
+from schemas.events import MAX_NETWORKS
 
 # Positions in one window's list.
-_COUNT, _UNITS, _AUTH_FAILURES, _COUNTRIES, _CONSUMER, _FINGERPRINT, _PATHS = range(7)
+_COUNT, _UNITS, _AUTH_FAILURES, _COUNTRIES, _CONSUMER, _FINGERPRINT, _PATHS, _NETWORKS = range(8)
 
 Windows = dict[int, list[Any]]
 """Window start -> [count, units, auth failures, countries (list), consumer, key fingerprint,
-calls per path (dict)]."""
+calls per path (dict), client networks (set, at most MAX_NETWORKS)]."""
 
 
 def count_event(
@@ -27,6 +28,7 @@ def count_event(
     auth_failed: bool,
     units: float,
     path: str | None = None,
+    network: str | None = None,
 ) -> list[Any]:
     """One window's accumulator (a list in the layout above) with one more event counted; a new
     one if ``w`` is None. Paths count only for a key billing prices (a consumer or an API key),
@@ -41,6 +43,7 @@ def count_event(
             consumer,
             fingerprint,
             {path: 1} if counted else {},
+            {network} if network else set(),
         ]
     if counted:
         w[_PATHS][path] = w[_PATHS].get(path, 0) + 1
@@ -50,6 +53,8 @@ def count_event(
         w[_AUTH_FAILURES] += 1
     if country and country not in w[_COUNTRIES]:
         w[_COUNTRIES].append(country)
+    if network and len(w[_NETWORKS]) < MAX_NETWORKS:
+        w[_NETWORKS].add(network)
     # Keep the identity the gateway gave; a fingerprint stays useful when a name is known.
     w[_CONSUMER] = w[_CONSUMER] or consumer
     w[_FINGERPRINT] = w[_FINGERPRINT] or fingerprint
@@ -65,10 +70,11 @@ def add_event(
     auth_failed: bool,
     units: float,
     path: str | None = None,
+    network: str | None = None,
 ) -> None:
     """Count one event into the window starting at ``start``."""
     windows[start] = count_event(
-        windows.get(start), consumer, fingerprint, country, auth_failed, units, path
+        windows.get(start), consumer, fingerprint, country, auth_failed, units, path, network
     )
 
 
@@ -79,6 +85,7 @@ def as_agg(w: list[Any]) -> WindowAgg:
         units=w[_UNITS],
         auth_failures=w[_AUTH_FAILURES],
         countries=set(w[_COUNTRIES]),
+        networks=set(w[_NETWORKS]),
         consumer=w[_CONSUMER],
         key_fingerprint=w[_FINGERPRINT],
         paths=dict(w[_PATHS]) or None,

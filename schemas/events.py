@@ -162,6 +162,12 @@ class DeadLetter(_Out):
     dead_lettered_at: int
 
 
+MAX_NETWORKS = 64
+"""A window counts its distinct client networks (/24, /48) up to this many: enough to tell a key
+used from a handful of networks from one used from everywhere, and a window's state stays
+bounded however many networks call it."""
+
+
 class WindowCount(_Out):
     """Requests per rate key and event-time window (the usage topic).
 
@@ -179,6 +185,11 @@ class WindowCount(_Out):
     units: float
     auth_failures: int
     countries: list[str]
+    networks: int = Field(
+        0,
+        description="distinct client networks (/24 IPv4, /48 IPv6) in the window, counted up to "
+        f"{MAX_NETWORKS}; a late correction's are its own (distinct counts do not add up)",
+    )
     paths: dict[str, int] | None = Field(
         None,
         description="calls per request path (without its query string), for keys billing "

@@ -33,6 +33,7 @@ class Window:
     expected: Expected  # of one window
     learned: bool  # the key's baseline has learned long enough to be compared with
     recent: tuple[int, ...]  # counts of the latest windows, oldest first, this one last
+    networks: int = 0  # distinct client networks (/24, /48), up to schemas.events.MAX_NETWORKS
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,8 +11,10 @@ A pending country alerts when the evidence adds up:
   country. The owner still calls from home while someone calls from elsewhere; an owner who
   travels stops calling from home (the window of the switch has both, the next ones not);
 - or the window is busier than the key's normal (tail probability at most ``rise_p``);
-- or many countries are new at once (``leak_countries`` within ``concurrent_span`` windows):
-  a leaked key.
+- or many countries are new at once (``leak_countries`` within ``concurrent_span`` windows),
+  or a window's calls all come from new countries and from ``leak_networks`` client networks
+  or more: a leaked key. An owner on the move calls from one network at a time; a key posted
+  where others find it is used by many people at once, from the first window.
 
 A key that roams (``roaming_countries`` familiar or pending countries or more: mobile apps)
 alerts on a leak, or on concurrent use that also raises its rate.
@@ -46,6 +48,9 @@ class Config:
     concurrent_span: int = 6
     rise_p: float = 1e-6
     leak_countries: int = 3
+    leak_networks: int = 5
+    """Distinct client networks (/24, /48) in a window whose calls are all from new countries
+    that make it a leak, if the key has never used as many at once."""
     roaming_countries: int = 6
     max_countries: int = 64
     """Countries remembered per key (the least familiar is forgotten first)."""
@@ -65,6 +70,9 @@ class State(Evolvable):
     # country -> (familiarity, event time it was last updated)
     familiar: dict[str, tuple[float, int]] = field(default_factory=dict)
     pending: dict[str, Pending] = field(default_factory=dict)
+    # the most client networks the key used in one window (decaying as familiarity does), and
+    # the event time it was last updated
+    networks_peak: tuple[float, int] = (0.0, 0)
 
 
 def new_state() -> State:
@@ -107,7 +115,15 @@ def check(w: Window, s: State, cfg: Config) -> Finding | None:
     # New countries of this window and of the last few: a leaked key's thieves spread over
     # many countries, a few of them a window.
     fresh = set(new) | {c for c, p in s.pending.items() if w.start - p.last_start <= span}
-    leak = len(fresh) >= max(cfg.leak_countries, known // 2 if roaming else 0)
+    many = len(fresh) >= max(cfg.leak_countries, known // 2 if roaming else 0)
+    # Every call of the window from new countries, from more networks at once than the key uses.
+    spread = (
+        not roaming
+        and not familiar
+        and bool(new)
+        and w.networks >= max(cfg.leak_networks, _familiarity(s.networks_peak, w.start, cfg) + 1)
+    )
+    leak = many or spread
     concurrent = bool(familiar) and any(
         (s.pending[c].concurrent if c in s.pending else 0) + 1 >= cfg.concurrent_windows
         for c in new + recent
@@ -118,7 +134,9 @@ def check(w: Window, s: State, cfg: Config) -> Finding | None:
         return None
     evidence = [
         e
-        for e, on in (("many new countries", leak), ("alongside " + ",".join(familiar), concurrent),
+        for e, on in (("many new countries", many),
+                      (f"{w.networks} networks at once", spread),
+                      ("alongside " + ",".join(familiar), concurrent),
                       (f"rate p={p:.1e}", rise))
         if on
     ]  # fmt: skip
@@ -135,6 +153,7 @@ def check(w: Window, s: State, cfg: Config) -> Finding | None:
             "familiar_countries": usual,
             "concurrent": concurrent,
             "leak": leak,
+            "networks": w.networks,
             "roaming": roaming,
         },
     )  # fmt: skip
@@ -144,6 +163,10 @@ def learn(w: Window, s: State, cfg: Config, incident_open: bool) -> None:
     if not w.closed:
         return
     familiar, new = _split(w, s, cfg)
+    if not new or not w.learned:  # the owner's own windows
+        peak = _familiarity(s.networks_peak, w.start, cfg)
+        if w.networks >= peak:
+            s.networks_peak = (float(w.networks), w.start)
     for c in familiar:
         weight = min(cfg.familiar_cap, _familiarity(s.familiar[c], w.start, cfg) + 1.0)
         s.familiar[c] = (weight, w.start)

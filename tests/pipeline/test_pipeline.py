@@ -23,6 +23,7 @@ from metering.geo import default_geoip_db
 from metering.records import client_rate_key
 from metering.redact import Pseudonymizer
 from metering.settings import PipelineSettings
+from schemas.events import MAX_NETWORKS
 from testkit.traffic import (
     SCENARIO_LEARN_MINUTES,
     default_scenario,
@@ -177,6 +178,16 @@ def test_topology_produces_exact_outputs(
     got = {(w["rate_key"], w["window_start"]): w["count"] for w in out["usage"]}
     assert got == dict(want)
     assert len(out["usage"]) == len(want)
+    # Each window's distinct client networks are those of its enriched events.
+    networks: dict[tuple[str, int], set[str]] = {k: set() for k in got}
+    for e in out["enriched"]:
+        if e["client_prefix"] is not None:
+            t = e["event_time"]
+            networks[(e["rate_key"], t - t % 10_000)].add(e["client_prefix"])
+    assert {(w["rate_key"], w["window_start"]): w["networks"] for w in out["usage"]} == {
+        k: min(MAX_NETWORKS, len(v)) for k, v in networks.items()
+    }
+    assert max(w["networks"] for w in out["usage"]) > 1
 
     # Reconciliation per source partition: every record and entry accounted for.
     recon: dict[int, Counter[str]] = {0: Counter(), 1: Counter()}

@@ -94,9 +94,15 @@ def test_counting_rules() -> None:
 
 def test_window_record() -> None:
     w = count_event(
-        count_event(None, "acme", "fp", "US", False, 2.0, "/v1/z"), None, None, "AU", True, 1.0
+        count_event(None, "acme", "fp", "US", False, 2.0, "/v1/z", "198.51.100.0/24"),
+        None,
+        None,
+        "AU",
+        True,
+        1.0,
     )
-    w = count_event(w, "acme", "fp", "US", False, 1.0, "/v1/a")
+    w = count_event(w, "acme", "fp", "US", False, 1.0, "/v1/a", "198.51.100.0/24")
+    w = count_event(w, "acme", "fp", "US", False, 1.0, "/v1/a", "2001:db8::/48")
     assert window_record("acme", T0, T0 + W, as_agg(w)) == {
         "kind": "window",
         "rate_key": "acme",
@@ -104,11 +110,12 @@ def test_window_record() -> None:
         "key_fingerprint": "fp",
         "window_start": T0,
         "window_end": T0 + W,
-        "count": 3,
-        "units": 4.0,
+        "count": 4,
+        "units": 5.0,
         "auth_failures": 1,
         "countries": ["AU", "US"],
-        "paths": {"/v1/a": 1, "/v1/z": 1},
+        "networks": 2,  # distinct: two calls from 198.51.100.0/24, and none from the third
+        "paths": {"/v1/a": 2, "/v1/z": 1},
     }
 
 

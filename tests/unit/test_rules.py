@@ -21,25 +21,29 @@ NOW = T0
 
 
 def rec(
-    i: int, count: int, countries: list[str], failures: int = 0, key: str = "k"
+    i: int, count: int, countries: list[str], failures: int = 0, key: str = "k", networks: int = 1
 ) -> dict[str, Any]:
     agg = WindowAgg(count=count, units=float(count), auth_failures=failures,
-                    countries=set(countries), consumer=key, key_fingerprint=None)  # fmt: skip
+                    countries=set(countries), networks={f"10.0.{n}.0/24" for n in range(networks)},
+                    consumer=key, key_fingerprint=None)  # fmt: skip
     return window_record(key, T0 + i * W, T0 + (i + 1) * W, agg)
 
 
 def run(
     counts: Any, countries: Any = None, failures: Any = None, key: str = "k",
-    state: KeyState | None = None, offset: int = 0,
+    state: KeyState | None = None, offset: int = 0, networks: Any = None,
 ) -> tuple[KeyState | None, list[tuple[int, dict[str, Any]]]]:  # fmt: skip
-    """Judge the windows with a call; return the state and (window index, record) alerts."""
+    """Judge the windows with a call; return the state and (window index, record) alerts.
+    ``networks``: the distinct client networks of window i (a function of i; one if None)."""
     out = []
     for i, c in enumerate(counts):
         if not c:
             continue
         where = countries(i) if callable(countries) else (countries or ["GB"])
         f = int(failures[i]) if failures is not None else 0
-        state, alerts = evaluate(state, rec(offset + i, int(c), where, f, key), CFG, NOW)
+        nets = min(int(c), networks(i)) if networks is not None else 1
+        record = rec(offset + i, int(c), where, f, key, nets)
+        state, alerts = evaluate(state, record, CFG, NOW)
         out.extend((offset + i, a) for a in alerts)
     return state, out
 
@@ -177,6 +181,40 @@ def test_a_leaked_key_used_from_many_countries_at_once_is_critical() -> None:
     _, alerts = run(counts, lambda i: ["US", "BR", "DE", "JP", "NG"] if i == at else ["US"])
     assert opened(alerts) == [(at, "new_country")]
     assert alerts[0][1]["severity"] == "critical" and alerts[0][1]["features"]["leak"]
+
+
+def test_a_leaked_key_used_from_many_networks_while_its_owner_sleeps_is_critical() -> None:
+    # A low-rate key, silent at night; the leak's first window has calls from one new country
+    # only, but each from a network of its own.
+    counts = poisson_gamma(np.full(26 * PER_HOUR, 0.5), 20.0, 11)
+    at = 25 * PER_HOUR
+    counts[at:] = 0
+    counts[at] = 5
+    _, alerts = run(
+        counts,
+        lambda i: ["VN"] if i >= at else ["US"],
+        networks=lambda i: 5 if i >= at else 2,
+    )
+    assert opened(alerts) == [(at, "new_country")]
+    found = alerts[0][1]
+    assert found["severity"] == "critical"
+    assert found["features"]["leak"] and found["features"]["networks"] == 5
+    assert "5 networks at once" in found["summary"]
+
+
+@pytest.mark.parametrize(("at_home", "away"), [(1, 1), (4, 4), (8, 8)])
+def test_an_owner_who_moves_with_the_networks_it_uses_raises_nothing(
+    at_home: int, away: int
+) -> None:
+    # As many networks at once abroad as at home: a team or its servers moving, not a leak.
+    counts = poisson_gamma(np.full(30 * PER_HOUR, 12.0), 20.0, 8)
+    leave = 26 * PER_HOUR
+    _, alerts = run(
+        counts,
+        lambda i: ["GB"] if i < leave else ["JP"],
+        networks=lambda i: at_home if i < leave else away,
+    )
+    assert opened(alerts) == []
 
 
 def test_a_roaming_key_seeing_another_country_raises_nothing() -> None:

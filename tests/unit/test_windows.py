@@ -7,6 +7,7 @@ from dataclasses import asdict
 from typing import Any
 
 from metering.windows import Windows, add_event, as_agg, count_event
+from schemas.events import MAX_NETWORKS
 
 
 def add(windows: Windows, start: int, n: int, country: str | None = "DE") -> None:
@@ -27,11 +28,11 @@ def test_events_of_one_window_merge() -> None:
 def test_counting_rules_for_windows_and_late_corrections() -> None:
     # A window built by add_event and one counted from nothing count the same events alike.
     events = [
-        (None, None, None, True, 2.0, "/login"),
-        ("acme", "fp-1", "DE", False, 1.0, "/v1/a"),
-        ("other", "fp-2", "DE", True, 0.5, "/v1/b"),
-        ("acme", "fp-1", "FR", False, 1.0, "/v1/a"),
-        ("acme", "fp-1", "FR", False, 1.0, None),
+        (None, None, None, True, 2.0, "/login", None),
+        ("acme", "fp-1", "DE", False, 1.0, "/v1/a", "192.0.2.0/24"),
+        ("other", "fp-2", "DE", True, 0.5, "/v1/b", "198.51.100.0/24"),
+        ("acme", "fp-1", "FR", False, 1.0, "/v1/a", "192.0.2.0/24"),
+        ("acme", "fp-1", "FR", False, 1.0, None, "203.0.113.0/24"),
     ]
     windows: Windows = {}
     correction: list[Any] | None = None
@@ -48,12 +49,23 @@ def test_counting_rules_for_windows_and_late_corrections() -> None:
             "units": 5.5,
             "auth_failures": 2,
             "countries": {"DE", "FR"},
+            "networks": {"192.0.2.0/24", "198.51.100.0/24", "203.0.113.0/24"},
             "consumer": "acme",
             "key_fingerprint": "fp-1",
             # Not the anonymous call's path, nor the call without one.
             "paths": {"/v1/a": 2, "/v1/b": 1},
         }
     )
+
+
+def test_distinct_networks_are_counted_up_to_the_cap() -> None:
+    windows: Windows = {}
+    for i in range(MAX_NETWORKS + 10):
+        for _ in range(2):  # the same network twice counts once
+            add_event(windows, 0, "acme", "fp", "DE", False, 1.0, None, f"10.0.{i}.0/24")
+    agg = as_agg(windows[0])
+    assert agg.count == 2 * (MAX_NETWORKS + 10)
+    assert len(agg.networks) == MAX_NETWORKS
 
 
 def test_survives_the_pickled_state_round_trip_as_plain_values() -> None:

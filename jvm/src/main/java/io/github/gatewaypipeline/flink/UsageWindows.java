@@ -61,13 +61,14 @@ public final class UsageWindows {
 
     /**
      * Applies the windows to {@code events}, whose rows begin with the fields {@code inputNames}
-     * (rate_key, consumer, key_fingerprint, country, auth_failed, units, path, in any order) and
-     * whose
-     * record timestamps are the event times.
+     * (rate_key, consumer, key_fingerprint, country, auth_failed, units, path, client_prefix, in
+     * any order) and whose record timestamps are the event times.
      *
      * @param thresholds auth-failure counts at which an open window fires early (may be empty)
+     * @param maxNetworks distinct client networks are counted up to this many per window, so a
+     *     window's state stays bounded however many networks call it
      * @param outputType the window record's fields: k, ws, consumer, key_fingerprint, count,
-     *     units, auth_failures, countries, paths, kind (in any order)
+     *     units, auth_failures, countries, networks, paths, kind (in any order)
      */
     public static UsageWindows apply(
             DataStream<Row> events,
@@ -75,6 +76,7 @@ public final class UsageWindows {
             String[] inputNames,
             int windowMs,
             long[] thresholds,
+            int maxNetworks,
             RowTypeInfo outputType,
             String uid,
             String name) {
@@ -86,7 +88,7 @@ public final class UsageWindows {
                         .trigger(new EarlyAuthFailures(in.index("auth_failed"), thresholds))
                         .sideOutputLateData(lateTag)
                         .aggregate(
-                                new Count(in),
+                                new Count(in, maxNetworks),
                                 new Emit(new Fields(outputType.getFieldNames())),
                                 TypeInformation.of(Acc.class),
                                 TypeInformation.of(Acc.class),
@@ -210,6 +212,8 @@ public final class UsageWindows {
             row.setField(out.index("count"), (long) acc.clients.size());
             row.setField(out.index("auth_failures"), acc.failures);
             row.setField(out.index("countries"), acc.countries.toArray(new String[0]));
+            // Each client key is one network: the distinct networks are the clients.
+            row.setField(out.index("networks"), (long) acc.clients.size());
             row.setField(out.index("kind"), KIND_SHARED);
             collector.collect(row);
         }
@@ -257,6 +261,8 @@ public final class UsageWindows {
         public long authFailures;
         /** Distinct, sorted. */
         public String[] countries = new String[0];
+        /** The distinct client networks (/24, /48), sorted, at most the cap. */
+        public String[] networks = new String[0];
         /**
          * The calls per request path of a key that billing prices (a consumer or a key
          * fingerprint; never an anonymous client's, whose paths nothing reads): distinct sorted
@@ -295,14 +301,18 @@ public final class UsageWindows {
         private final int authFailed;
         private final int units;
         private final int path;
+        private final int network;
+        private final int maxNetworks;
 
-        Count(Fields in) {
+        Count(Fields in, int maxNetworks) {
             consumer = in.index("consumer");
             fingerprint = in.index("key_fingerprint");
             country = in.index("country");
             authFailed = in.index("auth_failed");
             units = in.index("units");
             path = in.index("path");
+            network = in.index("client_prefix");
+            this.maxNetworks = maxNetworks;
         }
 
         @Override
@@ -326,6 +336,13 @@ public final class UsageWindows {
                 int at = Arrays.binarySearch(acc.countries, c);
                 if (at < 0) {
                     acc.countries = inserted(acc.countries, -at - 1, c);
+                }
+            }
+            String net = (String) row.getField(network);
+            if (net != null && acc.networks.length < maxNetworks) {
+                int at = Arrays.binarySearch(acc.networks, net);
+                if (at < 0) {
+                    acc.networks = inserted(acc.networks, -at - 1, net);
                 }
             }
             String cons = (String) row.getField(consumer);
@@ -371,6 +388,7 @@ public final class UsageWindows {
         private final int units;
         private final int authFailures;
         private final int countries;
+        private final int networks;
         private final int paths;
         private final int kind;
 
@@ -384,6 +402,7 @@ public final class UsageWindows {
             units = out.index("units");
             authFailures = out.index("auth_failures");
             countries = out.index("countries");
+            networks = out.index("networks");
             paths = out.index("paths");
             kind = out.index("kind");
         }
@@ -401,6 +420,7 @@ public final class UsageWindows {
             row.setField(units, acc.hasUnits ? acc.units : null);
             row.setField(authFailures, acc.authFailures);
             row.setField(countries, acc.countries.clone());
+            row.setField(networks, (long) acc.networks.length);
             // Null, not empty, where no path was counted: as a late correction's.
             java.util.Map<String, Long> calls = null;
             if (acc.paths.length > 0) {
