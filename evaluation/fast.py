@@ -113,7 +113,8 @@ def legit_key_hours(kt: KeyTraffic, spec: Spec) -> int:
 def networks(kt: KeyTraffic, i: int) -> int:
     """Window ``i``'s distinct client networks, as the job's windows count them."""
     if kt.consumer is None:
-        return int(kt.prefixes[i])  # a client key is one network; the shared signal's clients
+        # A rejected-call key is one network; the shared signal's networks are its clients.
+        return int(kt.prefixes[i])
     return min(MAX_NETWORKS, sum(networks_by_country(kt, i).values()))
 
 

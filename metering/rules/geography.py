@@ -13,8 +13,9 @@ A pending country alerts when the evidence adds up:
 - or the window is busier than the key's normal (tail probability at most ``rise_p``);
 - or many countries are new at once (``leak_countries`` within ``concurrent_span`` windows),
   or a window's calls all come from new countries and from ``leak_networks`` client networks
-  or more: a leaked key. An owner on the move calls from one network at a time; a key posted
-  where others find it is used by many people at once, from the first window.
+  or more, more than the key has ever used in one window: a leaked key. An owner on the move
+  takes the few networks it uses along; a key posted where others find it is used by many
+  people at once, from the first window.
 
 A key that roams (``roaming_countries`` familiar or pending countries or more: mobile apps)
 alerts on a leak, or on concurrent use that also raises its rate.
