@@ -339,6 +339,10 @@ public final class UsageWindows {
                 }
             }
             String net = (String) row.getField(network);
+            if (net != null && acc.networks == null) {
+                // An accumulator restored from a savepoint taken before it counted networks.
+                acc.networks = new String[0];
+            }
             if (net != null && acc.networks.length < maxNetworks) {
                 int at = Arrays.binarySearch(acc.networks, net);
                 if (at < 0) {
@@ -420,7 +424,7 @@ public final class UsageWindows {
             row.setField(units, acc.hasUnits ? acc.units : null);
             row.setField(authFailures, acc.authFailures);
             row.setField(countries, acc.countries.clone());
-            row.setField(networks, (long) acc.networks.length);
+            row.setField(networks, acc.networks == null ? 0L : (long) acc.networks.length);
             // Null, not empty, where no path was counted: as a late correction's.
             java.util.Map<String, Long> calls = null;
             if (acc.paths.length > 0) {
