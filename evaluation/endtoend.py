@@ -45,7 +45,7 @@ from evaluation.traffic import (
     plan,
 )
 from metering.records import client_rate_key, rate_network
-from metering.redact import Pseudonymizer
+from metering.redact import Pseudonymizer, ip_prefix
 from testkit.traffic import (
     Consumer,
     _encode,
@@ -101,6 +101,24 @@ def _calls(
                 yield i, ms, renderer.apisix(req)[1]
 
 
+SPARE_ADDRESSES = 8
+"""Addresses drawn per country beyond those kept, for those that share a /24 with another."""
+
+
+def _distinct_prefixes(country_ips: dict[str, list[str]], keep: int) -> dict[str, list[str]]:
+    """The first ``keep`` addresses of each country in networks of their own: the job counts a
+    window's networks, and the fast mode counts each address drawn as one."""
+    out: dict[str, list[str]] = {}
+    for country, ips in country_ips.items():
+        by_network: dict[str | None, str] = {}
+        for ip in ips:
+            by_network.setdefault(ip_prefix(ip), ip)
+        if len(by_network) < keep:
+            raise LookupError(f"{country}: {len(by_network)} distinct networks, {keep} needed")
+        out[country] = list(by_network.values())[:keep]
+    return out
+
+
 def _distinct_networks(count: int, seed: int) -> list[str]:
     """``count`` public IPv4 addresses in as many /24 networks: the job counts rejected calls
     per network, so two clients sharing one would be one rate key."""
@@ -124,8 +142,11 @@ def render(
     ``produce(bytes)`` one window at a time (a window's records are sorted; windows follow
     one another)."""
     spec = p.spec
-    country_ips = ips_for_countries(
-        geo_db, sorted(COUNTRIES), per_country, spec.seed, ipv6_per_country=0
+    country_ips = _distinct_prefixes(
+        ips_for_countries(
+            geo_db, sorted(COUNTRIES), per_country + SPARE_ADDRESSES, spec.seed, ipv6_per_country=0
+        ),
+        per_country,
     )
     clients = [kt.rate_key for kt in traffic if kt.consumer is None]
     client_ips = dict(zip(clients, _distinct_networks(len(clients), spec.seed), strict=True))

@@ -378,7 +378,7 @@ class PipelineSettings(BaseSettings):
         "new_country.leak_networks",
         ge=2,
         description="client networks (/24, /48) in one window whose calls all come from new "
-        "countries that make a leaked key, if the key never used as many in one window",
+        "countries that make a leaked key, if more than the key's peak in one window",
     )
     slow_guessing_min: float = detector_setting(
         "auth_failures.slow_min",

@@ -187,6 +187,8 @@ class WindowCount(_Out):
     countries: list[str]
     networks: int = Field(
         0,
+        ge=0,
+        le=MAX_NETWORKS,
         description="distinct client networks (/24 IPv4, /48 IPv6) in the window, counted up to "
         f"{MAX_NETWORKS}; a late correction's are its own (distinct counts do not add up)",
     )

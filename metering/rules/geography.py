@@ -13,7 +13,7 @@ A pending country alerts when the evidence adds up:
 - or the window is busier than the key's normal (tail probability at most ``rise_p``);
 - or many countries are new at once (``leak_countries`` within ``concurrent_span`` windows),
   or a window's calls all come from new countries and from ``leak_networks`` client networks
-  or more, more than the key has ever used in one window: a leaked key. An owner on the move
+  or more, more than the key's peak of networks in one window: a leaked key. An owner on the move
   takes the few networks it uses along; a key posted where others find it is used by many
   people at once, from the first window.
 
@@ -51,7 +51,8 @@ class Config:
     leak_countries: int = 3
     leak_networks: int = 5
     """Distinct client networks (/24, /48) in a window whose calls are all from new countries
-    that make it a leak, if the key has never used as many at once."""
+    that make it a leak, if they are more than the key's peak in one window (learnt from its
+    own windows, outside incidents, fading as familiarity does)."""
     roaming_countries: int = 6
     max_countries: int = 64
     """Countries remembered per key (the least familiar is forgotten first)."""
@@ -118,10 +119,12 @@ def check(w: Window, s: State, cfg: Config) -> Finding | None:
     fresh = set(new) | {c for c, p in s.pending.items() if w.start - p.last_start <= span}
     many = len(fresh) >= max(cfg.leak_countries, known // 2 if roaming else 0)
     # Every call of the window from new countries, from more networks at once than the key uses.
+    # (A key whose state predates the peak has none yet: it is not judged by it until then.)
     spread = (
         not roaming
         and not familiar
         and bool(new)
+        and s.networks_peak[1] != 0
         and w.networks >= max(cfg.leak_networks, _familiarity(s.networks_peak, w.start, cfg) + 1)
     )
     leak = many or spread
@@ -164,7 +167,8 @@ def learn(w: Window, s: State, cfg: Config, incident_open: bool) -> None:
     if not w.closed:
         return
     familiar, new = _split(w, s, cfg)
-    if not new or not w.learned:  # the owner's own windows
+    # The owner's own windows: none during an incident, when a thief could raise the peak.
+    if (not new or not w.learned) and not incident_open:
         peak = _familiarity(s.networks_peak, w.start, cfg)
         if w.networks >= peak:
             s.networks_peak = (float(w.networks), w.start)

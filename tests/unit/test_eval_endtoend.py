@@ -5,10 +5,10 @@ and window. No broker: the records are parsed here, as the job's parse would."""
 from __future__ import annotations
 
 import json
-from collections import Counter
+from collections import Counter, defaultdict
 
 from evaluation.endtoend import ENTRIES_PER_RECORD, render
-from evaluation.traffic import WINDOW_MS, Spec, keys, plan
+from evaluation.traffic import WINDOW_MS, Spec, keys, networks_by_country, plan
 from metering.geo import GeoLookup
 from metering.records import Limits, RecordProcessor, SourceRef, client_rate_key
 from metering.redact import Pseudonymizer
@@ -30,7 +30,8 @@ def test_every_call_is_an_entry_the_job_reads_with_its_key_country_and_window() 
     traffic = list(keys(p))
     records: list[bytes] = []
     geo_db = default_geoip_db()
-    rendered = render(p, traffic, geo_db, records.append, per_country=3)
+    per_country = 3
+    rendered = render(p, traffic, geo_db, records.append, per_country=per_country)
     assert rendered.records == len(records)
     assert rendered.events == sum(int(kt.counts.sum()) for kt in traffic)
 
@@ -41,6 +42,7 @@ def test_every_call_is_an_entry_the_job_reads_with_its_key_country_and_window() 
     limits = Limits(max_event_age_s=max_event_age_covering(SPEC.start_ms))
     processor = RecordProcessor(ps, geo.lookup, limits)
     got: Counter[tuple[str, int, str | None]] = Counter()
+    networks: defaultdict[tuple[str, int], set[str]] = defaultdict(set)
     last_window = -1
     for offset, value in enumerate(records):
         assert len(json.loads(value)) <= ENTRIES_PER_RECORD
@@ -52,6 +54,8 @@ def test_every_call_is_an_entry_the_job_reads_with_its_key_country_and_window() 
             window = (event["event_time"] - SPEC.start_ms) // WINDOW_MS
             windows.add(window)
             got[(key, window, event["country"])] += 1
+            if event["consumer"] is not None:
+                networks[(key, window)].add(event["client_prefix"])
         # Records go out window by window.
         assert min(windows) >= last_window
         last_window = max(windows)
@@ -65,3 +69,13 @@ def test_every_call_is_an_entry_the_job_reads_with_its_key_country_and_window() 
     for (k, w, c), n in got.items():
         observed[(k, w, c if k.startswith("c0") else None)] += n
     assert observed == expected
+    # A consumer key's calls come from as many networks as the fast mode counts (with a pool of
+    # per_country addresses, each in a /24 of its own).
+    want = {
+        (kt.rate_key, i): sum(min(per_country, k) for k in networks_by_country(kt, i).values())
+        for kt in traffic
+        if kt.consumer is not None
+        for i in kt.active().tolist()
+    }
+    assert {k: len(v) for k, v in networks.items()} == want
+    assert max(want.values()) > 1

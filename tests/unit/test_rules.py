@@ -12,6 +12,7 @@ import pytest
 
 from metering import baseline as bl
 from metering.detect import DetectorConfig, KeyState, WindowAgg, evaluate, window_record
+from metering.rules import Window
 
 CFG = DetectorConfig()
 W = CFG.window_ms
@@ -202,7 +203,7 @@ def test_a_leaked_key_used_from_many_networks_while_its_owner_sleeps_is_critical
     assert "5 networks at once" in found["summary"]
 
 
-@pytest.mark.parametrize(("at_home", "away"), [(1, 1), (4, 4), (8, 8)])
+@pytest.mark.parametrize(("at_home", "away"), [(1, 1), (4, 4), (6, 6), (8, 8)])
 def test_an_owner_who_moves_with_the_networks_it_uses_raises_nothing(
     at_home: int, away: int
 ) -> None:
@@ -215,6 +216,39 @@ def test_an_owner_who_moves_with_the_networks_it_uses_raises_nothing(
         networks=lambda i: at_home if i < leave else away,
     )
     assert opened(alerts) == []
+
+
+def test_the_networks_peak_is_learnt_from_the_owners_windows_outside_incidents() -> None:
+    from metering.rules import geography
+
+    cfg = geography.Config()
+    state = geography.State(familiar={"US": (8.0, T0)}, networks_peak=(2.0, T0))
+
+    def window(i: int, countries: tuple[str, ...], networks: int) -> Window:
+        exp = bl.Expected(4.0, 4.0, "minutes")
+        return Window("k", T0 + i * W, i, W, True, 64, 0, countries, exp, True, (64,), networks)
+
+    # A thief from the owner's country with many networks, during its incident: not learnt.
+    geography.learn(window(1, ("US",), 64), state, cfg, incident_open=True)
+    assert state.networks_peak == (2.0, T0)
+    # A window with a new country is not the owner's own either.
+    geography.learn(window(2, ("US", "VN"), 64), state, cfg, incident_open=False)
+    assert state.networks_peak == (2.0, T0)
+    geography.learn(window(3, ("US",), 3), state, cfg, incident_open=False)
+    assert state.networks_peak == (3.0, T0 + 3 * W)
+
+
+def test_a_key_restored_without_a_networks_peak_is_not_judged_by_it() -> None:
+    from metering.rules import geography
+
+    cfg = geography.Config()
+    restored = geography.State(familiar={"US": (8.0, T0)})  # saved before the peak existed
+    exp = bl.Expected(1.0, 1.0, "minutes")
+    w = Window("k", T0 + W, 1, W, True, 6, 0, ("VN",), exp, True, (6,), 6)
+    assert geography.check(w, restored, cfg) is None
+    learned = geography.State(familiar={"US": (8.0, T0)}, networks_peak=(2.0, T0))
+    found = geography.check(w, learned, cfg)
+    assert found is not None and found.features["leak"]
 
 
 def test_a_roaming_key_seeing_another_country_raises_nothing() -> None:

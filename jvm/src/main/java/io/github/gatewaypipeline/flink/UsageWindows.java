@@ -212,7 +212,8 @@ public final class UsageWindows {
             row.setField(out.index("count"), (long) acc.clients.size());
             row.setField(out.index("auth_failures"), acc.failures);
             row.setField(out.index("countries"), acc.countries.toArray(new String[0]));
-            // Each client key is one network: the distinct networks are the clients.
+            // Each client key is one network (a /24, or a /64 for IPv6): the networks are the
+            // clients.
             row.setField(out.index("networks"), (long) acc.clients.size());
             row.setField(out.index("kind"), KIND_SHARED);
             collector.collect(row);
