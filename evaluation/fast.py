@@ -22,6 +22,7 @@ import numpy as np
 from evaluation.score import SHARED
 from evaluation.traffic import (
     HOUR_MS,
+    MINUTE_MS,
     POPULATIONS,
     WINDOW_MS,
     Attack,
@@ -44,6 +45,7 @@ from metering.detect import (
     next_close,
 )
 from metering.records import CLIENT_KEY_PREFIX, SHARED_KEY
+from metering.rules import distributed
 from schemas.events import MAX_NETWORKS
 
 END_OF_TIME = 2**62
@@ -51,23 +53,27 @@ END_OF_TIME = 2**62
 
 @dataclass(slots=True)
 class Shared:
-    """The shared signal's counts so far: per window, the unidentified clients rejected, their
-    rejected calls, and their calls per country (as the job's shared window counts them)."""
+    """The shared signal's counts so far: per window, the unidentified clients that began to
+    fail (distributed.newly_failing), their rejected calls then, and their calls per country,
+    as the job's shared windows count them."""
 
     clients: Counts
     failures: Counts
     countries: dict[int, dict[str, int]]
+    quiet_windows: int
 
     @classmethod
-    def empty(cls, windows: int) -> Shared:
-        return cls(np.zeros(windows, np.int64), np.zeros(windows, np.int64), {})
+    def empty(cls, windows: int, cfg: DetectorConfig) -> Shared:
+        quiet = cfg.rule_config(distributed.NAME).quiet_minutes * MINUTE_MS // cfg.window_ms
+        return cls(np.zeros(windows, np.int64), np.zeros(windows, np.int64), {}, int(quiet))
 
     def add(self, kt: KeyTraffic) -> None:
         if not kt.rate_key.startswith(CLIENT_KEY_PREFIX):
             return
-        self.clients += kt.failures > 0
-        self.failures += kt.failures
-        self._add_countries({i: c for i, c in kt.countries.items() if kt.failures[i]})
+        began = distributed.newly_failing(np.flatnonzero(kt.failures).tolist(), self.quiet_windows)
+        self.clients[began] += 1
+        self.failures[began] += kt.failures[began]
+        self._add_countries({i: kt.countries[i] for i in began})
 
     def merge(self, other: Shared) -> None:
         self.clients += other.clients
@@ -189,7 +195,7 @@ def _judge_keys(
     alerts: list[dict[str, Any]] = []
     populations: dict[str, str] = {}
     spans: dict[int, list[tuple[int, int]]] = defaultdict(list)
-    shared = Shared.empty(spec.windows)
+    shared = Shared.empty(spec.windows, cfg)
     key_hours = records = 0
     for index in indexes:
         kt = consumer(p, index) if which == "consumer" else client(p, index)
@@ -224,7 +230,7 @@ def run(spec: Spec, cfg: DetectorConfig, out_of_orderness_ms: int, workers: int 
     spans: dict[int, list[tuple[int, int]]] = defaultdict(list)
     alerts: list[dict[str, Any]] = []
     populations: dict[str, str] = {}
-    shared = Shared.empty(spec.windows)
+    shared = Shared.empty(spec.windows, cfg)
     for part in parts:
         alerts.extend(part.alerts)
         populations.update(part.populations)

@@ -18,6 +18,11 @@ from evaluation.traffic import ATTACKS, SHARED_SIGNAL, Attack
 from metering.records import SHARED_KEY
 
 RECALL_WINDOWS: Final = (1, 2, 6, 30)
+TARGET_RECALL_2: Final = 0.95
+TARGET_FALSE_PER_10K: Final = 1.0
+TARGET_ALERTS_PER_INCIDENT: Final = 3.0
+"""The issue's targets: recall within 2 windows per kind, false alerts per 10,000 legit
+key-hours, alert records per incident."""
 GRACE_WINDOWS: Final = 6
 """Windows after an attack's last call in which an alert on its keys still belongs to it."""
 SHARED: Final = "shared signal"
@@ -55,21 +60,25 @@ class Report:
     false_by_population: dict[str, int]
     learning_alerts: int
     alert_records: int
+    bounds: dict[str, float] = field(default_factory=dict)
+    """Per kind the detector sees only through counts: the recall within 2 windows an oracle
+    reaches on the same counts at the false-alert target (evaluation.bound)."""
 
     def false_per_10k(self) -> float | None:
         return self.false_alerts / self.key_hours * 10_000 if self.key_hours else None
 
     def as_json(self) -> dict[str, Any]:
-        def kind(k: KindScore) -> dict[str, Any]:
+        def kind(k: KindScore, name: str = "") -> dict[str, Any]:
             return {
                 "attacks": k.attacks,
+                **({"bound_recall_2": _round(self.bounds[name])} if name in self.bounds else {}),
                 **{f"recall_{n}": _round(k.recall(n)) for n in RECALL_WINDOWS},
                 "median_detect_s": _round(k.median_detect_s(), 1),
                 "alerts_per_incident": _round(k.alerts_per_incident(), 2),
             }
 
         return {
-            "per_kind": {name: kind(k) for name, k in self.kinds.items()},
+            "per_kind": {name: kind(k, name) for name, k in self.kinds.items()},
             "overall": kind(self.overall),
             "legit_key_hours": round(self.key_hours, 1),
             "false_alerts": self.false_alerts,
@@ -163,7 +172,7 @@ def table(report: Report) -> str:
     head = (
         f"{'attack':<22}{'n':>5}"
         + "".join(f"{'@' + str(n):>7}" for n in RECALL_WINDOWS)
-        + f"{'median s':>10}{'alerts/inc':>12}"
+        + f"{'median s':>10}{'alerts/inc':>12}{'bound@2':>9}"
     )
     lines = [head, "-" * len(head)]
 
@@ -175,10 +184,16 @@ def table(report: Report) -> str:
             f"{name:<22}{k.attacks:>5}{cells}"
             f"{'-' if med is None else f'{med:.0f}':>10}"
             f"{'-' if api is None else f'{api:.1f}':>12}"
+            f"{_fmt(report.bounds.get(name)):>9}"
         )
 
     lines += [row(name, k) for name, k in report.kinds.items() if k.attacks]
     lines.append(row("all", report.overall))
+    if report.bounds:
+        lines.append(
+            "bound@2: what an oracle finds within 2 windows on the same counts at the "
+            "false-alert target (docs/evaluation.md)"
+        )
     lines.append("")
     per = report.false_per_10k()
     lines.append(

@@ -452,11 +452,22 @@ def plan(spec: Spec) -> Plan:
     return Plan(spec, populations, homes, attacks, on_key, clients)
 
 
+def _key_profile(p: Plan, index: int) -> tuple[_Profile, random.Random]:
+    rng = random.Random(f"eval-key-{p.spec.seed}-{index}")
+    return _profile(p.spec, p.populations[index], p.homes[index], rng), rng
+
+
+def legit_model(p: Plan, index: int) -> tuple[Rates, float]:
+    """What a consumer key's legit calls are drawn from: its expected calls per window, and the
+    gamma shape of its per-window rate (lower is burstier)."""
+    profile, _ = _key_profile(p, index)
+    return profile.rate, profile.dispersion
+
+
 def consumer(p: Plan, index: int) -> KeyTraffic:
     spec = p.spec
-    rng = random.Random(f"eval-key-{spec.seed}-{index}")
+    profile, rng = _key_profile(p, index)
     np_rng = np.random.default_rng([spec.seed, index])
-    profile = _profile(spec, p.populations[index], p.homes[index], rng)
     counts, by_country = _sample(profile, np_rng)
     legit = counts.copy()
     failures = np_rng.binomial(counts, 0.003)  # forbidden routes, expired tokens: a few 403s

@@ -46,6 +46,7 @@ from jobs.preflight import check_brokers
 from metering.detect import early_thresholds
 from metering.geo import GeoLookup
 from metering.records import CLIENT_KEY_PREFIX, SHARED_KEY
+from metering.rules import distributed
 from metering.settings import HashKeyError, PipelineSettings, read_hash_key, settings_from_args
 from metering.topics import GRANTS, OUTPUTS, PLANS, SUBSCRIPTIONS, sink_of
 from schemas.events import MAX_NETWORKS
@@ -270,15 +271,15 @@ def count_retries(events: Table, t_env: StreamTableEnvironment) -> DataStream:
     )
 
 
-def shared_failures(first_sightings: DataStream, plan: sql.SqlPlan) -> DataStream:
-    """The shared signal (jvm/, UsageWindows.sharedFailures): per window, the distinct
-    unidentified clients whose calls were rejected, as window records of kind ``shared``."""
-    j_events = first_sightings._j_data_stream
+def shared_failures(windows: DataStream, plan: sql.SqlPlan, quiet_minutes: float) -> DataStream:
+    """The shared signal (jvm/, UsageWindows.sharedFailures), from the usage windows' records:
+    per window, the distinct unidentified clients that began to fail (rejected calls, and none
+    in the ``quiet_minutes`` before), as window records of kind ``shared``."""
     return DataStream(
         get_gateway().jvm.io.github.gatewaypipeline.flink.UsageWindows.sharedFailures(
-            j_events,
-            _java_strings(FIRST_SIGHTING.names),
+            windows._j_data_stream,
             plan.window_s * 1000,
+            round(quiet_minutes * 60_000),
             CLIENT_KEY_PREFIX,
             SHARED_KEY,
             WINDOW_RECORD_TYPE.get_java_type_info(),
@@ -418,7 +419,8 @@ def build_pipeline(t_env: StreamTableEnvironment, raw: Table, cfg: PipelineSetti
     first_sightings = t_env.to_data_stream(t_env.sql_query(sql.first_sightings_query()))
     windows, late = usage_windows(first_sightings, plan)
     # And the shared signal's window records (the detector's only), in the same stream.
-    windows = windows.union(shared_failures(first_sightings, plan))
+    quiet = detector.rule_config(distributed.NAME).quiet_minutes
+    windows = windows.union(shared_failures(windows, plan, quiet))
     # With the windows' watermark, not only their rows: the detector's event-time timers (an
     # incident closes after its quiet time) fire on it, and a conversion without a declared
     # source watermark forwards none but the end of input's.

@@ -397,6 +397,12 @@ class PipelineSettings(BaseSettings):
         description="distributed_guessing fires when a run of windows with many rejected "
         "unidentified clients has a tail probability of at most 10^-this",
     )
+    distributed_quiet_minutes: float = detector_setting(
+        "distributed_guessing.quiet_minutes",
+        gt=0,
+        description="a rejected unidentified client counts in the shared signal in its first "
+        "window after this long without a rejected call (one that keeps failing counts once)",
+    )
     incident_quiet_minutes: float = detector_setting(
         "quiet_minutes", gt=0, description="an incident closes after this long without a finding"
     )

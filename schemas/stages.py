@@ -149,8 +149,9 @@ WINDOW_RECORD = Stage(
 )
 """One fire of a usage window (jvm/): ``kind`` ``window`` when it closed, ``early`` when its
 auth failures reached a threshold while it was open; ``shared`` for the shared signal's closed
-window (key ``global``), whose ``count`` is the distinct unidentified clients rejected and
-``auth_failures`` their rejected calls. ``countries``: distinct, sorted."""
+window (key ``global``), whose ``count`` is the distinct unidentified clients that began to
+fail then (metering.rules.distributed) and ``auth_failures`` their rejected calls.
+``countries``: distinct, sorted."""
 
 USAGE = Stage(
     "usage",

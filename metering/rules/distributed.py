@@ -2,14 +2,19 @@
 be a guesser on its own.
 
 The job's windows count, per window, the distinct unidentified clients (``client:`` rate keys)
-whose calls were rejected, as one shared window record (key ``global``, kind ``shared``). That
-count has a baseline like any key's (metering.baseline: its usual level, its hour of day, its
+that began to fail: whose calls were rejected in that window and not in the ``quiet_minutes``
+before (``newly_failing``). They come as one shared window record (key ``global``, kind
+``shared``). A client that keeps failing (a job with a revoked key, a single guesser, which its
+own rate key's rules judge) counts once, so it does not raise the level a campaign of new
+clients is judged against; a campaign's clients, a few tries each, count once each. That count
+has a baseline like any key's (metering.baseline: its usual level, its hour of day, its
 burstiness), and a run of windows with far more failing clients than usual is one finding on
 the shared key, however the guesses are spread over networks.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from metering.rules import Finding, Window, severity_from_score
@@ -33,6 +38,22 @@ class Config:
     """The expected failing clients are never taken below this many an hour."""
     high_score: float = 15.0
     critical_score: float = 40.0
+    quiet_minutes: float = 60.0
+    """A rejected client counts in the shared signal in its first window after this long without
+    a rejected call (the job's shared windows, jvm/ UsageWindows.sharedFailures)."""
+
+
+def newly_failing(failing_windows: Iterable[int], quiet_windows: int) -> list[int]:
+    """The windows, of those a client had rejected calls in (ascending), where it began to fail:
+    the first, and each after more than ``quiet_windows`` without one. As the job's shared
+    windows count a client."""
+    out: list[int] = []
+    last: int | None = None
+    for i in failing_windows:
+        if last is None or i - last > quiet_windows:
+            out.append(i)
+        last = i
+    return out
 
 
 def new_state() -> None:
@@ -48,7 +69,7 @@ def check(w: Window, state: None, cfg: Config) -> Finding | None:
         NAME,
         severity_from_score(score, cfg.high_score, cfg.critical_score),
         round(score, 2),
-        f"{clients} unidentified clients rejected in {n} window(s) where {mean * n:.1f} were "
+        f"{clients} unidentified clients began to fail in {n} window(s) where {mean * n:.1f} were "
         f"expected, {w.auth_failures} rejected calls in the latest, p={p:.1e}",
         probability=p,
         span=n,

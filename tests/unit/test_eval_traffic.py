@@ -240,7 +240,7 @@ def test_night_use_happens_at_the_victim_s_night() -> None:
     assert seen == SPEC.attacks_per_kind
 
 
-def test_the_shared_signal_counts_rejected_unidentified_clients_per_window() -> None:
+def test_the_shared_signal_counts_clients_as_they_begin_to_fail() -> None:
     from evaluation.traffic import KeyTraffic
 
     def key(name: str, failures: dict[int, int], calls: dict[int, int] | None = None) -> Any:
@@ -254,17 +254,21 @@ def test_the_shared_signal_counts_rejected_unidentified_clients_per_window() -> 
         zero = np.zeros_like(c)
         return KeyTraffic(name, "x", None, c, f, zero, zero, countries)
 
-    shared = fast.Shared.empty(SPEC.windows)
+    cfg = DetectorConfig()
+    quiet = 3_600_000 // cfg.window_ms  # the default quiet hour, in windows
+    shared = fast.Shared.empty(SPEC.windows, cfg)
+    # a fails in windows 3 and 4: it began to fail in 3 only.
     shared.add(key("client:a", {3: 2, 4: 1}))
     shared.add(key("client:b", {4: 5}))
+    # c fails again after exactly the quiet hour (not new), then after more than it (new).
+    shared.add(key("client:c", {10: 1, 10 + quiet: 1, 10 + 2 * quiet + 1: 3}))
     # A consumer key's own rejections are not unidentified clients.
     shared.add(key("c00001", {4: 1}, {4: 100}))
     kt = shared.traffic()
     assert kt.rate_key == "global"
-    assert (kt.counts[3], kt.counts[4], kt.failures[4]) == (1, 2, 6)
-    assert kt.countries[4] == {"DE": 6}
-    records = [r for r, _ in fast.window_records(kt, SPEC, DetectorConfig(), 5_000)]
-    assert [(r["kind"], r["count"], r["auth_failures"]) for r in records] == [
-        ("shared", 1, 2),
-        ("shared", 2, 6),
+    assert kt.countries[4] == {"DE": 5}
+    records = [r for r, _ in fast.window_records(kt, SPEC, cfg, 5_000)]
+    assert [(r["window_start"], r["kind"], r["count"], r["auth_failures"]) for r in records] == [
+        (SPEC.start_ms + i * cfg.window_ms, "shared", n, f)
+        for i, n, f in ((3, 1, 2), (4, 1, 5), (10, 1, 1), (10 + 2 * quiet + 1, 1, 3))
     ]

@@ -324,6 +324,16 @@ def test_an_owners_few_rejections_among_many_calls_raise_nothing() -> None:
 # -- distributed_guessing ----------------------------------------------------------------------
 
 
+def test_a_client_counts_in_the_shared_signal_as_it_begins_to_fail() -> None:
+    from metering.rules.distributed import newly_failing
+
+    assert newly_failing([], 360) == []
+    # A job retrying a revoked key every minute all day: once.
+    assert newly_failing(list(range(5, 8640, 6)), 360) == [5]
+    # Back after more than the quiet span: again; after exactly it: not.
+    assert newly_failing([0, 1, 361, 723, 724], 360) == [0, 723]
+
+
 def shared(i: int, clients: int, failures: int) -> dict[str, Any]:
     return {**rec(i, clients, ["DE"], failures, key="global"), "kind": "shared"}
 

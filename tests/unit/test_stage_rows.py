@@ -89,6 +89,9 @@ def test_the_jvm_windows_read_and_write_only_declared_fields() -> None:
     ).read_text(encoding="utf-8")
     read = set(re.findall(r'in\.index\("(\w+)"\)', source))
     written = set(re.findall(r'out\.index\("(\w+)"\)', source))
+    # The shared signal reads the usage windows' own records.
+    records = set(re.findall(r'rec\.index\("(\w+)"\)', source))
     assert read and read <= set(FIRST_SIGHTING.names)
+    assert records and records <= set(WINDOW_RECORD.names)
     assert written == set(WINDOW_RECORD.names)
     assert WINDOW_RECORD_TYPE.get_field_names() == WINDOW_RECORD.names

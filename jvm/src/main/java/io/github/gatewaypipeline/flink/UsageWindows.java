@@ -5,14 +5,18 @@ import java.util.Arrays;
 import java.util.List;
 
 import org.apache.flink.api.common.functions.AggregateFunction;
+import org.apache.flink.api.common.functions.OpenContext;
 import org.apache.flink.api.common.state.ReducingState;
 import org.apache.flink.api.common.state.ReducingStateDescriptor;
+import org.apache.flink.api.common.state.ValueState;
+import org.apache.flink.api.common.state.ValueStateDescriptor;
 import org.apache.flink.api.common.typeinfo.TypeInformation;
 import org.apache.flink.api.common.typeinfo.Types;
 import org.apache.flink.api.java.functions.KeySelector;
 import org.apache.flink.api.java.typeutils.RowTypeInfo;
 import org.apache.flink.streaming.api.datastream.DataStream;
 import org.apache.flink.streaming.api.datastream.SingleOutputStreamOperator;
+import org.apache.flink.streaming.api.functions.KeyedProcessFunction;
 import org.apache.flink.streaming.api.functions.windowing.ProcessWindowFunction;
 import org.apache.flink.streaming.api.windowing.assigners.TumblingEventTimeWindows;
 import org.apache.flink.streaming.api.windowing.triggers.Trigger;
@@ -110,46 +114,113 @@ public final class UsageWindows {
     }
 
     /**
-     * The shared signal: per window, over every rejected call of a client the gateway could not
-     * identify (rate keys starting with {@code clientPrefix}), how many such clients failed and
-     * how often. Keyed by {@code sharedKey}: one window record per window, kind {@code shared},
-     * whose {@code count} is the distinct failing clients and {@code auth_failures} their
-     * rejected calls. Distributed key guessing is one signal here while each client of it is
-     * far below any per-client threshold. A derived signal, not usage: a rejected call that
-     * arrives after its window closed is not added to it.
+     * The shared signal: per window, over the clients the gateway could not identify (rate keys
+     * starting with {@code clientPrefix}), how many began to fail and how often. A client counts
+     * in its first window with rejected calls after {@code quietMs} without one ({@link
+     * NewlyFailing}): a client that keeps failing (a job with a revoked key, or a single guesser,
+     * which its own rate key's rules judge) counts once, and does not raise the level a campaign
+     * of new clients is judged against. Keyed by {@code sharedKey}: one window record per
+     * window, kind {@code shared}, whose {@code count} is those clients, {@code auth_failures}
+     * their rejected calls and {@code countries} theirs.
+     *
+     * <p>It is derived from {@code windows}, the usage windows' records: a key's closed windows
+     * come in event-time order, so whether a client is new does not depend on the order its
+     * events arrived in. Distributed key guessing is one signal here while each client of it is
+     * far below any per-client threshold. A derived signal, not usage: a late correction is not
+     * added to it.
      */
     public static SingleOutputStreamOperator<Row> sharedFailures(
-            DataStream<Row> events,
-            String[] inputNames,
+            DataStream<Row> windows,
             int windowMs,
+            long quietMs,
             String clientPrefix,
             String sharedKey,
-            RowTypeInfo outputType,
+            RowTypeInfo recordType,
             String uid,
             String name) {
-        Fields in = new Fields(inputNames);
-        int rateKey = in.index("rate_key");
-        int authFailed = in.index("auth_failed");
-        int country = in.index("country");
-        return events.filter(
+        Fields rec = new Fields(recordType.getFieldNames());
+        int key = rec.index("k");
+        int kind = rec.index("kind");
+        int authFailures = rec.index("auth_failures");
+        return windows.filter(
                         row ->
-                                Boolean.TRUE.equals(row.getField(authFailed))
-                                        && row.getField(rateKey) instanceof String k
-                                        && k.startsWith(clientPrefix))
-                .name(name + ": rejected unidentified calls")
+                                KIND_WINDOW.equals(row.getField(kind))
+                                        && row.getField(key) instanceof String k
+                                        && k.startsWith(clientPrefix)
+                                        && row.getField(authFailures) instanceof Long n
+                                        && n > 0)
+                .name(name + ": windows of failing unidentified clients")
+                .keyBy(new RateKey(key), Types.STRING)
+                .process(new NewlyFailing(rec.index("ws"), windowMs, quietMs))
+                .returns(recordType)
+                .uid(uid + "-newly-failing")
+                .name(name + ": newly failing clients")
                 .keyBy(row -> sharedKey, Types.STRING)
                 .window(TumblingEventTimeWindows.of(Duration.ofMillis(windowMs)))
                 .aggregate(
-                        new Clients(rateKey, country),
-                        new EmitShared(new Fields(outputType.getFieldNames())),
+                        new Clients(rec),
+                        new EmitShared(rec),
                         TypeInformation.of(ClientsAcc.class),
                         TypeInformation.of(ClientsAcc.class),
-                        outputType)
+                        recordType)
                 .uid(uid)
                 .name(name);
     }
 
-    /** The failing clients of a window so far. A POJO, so that Flink serializes it without Kryo. */
+    /**
+     * Per client, its closed window records (in event-time order, as the usage windows emit a
+     * key's), passed on only where it began to fail: the first, and each after more than {@code
+     * quietMs} (window starts) without one. One long per client that failed in the last {@code
+     * quietMs}; an event-time timer clears it after.
+     */
+    static final class NewlyFailing extends KeyedProcessFunction<String, Row, Row> {
+        private final int ws;
+        private final long windowMs;
+        private final long quietMs;
+        private transient ValueState<Long> last;
+
+        NewlyFailing(int ws, long windowMs, long quietMs) {
+            this.ws = ws;
+            this.windowMs = windowMs;
+            this.quietMs = quietMs;
+        }
+
+        @Override
+        public void open(OpenContext ctx) {
+            last = getRuntimeContext().getState(
+                    new ValueStateDescriptor<>("last-failing-window", Types.LONG));
+        }
+
+        @Override
+        public void processElement(Row row, Context ctx, Collector<Row> out) throws Exception {
+            long window = (Long) row.getField(ws);
+            Long before = last.value();
+            if (before != null && window <= before) {
+                return; // a window already seen (a replay): never counted twice
+            }
+            last.update(window);
+            if (before == null || window - before > quietMs) {
+                out.collect(row);
+                ctx.timerService().registerEventTimeTimer(window + quietMs + windowMs);
+            }
+        }
+
+        @Override
+        public void onTimer(long time, OnTimerContext ctx, Collector<Row> out) throws Exception {
+            Long window = last.value();
+            if (window == null) {
+                return;
+            }
+            if (time - windowMs - window >= quietMs) {
+                last.clear();
+            } else {
+                // It failed again since: look again when that window is quietMs old.
+                ctx.timerService().registerEventTimeTimer(window + quietMs + windowMs);
+            }
+        }
+    }
+
+    /** The newly failing clients of a window so far. A POJO, so that Flink serializes it without Kryo. */
     public static final class ClientsAcc {
         public long failures;
         public java.util.HashSet<String> clients = new java.util.HashSet<>();
@@ -159,12 +230,14 @@ public final class UsageWindows {
     }
 
     static final class Clients implements AggregateFunction<Row, ClientsAcc, ClientsAcc> {
-        private final int rateKey;
-        private final int country;
+        private final int key;
+        private final int authFailures;
+        private final int countries;
 
-        Clients(int rateKey, int country) {
-            this.rateKey = rateKey;
-            this.country = country;
+        Clients(Fields rec) {
+            key = rec.index("k");
+            authFailures = rec.index("auth_failures");
+            countries = rec.index("countries");
         }
 
         @Override
@@ -174,11 +247,10 @@ public final class UsageWindows {
 
         @Override
         public ClientsAcc add(Row row, ClientsAcc acc) {
-            acc.failures++;
-            acc.clients.add((String) row.getField(rateKey));
-            Object c = row.getField(country);
-            if (c != null) {
-                acc.countries.add((String) c);
+            acc.failures += (Long) row.getField(authFailures);
+            acc.clients.add((String) row.getField(key));
+            if (row.getField(countries) instanceof String[] cs) {
+                acc.countries.addAll(Arrays.asList(cs));
             }
             return acc;
         }
