@@ -31,8 +31,9 @@ class Config:
     """Alert when a run's tail probability is at most 10^-sensitivity. Lower than a key's
     rate rule: there is one shared signal, not one per key, so its false alerts per day are
     about windows x runs x 10^-sensitivity (8,640 x 4 x 10^-6: 0.03 a day)."""
-    min_clients: int = 10
-    """Fewer failing clients in a run never count."""
+    min_clients: int = 6
+    """Fewer newly failing clients in a run never count: a floor for an API whose background is
+    near 0 (a client that keeps failing counts once, so the background is the strays)."""
     min_ratio: float = 3.0
     floor_per_hour: float = 6.0
     """The expected failing clients are never taken below this many an hour."""

@@ -355,6 +355,22 @@ def test_many_clients_failing_at_once_is_one_signal_on_the_shared_key() -> None:
     assert {a["rule"] for _, a in found} == {"distributed_guessing"}
 
 
+def test_fewer_newly_failing_clients_than_the_floor_never_count() -> None:
+    # A quiet API: three stray rejected clients an hour. 5 new failing clients in a window are
+    # improbable, but under the floor (min_clients 6); 6 are a campaign.
+    def run(burst: int) -> list[str]:
+        state = None
+        out: list[str] = []
+        for i in range(0, 2 * PER_HOUR, PER_HOUR // 3):
+            state, alerts = evaluate(state, shared(i, 1, 1), CFG, NOW)
+            out += [a["status"] for a in alerts]
+        state, alerts = evaluate(state, shared(2 * PER_HOUR, burst, burst), CFG, NOW)
+        return out + [a["status"] for a in alerts]
+
+    assert run(5) == []
+    assert run(6) == ["open"]
+
+
 def test_the_usual_trickle_of_failing_clients_raises_nothing() -> None:
     clients = poisson_gamma(np.full(2 * 24 * PER_HOUR, 1.0) + diurnal(24, 2.0), 5.0, 12)
     state = None
