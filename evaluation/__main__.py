@@ -16,7 +16,7 @@ from contextlib import ExitStack
 from dataclasses import asdict, replace
 from pathlib import Path
 
-from evaluation import bound, fast
+from evaluation import fast, oracle
 from evaluation.score import (
     TARGET_ALERTS_PER_INCIDENT,
     TARGET_FALSE_PER_10K,
@@ -152,7 +152,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         WINDOW_MS,
         spec.start_ms + spec.scored_from * WINDOW_MS,
     )
-    report.bounds = bound.bounds(plan(spec), outcome.attacks, outcome.key_hours, cfg)
+    report.oracle = oracle.recalls(plan(spec), outcome.attacks, outcome.key_hours, cfg)
     print(
         f"eval-detect {args.mode}: {spec.keys:,} keys, {spec.warmup_hours:g} h learning + "
         f"{spec.hours:g} h scored, {len(outcome.attacks)} attacks, "

@@ -65,7 +65,7 @@ class Shared:
     @classmethod
     def empty(cls, windows: int, cfg: DetectorConfig) -> Shared:
         quiet = cfg.rule_config(distributed.NAME).quiet_minutes * MINUTE_MS // cfg.window_ms
-        return cls(np.zeros(windows, np.int64), np.zeros(windows, np.int64), {}, int(quiet))
+        return cls(np.zeros(windows, np.int64), np.zeros(windows, np.int64), {}, quiet)
 
     def add(self, kt: KeyTraffic) -> None:
         if not kt.rate_key.startswith(CLIENT_KEY_PREFIX):

@@ -60,9 +60,9 @@ class Report:
     false_by_population: dict[str, int]
     learning_alerts: int
     alert_records: int
-    bounds: dict[str, float] = field(default_factory=dict)
+    oracle: dict[str, float] = field(default_factory=dict)
     """Per kind the detector sees only through counts: the recall within 2 windows an oracle
-    reaches on the same counts at the false-alert target (evaluation.bound)."""
+    reaches on the same counts at the false-alert target (evaluation.oracle)."""
 
     def false_per_10k(self) -> float | None:
         return self.false_alerts / self.key_hours * 10_000 if self.key_hours else None
@@ -71,7 +71,7 @@ class Report:
         def kind(k: KindScore, name: str = "") -> dict[str, Any]:
             return {
                 "attacks": k.attacks,
-                **({"bound_recall_2": _round(self.bounds[name])} if name in self.bounds else {}),
+                **({"oracle_recall_2": _round(self.oracle[name])} if name in self.oracle else {}),
                 **{f"recall_{n}": _round(k.recall(n)) for n in RECALL_WINDOWS},
                 "median_detect_s": _round(k.median_detect_s(), 1),
                 "alerts_per_incident": _round(k.alerts_per_incident(), 2),
@@ -172,7 +172,7 @@ def table(report: Report) -> str:
     head = (
         f"{'attack':<22}{'n':>5}"
         + "".join(f"{'@' + str(n):>7}" for n in RECALL_WINDOWS)
-        + f"{'median s':>10}{'alerts/inc':>12}{'bound@2':>9}"
+        + f"{'median s':>10}{'alerts/inc':>12}{'oracle@2':>10}"
     )
     lines = [head, "-" * len(head)]
 
@@ -184,15 +184,15 @@ def table(report: Report) -> str:
             f"{name:<22}{k.attacks:>5}{cells}"
             f"{'-' if med is None else f'{med:.0f}':>10}"
             f"{'-' if api is None else f'{api:.1f}':>12}"
-            f"{_fmt(report.bounds.get(name)):>9}"
+            f"{_fmt(report.oracle.get(name)):>10}"
         )
 
     lines += [row(name, k) for name, k in report.kinds.items() if k.attacks]
     lines.append(row("all", report.overall))
-    if report.bounds:
+    if report.oracle:
         lines.append(
-            "bound@2: what an oracle finds within 2 windows on the same counts at the "
-            "false-alert target (docs/evaluation.md)"
+            "oracle@2: what an oracle that knows each key's true rate finds within 2 windows on "
+            "the same counts at the false-alert target (docs/evaluation.md)"
         )
     lines.append("")
     per = report.false_per_10k()

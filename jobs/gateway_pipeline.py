@@ -271,7 +271,7 @@ def count_retries(events: Table, t_env: StreamTableEnvironment) -> DataStream:
     )
 
 
-def shared_failures(windows: DataStream, plan: sql.SqlPlan, quiet_minutes: float) -> DataStream:
+def shared_failures(windows: DataStream, plan: sql.SqlPlan, quiet_minutes: int) -> DataStream:
     """The shared signal (jvm/, UsageWindows.sharedFailures), from the usage windows' records:
     per window, the distinct unidentified clients that began to fail (rejected calls, and none
     in the ``quiet_minutes`` before), as window records of kind ``shared``."""
@@ -279,7 +279,7 @@ def shared_failures(windows: DataStream, plan: sql.SqlPlan, quiet_minutes: float
         get_gateway().jvm.io.github.gatewaypipeline.flink.UsageWindows.sharedFailures(
             windows._j_data_stream,
             plan.window_s * 1000,
-            round(quiet_minutes * 60_000),
+            quiet_minutes * 60_000,
             CLIENT_KEY_PREFIX,
             SHARED_KEY,
             WINDOW_RECORD_TYPE.get_java_type_info(),

@@ -397,9 +397,9 @@ class PipelineSettings(BaseSettings):
         description="distributed_guessing fires when a run of windows with many rejected "
         "unidentified clients has a tail probability of at most 10^-this",
     )
-    distributed_quiet_minutes: float = detector_setting(
+    distributed_quiet_minutes: int = detector_setting(
         "distributed_guessing.quiet_minutes",
-        gt=0,
+        ge=1,
         description="a rejected unidentified client counts in the shared signal in its first "
         "window after this long without a rejected call (one that keeps failing counts once)",
     )

@@ -31,15 +31,16 @@ class Config:
     """Alert when a run's tail probability is at most 10^-sensitivity. Lower than a key's
     rate rule: there is one shared signal, not one per key, so its false alerts per day are
     about windows x runs x 10^-sensitivity (8,640 x 4 x 10^-6: 0.03 a day)."""
-    min_clients: int = 6
+    min_clients: int = 10
     """Fewer newly failing clients in a run never count: a floor for an API whose background is
-    near 0 (a client that keeps failing counts once, so the background is the strays)."""
+    near 0. A fleet whose key was revoked begins to fail on all its networks at once; under
+    this floor it does not page."""
     min_ratio: float = 3.0
     floor_per_hour: float = 6.0
     """The expected failing clients are never taken below this many an hour."""
     high_score: float = 15.0
     critical_score: float = 40.0
-    quiet_minutes: float = 60.0
+    quiet_minutes: int = 60
     """A rejected client counts in the shared signal in its first window after this long without
     a rejected call (the job's shared windows, jvm/ UsageWindows.sharedFailures)."""
 

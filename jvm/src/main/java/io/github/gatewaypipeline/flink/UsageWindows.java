@@ -196,7 +196,7 @@ public final class UsageWindows {
             long window = (Long) row.getField(ws);
             Long before = last.value();
             if (before != null && window <= before) {
-                return; // a window already seen (a replay): never counted twice
+                return; // a guard: a key's closed windows come once each, in order
             }
             last.update(window);
             if (before == null || window - before > quietMs) {

@@ -1,21 +1,24 @@
-"""How much any detector could find, for the attack kinds it sees only through counts.
+"""A reference for the attack kinds the detector sees only through counts: an oracle's recall.
 
 Night-time use comes from the key's own country and networks, and distributed guessing from
 clients no different from stray rejected calls: what tells them from legit traffic is how many
-calls (or failing clients) a window holds. For these kinds the evaluation reports a **bound**:
-the share of attacks an oracle finds within 2 windows at the false-alert target, where the
-oracle knows what the detector has to estimate (each key's true legit rate in each window and
-its burstiness, the shared signal's true background rate) and spends the whole false-alert
-budget on this one test. No detector judging the same counts does better on average, so a
-recall under the target where the bound is under it too is a limit of the traffic, not of the
-rules.
+calls (or newly failing clients) a window holds. For these kinds the evaluation reports what an
+**oracle** finds within 2 windows on the same counts, at the false-alert target: it knows what
+the detector has to estimate (each key's true legit rate in each window and its burstiness, the
+shared signal's background rate) and spends the false-alert budget on this one kind, evenly
+over its tests.
+
+It is a reference, not a ceiling: a test that spread its budget unevenly (more of it on a key's
+quiet hours), or used the slack of whole-number thresholds, would find somewhat more. Where the
+detector's recall is well under it, the rules leave something to find; where they are close, the
+misses are attacks that draw few calls in their first windows.
 
 The oracle tests, like ``rate_spike``, the latest window and the latest two (the tail
 probability of their sum), and alerts where one is at most the budget per test: the false
 alerts allowed (``TARGET_FALSE_PER_10K`` per 10,000 legit key-hours) over the tests it makes on
 legit traffic. On the shared signal it also needs a record the scorer can credit: a campaign
-that starts while an earlier one's alerts still belong to that one (evaluation.score) cannot
-be told apart on the one shared key.
+whose first 2 windows fall while an earlier one's alerts still belong to that one
+(evaluation.score) cannot be told apart on the one shared key.
 """
 
 from __future__ import annotations
@@ -41,8 +44,8 @@ from evaluation.traffic import (
 )
 from metering.detect import DetectorConfig
 
-BOUND_KINDS: Final = ("night_use", "guessing_distributed")
-"""The kinds the detector sees only through counts: their bound is reported."""
+ORACLE_KINDS: Final = ("night_use", "guessing_distributed")
+"""The kinds the detector sees only through counts: the oracle's recall is reported."""
 TESTS_PER_WINDOW: Final = 2
 """The oracle's tests ending at each window: the window alone, and it with the one before."""
 WITHIN: Final = 2
@@ -79,22 +82,23 @@ def found_within(counts: Sequence[int], means: Sequence[float], shape: float, p:
 
 
 def overlapped(attacks: Sequence[Attack]) -> set[str]:
-    """The shared-signal attacks that start while an earlier one's alerts still belong to it:
-    the scorer credits a shared alert then to the earlier one."""
+    """The shared-signal attacks whose first ``WITHIN`` windows all fall while an earlier one's
+    alerts still belong to it: the scorer credits a shared alert then to the earlier one."""
     out = set()
     for a in attacks:
+        last_counted = a.start_ms // WINDOW_MS + WITHIN - 1
         for b in attacks:
-            if (b.start_ms, b.attack_id) < (a.start_ms, a.attack_id) and a.start_ms // (
-                WINDOW_MS
-            ) <= (b.end_ms - 1) // WINDOW_MS + GRACE_WINDOWS:
+            if (b.start_ms, b.attack_id) < (a.start_ms, a.attack_id) and last_counted <= (
+                b.end_ms - 1
+            ) // WINDOW_MS + GRACE_WINDOWS:
                 out.add(a.attack_id)
     return out
 
 
-def bounds(
+def recalls(
     p: Plan, attacks: Sequence[Attack], key_hours: float, cfg: DetectorConfig
 ) -> dict[str, float]:
-    """Per kind of ``BOUND_KINDS`` with attacks: the share the oracle finds within 2 windows.
+    """Per kind of ``ORACLE_KINDS`` with attacks: the share the oracle finds within 2 windows.
     ``attacks``: the labelled attacks (their first window is their first call); ``key_hours``:
     the legit key-hours, which set the false-alert budget."""
     spec = p.spec
