@@ -168,6 +168,27 @@ def test_a_thief_calling_alongside_the_owner_is_found_within_two_windows() -> No
     assert found["features"]["concurrent"] is True
 
 
+def test_the_owner_calling_from_home_after_a_thiefs_first_call_is_found_then() -> None:
+    # A low-rate key: the thief's first window has no call of the owner's, the next one has.
+    counts = poisson_gamma(np.full(26 * PER_HOUR, 0.3), 20.0, 12)
+    at = 25 * PER_HOUR
+    counts[at : at + 2] = 1
+    _, alerts = run(counts, lambda i: ["BR"] if i == at else ["GB"])
+    assert opened(alerts) == [(at + 1, "new_country")]
+    assert alerts[0][1]["features"]["concurrent"] is True
+
+
+def test_a_switch_window_with_both_countries_raises_nothing() -> None:
+    # The owner's last call from home and first from abroad in one window, none from home later.
+    counts = poisson_gamma(np.full(30 * PER_HOUR, 4.0), 20.0, 13)
+    leave = 26 * PER_HOUR
+    counts[leave] = max(2, counts[leave])
+    _, alerts = run(
+        counts, lambda i: ["GB"] if i < leave else ["GB", "JP"] if i == leave else ["JP"]
+    )
+    assert opened(alerts) == []
+
+
 def test_a_traveller_who_stops_calling_from_home_raises_nothing() -> None:
     counts = poisson_gamma(np.full(30 * PER_HOUR, 4.0), 20.0, 8)
     leave = 26 * PER_HOUR
