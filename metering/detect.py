@@ -353,6 +353,7 @@ def evaluate(
         auth_failures=int(record["auth_failures"]),
         countries=tuple(record["countries"]),
         networks=int(record.get("networks") or 0),
+        age_ms=(index - b.first_index) * cfg.window_ms,
         expected=exp,
         # Learning counts the windows the baseline holds, not the ones held back: a key's first
         # window is often partial (it began mid-window), and alone it would be the expectation.

@@ -34,6 +34,7 @@ class Window:
     learned: bool  # the key's baseline has learned long enough to be compared with
     recent: tuple[int, ...]  # counts of the latest windows, oldest first, this one last
     networks: int = 0  # distinct client networks (/24, /48), up to schemas.events.MAX_NETWORKS
+    age_ms: int = 0  # event time from the key's first window to this one
 
 
 @dataclass(frozen=True, slots=True)

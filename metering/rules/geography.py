@@ -6,11 +6,14 @@ familiar only after ``familiar_after_minutes`` without an open incident, never f
 windows being judged.
 
 A pending country alerts when the evidence adds up:
-- the key's familiar countries keep calling while it does: a familiar country calls in a window
-  after the one in which the new country first called, at most ``concurrent_span`` windows
+- the key's familiar countries keep calling while it does, at most ``concurrent_span`` windows
   after the new country's latest call. The owner still calls from home while someone calls
   from elsewhere; an owner who travels stops calling from home before calling from abroad, so
-  only the window of the switch can hold both, and no later one does;
+  only the window of the switch can hold both, and no later one does. A key seen for
+  ``settled_hours`` has shown its countries, each at its own hours (a mobile app's users
+  abroad, a region in another time zone): the first familiar window after the new country's
+  first is enough. A younger key may still have countries to show: it takes
+  ``concurrent_windows`` windows with a familiar country;
 - or the window is busier than the key's normal (tail probability at most ``rise_p``);
 - or many countries are new at once (``leak_countries`` within ``concurrent_span`` windows),
   or a window's calls all come from new countries and from ``leak_networks`` client networks
@@ -46,7 +49,10 @@ class Config:
     """Familiarity never grows past this, so a country unused for about four half-lives
     (four weeks) is new again, however much it was used before."""
     familiar_after_minutes: float = 60.0
+    concurrent_windows: int = 2
     concurrent_span: int = 6
+    settled_hours: float = 24.0
+    """A key seen this long has shown the countries it uses (see the module's docstring)."""
     rise_p: float = 1e-6
     leak_countries: int = 3
     leak_networks: int = 5
@@ -64,6 +70,7 @@ class Pending(Evolvable):
     first_start: int
     last_start: int
     windows: int = 0
+    concurrent: int = 0  # windows with a familiar country since its first
 
 
 @dataclass(slots=True)
@@ -127,9 +134,13 @@ def check(w: Window, s: State, cfg: Config) -> Finding | None:
         and w.networks >= max(cfg.leak_networks, _familiarity(s.networks_peak, w.start, cfg) + 1)
     )
     leak = many or spread
-    # A familiar country after the new one's first window: the owner has not moved. (The first
-    # window may hold both at a switch: a country not yet pending is in its first window.)
-    concurrent = bool(familiar) and any(c in s.pending for c in new + recent)
+    # A familiar country after the new one's first window: the owner has not moved (the first
+    # window may hold both at a switch: a country not yet pending is in its first window).
+    settled = w.age_ms >= cfg.settled_hours * 3_600_000
+    concurrent = bool(familiar) and any(
+        c in s.pending and (settled or s.pending[c].concurrent + 1 >= cfg.concurrent_windows)
+        for c in new + recent
+    )
     p = tail_probability(w.count, w.expected.mean, w.expected.variance)
     rise = p <= cfg.rise_p
     if not (leak or (concurrent and (rise or not roaming)) or (rise and not roaming)):
@@ -178,6 +189,7 @@ def learn(w: Window, s: State, cfg: Config, incident_open: bool) -> None:
         for c in new:
             s.familiar[c] = (1.0, w.start)
         return
+    span = cfg.concurrent_span * w.window_ms
     for c in new:
         p = s.pending.get(c)
         if p is None:
@@ -186,6 +198,10 @@ def learn(w: Window, s: State, cfg: Config, incident_open: bool) -> None:
             p = s.pending[c] = Pending(w.start, w.start)
         p.windows += 1
         p.last_start = w.start
+    if familiar:
+        for c, p in s.pending.items():
+            if c in new or w.start - p.last_start <= span:
+                p.concurrent += 1
     if not incident_open:
         ripe = [
             c

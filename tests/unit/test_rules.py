@@ -178,6 +178,16 @@ def test_the_owner_calling_from_home_after_a_thiefs_first_call_is_found_then() -
     assert alerts[0][1]["features"]["concurrent"] is True
 
 
+def test_a_key_younger_than_a_day_takes_two_windows_from_home() -> None:
+    # A day has not shown all of its countries yet (a user abroad at their own hours): the
+    # owner's first call from home after the new country's is not enough, the second is.
+    counts = poisson_gamma(np.full(5 * PER_HOUR, 0.3), 20.0, 12)
+    at = 4 * PER_HOUR
+    counts[at : at + 4] = [1, 1, 0, 1]
+    _, alerts = run(counts, lambda i: ["BR"] if i == at else ["GB"])
+    assert opened(alerts) == [(at + 3, "new_country")]
+
+
 def test_a_switch_window_with_both_countries_raises_nothing() -> None:
     # The owner's last call from home and first from abroad in one window, none from home later.
     counts = poisson_gamma(np.full(30 * PER_HOUR, 4.0), 20.0, 13)
