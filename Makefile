@@ -28,11 +28,11 @@ export FLINK_REST
 
 .PHONY: cluster-up cluster-down submit savepoint-stop faults
 .PHONY: pinot-jars pinot-up pinot-down pinot-status pinot-tables
-.PHONY: setup browser kafka-up kafka-down topics demo responder dashboard test test-unit test-pipeline \
+.PHONY: setup browser kafka-up kafka-down topics demo responder dashboard test test-jvm test-unit test-pipeline \
 	test-integration lint typecheck schemas bench eval-detect clean help
 
 help:
-	@echo "make setup | kafka-up | kafka-down | topics | demo | responder | dashboard | test | lint | typecheck"
+	@echo "make setup | kafka-up | kafka-down | topics | demo | responder | dashboard | test | test-jvm | lint | typecheck"
 	@echo "make schemas | bench | eval-detect | faults"
 	@echo "make pinot-up | pinot-down | pinot-status | pinot-tables"
 
@@ -75,7 +75,7 @@ $(SETUP_STAMP): pyproject.toml deploy/pom.xml $(JVM_SOURCES)
 		|| { cat $(BUILD)/mvn.log; exit 1; }
 	@echo "==> building the job's JVM operators (jvm/) into $(BUILD)/jars/pipeline"
 	@mvn -q -B -f jvm/pom.xml -Dflink.version=$(FLINK_VERSION) \
-		-Djars.dir=$(CURDIR)/$(BUILD)/jars package >> $(BUILD)/mvn.log 2>&1 \
+		-Djars.dir=$(CURDIR)/$(BUILD)/jars -DskipTests package >> $(BUILD)/mvn.log 2>&1 \
 		|| { cat $(BUILD)/mvn.log; exit 1; }
 	@touch $@
 
@@ -191,8 +191,16 @@ schemas: setup
 	$(PY) -m schemas.export
 
 # The integration tests start their own Pinot (tests/conftest.py) from the pinot-jars.
-test: setup pinot-jars lint typecheck
+test: setup pinot-jars lint typecheck test-jvm
 	$(PY) -m pytest tests
+
+# The JVM operators' tests (jvm/src/test: Flink's operator test harnesses, no cluster).
+test-jvm: setup
+	@echo "==> testing the job's JVM operators (jvm/src/test; log: $(BUILD)/mvn-test.log)"
+	@mvn -B -f jvm/pom.xml -Dflink.version=$(FLINK_VERSION) \
+		-Djars.dir=$(CURDIR)/$(BUILD)/jars test > $(BUILD)/mvn-test.log 2>&1 \
+		|| { grep -E "Tests run|FAIL|ERROR" $(BUILD)/mvn-test.log; exit 1; }
+	@grep -E "^\[INFO\] Tests run:" $(BUILD)/mvn-test.log | tail -1
 
 test-unit: setup
 	$(PY) -m pytest tests/unit
