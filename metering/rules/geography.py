@@ -8,12 +8,13 @@ windows being judged.
 A pending country alerts when the evidence adds up:
 - the key's familiar countries keep calling while it does, at most ``concurrent_span`` windows
   after the new country's latest call. The owner still calls from home while someone calls
-  from elsewhere; an owner who travels stops calling from home before calling from abroad, so
-  only the window of the switch can hold both, and no later one does. A key seen for
-  ``settled_hours`` has shown its countries, each at its own hours (a mobile app's users
-  abroad, a region in another time zone): the first familiar window after the new country's
-  first is enough. A younger key may still have countries to show: it takes
-  ``concurrent_windows`` windows with a familiar country;
+  from elsewhere; an owner who travels stops calling from home hours before calling from
+  abroad. A key seen for ``settled_hours`` has shown its countries, each at its own hours (a
+  mobile app's users abroad, a region in another time zone): one window with a familiar
+  country is enough, the new country's own included (impossible travel; a VPN that connects
+  mid-session is its legit form). A younger key may still have countries to show: it takes
+  ``concurrent_windows`` windows with a familiar country, the first of them the window of a
+  switch an owner on a VPN makes;
 - or the window is busier than the key's normal (tail probability at most ``rise_p``);
 - or many countries are new at once (``leak_countries`` within ``concurrent_span`` windows),
   or a window's calls all come from new countries and from ``leak_networks`` client networks
@@ -134,12 +135,16 @@ def check(w: Window, s: State, cfg: Config) -> Finding | None:
         and w.networks >= max(cfg.leak_networks, _familiarity(s.networks_peak, w.start, cfg) + 1)
     )
     leak = many or spread
-    # A familiar country after the new one's first window: the owner has not moved (the first
-    # window may hold both at a switch: a country not yet pending is in its first window).
+    # The owner calls from home while the new country does: at once on a settled key; on a
+    # younger one, in the windows after the new country's first (a country not yet pending is in
+    # its first window).
     settled = w.age_ms >= cfg.settled_hours * 3_600_000
-    concurrent = bool(familiar) and any(
-        c in s.pending and (settled or s.pending[c].concurrent + 1 >= cfg.concurrent_windows)
-        for c in new + recent
+    concurrent = bool(familiar) and (
+        settled
+        or any(
+            (s.pending[c].concurrent if c in s.pending else 0) + 1 >= cfg.concurrent_windows
+            for c in new + recent
+        )
     )
     p = tail_probability(w.count, w.expected.mean, w.expected.variance)
     rise = p <= cfg.rise_p

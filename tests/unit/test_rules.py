@@ -188,10 +188,20 @@ def test_a_key_younger_than_a_day_takes_two_windows_from_home() -> None:
     assert opened(alerts) == [(at + 3, "new_country")]
 
 
-def test_a_switch_window_with_both_countries_raises_nothing() -> None:
-    # The owner's last call from home and first from abroad in one window, none from home later.
-    counts = poisson_gamma(np.full(30 * PER_HOUR, 4.0), 20.0, 13)
-    leave = 26 * PER_HOUR
+def test_a_settled_keys_window_from_home_and_a_new_country_is_impossible_travel() -> None:
+    counts = poisson_gamma(np.full(26 * PER_HOUR, 0.3), 20.0, 14)
+    at = 25 * PER_HOUR
+    counts[at] = 2
+    _, alerts = run(counts, lambda i: ["GB", "ZA"] if i == at else ["GB"])
+    assert opened(alerts) == [(at, "new_country")]
+    assert alerts[0][1]["features"]["concurrent"] is True
+
+
+def test_a_young_keys_switch_window_with_both_countries_raises_nothing() -> None:
+    # The owner's last call from home and first from abroad in one window (a VPN connecting
+    # mid-session), none from home later, on a key not yet seen for a day.
+    counts = poisson_gamma(np.full(8 * PER_HOUR, 4.0), 20.0, 13)
+    leave = 4 * PER_HOUR
     counts[leave] = max(2, counts[leave])
     _, alerts = run(
         counts, lambda i: ["GB"] if i < leave else ["GB", "JP"] if i == leave else ["JP"]
@@ -295,7 +305,7 @@ def test_a_country_is_not_learned_from_the_windows_judged_and_fades_over_days() 
     counts = np.full(26 * PER_HOUR, 4)
     at = 25 * PER_HOUR
     state, alerts = run(counts, lambda i: ["GB", "BR"] if i >= at else ["GB"])
-    assert opened(alerts) == [(at + 1, "new_country")]
+    assert opened(alerts) == [(at, "new_country")]  # a settled key: at once
     assert state is not None
     assert "BR" not in state.rules["new_country"].familiar  # an incident is open
     # A month without GB: it is new again.
