@@ -199,7 +199,7 @@ test-jvm: setup
 	@echo "==> testing the job's JVM operators (jvm/src/test; log: $(BUILD)/mvn-test.log)"
 	@mvn -B -f jvm/pom.xml -Dflink.version=$(FLINK_VERSION) \
 		-Djars.dir=$(CURDIR)/$(BUILD)/jars test > $(BUILD)/mvn-test.log 2>&1 \
-		|| { grep -E "Tests run|FAIL|ERROR" $(BUILD)/mvn-test.log; exit 1; }
+		|| { grep -E "Tests run|FAIL|ERROR" $(BUILD)/mvn-test.log || tail -n 60 $(BUILD)/mvn-test.log; exit 1; }
 	@grep -E "^\[INFO\] Tests run:" $(BUILD)/mvn-test.log | tail -1
 
 test-unit: setup

@@ -8,8 +8,8 @@ windows being judged.
 A pending country alerts when the evidence adds up:
 - the key's familiar countries keep calling while it does, at most ``concurrent_span`` windows
   after the new country's latest call. The owner still calls from home while someone calls
-  from elsewhere; an owner who travels stops calling from home hours before calling from
-  abroad. A key seen for ``settled_hours`` has shown its countries, each at its own hours (a
+  from elsewhere; an owner who travels does not call from home and from abroad within one
+  window. A key seen for ``settled_hours`` has shown its countries, each at its own hours (a
   mobile app's users abroad, a region in another time zone): one window with a familiar
   country is enough, the new country's own included (impossible travel; a VPN that connects
   mid-session is its legit form). A younger key may still have countries to show: it takes
@@ -71,7 +71,7 @@ class Pending(Evolvable):
     first_start: int
     last_start: int
     windows: int = 0
-    concurrent: int = 0  # windows with a familiar country since its first
+    concurrent: int = 0  # windows with a familiar country, its own or within the span after it
 
 
 @dataclass(slots=True)

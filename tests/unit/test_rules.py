@@ -197,6 +197,27 @@ def test_a_settled_keys_window_from_home_and_a_new_country_is_impossible_travel(
     assert alerts[0][1]["features"]["concurrent"] is True
 
 
+@pytest.mark.parametrize(("at", "alerts_at"), [(24 * PER_HOUR - 1, []), (24 * PER_HOUR, [0])])
+def test_a_key_is_settled_a_day_of_event_time_after_its_first_window(
+    at: int, alerts_at: list[int]
+) -> None:
+    counts = poisson_gamma(np.full(at + 1, 0.3), 20.0, 15)
+    counts[0] = 1  # the key's first window; the window of both countries at `at`, none after
+    counts[at] = 2
+    _, alerts = run(counts, lambda i: ["GB", "ZA"] if i == at else ["GB"])
+    assert opened(alerts) == [(at + d, "new_country") for d in alerts_at]
+
+
+def test_a_settled_roaming_key_with_a_new_country_beside_home_raises_nothing() -> None:
+    # A mobile app's key: its users call from many countries, so one more beside home is no
+    # evidence unless the rate rises.
+    where = ["GB", "FR", "DE", "ES", "IT", "NL"]
+    counts = np.full(26 * PER_HOUR, 6)
+    at = 25 * PER_HOUR
+    _, alerts = run(counts, lambda i: [*where, "BR"] if i == at else where)
+    assert opened(alerts) == []
+
+
 def test_a_young_keys_switch_window_with_both_countries_raises_nothing() -> None:
     # The owner's last call from home and first from abroad in one window (a VPN connecting
     # mid-session), none from home later, on a key not yet seen for a day.

@@ -9,6 +9,7 @@ import org.apache.flink.streaming.api.operators.KeyedProcessOperator;
 import org.apache.flink.streaming.runtime.streamrecord.StreamRecord;
 import org.apache.flink.streaming.util.KeyedOneInputStreamOperatorTestHarness;
 import org.apache.flink.types.Row;
+import org.junit.jupiter.api.AfterEach;
 import org.junit.jupiter.api.BeforeEach;
 import org.junit.jupiter.api.Test;
 
@@ -30,6 +31,11 @@ class NewlyFailingTest {
                 row -> (String) row.getField(0),
                 Types.STRING);
         harness.open();
+    }
+
+    @AfterEach
+    void close() throws Exception {
+        harness.close();
     }
 
     private void failing(String client, long window) throws Exception {
@@ -57,6 +63,8 @@ class NewlyFailingTest {
     @Test
     void aGapOfTheQuietSpanIsNotNewAndALongerOneIs() throws Exception {
         failing("client:a", 0);
+        // The watermark just before the first timer: the state is still there for the next window.
+        harness.processWatermark(QUIET + WINDOW - 1);
         failing("client:a", QUIET); // exactly the quiet span after: still the same run
         failing("client:a", 2 * QUIET + WINDOW); // more than it: begins to fail again
         assertEquals(List.of("client:a@0", "client:a@121"), passed());
@@ -75,10 +83,15 @@ class NewlyFailingTest {
         failing("client:a", 0);
         failing("client:a", 10 * WINDOW);
         assertEquals(1, harness.numKeyedStateEntries());
+        assertEquals(1, harness.numEventTimeTimers()); // one timer, set when it began to fail
         harness.processWatermark(QUIET + WINDOW); // the first timer: it failed again since
+        assertEquals(1, harness.numKeyedStateEntries());
+        assertEquals(1, harness.numEventTimeTimers()); // set again, for its last window
+        harness.processWatermark(10 * WINDOW + QUIET + WINDOW - 1);
         assertEquals(1, harness.numKeyedStateEntries());
         harness.processWatermark(10 * WINDOW + QUIET + WINDOW);
         assertEquals(0, harness.numKeyedStateEntries());
+        assertEquals(0, harness.numEventTimeTimers());
         failing("client:a", 10 * WINDOW + QUIET + WINDOW);
         assertEquals(List.of("client:a@0", "client:a@71"), passed());
     }
