@@ -31,7 +31,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from metering.baseline import tail_probability
+from metering.baseline import HOUR_MS, tail_probability
 from metering.evolve import Evolvable
 from metering.rules import Finding, Window
 
@@ -138,7 +138,7 @@ def check(w: Window, s: State, cfg: Config) -> Finding | None:
     # The owner calls from home while the new country does: at once on a settled key; on a
     # younger one, in the windows after the new country's first (a country not yet pending is in
     # its first window).
-    settled = w.age_ms >= cfg.settled_hours * 3_600_000
+    settled = w.age_ms >= cfg.settled_hours * HOUR_MS
     concurrent = bool(familiar) and (
         settled
         or any(
